@@ -1,0 +1,34 @@
+//! The agent's one error type. [`crate::rpc`] maps it to ttRPC status codes, in one place.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong below the RPC layer.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is malformed or unacceptable.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is valid but the guest is not in a state to carry it out.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Reading or writing a guest file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The agent's life: bind the ttRPC server, serve until the sandbox is destroyed or the
+//! agent is told to stop (SIGTERM/SIGINT), then close every connection after flushing
+//! the answers already given.
+
+use std::sync::Arc;
+
+use hull_protocols::address::AgentAddress;
+use tokio::signal::unix::{SignalKind, signal};
+use ttrpc::asynchronous::Server;
+
+use crate::config::AgentConfig;
+use crate::rpc;
+use crate::sandbox::Sandbox;
+
+/// Why the agent could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: AgentAddress,
+        #[source]
+        source: ttrpc::Error,
+    },
+    #[error("cannot start the ttRPC server: {0}")]
+    Start(#[source] ttrpc::Error),
+    #[error("cannot install the signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// How serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `DestroySandbox`: the VM should power off.
+    SandboxDestroyed,
+    /// SIGTERM or SIGINT.
+    Signalled,
+}
+
+/// Serves the agent API on `config.server_addr` until the sandbox ends.
+pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending, ServerError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+    let addr = config.server_addr.clone();
+    let mut server = Server::new()
+        .bind(&addr.to_string())
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?
+        .register_service(rpc::services(sandbox.clone(), config.under_init));
+    server.start().await.map_err(ServerError::Start)?;
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "agent serving");
+
+    let ending = tokio::select! {
+        () = sandbox.destroyed() => Ending::SandboxDestroyed,
+        _ = sigterm.recv() => Ending::Signalled,
+        _ = sigint.recv() => Ending::Signalled,
+    };
+    tracing::info!(?ending, "agent stopping");
+    // Stops accepting, then waits (bounded) for every connection to finish writing the
+    // responses already queued, among them the one to DestroySandbox.
+    if let Err(e) = server.shutdown().await {
+        tracing::warn!(error = %e, "ttRPC server shutdown");
+    }
+    if let AgentAddress::Unix(path) = &addr {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(ending)
+}

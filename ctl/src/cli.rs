@@ -1,0 +1,194 @@
+//! Command-line definition.
+
+use std::time::Duration;
+
+use clap::Parser;
+use hull_protocols::AgentAddress;
+
+use crate::commands::Command;
+use crate::output::Format;
+
+/// Default per-call timeout, seconds.
+pub const DEFAULT_TIMEOUT_SECS: &str = "30";
+/// Default time to keep retrying the connection, seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: &str = "10";
+
+/// Talk to a hull (or Kata-compatible) guest agent over ttRPC.
+#[derive(Debug, Parser)]
+#[command(name = "hull-ctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Agent address: unix:///PATH, vsock://CID:PORT or hvsock:///PATH:PORT.
+    #[arg(long, env = "HULL_AGENT_ADDR", value_name = "ADDR")]
+    pub addr: AgentAddress,
+
+    /// Timeout of each RPC, in seconds (0 = none).
+    #[arg(long, global = true, value_name = "SECS", default_value = DEFAULT_TIMEOUT_SECS, value_parser = parse_secs)]
+    pub timeout: Duration,
+
+    /// How long to keep retrying the connection, in seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value = DEFAULT_CONNECT_TIMEOUT_SECS, value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More logs on stderr (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The output format selected by the flags.
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            Format::Human
+        }
+    }
+}
+
+/// Parses a non-negative number of seconds, fractions allowed ("0.5").
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a valid duration (must be finite and >= 0)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{HealthCommand, SandboxCommand};
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("hull-ctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn minimal_invocation_uses_defaults() {
+        let cli = parse(&["--addr", "unix:///run/a.sock", "check"]).expect("parse");
+        assert_eq!(cli.addr, AgentAddress::Unix("/run/a.sock".into()));
+        assert_eq!(cli.timeout, Duration::from_secs(30));
+        assert_eq!(cli.connect_timeout, Duration::from_secs(10));
+        assert_eq!(cli.format(), Format::Human);
+        assert!(matches!(cli.command, Command::Health(HealthCommand::Check)));
+    }
+
+    #[test]
+    fn all_options() {
+        let cli = parse(&[
+            "--addr",
+            "hvsock:///run/vm.sock:1024",
+            "--timeout",
+            "2.5",
+            "--connect-timeout",
+            "0",
+            "--json",
+            "-vv",
+            "guest-details",
+        ])
+        .expect("parse");
+        assert_eq!(
+            cli.addr,
+            AgentAddress::HybridVsock {
+                path: "/run/vm.sock".into(),
+                port: 1024
+            }
+        );
+        assert_eq!(cli.timeout, Duration::from_millis(2500));
+        assert_eq!(cli.connect_timeout, Duration::ZERO);
+        assert_eq!(cli.format(), Format::Json);
+        assert_eq!(cli.verbose, 2);
+        assert!(matches!(
+            cli.command,
+            Command::Sandbox(SandboxCommand::GuestDetails)
+        ));
+    }
+
+    #[test]
+    fn every_command_parses() {
+        for (name, check) in [
+            (
+                "check",
+                (|c| matches!(c, Command::Health(HealthCommand::Check))) as fn(&Command) -> bool,
+            ),
+            ("version", |c| {
+                matches!(c, Command::Health(HealthCommand::Version))
+            }),
+            ("guest-details", |c| {
+                matches!(c, Command::Sandbox(SandboxCommand::GuestDetails))
+            }),
+            ("destroy-sandbox", |c| {
+                matches!(c, Command::Sandbox(SandboxCommand::DestroySandbox))
+            }),
+        ] {
+            let cli = parse(&["--addr", "vsock://3:1024", name]).expect(name);
+            assert!(check(&cli.command), "{name}: {:?}", cli.command);
+        }
+    }
+
+    #[test]
+    fn options_may_follow_the_command() {
+        // Options other than --addr are global: accepted after the command.
+        let cli = parse(&[
+            "--addr",
+            "vsock://3:1024",
+            "version",
+            "--json",
+            "--timeout",
+            "1",
+        ])
+        .expect("parse");
+        assert_eq!(cli.format(), Format::Json);
+        assert_eq!(cli.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_address_is_reported() {
+        let err = parse(&["--addr", "tcp://1.2.3.4:5", "check"]).expect_err("bad addr");
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        let text = err.to_string();
+        assert!(text.contains("unsupported scheme \"tcp\""), "{text}");
+    }
+
+    #[test]
+    fn bad_timeouts_are_reported() {
+        for bad in ["-1", "abc", "inf", "NaN"] {
+            let opt = format!("--timeout={bad}");
+            let err = parse(&["--addr", "vsock://3:1", &opt, "check"]).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_address_or_command() {
+        // Make sure the environment does not supply the address.
+        if std::env::var_os("HULL_AGENT_ADDR").is_none() {
+            let err = parse(&["check"]).expect_err("no addr");
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        }
+        let err = parse(&["--addr", "vsock://3:1"]).expect_err("no command");
+        assert_eq!(err.kind(), ErrorKind::MissingSubcommand);
+    }
+
+    #[test]
+    fn parse_secs_accepts_fractions() {
+        assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_secs(" 3 "), Ok(Duration::from_secs(3)));
+        assert!(parse_secs("").is_err());
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

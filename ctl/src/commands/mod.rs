@@ -1,0 +1,54 @@
+//! Commands, one module per group. To add a group: write a module with a
+//! `clap::Subcommand` enum and an async `run`, then add a flattened variant
+//! to [`Command`] and an arm to [`run`].
+
+pub mod health;
+pub mod sandbox;
+
+use clap::Subcommand;
+use hull_protocols::AgentClient;
+
+pub use health::HealthCommand;
+pub use sandbox::SandboxCommand;
+
+use crate::output::Report;
+
+/// Every command, grouped; the groups are flattened so commands appear at
+/// the top level (`hull-ctl check`, not `hull-ctl health check`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Health service.
+    #[command(flatten)]
+    Health(HealthCommand),
+    /// Sandbox and guest.
+    #[command(flatten)]
+    Sandbox(SandboxCommand),
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Printed on stdout in the selected format.
+    pub report: Box<dyn Report>,
+    /// When set, the command failed after producing output (e.g. the agent
+    /// answered but is not serving); hull-ctl exits non-zero with this text.
+    pub failure: Option<String>,
+}
+
+impl Outcome {
+    /// A successful outcome.
+    pub fn ok(report: impl Report + 'static) -> Self {
+        Self {
+            report: Box::new(report),
+            failure: None,
+        }
+    }
+}
+
+/// Runs `command` against the agent.
+pub async fn run(client: &AgentClient, command: &Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Health(c) => health::run(client, c).await,
+        Command::Sandbox(c) => sandbox::run(client, c).await,
+    }
+}

@@ -1,0 +1,104 @@
+//! Where the harness finds what it boots (kernel, initrd) and the host programs it runs.
+//!
+//! `just artifacts` builds everything into `build/` at the workspace root; `HULL_KERNEL`
+//! and `HULL_INITRD` point elsewhere. Programs are looked up on `PATH` (the Justfile puts
+//! the project's tool cache on it).
+
+use std::path::{Path, PathBuf};
+
+/// Something the harness needs and could not find, with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MissingArtifact {
+    #[error("{what} not found at {path} (set {env} or run `just artifacts`)")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        env: &'static str,
+    },
+    #[error("program `{0}` not found on PATH (run `just setup`, which installs it)")]
+    Program(&'static str),
+}
+
+/// The workspace root (the folder holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// What a guest boots from.
+#[derive(Debug, Clone)]
+pub struct GuestArtifacts {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl GuestArtifacts {
+    /// Finds the kernel and initrd, from the environment or `build/`.
+    pub fn locate() -> Result<Self, MissingArtifact> {
+        let build = workspace_root().join("build");
+        Ok(Self {
+            kernel: existing_file("guest kernel", "HULL_KERNEL", build.join("kernel/bzImage"))?,
+            initrd: existing_file("initrd", "HULL_INITRD", build.join("initrd.img"))?,
+        })
+    }
+}
+
+fn existing_file(
+    what: &'static str,
+    env: &'static str,
+    default: PathBuf,
+) -> Result<PathBuf, MissingArtifact> {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(MissingArtifact::File { what, path, env })
+    }
+}
+
+/// The Rust target guest binaries are built for, and the cargo profile.
+pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+pub const GUEST_PROFILE: &str = "guest";
+
+/// A static guest binary (`hull-agent`, `hull-init`) as `just guest` builds it.
+pub fn guest_binary(name: &str) -> PathBuf {
+    workspace_root()
+        .join("target")
+        .join(GUEST_TARGET)
+        .join(GUEST_PROFILE)
+        .join(name)
+}
+
+/// Finds an executable on `PATH`.
+pub fn find_program(name: &'static str) -> Result<PathBuf, MissingArtifact> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or(MissingArtifact::Program(name))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_the_fix() {
+        let err = find_program("hull-no-such-program-xyz").unwrap_err();
+        assert!(err.to_string().contains("just setup"), "{err}");
+    }
+
+    #[test]
+    fn finds_a_program_on_path() {
+        assert!(find_program("sh").is_ok());
+    }
+}

@@ -1,0 +1,8 @@
+//! hull's end-to-end harness: boots real guests under QEMU and drives them over the agent
+//! API. The tests under `tests/`, the demo (`hull-demo`) and the benchmark (`hull-bench`)
+//! all boot guests through this one harness, so they boot them the same way.
+
+pub mod accel;
+pub mod artifacts;
+pub mod process;
+pub mod vm;

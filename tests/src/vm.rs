@@ -1,0 +1,341 @@
+//! A hull guest under QEMU, owned by the test that booted it.
+//!
+//! [`Vm::boot`] starts `vhost-device-vsock` (the host end of the guest's virtio-vsock,
+//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake) and QEMU with the
+//! kernel and initrd, its serial console going to a file. Everything lives in a temporary
+//! directory. Dropping the [`Vm`] kills every process it started and removes that
+//! directory; unless the test called [`Vm::finish`] after a clean power-off, the drop also
+//! prints the guest console and the host programs' logs, so a failing test shows why.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hull_protocols::address::AgentAddress;
+use hull_protocols::client::AgentClient;
+use tempfile::TempDir;
+
+use crate::accel::Accel;
+use crate::artifacts::{GuestArtifacts, find_program};
+use crate::process::OwnedChild;
+
+/// The vsock port the agent serves ttRPC on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// How to boot a guest.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub artifacts: GuestArtifacts,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub guest_cid: u32,
+    /// Appended to the kernel command line after the harness's own options.
+    pub extra_cmdline: Vec<String>,
+}
+
+impl VmConfig {
+    /// Defaults: the located artifacts, the probed accelerator, 256 MiB, one vCPU.
+    pub fn new(artifacts: GuestArtifacts) -> Self {
+        Self {
+            artifacts,
+            accel: crate::accel::detect(),
+            memory_mib: 256,
+            cpus: 1,
+            guest_cid: 3,
+            extra_cmdline: Vec::new(),
+        }
+    }
+
+    /// The kernel command line the guest gets.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=acpi");
+        for extra in &self.extra_cmdline {
+            cmdline.push(' ');
+            cmdline.push_str(extra);
+        }
+        cmdline
+    }
+
+    /// QEMU's arguments, with the given run directory holding sockets and logs.
+    pub fn qemu_args(&self, dir: &Path) -> Vec<String> {
+        let mem = format!("{}M", self.memory_mib);
+        let args: Vec<String> = vec![
+            "-name".into(),
+            "hull-guest".into(),
+            "-machine".into(),
+            format!("q35,accel={},memory-backend=mem0", self.accel.qemu_name()),
+            "-cpu".into(),
+            self.accel.qemu_cpu().into(),
+            "-smp".into(),
+            self.cpus.to_string(),
+            "-m".into(),
+            mem.clone(),
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem0,size={mem},share=on"),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-serial".into(),
+            format!("file:{}", dir.join("console.log").display()),
+            "-kernel".into(),
+            self.artifacts.kernel.display().to_string(),
+            "-initrd".into(),
+            self.artifacts.initrd.display().to_string(),
+            "-append".into(),
+            self.kernel_cmdline(),
+            "-chardev".into(),
+            format!(
+                "socket,id=vsock0,path={}",
+                dir.join("vhost-vsock.sock").display()
+            ),
+            "-device".into(),
+            "vhost-user-vsock-pci,chardev=vsock0".into(),
+        ];
+        args
+    }
+}
+
+/// A running guest. See the module documentation for what dropping it does.
+pub struct Vm {
+    qemu: OwnedChild,
+    vsock_backend: OwnedChild,
+    started: Instant,
+    accel: Accel,
+    finished: bool,
+    // Last: removed after the processes using it are gone.
+    dir: TempDir,
+}
+
+impl Vm {
+    /// Starts the vsock backend and QEMU. Returns once QEMU is running; the guest is
+    /// still booting (see [`Vm::wait_for_agent`]).
+    pub fn boot(config: &VmConfig) -> Result<Self> {
+        let qemu_bin = find_program("qemu-system-x86_64")?;
+        let vsock_bin = find_program("vhost-device-vsock")?;
+        let dir = tempfile::Builder::new()
+            .prefix("hull-vm-")
+            .tempdir()
+            .context("creating the VM's temporary directory")?;
+
+        let vhost_socket = dir.path().join("vhost-vsock.sock");
+        let mut backend_cmd = Command::new(&vsock_bin);
+        backend_cmd
+            .arg("--vm")
+            .arg(format!(
+                "guest-cid={},uds-path={},socket={}",
+                config.guest_cid,
+                dir.path().join("vm.vsock").display(),
+                vhost_socket.display()
+            ))
+            .stdout(log_file(dir.path(), "vhost-device-vsock.log")?)
+            .stderr(log_file(dir.path(), "vhost-device-vsock.log")?);
+        let mut vsock_backend = OwnedChild::spawn("vhost-device-vsock", backend_cmd)
+            .with_context(|| format!("starting {}", vsock_bin.display()))?;
+        wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
+            .context("waiting for vhost-device-vsock's socket")?;
+
+        let mut qemu_cmd = Command::new(&qemu_bin);
+        qemu_cmd
+            .args(config.qemu_args(dir.path()))
+            .stdout(log_file(dir.path(), "qemu.log")?)
+            .stderr(log_file(dir.path(), "qemu.log")?);
+        let started = Instant::now();
+        let qemu = OwnedChild::spawn("qemu", qemu_cmd)
+            .with_context(|| format!("starting {}", qemu_bin.display()))?;
+        tracing::debug!(dir = %dir.path().display(), accel = %config.accel, "guest booting");
+        Ok(Self {
+            qemu,
+            vsock_backend,
+            started,
+            accel: config.accel.clone(),
+            finished: false,
+            dir,
+        })
+    }
+
+    /// The accelerator this guest runs with.
+    pub fn accel(&self) -> &Accel {
+        &self.accel
+    }
+
+    /// The Unix socket where the host reaches guest vsock ports (`CONNECT <port>`).
+    pub fn hybrid_vsock_socket(&self) -> PathBuf {
+        self.dir.path().join("vm.vsock")
+    }
+
+    /// The hybrid-vsock address of the agent's ttRPC server.
+    pub fn agent_address(&self) -> AgentAddress {
+        AgentAddress::HybridVsock {
+            path: self.hybrid_vsock_socket(),
+            port: AGENT_VSOCK_PORT,
+        }
+    }
+
+    /// The host path where a guest connecting to host vsock port `port` arrives.
+    pub fn host_vsock_listener_path(&self, port: u32) -> PathBuf {
+        self.dir.path().join(format!("vm.vsock_{port}"))
+    }
+
+    /// Waits until the agent answers `Health.Check`, and returns a client and the time
+    /// from QEMU's start to that first answer (boot-to-agent-ready).
+    pub async fn wait_for_agent(&mut self, deadline: Duration) -> Result<(AgentClient, Duration)> {
+        let address = self.agent_address();
+        let mut last_error = String::from("no attempt made");
+        while self.started.elapsed() < deadline {
+            if let Some(status) = self.qemu.try_status()? {
+                bail!("QEMU exited ({status}) before the agent answered");
+            }
+            match AgentClient::connect(&address, Duration::from_secs(1)).await {
+                Ok(client) => match client.check().await {
+                    Ok(_) => return Ok((client, self.started.elapsed())),
+                    Err(e) => last_error = e.to_string(),
+                },
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        bail!(
+            "the agent did not answer Health.Check within {deadline:?} (last error: {last_error})"
+        )
+    }
+
+    /// Asks the agent to destroy the sandbox and waits for the guest to power off;
+    /// returns the time from the request to QEMU's exit.
+    pub async fn power_off_through_agent(
+        &mut self,
+        client: &AgentClient,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let asked = Instant::now();
+        client.destroy_sandbox().await.context("DestroySandbox")?;
+        let status = self.wait_for_exit(timeout)?;
+        if !status.success() {
+            bail!("QEMU exited with {status} after DestroySandbox");
+        }
+        Ok(asked.elapsed())
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself (the guest powered off).
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        match self.qemu.wait_timeout(timeout)? {
+            Some(status) => Ok(status),
+            None => bail!("QEMU still running {timeout:?} after it was asked to power off"),
+        }
+    }
+
+    /// The guest's serial console so far.
+    pub fn console(&self) -> String {
+        read_lossy(&self.dir.path().join("console.log"))
+    }
+
+    /// Everything worth reading when a guest misbehaves: console and host program logs.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for (title, file) in [
+            ("guest console", "console.log"),
+            ("qemu", "qemu.log"),
+            ("vhost-device-vsock", "vhost-device-vsock.log"),
+        ] {
+            let _ = writeln!(out, "----- {title} ({file}) -----");
+            out.push_str(&read_lossy(&self.dir.path().join(file)));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Marks the run as clean: dropping the VM now stays quiet.
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.qemu.kill();
+        self.vsock_backend.kill();
+        if !self.finished {
+            eprintln!(
+                "hull-e2e: the guest did not finish cleanly; its logs follow\n{}",
+                self.diagnostics()
+            );
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .with_context(|| format!("opening {name}"))?;
+    Ok(Stdio::from(file))
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
+}
+
+fn wait_for_path(path: &Path, timeout: Duration, owner: &mut OwnedChild) -> Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(status) = owner.try_status()? {
+            bail!(
+                "the process exited ({status}) before creating {}",
+                path.display()
+            );
+        }
+        if start.elapsed() > timeout {
+            bail!("{} did not appear within {timeout:?}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> VmConfig {
+        VmConfig {
+            artifacts: GuestArtifacts {
+                kernel: "/k/bzImage".into(),
+                initrd: "/k/initrd.img".into(),
+            },
+            accel: Accel::Tcg {
+                reason: "test".into(),
+            },
+            memory_mib: 256,
+            cpus: 1,
+            guest_cid: 3,
+            extra_cmdline: vec!["agent.log=debug".into()],
+        }
+    }
+
+    #[test]
+    fn qemu_args_share_memory_with_vhost_user_and_never_reboot() {
+        let args = config().qemu_args(Path::new("/run/x"));
+        let joined = args.join(" ");
+        assert!(joined.contains("-machine q35,accel=tcg,memory-backend=mem0"));
+        assert!(joined.contains("memory-backend-memfd,id=mem0,size=256M,share=on"));
+        assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains("socket,id=vsock0,path=/run/x/vhost-vsock.sock"));
+        assert!(joined.contains("-serial file:/run/x/console.log"));
+    }
+
+    #[test]
+    fn cmdline_appends_extras() {
+        assert_eq!(
+            config().kernel_cmdline(),
+            "console=ttyS0 panic=-1 reboot=acpi agent.log=debug"
+        );
+    }
+}
