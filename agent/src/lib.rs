@@ -5,9 +5,12 @@
 //! [`logging`] sends structured logs to the console or to the host over vsock.
 
 pub mod config;
+pub mod device;
 pub mod error;
+pub mod fs;
 pub mod guest;
 pub mod logging;
+pub mod mount;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;
