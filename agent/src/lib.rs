@@ -1,7 +1,9 @@
 //! hull-agent: the guest agent of hull, serving the Kata Containers agent API over ttRPC.
 //!
 //! The path of a request: [`server`] accepts it, [`rpc`] turns protobuf into domain calls
-//! on the [`sandbox`], which owns the guest's state. [`config`] is read once at start-up;
+//! on the [`sandbox`], which owns the guest's state: storages ([`storage`], with [`device`]
+//! to find disks, [`mount`] and [`fs`] to mount them confined beneath the agent's
+//! directory) and what [`guest_setup`] did. [`config`] is read once at start-up;
 //! [`logging`] sends structured logs to the console or to the host over vsock.
 
 pub mod config;
@@ -9,8 +11,10 @@ pub mod device;
 pub mod error;
 pub mod fs;
 pub mod guest;
+pub mod guest_setup;
 pub mod logging;
 pub mod mount;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;
+pub mod storage;

@@ -1,38 +1,163 @@
-//! The sandbox: the one owner of the guest's state. For now that state is whether the
-//! runtime has asked for the sandbox to end; containers, storages and network join it as
-//! they are built.
+//! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
+//! storages in use, and whether the runtime has asked for the sandbox to end.
+//! Containers and network join it as they are built.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+use crate::config::AgentConfig;
+use crate::device::DeviceWaiter;
 use crate::error::AgentError;
+use crate::guest_setup::{self, SandboxError, SandboxSpec};
+use crate::storage::{StorageRef, Storages};
 
 /// The guest-wide state every RPC works on.
 pub struct Sandbox {
     shutdown: watch::Sender<bool>,
+    storages: Storages,
+    /// Serializes CreateSandbox and DestroySandbox.
+    lifecycle: tokio::sync::Mutex<Lifecycle>,
+    /// What CreateSandbox recorded, for containers to read.
+    info: Mutex<Option<SandboxInfo>>,
+}
+
+/// What `CreateSandbox` recorded for containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub hostname: Option<String>,
+    /// Containers asking for it join one sandbox-wide PID namespace.
+    pub sandbox_pidns: bool,
+    /// Where OCI hooks for guest containers are looked up; `None`: no guest hooks.
+    pub guest_hook_path: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Lifecycle {
+    created: bool,
+    destroying: bool,
+    /// The sandbox's own holds on its storages.
+    storages: Vec<StorageRef>,
+    dns_installed: bool,
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
-        Self::new()
+        Self::new(&AgentConfig::default())
     }
 }
 
 impl Sandbox {
-    /// An empty sandbox.
-    pub fn new() -> Self {
+    /// An empty sandbox with the configured directory and hot-plug timeout. Nothing is
+    /// touched on disk until a storage is asked for.
+    pub fn new(config: &AgentConfig) -> Self {
         Self {
             shutdown: watch::Sender::new(false),
+            storages: Storages::new(
+                config.run_dir.clone(),
+                DeviceWaiter::guest(config.hotplug_timeout),
+            ),
+            lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
+            info: Mutex::new(None),
         }
     }
 
-    /// Ends the sandbox: the agent stops serving and exits with status 0, which hull-init
-    /// takes as the request to power the VM off.
-    pub fn destroy(&self) -> Result<(), AgentError> {
-        if *self.shutdown.borrow() {
+    /// The storages in use; containers acquire and release theirs here.
+    pub fn storages(&self) -> &Storages {
+        &self.storages
+    }
+
+    /// What CreateSandbox recorded; `None` before it.
+    pub fn info(&self) -> Option<SandboxInfo> {
+        self.info.lock().ok().and_then(|info| info.clone())
+    }
+
+    /// Sets the sandbox up: storages, DNS, hostname, in that order; on an error, what was
+    /// done is undone (the hostname, last, cannot fail half-way).
+    pub async fn create(&self, spec: SandboxSpec) -> Result<(), AgentError> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.destroying {
+            return Err(SandboxError::Destroyed.into());
+        }
+        if lifecycle.created {
+            return Err(SandboxError::AlreadyCreated {
+                id: self.info().map(|i| i.id).unwrap_or_default(),
+            }
+            .into());
+        }
+        let storages = self.storages.acquire(&spec.storages, None).await?;
+        let undo_storages = |storages: Vec<StorageRef>| async move {
+            if let Err(e) = self.storages.release(&storages).await {
+                tracing::warn!(error = %e, "undoing the sandbox's storages");
+            }
+        };
+        if !spec.dns.is_empty() {
+            let installed = match self.storages.root().await {
+                Ok(root) => {
+                    guest_setup::install_dns(&root, &spec.dns, Path::new(guest_setup::RESOLV_CONF))
+                        .map_err(AgentError::from)
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = installed {
+                undo_storages(storages).await;
+                return Err(e);
+            }
+        }
+        if let Some(hostname) = &spec.hostname
+            && let Err(e) = guest_setup::set_hostname(hostname)
+        {
+            if !spec.dns.is_empty()
+                && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+            {
+                tracing::warn!(error = %e, "undoing DNS");
+            }
+            undo_storages(storages).await;
+            return Err(e.into());
+        }
+        lifecycle.created = true;
+        lifecycle.storages = storages;
+        lifecycle.dns_installed = !spec.dns.is_empty();
+        let info = SandboxInfo {
+            id: spec.id,
+            hostname: spec.hostname,
+            sandbox_pidns: spec.sandbox_pidns,
+            guest_hook_path: spec.guest_hook_path,
+        };
+        tracing::info!(
+            ?info,
+            storages = lifecycle.storages.len(),
+            "sandbox created"
+        );
+        if let Ok(mut slot) = self.info.lock() {
+            *slot = Some(info);
+        }
+        Ok(())
+    }
+
+    /// Ends the sandbox: unmounts every storage (newest first) and the DNS file, then the
+    /// agent stops serving and exits with status 0, which hull-init takes as the request
+    /// to power the VM off. A failed unmount is logged, never a reason to keep the VM
+    /// running.
+    pub async fn destroy(&self) -> Result<(), AgentError> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.destroying || *self.shutdown.borrow() {
             return Err(AgentError::FailedPrecondition(
                 "the sandbox is already being destroyed".into(),
             ));
         }
+        lifecycle.destroying = true;
+        // Containers are stopped here, before their storages go, once they exist.
+        let failures = self.storages.release_all().await;
+        lifecycle.storages.clear();
+        if lifecycle.dns_installed
+            && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+        {
+            tracing::warn!(error = %e, "removing DNS at the sandbox's end");
+        }
+        tracing::info!(unmount_failures = failures.len(), "sandbox torn down");
         self.shutdown.send_replace(true);
         Ok(())
     }
@@ -51,15 +176,15 @@ mod tests {
 
     #[tokio::test]
     async fn destroy_wakes_the_waiter_once() {
-        let sandbox = std::sync::Arc::new(Sandbox::new());
+        let sandbox = std::sync::Arc::new(Sandbox::default());
         let waiter = tokio::spawn({
             let sandbox = sandbox.clone();
             async move { sandbox.destroyed().await }
         });
-        sandbox.destroy().unwrap();
+        sandbox.destroy().await.unwrap();
         waiter.await.unwrap();
         assert!(matches!(
-            sandbox.destroy(),
+            sandbox.destroy().await,
             Err(AgentError::FailedPrecondition(_))
         ));
     }

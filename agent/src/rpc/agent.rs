@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AgentDetails, DestroySandboxRequest, GuestDetailsRequest, GuestDetailsResponse,
+    AgentDetails, CreateSandboxRequest, DestroySandboxRequest, GuestDetailsRequest,
+    GuestDetailsResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use protobuf::well_known_types::empty::Empty;
@@ -13,10 +14,12 @@ use ttrpc::asynchronous::TtrpcContext;
 
 use super::status;
 use crate::guest::read_guest_facts;
+use crate::guest_setup::SandboxSpec;
 use crate::sandbox::Sandbox;
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
-pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &["GetGuestDetails", "DestroySandbox"];
+pub const IMPLEMENTED_AGENT_METHODS: &[&str] =
+    &["GetGuestDetails", "CreateSandbox", "DestroySandbox"];
 
 /// The AgentService implementation.
 pub struct AgentRpc {
@@ -51,9 +54,15 @@ impl AgentService for AgentRpc {
             agent_details: Some(AgentDetails {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 init_daemon: self.under_init,
-                // Filled in as device and storage handlers are built.
+                // Filled in as device handlers are built.
                 device_handlers: Vec::new(),
-                storage_handlers: Vec::new(),
+                storage_handlers: self
+                    .sandbox
+                    .storages()
+                    .drivers()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 supports_seccomp: false,
                 extra_features: Vec::new(),
                 ..Default::default()
@@ -63,12 +72,22 @@ impl AgentService for AgentRpc {
         })
     }
 
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<Empty> {
+        let spec = SandboxSpec::from_proto(&req, self.sandbox.storages()).map_err(status)?;
+        self.sandbox.create(spec).await.map_err(status)?;
+        Ok(Empty::new())
+    }
+
     async fn destroy_sandbox(
         &self,
         _ctx: &TtrpcContext,
         _req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        self.sandbox.destroy().map_err(status)?;
+        self.sandbox.destroy().await.map_err(status)?;
         tracing::info!("sandbox destroyed; the agent will exit");
         Ok(Empty::new())
     }
