@@ -175,11 +175,7 @@ impl AgentConfig {
         let required = || value.ok_or_else(|| invalid("a value is required"));
         match key {
             "agent.log" => self.log_level = required()?.parse().map_err(|e: String| invalid(&e))?,
-            "hull.debug" => {
-                if value.is_none_or(|v| v != "0") {
-                    self.log_level = LogLevel::Debug;
-                }
-            }
+            "hull.debug" if value.is_none_or(|v| v != "0") => self.log_level = LogLevel::Debug,
             "agent.log_vport" => {
                 self.log_vport = Some(parse_port(required()?).map_err(|e| invalid(&e))?)
             }
