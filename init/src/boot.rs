@@ -3,11 +3,11 @@
 
 use tracing::{debug, error, info, warn};
 
-use hull_common::cmdline::PROC_CMDLINE;
 use crate::config::{self, Config};
 use crate::shutdown::{self, Reason};
 use crate::signals::{self, Signals};
 use crate::{console, hostname, logger, mounts, supervisor, uptime_ms};
+use hull_common::cmdline::PROC_CMDLINE;
 
 pub fn run() -> ! {
     // Before any file is opened: a closed fd 2 would make that file "stderr".

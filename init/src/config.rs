@@ -16,8 +16,8 @@
 
 use std::fmt;
 
-use hull_common::cmdline::{self, Param};
 use crate::hostname::{self, DEFAULT_HOSTNAME, HostnameError};
+use hull_common::cmdline::{self, Param};
 
 pub const DEFAULT_AGENT_RESTARTS: u32 = 5;
 pub const MAX_AGENT_RESTARTS: u32 = 100;
