@@ -84,13 +84,13 @@ run missing no
 expect missing 'init: agent binary missing path=/usr/bin/hull-agent' \
     'init: shutting down reason=agent-missing' 'init: powering off'
 
-if [ "$fail" != 0 ] || [ "${VERBOSE:-0}" = 1 ]; then
-    run badrun
+run badrun
 expect badrun 'init: required mount failed error="cannot create mount point /run: ' \
     'init: shutting down reason=boot-failure' 'init: powering off'
 if grep -q 'agent started' "$work/badrun.log"; then echo "FAIL badrun: agent started"; fail=1; fi
 
-for f in "$work"/*.log; do
+if [ "$fail" != 0 ] || [ "${VERBOSE:-0}" = 1 ]; then
+    for f in "$work"/*.log; do
         echo "===== $(basename "$f")"
         cat "$f"
     done
