@@ -436,18 +436,7 @@ allnoconfig:\n\tcp dotconfig .config\n\tmkdir -p include/config\n\techo 6.1.0-fa
 bzImage:\n\t@echo '  CC      init/main.o'\n\t@echo '  LD      vmlinux'\n\tmkdir -p arch/x86/boot\n\
 \techo kernel > arch/x86/boot/bzImage\n\techo elf > vmlinux\n";
         fs::write(tree.join("Makefile"), makefile).unwrap();
-        let tarball = dir.join("src.tar");
-        let ok = std::process::Command::new("tar")
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(dir)
-            .arg("linux-source-6.1")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        tarball
+        fake_tree_repack(dir)
     }
 
     fn request(dir: &Path, tarball: PathBuf) -> KernelRequest {
