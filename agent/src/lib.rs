@@ -7,6 +7,7 @@
 //! [`logging`] sends structured logs to the console or to the host over vsock.
 
 pub mod config;
+pub mod debug_console;
 pub mod device;
 pub mod error;
 pub mod fs;

@@ -25,7 +25,7 @@ use crate::sandbox::Sandbox;
 use crate::storage::StorageError;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
-pub use health::HealthRpc;
+pub use health::{API_VERSION, HealthRpc};
 
 /// The ttRPC service name of the agent API.
 pub const AGENT_SERVICE: &str = "grpc.AgentService";
