@@ -57,7 +57,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             }
         }
         tracing::debug!(?config, "configuration");
-        let sandbox = Arc::new(Sandbox::new(&config));
+        let sandbox = Arc::new(Sandbox::with_config(&config));
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");
         Ok(())

@@ -45,14 +45,20 @@ struct Lifecycle {
 
 impl Default for Sandbox {
     fn default() -> Self {
-        Self::new(&AgentConfig::default())
+        Self::new()
     }
 }
 
 impl Sandbox {
+    /// An empty sandbox with the default configuration (`/run/kata-containers`, 3 s
+    /// hot-plug timeout).
+    pub fn new() -> Self {
+        Self::with_config(&AgentConfig::default())
+    }
+
     /// An empty sandbox with the configured directory and hot-plug timeout. Nothing is
     /// touched on disk until a storage is asked for.
-    pub fn new(config: &AgentConfig) -> Self {
+    pub fn with_config(config: &AgentConfig) -> Self {
         Self {
             shutdown: watch::Sender::new(false),
             storages: Storages::new(
@@ -187,5 +193,80 @@ mod tests {
             sandbox.destroy().await,
             Err(AgentError::FailedPrecondition(_))
         ));
+    }
+
+    /// A sandbox whose directory is a temporary one (nothing here mounts).
+    fn sandbox(dir: &tempfile::TempDir) -> Sandbox {
+        Sandbox::with_config(&AgentConfig {
+            run_dir: dir.path().join("run"),
+            ..AgentConfig::default()
+        })
+    }
+
+    fn spec(id: &str) -> SandboxSpec {
+        SandboxSpec {
+            id: id.into(),
+            hostname: None,
+            dns: Vec::new(),
+            storages: Vec::new(),
+            sandbox_pidns: true,
+            guest_hook_path: Some("/hooks".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_records_the_sandbox_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        assert_eq!(sandbox.info(), None);
+        sandbox.create(spec("sb-1")).await.unwrap();
+        let info = sandbox.info().unwrap();
+        assert_eq!(info.id, "sb-1");
+        assert!(info.sandbox_pidns);
+        assert_eq!(info.guest_hook_path.as_deref(), Some(Path::new("/hooks")));
+        let err = sandbox.create(spec("sb-2")).await.unwrap_err();
+        assert!(matches!(
+            err,
+            AgentError::Sandbox(SandboxError::AlreadyCreated { .. })
+        ));
+        assert!(err.to_string().contains("sb-1"), "{err}");
+        assert_eq!(sandbox.info().unwrap().id, "sb-1");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_created_after_destroy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        sandbox.destroy().await.unwrap();
+        let err = sandbox.create(spec("late")).await.unwrap_err();
+        assert!(matches!(err, AgentError::Sandbox(SandboxError::Destroyed)));
+        assert!(!dir.path().join("run").exists(), "no storage, no directory");
+    }
+
+    #[tokio::test]
+    async fn a_failed_storage_leaves_the_sandbox_uncreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("run/out")).unwrap();
+        let local = sandbox
+            .storages()
+            .parse(&hull_protocols::agent::Storage {
+                driver: "local".into(),
+                mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
+                ..Default::default()
+            })
+            .unwrap();
+        let err = sandbox
+            .create(SandboxSpec {
+                storages: vec![local],
+                ..spec("sb")
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("resolves outside"), "{err}");
+        assert_eq!(sandbox.info(), None);
+        // The request can be made again, corrected.
+        sandbox.create(spec("sb")).await.unwrap();
     }
 }

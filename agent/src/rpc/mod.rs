@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn every_implemented_method_exists_in_the_protocol() {
-        let services = services(Arc::new(Sandbox::default()), false);
+        let services = services(Arc::new(Sandbox::new()), false);
         let agent = &services[AGENT_SERVICE];
         for method in IMPLEMENTED_AGENT_METHODS {
             assert!(agent.methods.contains_key(*method), "no such RPC: {method}");

@@ -110,6 +110,9 @@ impl Storages {
         specs: &[StorageSpec],
         container_id: Option<&str>,
     ) -> Result<Vec<StorageRef>, StorageError> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut table = self.table.lock().await;
         let root = self.open_root(&mut table)?;
         let mut taken = Vec::with_capacity(specs.len());
@@ -178,6 +181,9 @@ impl Storages {
     /// Gives references back; a storage whose last reference goes is unmounted. Every
     /// reference is released even if one fails; the first error is returned.
     pub async fn release(&self, refs: &[StorageRef]) -> Result<(), StorageError> {
+        if refs.is_empty() {
+            return Ok(());
+        }
         let mut table = self.table.lock().await;
         let root = self.open_root(&mut table)?;
         let mut first_error = None;
