@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -13,9 +15,16 @@ use crate::error::AgentError;
 use crate::guest_setup::{self, SandboxError, SandboxSpec};
 use crate::storage::{StorageRef, Storages};
 
+/// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
+/// mount stuck on a dead host daemon must not keep the VM up.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The guest-wide state every RPC works on.
 pub struct Sandbox {
     shutdown: watch::Sender<bool>,
+    /// Set by the first DestroySandbox, before it waits for anything.
+    destroying: AtomicBool,
+    teardown_timeout: Duration,
     storages: Storages,
     /// Serializes CreateSandbox and DestroySandbox.
     lifecycle: tokio::sync::Mutex<Lifecycle>,
@@ -61,6 +70,8 @@ impl Sandbox {
     pub fn with_config(config: &AgentConfig) -> Self {
         Self {
             shutdown: watch::Sender::new(false),
+            destroying: AtomicBool::new(false),
+            teardown_timeout: TEARDOWN_TIMEOUT,
             storages: Storages::new(
                 config.run_dir.clone(),
                 DeviceWaiter::guest(config.hotplug_timeout),
@@ -84,7 +95,7 @@ impl Sandbox {
     /// done is undone (the hostname, last, cannot fail half-way).
     pub async fn create(&self, spec: SandboxSpec) -> Result<(), AgentError> {
         let mut lifecycle = self.lifecycle.lock().await;
-        if lifecycle.destroying {
+        if lifecycle.destroying || self.destroying.load(Ordering::SeqCst) {
             return Err(SandboxError::Destroyed.into());
         }
         if lifecycle.created {
@@ -146,14 +157,28 @@ impl Sandbox {
     /// Ends the sandbox: unmounts every storage (newest first) and the DNS file, then the
     /// agent stops serving and exits with status 0, which hull-init takes as the request
     /// to power the VM off. A failed unmount is logged, never a reason to keep the VM
-    /// running.
+    /// running; neither is a teardown that does not finish within 10 s.
     pub async fn destroy(&self) -> Result<(), AgentError> {
-        let mut lifecycle = self.lifecycle.lock().await;
-        if lifecycle.destroying || *self.shutdown.borrow() {
+        if self.destroying.swap(true, Ordering::SeqCst) {
             return Err(AgentError::FailedPrecondition(
                 "the sandbox is already being destroyed".into(),
             ));
         }
+        if tokio::time::timeout(self.teardown_timeout, self.teardown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                timeout = ?self.teardown_timeout,
+                "the sandbox's teardown did not finish; the agent exits anyway"
+            );
+        }
+        self.shutdown.send_replace(true);
+        Ok(())
+    }
+
+    async fn teardown(&self) {
+        let mut lifecycle = self.lifecycle.lock().await;
         lifecycle.destroying = true;
         // Containers are stopped here, before their storages go, once they exist.
         let failures = self.storages.release_all().await;
@@ -164,8 +189,6 @@ impl Sandbox {
             tracing::warn!(error = %e, "removing DNS at the sandbox's end");
         }
         tracing::info!(unmount_failures = failures.len(), "sandbox torn down");
-        self.shutdown.send_replace(true);
-        Ok(())
     }
 
     /// Resolves once [`Sandbox::destroy`] has been called.
@@ -241,6 +264,25 @@ mod tests {
         let err = sandbox.create(spec("late")).await.unwrap_err();
         assert!(matches!(err, AgentError::Sandbox(SandboxError::Destroyed)));
         assert!(!dir.path().join("run").exists(), "no storage, no directory");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_teardown_does_not_keep_the_sandbox_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sandbox = sandbox(&dir);
+        sandbox.teardown_timeout = Duration::from_millis(100);
+        let sandbox = std::sync::Arc::new(sandbox);
+        // Something (a mount waiting on a dead virtiofsd) holds the sandbox.
+        let held = sandbox.lifecycle.lock().await;
+        sandbox.destroy().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sandbox.destroyed())
+            .await
+            .expect("destroyed despite the stuck teardown");
+        assert!(matches!(
+            sandbox.destroy().await,
+            Err(AgentError::FailedPrecondition(_))
+        ));
+        drop(held);
     }
 
     #[tokio::test]
