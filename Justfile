@@ -44,8 +44,12 @@ lint:
     cargo fmt --all --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
 
-# The whole test suite: lints, unit and host tests, and the VM tests.
-test: setup artifacts lint
+# hull-init as PID 1 of fresh namespaces on the host: crash, restart, signal and shutdown paths.
+init-smoke: guest
+    init/tests/smoke/ns-smoke.sh {{guest_dir}}/hull-init
+
+# The whole test suite: lints, unit and host tests, init's namespace smoke test, the VM tests.
+test: setup artifacts lint init-smoke
     cargo test --locked --workspace
 
 # Sizes and boot times, printed as a table.

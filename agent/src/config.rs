@@ -25,6 +25,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use hull_common::cmdline::{self, Param};
 use hull_protocols::address::AgentAddress;
 
 /// The vsock port the agent serves ttRPC on by default.
@@ -120,7 +121,7 @@ impl AgentConfig {
             // SAFETY: getppid has no preconditions and cannot fail.
             && unsafe { libc::getppid() } == 1;
         let cmdline = if under_init {
-            std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+            std::fs::read_to_string(cmdline::PROC_CMDLINE).unwrap_or_default()
         } else {
             String::new()
         };
@@ -131,11 +132,11 @@ impl AgentConfig {
 
     /// Builds the configuration from a kernel command line and an environment lookup.
     pub fn from_sources(
-        cmdline: &str,
+        cmdline_text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        for (key, value) in kernel_cmdline_options(cmdline) {
+        for Param { key, value } in cmdline::params(cmdline_text) {
             config.apply(key, value)?;
         }
         for (env_key, key) in [
@@ -174,11 +175,7 @@ impl AgentConfig {
         let required = || value.ok_or_else(|| invalid("a value is required"));
         match key {
             "agent.log" => self.log_level = required()?.parse().map_err(|e: String| invalid(&e))?,
-            "hull.debug" => {
-                if value.is_none_or(|v| v != "0") {
-                    self.log_level = LogLevel::Debug;
-                }
-            }
+            "hull.debug" if value.is_none_or(|v| v != "0") => self.log_level = LogLevel::Debug,
             "agent.log_vport" => {
                 self.log_vport = Some(parse_port(required()?).map_err(|e| invalid(&e))?)
             }
@@ -222,40 +219,6 @@ fn parse_port(value: &str) -> Result<u32, String> {
     }
 }
 
-/// Splits a kernel command line into `key` / `key=value` options, honouring double quotes
-/// the way the kernel does (`key="a b"` is one option with value `a b`).
-pub fn kernel_cmdline_options(cmdline: &str) -> Vec<(&str, Option<&str>)> {
-    let mut options = Vec::new();
-    let mut rest = cmdline.trim_start();
-    while !rest.is_empty() {
-        let mut in_quotes = false;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                if c == '"' {
-                    in_quotes = !in_quotes;
-                }
-                c.is_whitespace() && !in_quotes
-            })
-            .map_or(rest.len(), |(i, _)| i);
-        let (word, tail) = rest.split_at(end);
-        rest = tail.trim_start();
-        let option = match word.split_once('=') {
-            Some((key, value)) => (key, Some(unquote(value))),
-            None => (word, None),
-        };
-        options.push(option);
-    }
-    options
-}
-
-fn unquote(value: &str) -> &str {
-    value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +237,7 @@ mod tests {
     #[test]
     fn kata_option_names_are_understood() {
         let config = from_cmdline(
-            "console=ttyS0 agent.log=debug agent.log_vport=1025 agent.server_addr=vsock://-1:2048 agent.hotplug_timeout=10",
+            "console=ttyS0 agent.log=\"debug\" agent.log_vport=1025 agent.server_addr=vsock://-1:2048 agent.hotplug_timeout=10",
         )
         .unwrap();
         assert_eq!(config.log_level, LogLevel::Debug);
@@ -345,20 +308,5 @@ mod tests {
         std::fs::write(root.path().join("etc/hull/debug-console"), "").unwrap();
         assert!(config.debug_console_enabled(root.path()));
         assert!(!from_cmdline("").unwrap().debug_console_enabled(root.path()));
-    }
-
-    #[test]
-    fn cmdline_splitting_honours_quotes() {
-        assert_eq!(
-            kernel_cmdline_options(r#"  a b=1 c="x y" d="" e=f=g "#),
-            vec![
-                ("a", None),
-                ("b", Some("1")),
-                ("c", Some("x y")),
-                ("d", Some("")),
-                ("e", Some("f=g")),
-            ]
-        );
-        assert!(kernel_cmdline_options("   ").is_empty());
     }
 }

@@ -5,6 +5,7 @@
 //! [`logging`] sends structured logs to the console or to the host over vsock.
 
 pub mod config;
+pub mod debug_console;
 pub mod error;
 pub mod guest;
 pub mod logging;

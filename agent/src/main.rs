@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hull_agent::config::{AgentConfig, DEBUG_CONSOLE_MARKER};
+use hull_agent::debug_console;
 use hull_agent::logging::{self, LogOutput};
 use hull_agent::network::{Loopback, Network, NetworkSettings};
 use hull_agent::sandbox::Sandbox;
@@ -48,9 +49,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
         }
         if config.debug_console_requested {
             if config.debug_console_enabled(Path::new("/")) {
-                tracing::error!(
-                    "agent.debug_console: this agent was built without a debug console"
-                );
+                tokio::spawn(debug_console::serve_on_vsock(config.debug_console_vport));
             } else {
                 tracing::warn!(
                     marker = DEBUG_CONSOLE_MARKER,

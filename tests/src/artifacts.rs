@@ -1,7 +1,7 @@
 //! Where the harness finds what it boots (kernel, initrd) and the host programs it runs.
 //!
 //! `just artifacts` builds everything into `build/` at the workspace root; `HULL_KERNEL`
-//! and `HULL_INITRD` point elsewhere. Programs are looked up on `PATH` (the Justfile puts
+//! and `HULL_INITRD` point elsewhere (relative paths are taken from the workspace root). Programs are looked up on `PATH` (the Justfile puts
 //! the project's tool cache on it).
 
 use std::path::{Path, PathBuf};
@@ -50,7 +50,10 @@ fn existing_file(
     env: &'static str,
     default: PathBuf,
 ) -> Result<PathBuf, MissingArtifact> {
-    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    // Tests run in their package's folder: a relative path means the workspace's.
+    let path = std::env::var_os(env)
+        .map(|value| workspace_root().join(value))
+        .unwrap_or(default);
     if path.is_file() {
         Ok(path)
     } else {

@@ -232,6 +232,20 @@ impl Vm {
         read_lossy(&self.dir.path().join("console.log"))
     }
 
+    /// The guest's uptime when hull-init started the agent, from init's console line
+    /// `init: agent started pid=N ... uptime_ms=N`: the guest's own share of a boot.
+    pub fn guest_uptime_at_agent_start(&self) -> Option<Duration> {
+        self.console()
+            .lines()
+            .find(|line| line.contains("init: agent started"))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find_map(|field| field.strip_prefix("uptime_ms="))
+                    .and_then(|ms| ms.parse().ok())
+            })
+            .map(Duration::from_millis)
+    }
+
     /// Everything worth reading when a guest misbehaves: console and host program logs.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();

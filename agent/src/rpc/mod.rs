@@ -21,7 +21,7 @@ use crate::network::NetworkError;
 use crate::sandbox::Sandbox;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
-pub use health::HealthRpc;
+pub use health::{API_VERSION, HealthRpc};
 
 /// The ttRPC service name of the agent API.
 pub const AGENT_SERVICE: &str = "grpc.AgentService";

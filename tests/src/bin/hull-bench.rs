@@ -39,10 +39,15 @@ async fn main() -> Result<()> {
     }
 
     let mut ready = Vec::new();
+    let mut guest_side = Vec::new();
     let mut off = Vec::new();
     for boot in 1..=args.boots {
         let mut vm = Vm::boot(&config)?;
         let (client, took) = vm.wait_for_agent(Duration::from_secs(120)).await?;
+        guest_side.push(
+            vm.guest_uptime_at_agent_start()
+                .context("init's `agent started` line is missing from the console")?,
+        );
         off.push(
             vm.power_off_through_agent(&client, Duration::from_secs(30))
                 .await?,
@@ -58,6 +63,10 @@ async fn main() -> Result<()> {
     rows.push((
         format!("boot to agent ready, {} boots", args.boots),
         spread(&mut ready),
+    ));
+    rows.push((
+        "  of which guest kernel start to agent start".into(),
+        spread(&mut guest_side),
     ));
     rows.push(("DestroySandbox to VMM exit".into(), spread(&mut off)));
 
