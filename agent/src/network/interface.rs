@@ -178,6 +178,13 @@ pub(super) async fn update(
             && let Some(holder) = nl.link_by_name(&wanted.name).await?
             && holder.index != link.index
         {
+            if holder.is_loopback() {
+                return Err(NetworkError::invalid(
+                    "interface.name",
+                    &wanted.name,
+                    "that is the loopback link's name",
+                ));
+            }
             let temporary = format!("hulltmp{}", holder.index);
             rename(nl, &holder, &temporary).await?;
             parked = Some(Parked {
