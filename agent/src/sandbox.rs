@@ -1,14 +1,16 @@
-//! The sandbox: the one owner of the guest's state. For now that state is whether the
-//! runtime has asked for the sandbox to end; containers, storages and network join it as
-//! they are built.
+//! The sandbox: the one owner of the guest's state. For now that state is the network and
+//! whether the runtime has asked for the sandbox to end; containers and storages join it
+//! as they are built.
 
 use tokio::sync::watch;
 
 use crate::error::AgentError;
+use crate::network::Network;
 
 /// The guest-wide state every RPC works on.
 pub struct Sandbox {
     shutdown: watch::Sender<bool>,
+    network: Network,
 }
 
 impl Default for Sandbox {
@@ -18,11 +20,23 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
-    /// An empty sandbox.
+    /// An empty sandbox, with the network in default settings.
     pub fn new() -> Self {
         Self {
             shutdown: watch::Sender::new(false),
+            network: Network::default(),
         }
+    }
+
+    /// The same sandbox with `network` (settings from the agent's configuration).
+    pub fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The guest's network (the agent's own network namespace).
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     /// Ends the sandbox: the agent stops serving and exits with status 0, which hull-init

@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 use crate::accel::Accel;
 use crate::artifacts::{GuestArtifacts, find_program};
+use crate::nic::NicConfig;
 use crate::process::OwnedChild;
 
 /// The vsock port the agent serves ttRPC on.
@@ -34,6 +35,8 @@ pub struct VmConfig {
     pub guest_cid: u32,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_cmdline: Vec<String>,
+    /// A NIC on QEMU user networking; none by default.
+    pub nic: Option<NicConfig>,
 }
 
 impl VmConfig {
@@ -46,6 +49,7 @@ impl VmConfig {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: Vec::new(),
+            nic: None,
         }
     }
 
@@ -62,7 +66,7 @@ impl VmConfig {
     /// QEMU's arguments, with the given run directory holding sockets and logs.
     pub fn qemu_args(&self, dir: &Path) -> Vec<String> {
         let mem = format!("{}M", self.memory_mib);
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "-name".into(),
             "hull-guest".into(),
             "-machine".into(),
@@ -96,6 +100,9 @@ impl VmConfig {
             "-device".into(),
             "vhost-user-vsock-pci,chardev=vsock0".into(),
         ];
+        if let Some(nic) = &self.nic {
+            args.extend(nic.qemu_args());
+        }
         args
     }
 }
@@ -331,7 +338,24 @@ mod tests {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: vec!["agent.log=debug".into()],
+            nic: None,
         }
+    }
+
+    #[test]
+    fn a_nic_is_added_only_when_configured() {
+        let plain = config().qemu_args(Path::new("/run/x")).join(" ");
+        assert!(!plain.contains("-netdev"), "{plain}");
+        let with_nic = VmConfig {
+            nic: Some(NicConfig::new("52:54:00:12:34:56")),
+            ..config()
+        };
+        let args = with_nic.qemu_args(Path::new("/run/x")).join(" ");
+        assert!(args.contains("-netdev user,id=n0"), "{args}");
+        assert!(
+            args.contains("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"),
+            "{args}"
+        );
     }
 
     #[test]

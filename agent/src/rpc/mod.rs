@@ -17,6 +17,7 @@ use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
 use crate::error::AgentError;
+use crate::network::NetworkError;
 use crate::sandbox::Sandbox;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
@@ -75,9 +76,40 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
         AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
         AgentError::Io { .. } => Code::INTERNAL,
+        AgentError::Network(e) => network_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+/// Network errors: the request's faults as such, kernel refusals by their errno. A change
+/// whose rollback failed too is INTERNAL: the guest is in neither the old nor the new state.
+fn network_code(error: &NetworkError) -> Code {
+    match error {
+        NetworkError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        NetworkError::NotFound(_) => Code::NOT_FOUND,
+        NetworkError::Kernel { source, .. } => match source.raw_os_error() {
+            // The kernel found the request's values unacceptable.
+            Some(
+                libc::EINVAL
+                | libc::ERANGE
+                | libc::EADDRNOTAVAIL
+                | libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::EAFNOSUPPORT
+                | libc::EOPNOTSUPP,
+            ) => Code::INVALID_ARGUMENT,
+            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
+            Some(libc::ENODEV | libc::ESRCH | libc::ENOENT) => Code::NOT_FOUND,
+            Some(libc::EPERM) => Code::PERMISSION_DENIED,
+            // E.g. IPv6 disabled on the link, or a link busy.
+            Some(libc::EACCES | libc::EBUSY | libc::ENETDOWN) => Code::FAILED_PRECONDITION,
+            _ => Code::INTERNAL,
+        },
+        NetworkError::Netlink { .. }
+        | NetworkError::Sysfs { .. }
+        | NetworkError::RollbackFailed { .. } => Code::INTERNAL,
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +126,13 @@ mod tests {
         assert!(services.contains_key("grpc.Health"));
     }
 
+    fn kernel(errno: i32) -> NetworkError {
+        NetworkError::Kernel {
+            what: "step".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
     #[test]
     fn errors_map_to_their_codes() {
         let cases = [
@@ -108,6 +147,29 @@ mod tests {
             ),
             (
                 AgentError::io("/x", std::io::Error::other("boom")),
+                Code::INTERNAL,
+            ),
+            (
+                NetworkError::invalid("routes[0].dest", "x", "bad").into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                NetworkError::NotFound("no link".into()).into(),
+                Code::NOT_FOUND,
+            ),
+            (kernel(libc::EINVAL).into(), Code::INVALID_ARGUMENT),
+            (kernel(libc::EADDRNOTAVAIL).into(), Code::INVALID_ARGUMENT),
+            (kernel(libc::ENETUNREACH).into(), Code::INVALID_ARGUMENT),
+            (kernel(libc::EEXIST).into(), Code::ALREADY_EXISTS),
+            (kernel(libc::ENODEV).into(), Code::NOT_FOUND),
+            (kernel(libc::EACCES).into(), Code::FAILED_PRECONDITION),
+            (kernel(libc::ENOMEM).into(), Code::INTERNAL),
+            (
+                NetworkError::RollbackFailed {
+                    error: Box::new(kernel(libc::EINVAL)),
+                    rollback: Box::new(kernel(libc::EBUSY)),
+                }
+                .into(),
                 Code::INTERNAL,
             ),
         ];
