@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::network::NetworkError;
+
 /// Everything that can go wrong below the RPC layer.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -27,6 +29,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// Configuring the guest's network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 impl From<crate::fs::ConfineError> for AgentError {

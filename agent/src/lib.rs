@@ -3,7 +3,8 @@
 //! The path of a request: [`server`] accepts it, [`rpc`] turns protobuf into domain calls
 //! on the [`sandbox`], which owns the guest's state: storages ([`storage`], with [`device`]
 //! to find disks, [`mount`] and [`fs`] to mount them confined beneath the agent's
-//! directory) and what [`guest_setup`] did. [`config`] is read once at start-up;
+//! directory), the [`network`], and what [`guest_setup`] did. [`config`] is read once at
+//! start-up;
 //! [`logging`] sends structured logs to the console or to the host over vsock.
 
 pub mod config;
@@ -15,6 +16,7 @@ pub mod guest;
 pub mod guest_setup;
 pub mod logging;
 pub mod mount;
+pub mod network;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;

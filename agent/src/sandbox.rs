@@ -1,6 +1,6 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
-//! storages in use, and whether the runtime has asked for the sandbox to end.
-//! Containers and network join it as they are built.
+//! storages in use, the network, and whether the runtime has asked for the sandbox to
+//! end. Containers join it as they are built.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,6 +13,7 @@ use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::guest_setup::{self, SandboxError, SandboxSpec};
+use crate::network::Network;
 use crate::storage::{StorageRef, Storages};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
@@ -26,6 +27,7 @@ pub struct Sandbox {
     destroying: AtomicBool,
     teardown_timeout: Duration,
     storages: Storages,
+    network: Network,
     /// Serializes CreateSandbox and DestroySandbox.
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// What CreateSandbox recorded, for containers to read.
@@ -76,9 +78,21 @@ impl Sandbox {
                 config.run_dir.clone(),
                 DeviceWaiter::guest(config.hotplug_timeout),
             ),
+            network: Network::default(),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
             info: Mutex::new(None),
         }
+    }
+
+    /// The same sandbox with `network` (settings from the agent's configuration).
+    pub fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The guest's network (the agent's own network namespace).
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     /// The storages in use; containers acquire and release theirs here.

@@ -21,6 +21,7 @@ use tempfile::TempDir;
 
 use crate::accel::Accel;
 use crate::artifacts::{GuestArtifacts, find_program};
+use crate::nic::NicConfig;
 use crate::process::OwnedChild;
 
 /// The vsock port the agent serves ttRPC on.
@@ -40,6 +41,8 @@ pub struct VmConfig {
     pub virtio_fs: Vec<VirtioFsShare>,
     /// Disk images attached read-only.
     pub disks: Vec<Disk>,
+    /// A NIC on QEMU user networking; none by default.
+    pub nic: Option<NicConfig>,
 }
 
 /// A host directory the guest mounts by tag (`mount -t virtiofs TAG`).
@@ -108,6 +111,7 @@ impl VmConfig {
             extra_cmdline: Vec::new(),
             virtio_fs: Vec::new(),
             disks: Vec::new(),
+            nic: None,
         }
     }
 
@@ -218,6 +222,9 @@ impl VmConfig {
                     format!("virtio-pmem-pci,memdev=pmem{i}"),
                 ]),
             }
+        }
+        if let Some(nic) = &self.nic {
+            args.extend(nic.qemu_args());
         }
         args
     }
@@ -488,7 +495,24 @@ mod tests {
             extra_cmdline: vec!["agent.log=debug".into()],
             virtio_fs: Vec::new(),
             disks: Vec::new(),
+            nic: None,
         }
+    }
+
+    #[test]
+    fn a_nic_is_added_only_when_configured() {
+        let plain = config().qemu_args(Path::new("/run/x")).join(" ");
+        assert!(!plain.contains("-netdev"), "{plain}");
+        let with_nic = VmConfig {
+            nic: Some(NicConfig::new("52:54:00:12:34:56")),
+            ..config()
+        };
+        let args = with_nic.qemu_args(Path::new("/run/x")).join(" ");
+        assert!(args.contains("-netdev user,id=n0"), "{args}");
+        assert!(
+            args.contains("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -5,21 +5,33 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AgentDetails, CreateSandboxRequest, DestroySandboxRequest, GuestDetailsRequest,
-    GuestDetailsResponse,
+    AddARPNeighborsRequest, AgentDetails, CreateSandboxRequest, DestroySandboxRequest,
+    GuestDetailsRequest, GuestDetailsResponse, Interfaces, ListInterfacesRequest,
+    ListRoutesRequest, Routes, UpdateInterfaceRequest, UpdateRoutesRequest,
 };
 use hull_protocols::agent_ttrpc::AgentService;
+use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status;
+use crate::error::AgentError;
 use crate::guest::read_guest_facts;
 use crate::guest_setup::SandboxSpec;
+use crate::network::convert;
 use crate::sandbox::Sandbox;
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
-pub const IMPLEMENTED_AGENT_METHODS: &[&str] =
-    &["GetGuestDetails", "CreateSandbox", "DestroySandbox"];
+pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
+    "GetGuestDetails",
+    "CreateSandbox",
+    "DestroySandbox",
+    "UpdateInterface",
+    "UpdateRoutes",
+    "ListInterfaces",
+    "ListRoutes",
+    "AddARPNeighbors",
+];
 
 /// The AgentService implementation.
 pub struct AgentRpc {
@@ -91,4 +103,99 @@ impl AgentService for AgentRpc {
         tracing::info!("sandbox destroyed; the agent will exit");
         Ok(Empty::new())
     }
+
+    async fn update_interface(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<Interface> {
+        let spec = convert::interface_spec(req.interface.as_ref()).map_err(net_status)?;
+        let state = self
+            .sandbox
+            .network()
+            .update_interface(&spec)
+            .await
+            .map_err(net_status)?;
+        Ok(convert::interface_to_proto(&state))
+    }
+
+    async fn update_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        let routes = req
+            .routes
+            .as_ref()
+            .map(|r| r.Routes.as_slice())
+            .unwrap_or_default();
+        let specs = convert::route_specs(routes).map_err(net_status)?;
+        let routes = self
+            .sandbox
+            .network()
+            .update_routes(&specs)
+            .await
+            .map_err(net_status)?;
+        Ok(Routes {
+            Routes: routes.iter().map(convert::route_to_proto).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_interfaces(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ListInterfacesRequest,
+    ) -> ttrpc::Result<Interfaces> {
+        let list = self
+            .sandbox
+            .network()
+            .list_interfaces()
+            .await
+            .map_err(net_status)?;
+        Ok(Interfaces {
+            Interfaces: list.iter().map(convert::interface_to_proto).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ListRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        let list = self
+            .sandbox
+            .network()
+            .list_routes()
+            .await
+            .map_err(net_status)?;
+        Ok(Routes {
+            Routes: list.iter().map(convert::route_to_proto).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn add_arp_neighbors(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddARPNeighborsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let neighbors = req
+            .neighbors
+            .as_ref()
+            .map(|n| n.ARPNeighbors.as_slice())
+            .unwrap_or_default();
+        let specs = convert::neighbor_specs(neighbors).map_err(net_status)?;
+        self.sandbox
+            .network()
+            .add_arp_neighbors(&specs)
+            .await
+            .map_err(net_status)?;
+        Ok(Empty::new())
+    }
+}
+
+fn net_status(error: crate::network::NetworkError) -> ttrpc::Error {
+    status(AgentError::from(error))
 }

@@ -21,6 +21,7 @@ use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::guest_setup::SandboxError;
 use crate::mount::MountError;
+use crate::network::NetworkError;
 use crate::sandbox::Sandbox;
 use crate::storage::StorageError;
 
@@ -82,6 +83,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Io { .. } => Code::INTERNAL,
         AgentError::Storage(e) => storage_code(e),
         AgentError::Sandbox(e) => sandbox_code(e),
+        AgentError::Network(e) => network_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -159,6 +161,36 @@ fn device_code(error: &DeviceError) -> Code {
     }
 }
 
+/// Network errors: the request's faults as such, kernel refusals by their errno. A change
+/// whose rollback failed too is INTERNAL: the guest is in neither the old nor the new state.
+fn network_code(error: &NetworkError) -> Code {
+    match error {
+        NetworkError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        NetworkError::NotFound(_) => Code::NOT_FOUND,
+        NetworkError::Kernel { source, .. } => match source.raw_os_error() {
+            // The kernel found the request's values unacceptable.
+            Some(
+                libc::EINVAL
+                | libc::ERANGE
+                | libc::EADDRNOTAVAIL
+                | libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::EAFNOSUPPORT
+                | libc::EOPNOTSUPP,
+            ) => Code::INVALID_ARGUMENT,
+            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
+            Some(libc::ENODEV | libc::ESRCH | libc::ENOENT) => Code::NOT_FOUND,
+            Some(libc::EPERM) => Code::PERMISSION_DENIED,
+            // E.g. IPv6 disabled on the link, or a link busy.
+            Some(libc::EACCES | libc::EBUSY | libc::ENETDOWN) => Code::FAILED_PRECONDITION,
+            _ => Code::INTERNAL,
+        },
+        NetworkError::Netlink { .. }
+        | NetworkError::Sysfs { .. }
+        | NetworkError::RollbackFailed { .. } => Code::INTERNAL,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +203,13 @@ mod tests {
             assert!(agent.methods.contains_key(*method), "no such RPC: {method}");
         }
         assert!(services.contains_key("grpc.Health"));
+    }
+
+    fn kernel(errno: i32) -> NetworkError {
+        NetworkError::Kernel {
+            what: "step".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
     }
 
     #[test]
@@ -223,6 +262,29 @@ mod tests {
             (
                 SandboxError::KernelModules { names: "m".into() }.into(),
                 Code::UNIMPLEMENTED,
+            ),
+            (
+                NetworkError::invalid("routes[0].dest", "x", "bad").into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                NetworkError::NotFound("no link".into()).into(),
+                Code::NOT_FOUND,
+            ),
+            (kernel(libc::EINVAL).into(), Code::INVALID_ARGUMENT),
+            (kernel(libc::EADDRNOTAVAIL).into(), Code::INVALID_ARGUMENT),
+            (kernel(libc::ENETUNREACH).into(), Code::INVALID_ARGUMENT),
+            (kernel(libc::EEXIST).into(), Code::ALREADY_EXISTS),
+            (kernel(libc::ENODEV).into(), Code::NOT_FOUND),
+            (kernel(libc::EACCES).into(), Code::FAILED_PRECONDITION),
+            (kernel(libc::ENOMEM).into(), Code::INTERNAL),
+            (
+                NetworkError::RollbackFailed {
+                    error: Box::new(kernel(libc::EINVAL)),
+                    rollback: Box::new(kernel(libc::EBUSY)),
+                }
+                .into(),
+                Code::INTERNAL,
             ),
         ];
         for (error, code) in cases {
