@@ -20,8 +20,12 @@
 //! not read; the environment is: `HULL_AGENT_SERVER_ADDR`, `HULL_AGENT_LOG`,
 //! `HULL_AGENT_LOG_VPORT`, `HULL_AGENT_HOTPLUG_TIMEOUT`. The environment also overrides the
 //! command line in a guest (init sets it, not the host).
+//!
+//! `HULL_AGENT_RUN_DIR` (environment only, never the command line: it bounds where the
+//! host may mount) moves the agent's directory, `/run/kata-containers` by default, where
+//! every storage is mounted. Host tests point it at a temporary directory.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,6 +36,8 @@ use hull_protocols::address::AgentAddress;
 pub const DEFAULT_SERVER_PORT: u32 = 1024;
 /// Kata's default debug console port.
 pub const DEFAULT_DEBUG_CONSOLE_VPORT: u32 = 1026;
+/// Kata's guest directory: storages, the shared directory, sandbox files.
+pub const DEFAULT_RUN_DIR: &str = "/run/kata-containers";
 /// Present in images built with the debug console.
 pub const DEBUG_CONSOLE_MARKER: &str = "/etc/hull/debug-console";
 
@@ -92,6 +98,8 @@ pub struct AgentConfig {
     pub debug_console_requested: bool,
     pub debug_console_vport: u32,
     pub hotplug_timeout: Duration,
+    /// The agent's directory; every storage's mount point is beneath it.
+    pub run_dir: PathBuf,
     /// Started by hull-init as PID 1's child.
     pub under_init: bool,
 }
@@ -108,6 +116,7 @@ impl Default for AgentConfig {
             debug_console_requested: false,
             debug_console_vport: DEFAULT_DEBUG_CONSOLE_VPORT,
             hotplug_timeout: Duration::from_secs(3),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             under_init: false,
         }
     }
@@ -154,6 +163,17 @@ impl AgentConfig {
                     },
                 })?;
             }
+        }
+        if let Some(run_dir) = env("HULL_AGENT_RUN_DIR") {
+            let path = PathBuf::from(&run_dir);
+            if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+                return Err(ConfigError::Invalid {
+                    key: "HULL_AGENT_RUN_DIR".into(),
+                    value: run_dir,
+                    reason: "expected an absolute path without '..'".into(),
+                });
+            }
+            config.run_dir = path;
         }
         Ok(config)
     }
@@ -296,6 +316,30 @@ mod tests {
         let err = AgentConfig::from_sources("", |k| (k == "HULL_AGENT_LOG").then(|| "x".into()))
             .unwrap_err();
         assert!(err.to_string().contains("HULL_AGENT_LOG"), "{err}");
+    }
+
+    #[test]
+    fn the_run_dir_comes_from_the_environment_only() {
+        assert_eq!(
+            AgentConfig::default().run_dir,
+            Path::new("/run/kata-containers")
+        );
+        let config = AgentConfig::from_sources("HULL_AGENT_RUN_DIR=/x hull.run_dir=/y", |k| {
+            (k == "HULL_AGENT_RUN_DIR").then(|| "/tmp/run".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.run_dir, Path::new("/tmp/run"));
+        assert_eq!(
+            from_cmdline("HULL_AGENT_RUN_DIR=/x").unwrap().run_dir,
+            Path::new("/run/kata-containers")
+        );
+        for bad in ["relative", "/a/../b"] {
+            let err = AgentConfig::from_sources("", |k| {
+                (k == "HULL_AGENT_RUN_DIR").then(|| bad.to_string())
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains("HULL_AGENT_RUN_DIR"), "{err}");
+        }
     }
 
     #[test]

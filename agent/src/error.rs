@@ -16,6 +16,12 @@ pub enum AgentError {
     /// The request is valid but the guest is not in a state to carry it out.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A storage could not be set up or taken down.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// CreateSandbox could not set the guest up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::guest_setup::SandboxError),
     /// Reading or writing a guest file failed.
     #[error("{path}: {source}")]
     Io {
@@ -26,6 +32,12 @@ pub enum AgentError {
     /// Configuring the guest's network failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+}
+
+impl From<crate::fs::ConfineError> for AgentError {
+    fn from(error: crate::fs::ConfineError) -> Self {
+        Self::Storage(error.into())
+    }
 }
 
 impl AgentError {

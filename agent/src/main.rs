@@ -68,7 +68,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             Ok(Loopback::AlreadyUp) => tracing::info!("loopback lo was already up"),
             Err(e) => tracing::error!(error = %e, "cannot bring loopback lo up"),
         }
-        let sandbox = Arc::new(Sandbox::new().with_network(network));
+        let sandbox = Arc::new(Sandbox::with_config(&config).with_network(network));
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");
         Ok(())

@@ -1,8 +1,10 @@
 //! A hull guest under QEMU, owned by the test that booted it.
 //!
 //! [`Vm::boot`] starts `vhost-device-vsock` (the host end of the guest's virtio-vsock,
-//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake) and QEMU with the
-//! kernel and initrd, its serial console going to a file. Everything lives in a temporary
+//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake), one `virtiofsd`
+//! per virtio-fs share asked for, and QEMU with the kernel and initrd, its serial console
+//! going to a file. Disk images can be attached read-only as virtio-blk (at a fixed PCI
+//! slot, so a Kata PCI path names them) or virtio-pmem. Everything lives in a temporary
 //! directory. Dropping the [`Vm`] kills every process it started and removes that
 //! directory; unless the test called [`Vm::finish`] after a clean power-off, the drop also
 //! prints the guest console and the host programs' logs, so a failing test shows why.
@@ -35,8 +37,66 @@ pub struct VmConfig {
     pub guest_cid: u32,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_cmdline: Vec<String>,
+    /// Host directories shared through virtio-fs, one virtiofsd each.
+    pub virtio_fs: Vec<VirtioFsShare>,
+    /// Disk images attached read-only.
+    pub disks: Vec<Disk>,
     /// A NIC on QEMU user networking; none by default.
     pub nic: Option<NicConfig>,
+}
+
+/// A host directory the guest mounts by tag (`mount -t virtiofs TAG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioFsShare {
+    pub tag: String,
+    pub dir: PathBuf,
+}
+
+/// A raw disk image attached read-only (never writable: the host's image must stay
+/// intact).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub image: PathBuf,
+    pub attach: DiskAttach,
+}
+
+/// How a [`Disk`] reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskAttach {
+    /// virtio-blk-pci at this slot of the root bus: the guest finds it by the Kata PCI
+    /// path `{slot:02x}`. Keep it clear of the slots QEMU assigns itself (from 01 up).
+    VirtioBlk { slot: u8 },
+    /// virtio-pmem-pci of `size` bytes (the image's size, a multiple of 2 MiB): the guest
+    /// sees `/dev/pmemN`.
+    VirtioPmem { size: u64 },
+}
+
+impl Disk {
+    /// `image` as virtio-blk at `slot`.
+    pub fn virtio_blk(image: impl Into<PathBuf>, slot: u8) -> Self {
+        Self {
+            image: image.into(),
+            attach: DiskAttach::VirtioBlk { slot },
+        }
+    }
+
+    /// `image` as virtio-pmem; its size must be a multiple of 2 MiB.
+    pub fn virtio_pmem(image: impl Into<PathBuf>) -> Result<Self> {
+        let image = image.into();
+        let size = std::fs::metadata(&image)
+            .with_context(|| format!("{}", image.display()))?
+            .len();
+        if size == 0 || size % (2 << 20) != 0 {
+            bail!(
+                "{}: {size} bytes is not a multiple of 2 MiB, as virtio-pmem needs",
+                image.display()
+            );
+        }
+        Ok(Self {
+            image,
+            attach: DiskAttach::VirtioPmem { size },
+        })
+    }
 }
 
 impl VmConfig {
@@ -49,8 +109,15 @@ impl VmConfig {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: Vec::new(),
+            virtio_fs: Vec::new(),
+            disks: Vec::new(),
             nic: None,
         }
+    }
+
+    /// The socket of the virtiofsd serving share `index`.
+    pub fn virtiofsd_socket(dir: &Path, index: usize) -> PathBuf {
+        dir.join(format!("virtiofsd-{index}.sock"))
     }
 
     /// The kernel command line the guest gets.
@@ -66,6 +133,29 @@ impl VmConfig {
     /// QEMU's arguments, with the given run directory holding sockets and logs.
     pub fn qemu_args(&self, dir: &Path) -> Vec<String> {
         let mem = format!("{}M", self.memory_mib);
+        let pmem_count = self
+            .disks
+            .iter()
+            .filter(|d| matches!(d.attach, DiskAttach::VirtioPmem { .. }))
+            .count();
+        // virtio-pmem regions are hot-pluggable memory: they need slots and room above RAM.
+        let memory = if pmem_count == 0 {
+            mem.clone()
+        } else {
+            let room: u64 = self
+                .disks
+                .iter()
+                .map(|d| match d.attach {
+                    DiskAttach::VirtioPmem { size } => size.div_ceil(1 << 20),
+                    DiskAttach::VirtioBlk { .. } => 0,
+                })
+                .sum();
+            format!(
+                "{mem},slots={},maxmem={}M",
+                pmem_count + 1,
+                u64::from(self.memory_mib) + room + 1024
+            )
+        };
         let mut args: Vec<String> = vec![
             "-name".into(),
             "hull-guest".into(),
@@ -76,7 +166,7 @@ impl VmConfig {
             "-smp".into(),
             self.cpus.to_string(),
             "-m".into(),
-            mem.clone(),
+            memory,
             "-object".into(),
             format!("memory-backend-memfd,id=mem0,size={mem},share=on"),
             "-nodefaults".into(),
@@ -100,6 +190,39 @@ impl VmConfig {
             "-device".into(),
             "vhost-user-vsock-pci,chardev=vsock0".into(),
         ];
+        for (i, share) in self.virtio_fs.iter().enumerate() {
+            args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=fs{i},path={}",
+                    Self::virtiofsd_socket(dir, i).display()
+                ),
+                "-device".into(),
+                format!("vhost-user-fs-pci,chardev=fs{i},tag={}", share.tag),
+            ]);
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            match disk.attach {
+                DiskAttach::VirtioBlk { slot } => args.extend([
+                    "-drive".into(),
+                    format!(
+                        "file={},if=none,id=disk{i},format=raw,readonly=on",
+                        disk.image.display()
+                    ),
+                    "-device".into(),
+                    format!("virtio-blk-pci,drive=disk{i},addr=0x{slot:02x}"),
+                ]),
+                DiskAttach::VirtioPmem { size } => args.extend([
+                    "-object".into(),
+                    format!(
+                        "memory-backend-file,id=pmem{i},mem-path={},size={size},share=on,readonly=on",
+                        disk.image.display()
+                    ),
+                    "-device".into(),
+                    format!("virtio-pmem-pci,memdev=pmem{i}"),
+                ]),
+            }
+        }
         if let Some(nic) = &self.nic {
             args.extend(nic.qemu_args());
         }
@@ -111,6 +234,7 @@ impl VmConfig {
 pub struct Vm {
     qemu: OwnedChild,
     vsock_backend: OwnedChild,
+    virtiofsd: Vec<OwnedChild>,
     started: Instant,
     accel: Accel,
     finished: bool,
@@ -146,6 +270,26 @@ impl Vm {
         wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
             .context("waiting for vhost-device-vsock's socket")?;
 
+        let mut virtiofsd = Vec::new();
+        if !config.virtio_fs.is_empty() {
+            let virtiofsd_bin = find_program("virtiofsd")?;
+            for (i, share) in config.virtio_fs.iter().enumerate() {
+                let socket = VmConfig::virtiofsd_socket(dir.path(), i);
+                let log = format!("virtiofsd-{i}.log");
+                let mut cmd = Command::new(&virtiofsd_bin);
+                cmd.arg(format!("--socket-path={}", socket.display()))
+                    .arg(format!("--shared-dir={}", share.dir.display()))
+                    .args(["--sandbox", "none", "--cache", "never"])
+                    .stdout(log_file(dir.path(), &log)?)
+                    .stderr(log_file(dir.path(), &log)?);
+                let mut child = OwnedChild::spawn(format!("virtiofsd-{i}"), cmd)
+                    .with_context(|| format!("starting {}", virtiofsd_bin.display()))?;
+                wait_for_path(&socket, Duration::from_secs(10), &mut child)
+                    .with_context(|| format!("waiting for virtiofsd's socket for {}", share.tag))?;
+                virtiofsd.push(child);
+            }
+        }
+
         let mut qemu_cmd = Command::new(&qemu_bin);
         qemu_cmd
             .args(config.qemu_args(dir.path()))
@@ -158,6 +302,7 @@ impl Vm {
         Ok(Self {
             qemu,
             vsock_backend,
+            virtiofsd,
             started,
             accel: config.accel.clone(),
             finished: false,
@@ -256,11 +401,18 @@ impl Vm {
     /// Everything worth reading when a guest misbehaves: console and host program logs.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();
-        for (title, file) in [
-            ("guest console", "console.log"),
-            ("qemu", "qemu.log"),
-            ("vhost-device-vsock", "vhost-device-vsock.log"),
-        ] {
+        let virtiofsd_logs: Vec<(String, String)> = (0..self.virtiofsd.len())
+            .map(|i| (format!("virtiofsd {i}"), format!("virtiofsd-{i}.log")))
+            .collect();
+        let logs = [
+            ("guest console".to_string(), "console.log".to_string()),
+            ("qemu".to_string(), "qemu.log".to_string()),
+            (
+                "vhost-device-vsock".to_string(),
+                "vhost-device-vsock.log".to_string(),
+            ),
+        ];
+        for (title, file) in logs.iter().chain(&virtiofsd_logs) {
             let _ = writeln!(out, "----- {title} ({file}) -----");
             out.push_str(&read_lossy(&self.dir.path().join(file)));
             if !out.ends_with('\n') {
@@ -280,6 +432,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.qemu.kill();
         self.vsock_backend.kill();
+        for daemon in &mut self.virtiofsd {
+            daemon.kill();
+        }
         if !self.finished {
             eprintln!(
                 "hull-e2e: the guest did not finish cleanly; its logs follow\n{}",
@@ -338,6 +493,8 @@ mod tests {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: vec!["agent.log=debug".into()],
+            virtio_fs: Vec::new(),
+            disks: Vec::new(),
             nic: None,
         }
     }
@@ -367,6 +524,54 @@ mod tests {
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("socket,id=vsock0,path=/run/x/vhost-vsock.sock"));
         assert!(joined.contains("-serial file:/run/x/console.log"));
+    }
+
+    #[test]
+    fn shares_and_disks_become_devices() {
+        let plain = config();
+        let mut config = config();
+        config.virtio_fs.push(VirtioFsShare {
+            tag: "kataShared".into(),
+            dir: "/srv/share".into(),
+        });
+        config.disks.push(Disk::virtio_blk("/img/blk.ext4", 0x10));
+        config.disks.push(Disk {
+            image: "/img/pmem.ext4".into(),
+            attach: DiskAttach::VirtioPmem { size: 16 << 20 },
+        });
+        let joined = config.qemu_args(Path::new("/run/x")).join(" ");
+        assert!(
+            joined.contains("-chardev socket,id=fs0,path=/run/x/virtiofsd-0.sock"),
+            "{joined}"
+        );
+        assert!(joined.contains("-device vhost-user-fs-pci,chardev=fs0,tag=kataShared"));
+        assert!(joined.contains("file=/img/blk.ext4,if=none,id=disk0,format=raw,readonly=on"));
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk0,addr=0x10"));
+        assert!(joined.contains(
+            "memory-backend-file,id=pmem1,mem-path=/img/pmem.ext4,size=16777216,share=on,readonly=on"
+        ));
+        assert!(joined.contains("-m 256M,slots=2,maxmem=1296M"), "{joined}");
+        assert!(
+            !plain
+                .qemu_args(Path::new("/x"))
+                .join(" ")
+                .contains("maxmem")
+        );
+    }
+
+    #[test]
+    fn pmem_images_must_be_2mib_multiples() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("odd.img");
+        std::fs::write(&image, vec![0u8; 4096]).unwrap();
+        let err = Disk::virtio_pmem(&image).unwrap_err();
+        assert!(err.to_string().contains("2 MiB"), "{err}");
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(4 << 20).unwrap();
+        assert_eq!(
+            Disk::virtio_pmem(&image).unwrap().attach,
+            DiskAttach::VirtioPmem { size: 4 << 20 }
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AddARPNeighborsRequest, AgentDetails, DestroySandboxRequest, GuestDetailsRequest,
-    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, Routes,
-    UpdateInterfaceRequest, UpdateRoutesRequest,
+    AddARPNeighborsRequest, AgentDetails, CreateSandboxRequest, DestroySandboxRequest,
+    GuestDetailsRequest, GuestDetailsResponse, Interfaces, ListInterfacesRequest,
+    ListRoutesRequest, Routes, UpdateInterfaceRequest, UpdateRoutesRequest,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::types::Interface;
@@ -17,12 +17,14 @@ use ttrpc::asynchronous::TtrpcContext;
 use super::status;
 use crate::error::AgentError;
 use crate::guest::read_guest_facts;
+use crate::guest_setup::SandboxSpec;
 use crate::network::convert;
 use crate::sandbox::Sandbox;
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "GetGuestDetails",
+    "CreateSandbox",
     "DestroySandbox",
     "UpdateInterface",
     "UpdateRoutes",
@@ -64,9 +66,15 @@ impl AgentService for AgentRpc {
             agent_details: Some(AgentDetails {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 init_daemon: self.under_init,
-                // Filled in as device and storage handlers are built.
+                // Filled in as device handlers are built.
                 device_handlers: Vec::new(),
-                storage_handlers: Vec::new(),
+                storage_handlers: self
+                    .sandbox
+                    .storages()
+                    .drivers()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 supports_seccomp: false,
                 extra_features: Vec::new(),
                 ..Default::default()
@@ -76,12 +84,22 @@ impl AgentService for AgentRpc {
         })
     }
 
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<Empty> {
+        let spec = SandboxSpec::from_proto(&req, self.sandbox.storages()).map_err(status)?;
+        self.sandbox.create(spec).await.map_err(status)?;
+        Ok(Empty::new())
+    }
+
     async fn destroy_sandbox(
         &self,
         _ctx: &TtrpcContext,
         _req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        self.sandbox.destroy().map_err(status)?;
+        self.sandbox.destroy().await.map_err(status)?;
         tracing::info!("sandbox destroyed; the agent will exit");
         Ok(Empty::new())
     }

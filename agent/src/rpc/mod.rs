@@ -16,9 +16,14 @@ use async_trait::async_trait;
 use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
+use crate::device::DeviceError;
 use crate::error::AgentError;
+use crate::fs::ConfineError;
+use crate::guest_setup::SandboxError;
+use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::sandbox::Sandbox;
+use crate::storage::StorageError;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
 pub use health::{API_VERSION, HealthRpc};
@@ -76,10 +81,84 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
         AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
         AgentError::Io { .. } => Code::INTERNAL,
+        AgentError::Storage(e) => storage_code(e),
+        AgentError::Sandbox(e) => sandbox_code(e),
         AgentError::Network(e) => network_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+fn sandbox_code(error: &SandboxError) -> Code {
+    match error {
+        SandboxError::AlreadyCreated { .. } | SandboxError::Destroyed => Code::FAILED_PRECONDITION,
+        SandboxError::InvalidHostname { .. }
+        | SandboxError::InvalidDns { .. }
+        | SandboxError::InvalidHookPath { .. } => Code::INVALID_ARGUMENT,
+        SandboxError::KernelModules { .. } => Code::UNIMPLEMENTED,
+        SandboxError::Hostname { .. } | SandboxError::Dns { .. } => Code::INTERNAL,
+    }
+}
+
+fn storage_code(error: &StorageError) -> Code {
+    match error {
+        StorageError::UnsupportedDriver { .. } | StorageError::Invalid { .. } => {
+            Code::INVALID_ARGUMENT
+        }
+        StorageError::Confine(e) => confine_code(e),
+        StorageError::Mount(e) => mount_code(e),
+        StorageError::Device { source, .. } => device_code(source),
+        StorageError::VirtioFsTag { .. } => Code::DEADLINE_EXCEEDED,
+        StorageError::Conflict { .. } => Code::FAILED_PRECONDITION,
+        StorageError::NotHeld { .. } => Code::NOT_FOUND,
+        StorageError::Ownership { .. } | StorageError::Interrupted { .. } => Code::INTERNAL,
+    }
+}
+
+fn confine_code(error: &ConfineError) -> Code {
+    match error {
+        ConfineError::OutsideRoot { .. }
+        | ConfineError::ParentComponent { .. }
+        | ConfineError::NulByte { .. }
+        | ConfineError::IsRoot { .. }
+        | ConfineError::Escapes { .. }
+        | ConfineError::SymlinkLoop { .. }
+        | ConfineError::NotADirectory { .. }
+        | ConfineError::DanglingSymlink { .. }
+        | ConfineError::WrongType { .. } => Code::INVALID_ARGUMENT,
+        ConfineError::NotFound { .. } => Code::NOT_FOUND,
+        ConfineError::Unsupported { .. } | ConfineError::Os { .. } => Code::INTERNAL,
+    }
+}
+
+fn mount_code(error: &MountError) -> Code {
+    use nix::errno::Errno;
+    match error {
+        MountError::InvalidOption { .. } => Code::INVALID_ARGUMENT,
+        MountError::Confine(e) => confine_code(e),
+        MountError::Mount { errno, .. } => match errno {
+            Errno::EINVAL | Errno::ENODEV | Errno::ENOTBLK | Errno::ENOTDIR => {
+                Code::INVALID_ARGUMENT
+            }
+            Errno::ENOENT | Errno::ENXIO => Code::NOT_FOUND,
+            Errno::EPERM | Errno::EACCES | Errno::EROFS => Code::PERMISSION_DENIED,
+            _ => Code::INTERNAL,
+        },
+        MountError::NotMounted { .. } => Code::NOT_FOUND,
+        MountError::Unmount { .. } => Code::INTERNAL,
+    }
+}
+
+fn device_code(error: &DeviceError) -> Code {
+    match error {
+        DeviceError::InvalidPciPath { .. }
+        | DeviceError::InvalidName { .. }
+        | DeviceError::InvalidScsiAddress { .. } => Code::INVALID_ARGUMENT,
+        DeviceError::PciBridge { .. } => Code::NOT_FOUND,
+        DeviceError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+        DeviceError::BadNode { .. } => Code::FAILED_PRECONDITION,
+        DeviceError::Uevent(_) | DeviceError::Io { .. } => Code::INTERNAL,
+    }
 }
 
 /// Network errors: the request's faults as such, kernel refusals by their errno. A change
@@ -148,6 +227,41 @@ mod tests {
             (
                 AgentError::io("/x", std::io::Error::other("boom")),
                 Code::INTERNAL,
+            ),
+            (
+                StorageError::UnsupportedDriver {
+                    driver: "x".into(),
+                    supported: "y".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ConfineError::Escapes {
+                    path: "/run/kata-containers/x".into(),
+                    root: "/run/kata-containers".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                StorageError::Device {
+                    mount_point: "/m".into(),
+                    source: DeviceError::Timeout {
+                        what: "vdb".into(),
+                        timeout: std::time::Duration::from_secs(3),
+                    },
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                SandboxError::AlreadyCreated { id: "s".into() }.into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                SandboxError::KernelModules { names: "m".into() }.into(),
+                Code::UNIMPLEMENTED,
             ),
             (
                 NetworkError::invalid("routes[0].dest", "x", "bad").into(),
