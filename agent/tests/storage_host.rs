@@ -8,7 +8,7 @@
 //!   its own binary under `unshare` to run them (a thread cannot safely leave the
 //!   namespace its blocking pool lives in).
 //!
-//! They need root and util-linux (`unshare`, `nsenter`); without them they say so and pass.
+//! They need root and util-linux (`unshare`, `nsenter`); without them they fail, saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,8 +22,8 @@ use hull_protocols::agent::{CreateSandboxRequest, FSGroup, Storage};
 use hull_protocols::client::{AgentClient, ClientError};
 use ttrpc::Code;
 
-/// Whether mounts can be tested here; prints why not.
-fn can_mount() -> bool {
+/// Fails the test, with the reason, unless mounts can be tested here.
+fn require_mount_privileges() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let tools = ["unshare", "nsenter"].iter().all(|tool| {
@@ -34,10 +34,10 @@ fn can_mount() -> bool {
             .status()
             .is_ok_and(|s| s.success())
     });
-    if !root || !tools {
-        eprintln!("skipping: mount tests need root and util-linux's unshare and nsenter");
-    }
-    root && tools
+    assert!(
+        root && tools,
+        "mount tests need root and util-linux's unshare and nsenter"
+    );
 }
 
 /// A `hull-agent` in its own mount and UTS namespaces, killed when dropped.
@@ -214,9 +214,7 @@ fn expect_code(result: Result<(), ClientError>, code: Code, needle: &str) {
 
 #[tokio::test]
 async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them_down() {
-    if !can_mount() {
-        return;
-    }
+    require_mount_privileges();
     let mut agent = NamespacedAgent::start();
     let run = agent.run_dir.clone();
     let memory = run.join("sandbox/ephemeral/memory");
@@ -306,9 +304,7 @@ async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them
 
 #[tokio::test]
 async fn bad_storages_get_clear_errors_and_nothing_is_mounted() {
-    if !can_mount() {
-        return;
-    }
+    require_mount_privileges();
     let agent = NamespacedAgent::start();
     let run = agent.run_dir.clone();
     std::fs::create_dir_all(&run).unwrap();
@@ -492,9 +488,8 @@ fn mounted_here(path: &Path) -> bool {
 
 #[test]
 fn reference_counting_unmounts_with_the_last_user() {
-    if can_mount() {
-        run_in_private_namespace("scenario_reference_counting");
-    }
+    require_mount_privileges();
+    run_in_private_namespace("scenario_reference_counting");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,9 +547,8 @@ async fn scenario_reference_counting() {
 
 #[test]
 fn a_container_release_leaves_no_mount_behind() {
-    if can_mount() {
-        run_in_private_namespace("scenario_container_release");
-    }
+    require_mount_privileges();
+    run_in_private_namespace("scenario_container_release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
