@@ -155,8 +155,8 @@ pub enum Error {
     #[error("invalid --extra `{spec}`: {reason}")]
     InvalidExtra { spec: String, reason: String },
 
-    /// Two initrd entries want the same path.
-    #[error("{path} is in the initrd twice ({reason})")]
+    /// Two entries of an initrd or root tree want the same path.
+    #[error("{path} is in the tree twice ({reason})")]
     DuplicateEntry { path: String, reason: String },
 
     /// An initrd entry path is not acceptable.

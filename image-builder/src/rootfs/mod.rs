@@ -33,8 +33,9 @@ pub const INIT_PATH: &str = "sbin/init";
 pub const BUSYBOX_PATH: &str = "bin/busybox";
 /// Debian's `busybox-static` installs here.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
-/// Applets never linked: init is hull-init, and linuxrc is an initrd convention.
-const SKIPPED_APPLETS: &[&str] = &["init", "linuxrc"];
+/// Applets never linked: busybox is the binary itself, init is hull-init, and linuxrc is
+/// an initrd convention.
+const SKIPPED_APPLETS: &[&str] = &["busybox", "init", "linuxrc"];
 
 /// What goes into the tree.
 #[derive(Debug, Clone)]
