@@ -105,8 +105,7 @@ pub struct RootDescription {
 pub fn describe_root(data: &[u8]) -> Option<RootDescription> {
     let line = data
         .split(|b| *b == b'\n')
-        .filter(|l| parse_line(l).is_some_and(|e| e.mount_point == Path::new("/")))
-        .next_back()?;
+        .rfind(|l| parse_line(l).is_some_and(|e| e.mount_point == Path::new("/")))?;
     let entry = parse_line(line)?;
     let fields: Vec<&[u8]> = line
         .split(|b| *b == b' ')

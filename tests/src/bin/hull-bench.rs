@@ -97,7 +97,10 @@ async fn main() -> Result<()> {
             ));
         }
     }
-    rows.push(("DestroySandbox to VMM exit, all boots".into(), spread(&mut off)));
+    rows.push((
+        "DestroySandbox to VMM exit, all boots".into(),
+        spread(&mut off),
+    ));
 
     println!("hull benchmark — accelerator: {}", config.accel);
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
