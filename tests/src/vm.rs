@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hull_protocols::address::AgentAddress;
-use hull_protocols::client::AgentClient;
+use hull_protocols::client::{AgentClient, DEFAULT_CALL_TIMEOUT};
 use tempfile::TempDir;
 
 use crate::accel::Accel;
 use crate::artifacts::{GuestArtifacts, find_program};
 use crate::nic::NicConfig;
 use crate::process::OwnedChild;
+
+/// How long one Health.Check attempt may take while waiting for the agent.
+const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
@@ -511,11 +514,19 @@ impl Vm {
             if let Some(status) = self.qemu.try_status()? {
                 bail!("QEMU exited ({status}) before the agent answered");
             }
+            // Each attempt is short and uses a fresh connection: a connection that the
+            // vsock backend accepted but never delivers must not eat the whole deadline.
             match AgentClient::connect(&address, Duration::from_secs(1)).await {
-                Ok(client) => match client.check().await {
-                    Ok(_) => return Ok((client, self.started.elapsed())),
-                    Err(e) => last_error = e.to_string(),
-                },
+                Ok(client) => {
+                    let mut client = client.with_timeout(READINESS_ATTEMPT_TIMEOUT);
+                    match client.check().await {
+                        Ok(_) => {
+                            client.set_timeout(DEFAULT_CALL_TIMEOUT);
+                            return Ok((client, self.started.elapsed()));
+                        }
+                        Err(e) => last_error = e.to_string(),
+                    }
+                }
                 Err(e) => last_error = e.to_string(),
             }
         }
