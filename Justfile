@@ -53,7 +53,7 @@ attach image="build/rootfs.ext4.img":
     {{hull_image}} attach {{image}}.manifest.json
 
 # Everything a guest boots from: kernel, initrd and the disk images.
-artifacts: kernel initrd image
+artifacts: kernel initrd image image-debug
 
 # The README's demo: build everything, boot a guest, show what its agent reports.
 demo: setup artifacts

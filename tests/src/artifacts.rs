@@ -65,6 +65,16 @@ pub fn image(fstype: &str) -> Result<PathBuf, MissingArtifact> {
     existing_file("disk image", env, workspace_root().join(default))
 }
 
+/// The debug image built by `just image-debug` (busybox and the debug-console marker):
+/// `build/rootfs-debug.ext4.img`, or `HULL_IMAGE_DEBUG`.
+pub fn debug_image() -> Result<PathBuf, MissingArtifact> {
+    existing_file(
+        "debug disk image",
+        "HULL_IMAGE_DEBUG",
+        workspace_root().join("build/rootfs-debug.ext4.img"),
+    )
+}
+
 fn existing_file(
     what: &'static str,
     env: &'static str,

@@ -492,6 +492,19 @@ impl Vm {
         self.dir.path().join("vm.vsock")
     }
 
+    /// Opens one connection to guest vsock `port` through the hybrid-vsock socket
+    /// (`CONNECT <port>` / `OK`), as a blocking stream; fails when nothing listens there.
+    pub async fn connect_guest_port(&self, port: u32) -> Result<std::os::unix::net::UnixStream> {
+        let stream =
+            hull_protocols::dial::hybrid_vsock_handshake(&self.hybrid_vsock_socket(), port)
+                .await
+                .with_context(|| format!("connecting to guest vsock port {port}"))?
+                .into_std()?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(stream)
+    }
+
     /// The hybrid-vsock address of the agent's ttRPC server.
     pub fn agent_address(&self) -> AgentAddress {
         AgentAddress::HybridVsock {

@@ -8,7 +8,9 @@
 //! standard streams on `/dev/console` once devtmpfs is up).
 //!
 //! `--debug-tools` adds Debian's static busybox as `/bin/busybox` with a symlink per
-//! applet (`/bin/sh`, `/bin/ls`...); `--extra SRC:DST` adds files.
+//! applet (`/bin/sh`, `/bin/ls`...) and the debug-console marker
+//! ([`hull_common::DEBUG_CONSOLE_MARKER`]) that lets the agent serve a shell when the
+//! kernel command line asks (`agent.debug_console`); `--extra SRC:DST` adds files.
 //!
 //! The tree is first an in-memory [`Archive`] (sorted, checked paths), so its description
 //! ([`describe`]) and digest do not depend on the host filesystem; [`materialize`] then
@@ -21,6 +23,8 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use hull_common::DEBUG_CONSOLE_MARKER;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result, io_err};
@@ -36,6 +40,8 @@ pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 /// Applets never linked: busybox is the binary itself, init is hull-init, and linuxrc is
 /// an initrd convention.
 const SKIPPED_APPLETS: &[&str] = &["busybox", "init", "linuxrc"];
+/// The content of the debug-console marker (only its presence matters to the agent).
+const DEBUG_CONSOLE_NOTE: &[u8] = b"built with --debug-tools: agent.debug_console is honoured\n";
 
 /// What goes into the tree.
 #[derive(Debug, Clone)]
@@ -122,6 +128,15 @@ pub fn layout(
                 },
             )?;
         }
+        // With a shell in the image, the agent may serve its debug console when the
+        // kernel command line also asks for it (agent.debug_console).
+        a.add(
+            DEBUG_CONSOLE_MARKER.trim_start_matches('/'),
+            Entry {
+                perm: 0o644,
+                kind: Kind::File(DEBUG_CONSOLE_NOTE.to_vec()),
+            },
+        )?;
     }
     for (path, perm, data) in extras {
         a.add(
@@ -343,6 +358,14 @@ mod tests {
     }
 
     #[test]
+    fn without_debug_tools_there_is_no_shell_and_no_debug_console() {
+        let t = describe(layout(b"init".to_vec(), b"agent".to_vec(), None, Vec::new()).unwrap());
+        let paths: Vec<&str> = t.entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(!paths.contains(&"/bin/sh"), "{paths:?}");
+        assert!(!paths.contains(&DEBUG_CONSOLE_MARKER), "{paths:?}");
+    }
+
+    #[test]
     fn tree_has_init_agent_mount_points_and_no_devices() {
         let t = tree();
         let paths: Vec<&str> = t.entries.iter().map(|e| e.path.as_str()).collect();
@@ -359,6 +382,7 @@ mod tests {
             "/bin/busybox",
             "/bin/sh",
             "/etc/extra.conf",
+            DEBUG_CONSOLE_MARKER,
         ] {
             assert!(paths.contains(&want), "{want} not in {paths:?}");
         }
@@ -372,7 +396,10 @@ mod tests {
         let init = t.entries.iter().find(|e| e.path == "/sbin/init").unwrap();
         assert_eq!(init.mode, "0755");
         assert_eq!(init.bytes, Some(4));
-        assert_eq!(t.file_bytes, 4 + 5 + 2 + 4 + base_file_bytes());
+        assert_eq!(
+            t.file_bytes,
+            4 + 5 + 2 + 4 + DEBUG_CONSOLE_NOTE.len() as u64 + base_file_bytes()
+        );
         let tmp = t.entries.iter().find(|e| e.path == "/tmp").unwrap();
         assert_eq!(tmp.mode, "1777");
     }
