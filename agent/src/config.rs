@@ -38,8 +38,7 @@ pub const DEFAULT_SERVER_PORT: u32 = 1024;
 pub const DEFAULT_DEBUG_CONSOLE_VPORT: u32 = 1026;
 /// Kata's guest directory: storages, the shared directory, sandbox files.
 pub const DEFAULT_RUN_DIR: &str = "/run/kata-containers";
-/// Present in images built with the debug console.
-pub const DEBUG_CONSOLE_MARKER: &str = "/etc/hull/debug-console";
+pub use hull_common::DEBUG_CONSOLE_MARKER;
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

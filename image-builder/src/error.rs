@@ -155,8 +155,8 @@ pub enum Error {
     #[error("invalid --extra `{spec}`: {reason}")]
     InvalidExtra { spec: String, reason: String },
 
-    /// Two initrd entries want the same path.
-    #[error("{path} is in the initrd twice ({reason})")]
+    /// Two entries of an initrd or root tree want the same path.
+    #[error("{path} is in the tree twice ({reason})")]
     DuplicateEntry { path: String, reason: String },
 
     /// An initrd entry path is not acceptable.
@@ -170,6 +170,51 @@ pub enum Error {
         value: u64,
         max: u64,
     },
+
+    /// A host tool the build needs is not installed.
+    #[error(
+        "`{tool}` not found on PATH, /usr/sbin or /sbin: install it with `apt-get install {package}` (or `just setup`)"
+    )]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+
+    /// The image layout cannot be made (a bug or an impossible request).
+    #[error("image layout: {0}")]
+    Layout(String),
+
+    /// The image would exceed what an MBR can address.
+    #[error("the image would be {bytes} bytes; an MBR partition table addresses at most {max}")]
+    ImageTooLarge { bytes: u64, max: u64 },
+
+    /// `--size` is not usable.
+    #[error("invalid --size {size}: {reason}")]
+    InvalidSize { size: u64, reason: String },
+
+    /// The content does not fit the requested image size.
+    #[error(
+        "the root filesystem does not fit in {size} bytes: it needs {needed} bytes ({} MiB);          pass --size {}M or more, or leave --size out to size the image to its content",
+        needed.div_ceil(1 << 20),
+        needed.div_ceil(1 << 20).div_ceil(2) * 2
+    )]
+    DoesNotFit { needed: u64, size: u64 },
+
+    /// mkfs ran out of space (internal: the builder grows the filesystem and retries).
+    #[error("the {fs} filesystem of {bytes} bytes is too small for the tree: {detail}")]
+    FsFull {
+        fs: &'static str,
+        bytes: u64,
+        detail: String,
+    },
+
+    /// The output path exists and may not be replaced.
+    #[error("{} already exists and is not empty: remove it, choose another path, or pass --force", path.display())]
+    OutputExists { path: PathBuf },
+
+    /// A manifest cannot be read.
+    #[error("cannot read the manifest {}: {reason}", path.display())]
+    BadManifest { path: PathBuf, reason: String },
 
     /// SOURCE_DATE_EPOCH is not a usable timestamp.
     #[error(

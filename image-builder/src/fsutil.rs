@@ -47,6 +47,15 @@ impl AtomicFile {
         &self.tmp
     }
 
+    /// The open temporary file, for seeking writers.
+    pub fn file_mut(&mut self) -> Result<&mut fs::File> {
+        self.file.as_mut().ok_or_else(|| Error::Io {
+            action: "write",
+            path: self.tmp.clone(),
+            source: io::Error::other("already committed"),
+        })
+    }
+
     /// Writes all of `data`.
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let file = self.file.as_mut().ok_or_else(|| Error::Io {

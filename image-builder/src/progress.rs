@@ -41,6 +41,11 @@ impl Progress {
         }
     }
 
+    /// Whether progress lines are printed (not `-q`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Time since this reporter was created.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()

@@ -6,7 +6,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{self, Config};
 use crate::shutdown::{self, Reason};
 use crate::signals::{self, Signals};
-use crate::{console, hostname, logger, mounts, supervisor, uptime_ms};
+use crate::{console, hostname, logger, mountinfo, mounts, supervisor, uptime_ms};
 use hull_common::cmdline::PROC_CMDLINE;
 
 pub fn run() -> ! {
@@ -37,6 +37,7 @@ pub fn run() -> ! {
         warn!("/dev/console cannot be opened, log lines may be lost");
     }
 
+    log_root();
     let config = load_config();
     info!(
         debug = config.debug,
@@ -63,6 +64,23 @@ pub fn run() -> ! {
     info!(uptime_ms = uptime_ms(), "boot complete");
     let reason = supervisor::run(&signals, config.agent_restarts);
     shutdown::run(reason, Some(&signals))
+}
+
+/// One line saying what `/` is (type, device, options: `dax=always` shows a DAX root).
+fn log_root() {
+    match std::fs::read(mountinfo::PROC_SELF_MOUNTINFO)
+        .ok()
+        .and_then(|data| mountinfo::describe_root(&data))
+    {
+        Some(root) => info!(
+            fstype = root.fstype.as_str(),
+            source = root.source.as_str(),
+            device = root.device.as_str(),
+            options = root.options.as_str(),
+            "root"
+        ),
+        None => warn!("cannot describe the root mount"),
+    }
 }
 
 fn load_config() -> Config {

@@ -89,6 +89,48 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What the boot log says about the root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDescription {
+    pub fstype: String,
+    pub source: String,
+    /// `major:minor` of the device.
+    pub device: String,
+    /// Per-mount options then superblock options, without repeats (as /proc/mounts shows
+    /// them): e.g. `ro,relatime,dax=always`.
+    pub options: String,
+}
+
+/// Describes the mount visible at `/` (the last one stacked there).
+pub fn describe_root(data: &[u8]) -> Option<RootDescription> {
+    let line = data
+        .split(|b| *b == b'\n')
+        .rfind(|l| parse_line(l).is_some_and(|e| e.mount_point == Path::new("/")))?;
+    let entry = parse_line(line)?;
+    let fields: Vec<&[u8]> = line
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty())
+        .collect();
+    let device = String::from_utf8_lossy(fields.get(2)?).into_owned();
+    let dash = fields.iter().position(|f| *f == b"-")?;
+    let super_options = fields
+        .get(dash + 3)
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .unwrap_or_default();
+    let mut options: Vec<&str> = Vec::new();
+    for o in entry.options.split(',').chain(super_options.split(',')) {
+        if !o.is_empty() && !options.contains(&o) {
+            options.push(o);
+        }
+    }
+    Some(RootDescription {
+        options: options.join(","),
+        fstype: entry.fstype,
+        source: entry.source,
+        device,
+    })
+}
+
 /// True when `path` is a mount point in `entries`.
 pub fn is_mount_point(entries: &[MountEntry], path: &Path) -> bool {
     entries.iter().any(|e| e.mount_point == path)
@@ -165,6 +207,27 @@ mod tests {
         assert_eq!(share.mount_point, Path::new("/run/kata containers/shared"));
         assert_eq!(share.fstype, "virtiofs");
         assert_eq!(share.source, "kataShared");
+    }
+
+    #[test]
+    fn describes_the_top_root_mount_with_superblock_options() {
+        let data = b"1 1 0:2 / / rw - rootfs rootfs rw\n\
+            22 1 259:1 / / ro,relatime - ext4 /dev/root ro,dax=always\n\
+            23 22 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw,mode=755\n";
+        let root = describe_root(data).unwrap();
+        assert_eq!(
+            root,
+            RootDescription {
+                fstype: "ext4".into(),
+                source: "/dev/root".into(),
+                device: "259:1".into(),
+                options: "ro,relatime,dax=always".into(),
+            }
+        );
+        assert_eq!(
+            describe_root(b"23 22 0:5 / /dev rw - devtmpfs d rw\n"),
+            None
+        );
     }
 
     #[test]

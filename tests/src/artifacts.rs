@@ -45,6 +45,36 @@ impl GuestArtifacts {
     }
 }
 
+/// The guest kernel alone (image boots need no initrd): `HULL_KERNEL` or
+/// `build/kernel/bzImage`.
+pub fn kernel() -> Result<PathBuf, MissingArtifact> {
+    existing_file(
+        "guest kernel",
+        "HULL_KERNEL",
+        workspace_root().join("build/kernel/bzImage"),
+    )
+}
+
+/// A disk image built by `just image`: `build/rootfs.<fstype>.img`, or
+/// `HULL_IMAGE_EXT4` / `HULL_IMAGE_EROFS`.
+pub fn image(fstype: &str) -> Result<PathBuf, MissingArtifact> {
+    let (env, default) = match fstype {
+        "erofs" => ("HULL_IMAGE_EROFS", "build/rootfs.erofs.img"),
+        _ => ("HULL_IMAGE_EXT4", "build/rootfs.ext4.img"),
+    };
+    existing_file("disk image", env, workspace_root().join(default))
+}
+
+/// The debug image built by `just image-debug` (busybox and the debug-console marker):
+/// `build/rootfs-debug.ext4.img`, or `HULL_IMAGE_DEBUG`.
+pub fn debug_image() -> Result<PathBuf, MissingArtifact> {
+    existing_file(
+        "debug disk image",
+        "HULL_IMAGE_DEBUG",
+        workspace_root().join("build/rootfs-debug.ext4.img"),
+    )
+}
+
 fn existing_file(
     what: &'static str,
     env: &'static str,

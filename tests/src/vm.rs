@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hull_protocols::address::AgentAddress;
-use hull_protocols::client::AgentClient;
+use hull_protocols::client::{AgentClient, DEFAULT_CALL_TIMEOUT};
 use tempfile::TempDir;
 
 use crate::accel::Accel;
@@ -24,8 +24,116 @@ use crate::artifacts::{GuestArtifacts, find_program};
 use crate::nic::NicConfig;
 use crate::process::OwnedChild;
 
+/// How long one Health.Check attempt may take while waiting for the agent.
+const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// How the guest's disk image is attached (always read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attachment {
+    /// A QEMU `nvdimm` (ACPI NFIT); the pfn header makes it fsdax: `/dev/pmem0p1`, DAX.
+    Nvdimm,
+    /// `virtio-pmem-pci`; the kernel probes the same pfn header: `/dev/pmem0p1`, DAX.
+    VirtioPmem,
+    /// `virtio-blk-pci`: `/dev/vda1`, no DAX.
+    VirtioBlk,
+}
+
+impl Attachment {
+    pub const ALL: [Attachment; 3] = [
+        Attachment::Nvdimm,
+        Attachment::VirtioPmem,
+        Attachment::VirtioBlk,
+    ];
+
+    /// The name hull-image's manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attachment::Nvdimm => "nvdimm",
+            Attachment::VirtioPmem => "virtio-pmem",
+            Attachment::VirtioBlk => "virtio-blk",
+        }
+    }
+
+    /// The partition the guest mounts as `/` (the image is partitioned; on both pmem
+    /// devices the pfn header moves `/dev/pmem0` to the second MBR, 2 MiB in).
+    pub fn root_device(self) -> &'static str {
+        match self {
+            Attachment::Nvdimm | Attachment::VirtioPmem => "/dev/pmem0p1",
+            Attachment::VirtioBlk => "/dev/vda1",
+        }
+    }
+
+    /// Whether the root is mounted with DAX.
+    pub fn dax(self) -> bool {
+        self != Attachment::VirtioBlk
+    }
+}
+
+impl std::fmt::Display for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A raw image built by `hull-image image` (with its DAX header), attached one way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBoot {
+    pub path: PathBuf,
+    /// File size: QEMU's memory backend for pmem takes it explicitly.
+    pub bytes: u64,
+    /// `ext4` or `erofs`.
+    pub fstype: String,
+    pub attachment: Attachment,
+    /// The root part of the command line from the image's manifest, when it is not the
+    /// plain one (a dm-verity image: `dm-mod.create=... root=/dev/dm-0`).
+    pub root_override: Option<String>,
+}
+
+impl ImageBoot {
+    /// Reads the image's size.
+    pub fn new(path: PathBuf, fstype: &str, attachment: Attachment) -> Result<Self> {
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("image {} (run `just image`)", path.display()))?
+            .len();
+        Ok(Self {
+            path,
+            bytes,
+            fstype: fstype.to_string(),
+            attachment,
+            root_override: None,
+        })
+    }
+
+    /// The root part of the kernel command line.
+    pub fn root_cmdline(&self) -> String {
+        if let Some(root) = &self.root_override {
+            return root.clone();
+        }
+        let mut s = format!(
+            "root={} rootfstype={} ro",
+            self.attachment.root_device(),
+            self.fstype
+        );
+        if self.attachment.dax() {
+            s.push_str(" rootflags=dax");
+        }
+        s
+    }
+}
+
+/// What the guest boots from. For [`BootMedium::Image`] only the kernel of
+/// [`GuestArtifacts`] is used.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BootMedium {
+    /// The initramfs of [`GuestArtifacts::initrd`].
+    #[default]
+    Initrd,
+    /// A disk image as the root filesystem (no initrd).
+    Image(ImageBoot),
+}
 
 /// How to boot a guest.
 #[derive(Debug, Clone)]
@@ -37,6 +145,8 @@ pub struct VmConfig {
     pub guest_cid: u32,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_cmdline: Vec<String>,
+    /// Initrd (the default) or a disk image.
+    pub medium: BootMedium,
     /// Host directories shared through virtio-fs, one virtiofsd each.
     pub virtio_fs: Vec<VirtioFsShare>,
     /// Disk images attached read-only.
@@ -109,10 +219,17 @@ impl VmConfig {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: Vec::new(),
+            medium: BootMedium::Initrd,
             virtio_fs: Vec::new(),
             disks: Vec::new(),
             nic: None,
         }
+    }
+
+    /// Boots `image` instead of the initrd.
+    pub fn with_image(mut self, image: ImageBoot) -> Self {
+        self.medium = BootMedium::Image(image);
+        self
     }
 
     /// The socket of the virtiofsd serving share `index`.
@@ -120,9 +237,46 @@ impl VmConfig {
         dir.join(format!("virtiofsd-{index}.sock"))
     }
 
+    /// The sizes of every persistent-memory region: the boot image when it is attached
+    /// as NVDIMM or virtio-pmem, and every virtio-pmem disk.
+    fn pmem_region_sizes(&self) -> Vec<u64> {
+        let boot = match &self.medium {
+            BootMedium::Image(image) if image.attachment != Attachment::VirtioBlk => {
+                Some(image.bytes)
+            }
+            _ => None,
+        };
+        let disks = self.disks.iter().filter_map(|d| match d.attach {
+            DiskAttach::VirtioPmem { size } => Some(size),
+            DiskAttach::VirtioBlk { .. } => None,
+        });
+        boot.into_iter().chain(disks).collect()
+    }
+
+    /// QEMU's `-m`: pmem regions are plugged into the memory hotplug area, so they need
+    /// a slot each and room above RAM (`maxmem`: RAM plus the regions, rounded up to
+    /// 1 GiB).
+    pub fn memory_arg(&self) -> String {
+        let regions = self.pmem_region_sizes();
+        if regions.is_empty() {
+            return format!("{}M", self.memory_mib);
+        }
+        let room: u64 = regions.iter().map(|size| size.div_ceil(1 << 20)).sum();
+        let maxmem = (u64::from(self.memory_mib) + room).div_ceil(1024) * 1024;
+        format!(
+            "{}M,slots={},maxmem={maxmem}M",
+            self.memory_mib,
+            regions.len() + 1
+        )
+    }
+
     /// The kernel command line the guest gets.
     pub fn kernel_cmdline(&self) -> String {
         let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=acpi");
+        if let BootMedium::Image(image) = &self.medium {
+            cmdline.push(' ');
+            cmdline.push_str(&image.root_cmdline());
+        }
         for extra in &self.extra_cmdline {
             cmdline.push(' ');
             cmdline.push_str(extra);
@@ -133,40 +287,26 @@ impl VmConfig {
     /// QEMU's arguments, with the given run directory holding sockets and logs.
     pub fn qemu_args(&self, dir: &Path) -> Vec<String> {
         let mem = format!("{}M", self.memory_mib);
-        let pmem_count = self
-            .disks
-            .iter()
-            .filter(|d| matches!(d.attach, DiskAttach::VirtioPmem { .. }))
-            .count();
-        // virtio-pmem regions are hot-pluggable memory: they need slots and room above RAM.
-        let memory = if pmem_count == 0 {
-            mem.clone()
-        } else {
-            let room: u64 = self
-                .disks
-                .iter()
-                .map(|d| match d.attach {
-                    DiskAttach::VirtioPmem { size } => size.div_ceil(1 << 20),
-                    DiskAttach::VirtioBlk { .. } => 0,
-                })
-                .sum();
-            format!(
-                "{mem},slots={},maxmem={}M",
-                pmem_count + 1,
-                u64::from(self.memory_mib) + room + 1024
-            )
+        let image = match &self.medium {
+            BootMedium::Image(image) => Some(image),
+            BootMedium::Initrd => None,
         };
+        let nvdimm = image.is_some_and(|i| i.attachment == Attachment::Nvdimm);
         let mut args: Vec<String> = vec![
             "-name".into(),
             "hull-guest".into(),
             "-machine".into(),
-            format!("q35,accel={},memory-backend=mem0", self.accel.qemu_name()),
+            format!(
+                "q35,accel={},memory-backend=mem0{}",
+                self.accel.qemu_name(),
+                if nvdimm { ",nvdimm=on" } else { "" }
+            ),
             "-cpu".into(),
             self.accel.qemu_cpu().into(),
             "-smp".into(),
             self.cpus.to_string(),
             "-m".into(),
-            memory,
+            self.memory_arg(),
             "-object".into(),
             format!("memory-backend-memfd,id=mem0,size={mem},share=on"),
             "-nodefaults".into(),
@@ -178,8 +318,40 @@ impl VmConfig {
             format!("file:{}", dir.join("console.log").display()),
             "-kernel".into(),
             self.artifacts.kernel.display().to_string(),
-            "-initrd".into(),
-            self.artifacts.initrd.display().to_string(),
+        ];
+        match image {
+            None => args.extend([
+                "-initrd".into(),
+                self.artifacts.initrd.display().to_string(),
+            ]),
+            // Read-only everywhere: the backend file, the device, the mount.
+            Some(i) => match i.attachment {
+                Attachment::Nvdimm | Attachment::VirtioPmem => args.extend([
+                    "-object".into(),
+                    format!(
+                        "memory-backend-file,id=pm0,mem-path={},size={},share=on,readonly=on",
+                        i.path.display(),
+                        i.bytes
+                    ),
+                    "-device".into(),
+                    if i.attachment == Attachment::Nvdimm {
+                        "nvdimm,memdev=pm0,id=nv0,unarmed=on".into()
+                    } else {
+                        "virtio-pmem-pci,memdev=pm0,id=vpm0".into()
+                    },
+                ]),
+                Attachment::VirtioBlk => args.extend([
+                    "-drive".into(),
+                    format!(
+                        "file={},if=none,id=root,format=raw,readonly=on",
+                        i.path.display()
+                    ),
+                    "-device".into(),
+                    "virtio-blk-pci,drive=root".into(),
+                ]),
+            },
+        }
+        args.extend([
             "-append".into(),
             self.kernel_cmdline(),
             "-chardev".into(),
@@ -189,7 +361,7 @@ impl VmConfig {
             ),
             "-device".into(),
             "vhost-user-vsock-pci,chardev=vsock0".into(),
-        ];
+        ]);
         for (i, share) in self.virtio_fs.iter().enumerate() {
             args.extend([
                 "-chardev".into(),
@@ -320,6 +492,19 @@ impl Vm {
         self.dir.path().join("vm.vsock")
     }
 
+    /// Opens one connection to guest vsock `port` through the hybrid-vsock socket
+    /// (`CONNECT <port>` / `OK`), as a blocking stream; fails when nothing listens there.
+    pub async fn connect_guest_port(&self, port: u32) -> Result<std::os::unix::net::UnixStream> {
+        let stream =
+            hull_protocols::dial::hybrid_vsock_handshake(&self.hybrid_vsock_socket(), port)
+                .await
+                .with_context(|| format!("connecting to guest vsock port {port}"))?
+                .into_std()?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(stream)
+    }
+
     /// The hybrid-vsock address of the agent's ttRPC server.
     pub fn agent_address(&self) -> AgentAddress {
         AgentAddress::HybridVsock {
@@ -342,11 +527,19 @@ impl Vm {
             if let Some(status) = self.qemu.try_status()? {
                 bail!("QEMU exited ({status}) before the agent answered");
             }
+            // Each attempt is short and uses a fresh connection: a connection that the
+            // vsock backend accepted but never delivers must not eat the whole deadline.
             match AgentClient::connect(&address, Duration::from_secs(1)).await {
-                Ok(client) => match client.check().await {
-                    Ok(_) => return Ok((client, self.started.elapsed())),
-                    Err(e) => last_error = e.to_string(),
-                },
+                Ok(client) => {
+                    let mut client = client.with_timeout(READINESS_ATTEMPT_TIMEOUT);
+                    match client.check().await {
+                        Ok(_) => {
+                            client.set_timeout(DEFAULT_CALL_TIMEOUT);
+                            return Ok((client, self.started.elapsed()));
+                        }
+                        Err(e) => last_error = e.to_string(),
+                    }
+                }
                 Err(e) => last_error = e.to_string(),
             }
         }
@@ -493,10 +686,119 @@ mod tests {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: vec!["agent.log=debug".into()],
+            medium: BootMedium::Initrd,
             virtio_fs: Vec::new(),
             disks: Vec::new(),
             nic: None,
         }
+    }
+
+    fn image(attachment: Attachment) -> VmConfig {
+        config().with_image(ImageBoot {
+            path: "/b/rootfs.ext4.img".into(),
+            bytes: 8 << 20,
+            fstype: "ext4".into(),
+            attachment,
+            root_override: None,
+        })
+    }
+
+    fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn initrd_boot_has_an_initrd_and_no_disk() {
+        let args = config().qemu_args(Path::new("/run/x"));
+        assert_eq!(value_after(&args, "-initrd"), ["/k/initrd.img"]);
+        assert_eq!(value_after(&args, "-m"), ["256M"]);
+        assert!(value_after(&args, "-drive").is_empty());
+        assert!(!config().kernel_cmdline().contains("root="));
+    }
+
+    #[test]
+    fn nvdimm_boot_maps_the_image_read_only_with_dax() {
+        let vm = image(Attachment::Nvdimm);
+        let args = vm.qemu_args(Path::new("/run/x"));
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,accel=tcg,memory-backend=mem0,nvdimm=on"]
+        );
+        assert_eq!(value_after(&args, "-m"), ["256M,slots=2,maxmem=1024M"]);
+        assert!(value_after(&args, "-initrd").is_empty());
+        assert!(value_after(&args, "-object").contains(
+            &"memory-backend-file,id=pm0,mem-path=/b/rootfs.ext4.img,size=8388608,share=on,readonly=on"
+        ));
+        assert!(value_after(&args, "-device").contains(&"nvdimm,memdev=pm0,id=nv0,unarmed=on"));
+        assert_eq!(
+            vm.kernel_cmdline(),
+            "console=ttyS0 panic=-1 reboot=acpi root=/dev/pmem0p1 rootfstype=ext4 ro \
+             rootflags=dax agent.log=debug"
+        );
+    }
+
+    #[test]
+    fn virtio_pmem_boot_uses_the_same_partition() {
+        let vm = image(Attachment::VirtioPmem);
+        let args = vm.qemu_args(Path::new("/run/x"));
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,accel=tcg,memory-backend=mem0"]
+        );
+        assert!(value_after(&args, "-device").contains(&"virtio-pmem-pci,memdev=pm0,id=vpm0"));
+        assert!(
+            value_after(&args, "-object").iter().any(
+                |o| o.starts_with("memory-backend-file") && o.ends_with("share=on,readonly=on")
+            )
+        );
+        assert!(
+            vm.kernel_cmdline()
+                .contains(" root=/dev/pmem0p1 rootfstype=ext4 ro rootflags=dax")
+        );
+    }
+
+    #[test]
+    fn virtio_blk_boot_is_a_read_only_drive_without_dax() {
+        let vm = image(Attachment::VirtioBlk);
+        let args = vm.qemu_args(Path::new("/run/x"));
+        assert_eq!(
+            value_after(&args, "-drive"),
+            ["file=/b/rootfs.ext4.img,if=none,id=root,format=raw,readonly=on"]
+        );
+        assert!(value_after(&args, "-device").contains(&"virtio-blk-pci,drive=root"));
+        assert_eq!(value_after(&args, "-m"), ["256M"]);
+        assert!(!args.iter().any(|a| a.contains("memory-backend-file")));
+        let cmdline = vm.kernel_cmdline();
+        assert!(
+            cmdline.contains(" root=/dev/vda1 rootfstype=ext4 ro"),
+            "{cmdline}"
+        );
+        assert!(!cmdline.contains("dax"), "{cmdline}");
+        // The vsock device is there in every mode.
+        assert!(value_after(&args, "-device").contains(&"vhost-user-vsock-pci,chardev=vsock0"));
+    }
+
+    #[test]
+    fn memory_has_a_hotplug_slot_and_room_for_every_pmem_region() {
+        assert_eq!(config().memory_arg(), "256M");
+        assert_eq!(
+            image(Attachment::VirtioBlk).memory_arg(),
+            "256M",
+            "virtio-blk needs no pmem room"
+        );
+        assert_eq!(
+            image(Attachment::Nvdimm).memory_arg(),
+            "256M,slots=2,maxmem=1024M"
+        );
+        let mut both = image(Attachment::VirtioPmem);
+        both.disks.push(Disk {
+            image: "/d/big.img".into(),
+            attach: DiskAttach::VirtioPmem { size: 900 << 20 },
+        });
+        assert_eq!(both.memory_arg(), "256M,slots=3,maxmem=2048M");
     }
 
     #[test]
@@ -550,7 +852,7 @@ mod tests {
         assert!(joined.contains(
             "memory-backend-file,id=pmem1,mem-path=/img/pmem.ext4,size=16777216,share=on,readonly=on"
         ));
-        assert!(joined.contains("-m 256M,slots=2,maxmem=1296M"), "{joined}");
+        assert!(joined.contains("-m 256M,slots=2,maxmem=1024M"), "{joined}");
         assert!(
             !plain
                 .qemu_args(Path::new("/x"))

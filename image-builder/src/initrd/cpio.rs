@@ -261,6 +261,11 @@ impl Archive {
         self.entries.keys().map(|c| c.join("/")).collect()
     }
 
+    /// Entries in archive order, with their paths.
+    pub fn iter(&self) -> impl Iterator<Item = (String, &Entry)> {
+        self.entries.iter().map(|(c, e)| (c.join("/"), e))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

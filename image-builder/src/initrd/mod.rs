@@ -26,7 +26,8 @@ pub const INIT_PATH: &str = "init";
 pub const GUEST_BUILD_HINT: &str = "build the guest binaries with `just guest` (static, \
     for x86_64-unknown-linux-gnu, profile guest), or pass the path explicitly";
 
-/// A `--extra SRC:DST` file: a host file copied to an absolute path in the initrd.
+/// A `--extra SRC:DST` file: a host file copied to an absolute path in the guest (initrd
+/// or rootfs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extra {
     pub src: PathBuf,
@@ -51,7 +52,7 @@ impl FromStr for Extra {
         }
         let Some(rel) = dst.strip_prefix('/') else {
             return Err(bad(
-                "DST must be an absolute path in the initrd, like /etc/foo",
+                "DST must be an absolute path in the guest, like /etc/foo",
             ));
         };
         cpio::check_path(rel).map_err(|e| bad(&e.to_string()))?;
@@ -230,12 +231,12 @@ pub fn layout(
     Ok(a)
 }
 
-/// Reads every input, lays out the archive and returns the compressed image.
-pub fn render(req: &InitrdRequest) -> Result<(Vec<u8>, usize, u64)> {
-    let init = read_static_executable("init binary", &req.init, req.arch)?;
-    let agent = read_static_executable("agent binary", &req.agent, req.arch)?;
-    let mut extras = Vec::new();
-    for extra in &req.extras {
+/// Reads the `--extra` files: `(path without leading /, mode, bytes)`. Only the executable
+/// bit of a source matters (0755 or 0644); ownership and other bits do not, so the result
+/// does not depend on the builder's umask.
+pub fn read_extras(extras: &[Extra]) -> Result<Vec<(String, u32, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for extra in extras {
         let meta = match fs::metadata(&extra.src) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -254,16 +255,22 @@ pub fn render(req: &InitrdRequest) -> Result<(Vec<u8>, usize, u64)> {
             });
         }
         let data = fs::read(&extra.src).map_err(io_err("read", &extra.src))?;
-        // Only the executable bit of the source matters; ownership and other bits do not,
-        // so the image does not depend on the builder's umask.
         let perm = if meta.permissions().mode() & 0o111 != 0 {
             0o755
         } else {
             0o644
         };
         let rel = extra.dst.trim_start_matches('/').to_string();
-        extras.push((rel, perm, data));
+        out.push((rel, perm, data));
     }
+    Ok(out)
+}
+
+/// Reads every input, lays out the archive and returns the compressed image.
+pub fn render(req: &InitrdRequest) -> Result<(Vec<u8>, usize, u64)> {
+    let init = read_static_executable("init binary", &req.init, req.arch)?;
+    let agent = read_static_executable("agent binary", &req.agent, req.arch)?;
+    let extras = read_extras(&req.extras)?;
     let archive = layout(init, agent, extras)?;
     let cpio = archive.to_bytes(req.mtime)?;
     let gz = compress::gzip(&cpio).map_err(io_err("compress", "initrd"))?;

@@ -34,6 +34,8 @@ pub const VMLINUX: &str = "vmlinux";
 pub const CONFIG: &str = "config";
 /// Metadata of a cache entry.
 pub const BUILD_RECORD: &str = "build.json";
+/// The manifest `install` writes into the output directory.
+pub const MANIFEST: &str = "manifest.json";
 const ARTIFACTS: [&str; 3] = [BZIMAGE, VMLINUX, CONFIG];
 
 /// What to build.
@@ -385,7 +387,33 @@ pub fn install(kernel: &CachedKernel, out_dir: &Path) -> Result<Vec<(PathBuf, u6
         let n = fsutil::copy_atomic(&kernel.artifact(name), &dest)?;
         out.push((dest, n));
     }
+    write_manifest(kernel, out_dir)?;
     Ok(out)
+}
+
+/// Writes `DIR/manifest.json`: the artifacts (sizes, SHA-256), the config's hash, the
+/// kernel release and the cache key.
+pub fn write_manifest(kernel: &CachedKernel, out_dir: &Path) -> Result<()> {
+    use crate::manifest::{self, KernelInfo, Manifest};
+    let arch = kernel.record.as_ref().map_or("x86_64", |r| r.arch.as_str());
+    let mut m = Manifest::new("kernel", arch, 0);
+    for (role, name) in [
+        ("vmlinux", VMLINUX),
+        ("bzImage", BZIMAGE),
+        ("kernel-config", CONFIG),
+    ] {
+        m.artifacts
+            .push(manifest::artifact(role, &out_dir.join(name), out_dir)?);
+    }
+    m.kernel = Some(KernelInfo {
+        config_sha256: m
+            .artifact("kernel-config")
+            .map(|a| a.sha256.clone())
+            .unwrap_or_default(),
+        release: kernel.record.as_ref().map(|r| r.kernel_release.clone()),
+        cache_key: Some(kernel.key.clone()),
+    });
+    m.write(&out_dir.join(MANIFEST))
 }
 
 /// Human summary of installed artifacts: `bzImage 3.9 MB, vmlinux 20.1 MB, config 40.2 kB`.
