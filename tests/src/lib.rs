@@ -4,6 +4,9 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod bundle;
+pub mod container;
+pub mod guest;
 pub mod nic;
 pub mod process;
 pub mod vm;

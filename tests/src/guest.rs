@@ -1,0 +1,111 @@
+//! A guest ready for containers: booted with a virtio-fs share (tag [`SHARED_FS_TAG`]) of
+//! a fresh host directory, its agent serving, and `CreateSandbox` done with Kata's
+//! storage for that share, so container bundles laid out in the share
+//! ([`crate::bundle`]) are in the guest at [`GUEST_SHARED_DIR`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hull_protocols::agent::{CreateSandboxRequest, Storage};
+use hull_protocols::client::AgentClient;
+use tempfile::TempDir;
+
+use crate::bundle::{GUEST_SHARED_DIR, SHARED_FS_TAG, busybox_rootfs};
+use crate::vm::{VirtioFsShare, Vm, VmConfig};
+
+/// Under TCG a boot takes a second or two; leave room for a loaded CI machine.
+pub const BOOT_DEADLINE: Duration = Duration::from_secs(120);
+/// From DestroySandbox's answer to QEMU's exit.
+pub const POWER_OFF_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Kata's storage for the sandbox's shared directory: driver `virtio-fs`, source the tag,
+/// fstype `virtiofs`, mounted at [`GUEST_SHARED_DIR`].
+pub fn shared_fs_storage(tag: &str) -> Storage {
+    Storage {
+        driver: "virtio-fs".into(),
+        source: tag.into(),
+        fstype: "virtiofs".into(),
+        mount_point: format!("{GUEST_SHARED_DIR}/"),
+        ..Default::default()
+    }
+}
+
+/// A `CreateSandboxRequest` with the shared directory's storage.
+pub fn sandbox_request(sandbox_id: &str, hostname: &str) -> CreateSandboxRequest {
+    CreateSandboxRequest {
+        sandbox_id: sandbox_id.into(),
+        hostname: hostname.into(),
+        storages: vec![shared_fs_storage(SHARED_FS_TAG)],
+        ..Default::default()
+    }
+}
+
+/// A booted guest with its sandbox created. Dropping it kills the VM (printing its logs
+/// unless [`SandboxGuest::power_off`] ended it cleanly).
+pub struct SandboxGuest {
+    // Dropped first: the VM (and its virtiofsd) before the shared directory.
+    vm: Vm,
+    pub client: AgentClient,
+    /// From QEMU's start to the agent's first answer.
+    pub agent_ready: Duration,
+    /// How long `CreateSandbox` took.
+    pub create_sandbox: Duration,
+    share: TempDir,
+}
+
+impl SandboxGuest {
+    /// Boots `config` plus the shared directory, waits for the agent and creates the
+    /// sandbox (hostname `hull`).
+    pub async fn boot(mut config: VmConfig) -> Result<Self> {
+        let share = tempfile::Builder::new()
+            .prefix("hull-share-")
+            .tempdir()
+            .context("creating the shared directory")?;
+        config.virtio_fs.push(VirtioFsShare {
+            tag: SHARED_FS_TAG.into(),
+            dir: share.path().to_path_buf(),
+        });
+        let mut vm = Vm::boot(&config)?;
+        let (client, agent_ready) = vm.wait_for_agent(BOOT_DEADLINE).await?;
+        let asked = Instant::now();
+        client
+            .create_sandbox(&sandbox_request("hull-sandbox", "hull"))
+            .await
+            .context("CreateSandbox with the shared directory")?;
+        Ok(Self {
+            vm,
+            client,
+            agent_ready,
+            create_sandbox: asked.elapsed(),
+            share,
+        })
+    }
+
+    /// The host side of the shared directory.
+    pub fn share(&self) -> &Path {
+        self.share.path()
+    }
+
+    /// Lays out container `id`'s busybox rootfs in the share.
+    pub fn busybox_rootfs(&self, id: &str) -> Result<PathBuf> {
+        busybox_rootfs(self.share(), id)
+    }
+
+    /// The VM, for its console and addresses.
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// `DestroySandbox`, then waits for the VM to power off; returns the time between.
+    pub async fn power_off(mut self) -> Result<Duration> {
+        let took = self
+            .vm
+            .power_off_through_agent(&self.client, POWER_OFF_DEADLINE)
+            .await?;
+        let Self { vm, share, .. } = self;
+        vm.finish();
+        drop(share);
+        Ok(took)
+    }
+}
