@@ -55,6 +55,7 @@ pub use client::{AgentClient, ClientError};
 pub use dial::DialError;
 
 pub use async_trait;
+pub use oci_spec;
 pub use protobuf;
 pub use ttrpc;
 

@@ -29,6 +29,25 @@ use serde_json::{Map, Value, json};
 
 use crate::oci;
 
+/// Docker's default capabilities: what `docker run` (and Kata under a CRI runtime) gives a
+/// container's processes unless told otherwise. hull-ctl gives them to an exec'd process.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
 /// A spec that cannot be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {

@@ -135,23 +135,7 @@ pub fn busybox_rootfs(share: &Path, id: &str) -> Result<PathBuf> {
     Ok(rootfs)
 }
 
-/// Docker's default capabilities (what `docker run` and Kata's CRI path give a container).
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_AUDIT_WRITE",
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_MKNOD",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
-    "CAP_SETFCAP",
-    "CAP_SETGID",
-    "CAP_SETPCAP",
-    "CAP_SETUID",
-    "CAP_SYS_CHROOT",
-];
+pub use hull_protocols::oci_json::DEFAULT_CAPABILITIES;
 
 /// `PATH` in a busybox container.
 pub const DEFAULT_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
