@@ -20,8 +20,13 @@
 //! not read; the environment is: `HULL_AGENT_SERVER_ADDR`, `HULL_AGENT_LOG`,
 //! `HULL_AGENT_LOG_VPORT`, `HULL_AGENT_HOTPLUG_TIMEOUT`. The environment also overrides the
 //! command line in a guest (init sets it, not the host).
+//!
+//! Two more settings exist only in the environment, for host tests and the runtime CLI:
+//! `HULL_AGENT_CONTAINER_BASE` (where container bundles live, default
+//! [`DEFAULT_CONTAINER_BASE`]) and `HULL_AGENT_CGROUP_ROOT` (the cgroup2 mount, default
+//! [`DEFAULT_CGROUP_ROOT`]; `/sys/fs/cgroup/unified` on a host with a hybrid layout).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -31,6 +36,10 @@ use hull_protocols::address::AgentAddress;
 pub const DEFAULT_SERVER_PORT: u32 = 1024;
 /// Kata's default debug console port.
 pub const DEFAULT_DEBUG_CONSOLE_VPORT: u32 = 1026;
+/// Container bundles (`<base>/<container id>/`), as Kata's agent lays them out.
+pub const DEFAULT_CONTAINER_BASE: &str = "/run/kata-containers";
+/// Where the guest mounts cgroup2 (hull-init does).
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Present in images built with the debug console.
 pub const DEBUG_CONSOLE_MARKER: &str = "/etc/hull/debug-console";
 
@@ -93,6 +102,11 @@ pub struct AgentConfig {
     pub hotplug_timeout: Duration,
     /// Started by hull-init as PID 1's child.
     pub under_init: bool,
+    /// Where container bundles live; a relative `root.path` is resolved against
+    /// `<container_base>/<container id>/`.
+    pub container_base: PathBuf,
+    /// The cgroup2 hierarchy container cgroups are created in.
+    pub cgroup_root: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -108,6 +122,8 @@ impl Default for AgentConfig {
             debug_console_vport: DEFAULT_DEBUG_CONSOLE_VPORT,
             hotplug_timeout: Duration::from_secs(3),
             under_init: false,
+            container_base: PathBuf::from(DEFAULT_CONTAINER_BASE),
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
         }
     }
 }
@@ -136,16 +152,18 @@ impl AgentConfig {
     ) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         for (key, value) in kernel_cmdline_options(cmdline) {
-            config.apply(key, value)?;
+            config.apply(key, value, false)?;
         }
         for (env_key, key) in [
             ("HULL_AGENT_SERVER_ADDR", "agent.server_addr"),
             ("HULL_AGENT_LOG", "agent.log"),
             ("HULL_AGENT_LOG_VPORT", "agent.log_vport"),
             ("HULL_AGENT_HOTPLUG_TIMEOUT", "agent.hotplug_timeout"),
+            ("HULL_AGENT_CONTAINER_BASE", "hull.container_base"),
+            ("HULL_AGENT_CGROUP_ROOT", "hull.cgroup_root"),
         ] {
             if let Some(value) = env(env_key) {
-                config.apply(key, Some(&value)).map_err(|e| match e {
+                config.apply(key, Some(&value), true).map_err(|e| match e {
                     ConfigError::Invalid { value, reason, .. } => ConfigError::Invalid {
                         key: env_key.to_string(),
                         value,
@@ -165,7 +183,7 @@ impl AgentConfig {
                 .is_file()
     }
 
-    fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), ConfigError> {
+    fn apply(&mut self, key: &str, value: Option<&str>, from_env: bool) -> Result<(), ConfigError> {
         let invalid = |reason: &str| ConfigError::Invalid {
             key: key.to_string(),
             value: value.unwrap_or_default().to_string(),
@@ -174,11 +192,7 @@ impl AgentConfig {
         let required = || value.ok_or_else(|| invalid("a value is required"));
         match key {
             "agent.log" => self.log_level = required()?.parse().map_err(|e: String| invalid(&e))?,
-            "hull.debug" => {
-                if value.is_none_or(|v| v != "0") {
-                    self.log_level = LogLevel::Debug;
-                }
-            }
+            "hull.debug" if value.is_none_or(|v| v != "0") => self.log_level = LogLevel::Debug,
             "agent.log_vport" => {
                 self.log_vport = Some(parse_port(required()?).map_err(|e| invalid(&e))?)
             }
@@ -206,6 +220,19 @@ impl AgentConfig {
                     return Err(invalid("expected 1 to 600 seconds"));
                 }
                 self.hotplug_timeout = Duration::from_secs(secs);
+            }
+            // Environment-only keys (see `from_sources`); never read from the kernel
+            // command line, where the host could set them.
+            "hull.container_base" | "hull.cgroup_root" if from_env => {
+                let path = PathBuf::from(required()?);
+                if !path.is_absolute() {
+                    return Err(invalid("expected an absolute path"));
+                }
+                if key == "hull.container_base" {
+                    self.container_base = path;
+                } else {
+                    self.cgroup_root = path;
+                }
             }
             // Other agent.* options of Kata's that hull does not use, and everything that
             // is not ours, are ignored.
@@ -345,6 +372,26 @@ mod tests {
         std::fs::write(root.path().join("etc/hull/debug-console"), "").unwrap();
         assert!(config.debug_console_enabled(root.path()));
         assert!(!from_cmdline("").unwrap().debug_console_enabled(root.path()));
+    }
+
+    #[test]
+    fn container_paths_come_from_the_environment_only() {
+        let config = from_cmdline("hull.container_base=/evil hull.cgroup_root=/evil").unwrap();
+        assert_eq!(config.container_base, PathBuf::from(DEFAULT_CONTAINER_BASE));
+        assert_eq!(config.cgroup_root, PathBuf::from(DEFAULT_CGROUP_ROOT));
+        let config = AgentConfig::from_sources("", |k| match k {
+            "HULL_AGENT_CONTAINER_BASE" => Some("/tmp/bundles".into()),
+            "HULL_AGENT_CGROUP_ROOT" => Some("/sys/fs/cgroup/unified".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.container_base, PathBuf::from("/tmp/bundles"));
+        assert_eq!(config.cgroup_root, PathBuf::from("/sys/fs/cgroup/unified"));
+        let err = AgentConfig::from_sources("", |k| {
+            (k == "HULL_AGENT_CGROUP_ROOT").then(|| "relative".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("HULL_AGENT_CGROUP_ROOT"), "{err}");
     }
 
     #[test]

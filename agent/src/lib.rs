@@ -3,11 +3,17 @@
 //! The path of a request: [`server`] accepts it, [`rpc`] turns protobuf into domain calls
 //! on the [`sandbox`], which owns the guest's state. [`config`] is read once at start-up;
 //! [`logging`] sends structured logs to the console or to the host over vsock.
+//! Containers live in [`container`] (spec → plan → a re-exec'd helper builds them) and
+//! [`process`] (reaping, stdio); [`runtime_cli`] exposes the same container layer as a
+//! runc-compatible command line (`hull-runtime`) for OCI conformance suites on a host.
 
 pub mod config;
+pub mod container;
 pub mod error;
 pub mod guest;
 pub mod logging;
+pub mod process;
 pub mod rpc;
+
 pub mod sandbox;
 pub mod server;

@@ -12,6 +12,8 @@ use hull_agent::sandbox::Sandbox;
 use hull_agent::server;
 
 fn main() -> ExitCode {
+    // A re-exec'd container helper never gets past this line.
+    hull_agent::container::helper::run_if_helper();
     let config = match AgentConfig::load() {
         Ok(config) => config,
         Err(e) => {
@@ -58,7 +60,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             }
         }
         tracing::debug!(?config, "configuration");
-        let sandbox = Arc::new(Sandbox::new());
+        let sandbox = Arc::new(Sandbox::from_config(&config));
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");
         Ok(())

@@ -1,14 +1,17 @@
-//! The sandbox: the one owner of the guest's state. For now that state is whether the
-//! runtime has asked for the sandbox to end; containers, storages and network join it as
-//! they are built.
+//! The sandbox: the one owner of the guest's state: whether the runtime has asked for the
+//! sandbox to end, and its containers ([`crate::container::Containers`]); storages and
+//! network join it as they are built.
 
 use tokio::sync::watch;
 
+use crate::config::AgentConfig;
+use crate::container::{ContainerSettings, Containers};
 use crate::error::AgentError;
 
 /// The guest-wide state every RPC works on.
 pub struct Sandbox {
     shutdown: watch::Sender<bool>,
+    containers: Containers,
 }
 
 impl Default for Sandbox {
@@ -18,11 +21,25 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
-    /// An empty sandbox.
+    /// An empty sandbox with the default settings.
     pub fn new() -> Self {
+        Self::from_config(&AgentConfig::default())
+    }
+
+    /// An empty sandbox laid out as `config` says.
+    pub fn from_config(config: &AgentConfig) -> Self {
         Self {
             shutdown: watch::Sender::new(false),
+            containers: Containers::new(ContainerSettings {
+                container_base: config.container_base.clone(),
+                cgroup_root: config.cgroup_root.clone(),
+            }),
         }
+    }
+
+    /// The sandbox's containers.
+    pub fn containers(&self) -> &Containers {
+        &self.containers
     }
 
     /// Ends the sandbox: the agent stops serving and exits with status 0, which hull-init

@@ -2,21 +2,59 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AgentDetails, DestroySandboxRequest, GuestDetailsRequest, GuestDetailsResponse,
+    AgentDetails, CloseStdinRequest, CreateContainerRequest, DestroySandboxRequest,
+    ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, OOMEvent,
+    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
+    ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest, WaitProcessRequest,
+    WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
-use super::status;
+use super::{oci, status};
+use crate::container::ContainerError;
+use crate::error::AgentError;
 use crate::guest::read_guest_facts;
+use crate::process::signal_from_number;
 use crate::sandbox::Sandbox;
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
-pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &["GetGuestDetails", "DestroySandbox"];
+pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
+    "GetGuestDetails",
+    "DestroySandbox",
+    "CreateContainer",
+    "StartContainer",
+    "RemoveContainer",
+    "ExecProcess",
+    "SignalProcess",
+    "WaitProcess",
+    "UpdateContainer",
+    "StatsContainer",
+    "PauseContainer",
+    "ResumeContainer",
+    "WriteStdin",
+    "ReadStdout",
+    "ReadStderr",
+    "CloseStdin",
+    "TtyWinResize",
+    "GetOOMEvent",
+];
+
+fn container_err(e: ContainerError) -> ttrpc::Error {
+    status(AgentError::from(e))
+}
+
+fn missing(what: &str) -> ttrpc::Error {
+    status(AgentError::InvalidArgument(format!(
+        "the request has no {what}"
+    )))
+}
 
 /// The AgentService implementation.
 pub struct AgentRpc {
@@ -54,7 +92,7 @@ impl AgentService for AgentRpc {
                 // Filled in as device and storage handlers are built.
                 device_handlers: Vec::new(),
                 storage_handlers: Vec::new(),
-                supports_seccomp: false,
+                supports_seccomp: true,
                 extra_features: Vec::new(),
                 ..Default::default()
             })
@@ -71,5 +109,264 @@ impl AgentService for AgentRpc {
         self.sandbox.destroy().map_err(status)?;
         tracing::info!("sandbox destroyed; the agent will exit");
         Ok(Empty::new())
+    }
+
+    async fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let spec = req.OCI.as_ref().ok_or_else(|| missing("OCI spec"))?;
+        let spec = oci::spec_from_proto(spec).map_err(status)?;
+        self.sandbox
+            .containers()
+            .create(&req.container_id, &req.exec_id, spec)
+            .await
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let containers = self.sandbox.containers();
+        containers
+            .start(&req.container_id)
+            .await
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout.into()));
+        let containers = self.sandbox.containers();
+        containers
+            .remove(&req.container_id, timeout)
+            .await
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ExecProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let process = req.process.as_ref().ok_or_else(|| missing("process"))?;
+        let process = oci::process_from_proto(process).map_err(status)?;
+        self.sandbox
+            .containers()
+            .exec(&req.container_id, &req.exec_id, &process)
+            .await
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let signal = signal_from_number(req.signal).map_err(|e| container_err(e.into()))?;
+        let containers = self.sandbox.containers();
+        containers
+            .signal(&req.container_id, &req.exec_id, signal)
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        let containers = self.sandbox.containers();
+        let status = containers
+            .wait(&req.container_id, &req.exec_id)
+            .await
+            .map_err(container_err)?;
+        Ok(WaitProcessResponse {
+            status: status.code(),
+            ..Default::default()
+        })
+    }
+
+    async fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let resources = req.resources.as_ref().ok_or_else(|| missing("resources"))?;
+        let resources = oci::resources_from_proto(resources).map_err(status)?;
+        let containers = self.sandbox.containers();
+        containers
+            .update(&req.container_id, &resources)
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let stats = self
+            .sandbox
+            .containers()
+            .stats(&req.container_id)
+            .map_err(container_err)?;
+        Ok(StatsContainerResponse {
+            cgroup_stats: Some(oci::stats_to_proto(&stats)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: PauseContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.sandbox
+            .containers()
+            .pause(&req.container_id)
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResumeContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.sandbox
+            .containers()
+            .resume(&req.container_id)
+            .map_err(container_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WriteStreamRequest,
+    ) -> ttrpc::Result<WriteStreamResponse> {
+        let process = self
+            .sandbox
+            .containers()
+            .process(&req.container_id, &req.exec_id)
+            .map_err(container_err)?;
+        // As Kata's runtime-rs: empty data closes stdin.
+        let len = if req.data.is_empty() {
+            process
+                .io
+                .close_stdin()
+                .await
+                .map_err(|e| container_err(e.into()))?;
+            0
+        } else {
+            process
+                .io
+                .write(&req.data)
+                .await
+                .map_err(|e| container_err(e.into()))?
+        };
+        Ok(WriteStreamResponse {
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            ..Default::default()
+        })
+    }
+
+    async fn read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        self.read_stream(req, false).await
+    }
+
+    async fn read_stderr(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        self.read_stream(req, true).await
+    }
+
+    async fn close_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CloseStdinRequest,
+    ) -> ttrpc::Result<Empty> {
+        let process = self
+            .sandbox
+            .containers()
+            .process(&req.container_id, &req.exec_id)
+            .map_err(container_err)?;
+        process
+            .io
+            .close_stdin()
+            .await
+            .map_err(|e| container_err(e.into()))?;
+        Ok(Empty::new())
+    }
+
+    async fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: TtyWinResizeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let process = self
+            .sandbox
+            .containers()
+            .process(&req.container_id, &req.exec_id)
+            .map_err(container_err)?;
+        let rows = u16::try_from(req.row).unwrap_or(u16::MAX);
+        let cols = u16::try_from(req.column).unwrap_or(u16::MAX);
+        process
+            .io
+            .resize(rows, cols)
+            .map_err(|e| container_err(e.into()))?;
+        Ok(Empty::new())
+    }
+
+    async fn get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetOOMEventRequest,
+    ) -> ttrpc::Result<OOMEvent> {
+        let container_id = self.sandbox.containers().next_oom_event().await;
+        Ok(OOMEvent {
+            container_id,
+            ..Default::default()
+        })
+    }
+}
+
+impl AgentRpc {
+    async fn read_stream(
+        &self,
+        req: ReadStreamRequest,
+        stderr: bool,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        let process = self
+            .sandbox
+            .containers()
+            .process(&req.container_id, &req.exec_id)
+            .map_err(container_err)?;
+        let data = process
+            .io
+            .read(stderr, req.len as usize)
+            .await
+            .map_err(|e| container_err(e.into()))?;
+        Ok(ReadStreamResponse {
+            data,
+            ..Default::default()
+        })
     }
 }
