@@ -14,6 +14,7 @@ pub mod guest;
 pub mod logging;
 pub mod process;
 pub mod rpc;
+pub mod runtime_cli;
 
 pub mod sandbox;
 pub mod server;

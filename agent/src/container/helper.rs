@@ -150,6 +150,12 @@ fn fork_stage2(
 // ---------------------------------------------------------------- init process
 
 fn init_stage1(chan: &mut UnixStream, plan: &ContainerPlan, gate: &Gate) -> HelperResult<()> {
+    // The gate listener lives outside the rootfs, in the launcher's directory: bind it
+    // while this process still has the launcher's credentials (before a user namespace).
+    let listener = match gate {
+        Gate::Listener(path) => Some(UnixListener::bind(path).map_err(io(path.display()))?),
+        Gate::Socket => None,
+    };
     // Namespace files to join are opened before any namespace changes.
     let mut to_join = Vec::new();
     let mut to_create = CloneFlags::empty();
@@ -185,7 +191,7 @@ fn init_stage1(chan: &mut UnixStream, plan: &ContainerPlan, gate: &Gate) -> Help
             .map_err(sys(format!("joining the {} namespace", kind.proc_name())))?;
     }
     unshare(to_create).map_err(sys("creating namespaces"))?;
-    fork_stage2(chan, |chan| init_stage2(chan, plan, gate))
+    fork_stage2(chan, |chan| init_stage2(chan, plan, listener))
 }
 
 fn become_root() -> HelperResult<()> {
@@ -195,7 +201,11 @@ fn become_root() -> HelperResult<()> {
         .map_err(sys("setresuid(0) in the user namespace"))
 }
 
-fn init_stage2(chan: &mut UnixStream, plan: &ContainerPlan, gate: &Gate) -> HelperResult<()> {
+fn init_stage2(
+    chan: &mut UnixStream,
+    plan: &ContainerPlan,
+    listener: Option<UnixListener>,
+) -> HelperResult<()> {
     nix::unistd::setsid().map_err(sys("setsid"))?;
     if plan.process.terminal {
         set_controlling_terminal()?;
@@ -205,11 +215,6 @@ fn init_stage2(chan: &mut UnixStream, plan: &ContainerPlan, gate: &Gate) -> Help
         .iter()
         .any(|n| n.kind == NamespaceKind::User);
     build_rootfs(plan, in_user_ns)?;
-    // The gate listener lives outside the rootfs: bind it before leaving the old root.
-    let listener = match gate {
-        Gate::Listener(path) => Some(UnixListener::bind(path).map_err(io(path.display()))?),
-        Gate::Socket => None,
-    };
     enter_rootfs(&plan.rootfs, plan.no_pivot)?;
     finish_rootfs(plan, in_user_ns)?;
     if let Some(hostname) = &plan.hostname {

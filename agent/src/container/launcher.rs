@@ -73,8 +73,17 @@ impl SelfExe {
         if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(err("sealing the copy", io::Error::last_os_error()));
         }
+        // Keep the copy away from the low fds the helper's stdio and socket are placed
+        // at (0-3) in the child before it executes the copy by its fd number.
+        // SAFETY: F_DUPFD_CLOEXEC on our own fd returns a new fd we then own.
+        let high = unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if high < 0 {
+            return Err(err("moving the copy's fd", io::Error::last_os_error()));
+        }
+        drop(copy);
         Ok(Self {
-            fd: OwnedFd::from(copy),
+            // SAFETY: fcntl returned a new fd that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(high) },
         })
     }
 

@@ -195,8 +195,8 @@ fn endpoint(fd: OwnedFd) -> Result<Endpoint, ProcessError> {
     Ok(Arc::new(fd))
 }
 
-/// Opens a new pseudo-terminal pair, both ends close-on-exec.
-fn open_pty() -> Result<(OwnedFd, OwnedFd), ProcessError> {
+/// Opens a new pseudo-terminal pair (master, slave), both ends close-on-exec.
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd), ProcessError> {
     let sys = |what| move |errno| ProcessError::Sys { what, errno };
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(sys("posix_openpt"))?;
