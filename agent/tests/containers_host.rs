@@ -1030,6 +1030,19 @@ async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    // Fields this agent does not act on are refused, not dropped.
+    let req = CreateContainerRequest {
+        container_id: unique("bad"),
+        OCI: Some(spec(rootfs.path(), "", &["true"])).into(),
+        sandbox_pidns: true,
+        ..Default::default()
+    };
+    let e = client
+        .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    assert!(e.to_string().contains("sandbox_pidns"), "{e}");
     // An invalid id.
     let e = Ctr::create(&client, "../escape", spec(rootfs.path(), "", &["true"]))
         .await

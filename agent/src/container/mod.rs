@@ -23,6 +23,17 @@
 //! `<container_base>/<id>/` (`/run/kata-containers/<id>/` in a guest, as Kata lays it
 //! out). Storages (virtio-fs share, block devices) are mounted by the storage layer
 //! before `CreateContainer` reaches this module.
+//!
+//! Networking: in the agent every container shares the sandbox's (the VM's) network
+//! namespace, as with Kata: a `network` namespace without a path is not created. A UTS
+//! namespace joined by path keeps its hostname (the spec's is not applied).
+//!
+//! Not built (refused with a clear error where a request asks for it): a sandbox-wide
+//! pid namespace (`sandbox_pidns`), user names in `StringUser` (numeric ids only),
+//! seccomp user notification, Intel RDT, id-mapped mounts. Ignored as Kata's agent
+//! ignores them: spec hooks, AppArmor/SELinux labels, device cgroup rules (cgroup v2
+//! needs BPF for them; the VM is the device boundary). OOM events need the memory
+//! controller (`memory.events`).
 
 pub mod cgroup;
 pub mod helper;

@@ -248,9 +248,16 @@ pub fn plan_container(
             "a mount namespace is required (the rootfs is set up in it)",
         ));
     }
-    let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
-    let domainname = spec.domainname().clone().filter(|h| !h.is_empty());
-    if (hostname.is_some() || domainname.is_some()) && !new_ns(NamespaceKind::Uts) {
+    let mut hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+    let mut domainname = spec.domainname().clone().filter(|h| !h.is_empty());
+    let joins_uts = namespaces
+        .iter()
+        .any(|n| n.kind == NamespaceKind::Uts && n.path.is_some());
+    if joins_uts {
+        // A shared UTS namespace (e.g. the sandbox's) keeps its own hostname.
+        hostname = None;
+        domainname = None;
+    } else if (hostname.is_some() || domainname.is_some()) && !new_ns(NamespaceKind::Uts) {
         return Err(invalid(
             "a hostname needs the container's own UTS namespace",
         ));

@@ -50,6 +50,36 @@ fn container_err(e: ContainerError) -> ttrpc::Error {
     status(AgentError::from(e))
 }
 
+const VSOCK_STDIO: &str =
+    "stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin";
+
+/// Request fields this agent does not act on answer INVALID_ARGUMENT instead of being
+/// silently dropped. Per-container `storages` and `devices` are the storage and device
+/// layers' (wired by the integrator); until then they are refused here.
+fn refuse_unsupported_create_fields(req: &CreateContainerRequest) -> Result<(), AgentError> {
+    let refuse = |what: &str| {
+        Err(AgentError::InvalidArgument(format!(
+            "{what} is not supported"
+        )))
+    };
+    if req.sandbox_pidns {
+        return refuse("sandbox_pidns (a sandbox-wide pid namespace)");
+    }
+    if !req.shared_mounts.is_empty() {
+        return refuse("shared_mounts");
+    }
+    if !req.storages.is_empty() {
+        return refuse("CreateContainer storages (the storage layer is not wired here yet)");
+    }
+    if !req.devices.is_empty() {
+        return refuse("CreateContainer devices (the device layer is not wired here yet)");
+    }
+    if req.stdin_port != 0 || req.stdout_port != 0 || req.stderr_port != 0 {
+        return Err(AgentError::InvalidArgument(VSOCK_STDIO.into()));
+    }
+    Ok(())
+}
+
 fn missing(what: &str) -> ttrpc::Error {
     status(AgentError::InvalidArgument(format!(
         "the request has no {what}"
@@ -116,8 +146,16 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let spec = req.OCI.as_ref().ok_or_else(|| missing("OCI spec"))?;
-        let spec = oci::spec_from_proto(spec).map_err(status)?;
+        refuse_unsupported_create_fields(&req).map_err(status)?;
+        let mut spec = req
+            .OCI
+            .clone()
+            .into_option()
+            .ok_or_else(|| missing("OCI spec"))?;
+        if let Some(process) = spec.Process.as_mut() {
+            oci::apply_string_user(process, &req.string_user).map_err(status)?;
+        }
+        let spec = oci::spec_from_proto(&spec).map_err(status)?;
         self.sandbox
             .containers()
             .create(&req.container_id, &req.exec_id, spec)
@@ -158,8 +196,16 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        let process = req.process.as_ref().ok_or_else(|| missing("process"))?;
-        let process = oci::process_from_proto(process).map_err(status)?;
+        if req.stdin_port != 0 || req.stdout_port != 0 || req.stderr_port != 0 {
+            return Err(status(AgentError::InvalidArgument(VSOCK_STDIO.into())));
+        }
+        let mut process = req
+            .process
+            .clone()
+            .into_option()
+            .ok_or_else(|| missing("process"))?;
+        oci::apply_string_user(&mut process, &req.string_user).map_err(status)?;
+        let process = oci::process_from_proto(&process).map_err(status)?;
         self.sandbox
             .containers()
             .exec(&req.container_id, &req.exec_id, &process)

@@ -79,6 +79,40 @@ pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, AgentError> {
     from_json(Value::Object(m), "spec")
 }
 
+/// `StringUser` (ids as strings) over the process's user. Only numeric ids are
+/// understood: names would have to be looked up in the container's `/etc/passwd`, which
+/// this agent does not do (a clear error instead).
+pub fn apply_string_user(
+    process: &mut oci::Process,
+    user: &hull_protocols::agent::StringUser,
+) -> Result<(), AgentError> {
+    if user.uid.is_empty() && user.gid.is_empty() && user.additionalGids.is_empty() {
+        return Ok(());
+    }
+    let number = |text: &str, what: &str| {
+        text.parse::<u32>().map_err(|_| {
+            invalid(format!(
+                "string_user {what} {text:?}: only numeric ids are supported"
+            ))
+        })
+    };
+    let target = process.User.mut_or_insert_default();
+    if !user.uid.is_empty() {
+        target.UID = number(&user.uid, "uid")?;
+    }
+    if !user.gid.is_empty() {
+        target.GID = number(&user.gid, "gid")?;
+    }
+    if !user.additionalGids.is_empty() {
+        target.AdditionalGids = user
+            .additionalGids
+            .iter()
+            .map(|g| number(g, "additional gid"))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(())
+}
+
 /// `ExecProcessRequest.process` → a process.
 pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError> {
     from_json(process_json(process)?, "process")
@@ -490,6 +524,27 @@ mod tests {
         let seccomp = linux.seccomp().as_ref().unwrap();
         assert_eq!(seccomp.syscalls().as_ref().unwrap()[0].errno_ret(), Some(1));
         assert_eq!(spec.hostname().as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn string_user_overrides_numeric_ids_only() {
+        let mut process = oci::Process::new();
+        let user = hull_protocols::agent::StringUser {
+            uid: "1000".into(),
+            gid: "100".into(),
+            additionalGids: vec!["5".into()],
+            ..Default::default()
+        };
+        apply_string_user(&mut process, &user).unwrap();
+        assert_eq!(process.User.UID, 1000);
+        assert_eq!(process.User.GID, 100);
+        assert_eq!(process.User.AdditionalGids, vec![5]);
+        let named = hull_protocols::agent::StringUser {
+            uid: "nobody".into(),
+            ..Default::default()
+        };
+        let err = apply_string_user(&mut process, &named).unwrap_err();
+        assert!(err.to_string().contains("numeric"), "{err}");
     }
 
     #[test]
