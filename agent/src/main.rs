@@ -14,11 +14,6 @@ use hull_agent::server;
 fn main() -> ExitCode {
     // A re-exec'd container helper never gets past this line.
     hull_agent::container::helper::run_if_helper();
-    // `hull-agent runtime ...` is the runc-compatible CLI (also built as hull-runtime).
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("runtime")) {
-        let code = hull_agent::runtime_cli::main_with_args(std::env::args_os().skip(2));
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
-    }
     let config = match AgentConfig::load() {
         Ok(config) => config,
         Err(e) => {

@@ -1116,3 +1116,99 @@ async fn get_oom_event_is_a_long_poll() {
     assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
     agent.assert_serving().await;
 }
+
+/// The limits this host's cgroup2 can enforce: hugetlb is enabled here; pids (and
+/// memory, cpu) only where the controller is available (the VM tests cover them).
+#[tokio::test]
+async fn limits_are_written_to_the_cgroup_and_updated() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let controllers =
+        std::fs::read_to_string(cgroup_root().join("cgroup.controllers")).unwrap_or_default();
+    let id = unique("limits");
+    let cgroup = format!("/hull-test/{id}");
+    let dir = cgroup_root().join(cgroup.trim_start_matches('/'));
+    let mut s = spec(rootfs.path(), &cgroup, &["sleep", "1000"]);
+    let has_hugetlb = controllers.split_whitespace().any(|c| c == "hugetlb")
+        && Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
+    if has_hugetlb {
+        s.Linux.as_mut().unwrap().Resources = Some(oci::LinuxResources {
+            HugepageLimits: vec![oci::LinuxHugepageLimit {
+                Pagesize: "2MB".into(),
+                Limit: 4 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .into();
+    }
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    if has_hugetlb {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hugetlb.2MB.max"))
+                .unwrap()
+                .trim(),
+            (4u64 << 20).to_string()
+        );
+    }
+    ctr.start().await.unwrap();
+    let update = |resources: oci::LinuxResources| UpdateContainerRequest {
+        container_id: id.clone(),
+        resources: Some(resources).into(),
+        ..Default::default()
+    };
+    if has_hugetlb {
+        let req = update(oci::LinuxResources {
+            HugepageLimits: vec![oci::LinuxHugepageLimit {
+                Pagesize: "2MB".into(),
+                Limit: 8 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        client
+            .call_agent("UpdateContainer", |a, ctx| a.update_container(ctx, &req))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hugetlb.2MB.max"))
+                .unwrap()
+                .trim(),
+            (8u64 << 20).to_string()
+        );
+    }
+    let req = update(oci::LinuxResources {
+        Pids: Some(oci::LinuxPids {
+            Limit: 42,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    });
+    let result = client
+        .call_agent("UpdateContainer", |a, ctx| a.update_container(ctx, &req))
+        .await;
+    if controllers.split_whitespace().any(|c| c == "pids") {
+        result.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("pids.max"))
+                .unwrap()
+                .trim(),
+            "42"
+        );
+    } else {
+        // No pids controller on this host: a clear error, not a silent success.
+        let e = result.unwrap_err();
+        assert!(e.to_string().contains("pids"), "{e}");
+    }
+    // Updating a container that does not exist.
+    let mut req = update(oci::LinuxResources::new());
+    req.container_id = "no-such-container".into();
+    let e = client
+        .call_agent("UpdateContainer", |a, ctx| a.update_container(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NOT_FOUND), "{e}");
+    ctr.remove().await.unwrap();
+}

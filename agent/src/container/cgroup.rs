@@ -141,8 +141,8 @@ impl Cgroup {
     }
 
     /// Statistics. When a controller is not enabled (a host test's empty cgroup2), the
-    /// full collection fails; then what the core files give (CPU time, pids) is read
-    /// alone.
+    /// full collection fails; then the files that exist are read alone: CPU time and
+    /// pids from the core files, memory and pids limits when those controllers are on.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
         match self.manager.stats() {
             Ok(stats) => Ok(stats),
@@ -168,6 +168,38 @@ impl Cgroup {
                     }
                 }
                 stats.pids.current = self.pids().map(|p| p.len() as u64).unwrap_or(0);
+                // Whatever of the memory and pids controllers is enabled.
+                let read = |name: &str| std::fs::read_to_string(self.full_path.join(name)).ok();
+                let number = |name: &str| {
+                    read(name).and_then(|t| match t.trim() {
+                        "max" => Some(u64::MAX),
+                        v => v.parse().ok(),
+                    })
+                };
+                if let Some(v) = number("memory.current") {
+                    stats.memory.memory.usage = v;
+                }
+                if let Some(v) = number("memory.max") {
+                    stats.memory.memory.limit = v;
+                }
+                if let Some(v) = number("memory.peak") {
+                    stats.memory.memory.max_usage = v;
+                }
+                if let Some(text) = read("memory.stat") {
+                    for line in text.lines() {
+                        if let Some((k, v)) = line.split_once(' ')
+                            && let Ok(v) = v.trim().parse()
+                        {
+                            stats.memory.stats.insert(k.to_string(), v);
+                        }
+                    }
+                }
+                if let Some(v) = number("pids.current") {
+                    stats.pids.current = v;
+                }
+                if let Some(v) = number("pids.max") {
+                    stats.pids.limit = v;
+                }
                 Ok(stats)
             }
         }
