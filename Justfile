@@ -9,6 +9,8 @@ export HULL_CACHE := cache
 
 guest_target := "x86_64-unknown-linux-gnu"
 guest_dir := "target" / guest_target / "guest"
+guest_bins := "--init " + guest_dir / "hull-init" + " --agent " + guest_dir / "hull-agent"
+hull_image := "cargo run --locked --release -q -p hull-image --"
 export HULL_KERNEL := env_var_or_default("HULL_KERNEL", justfile_directory() / "build/kernel/bzImage")
 export HULL_INITRD := env_var_or_default("HULL_INITRD", justfile_directory() / "build/initrd.img")
 
@@ -26,14 +28,32 @@ guest:
 
 # Build (or take from the cache) the guest kernel into build/kernel.
 kernel: setup
-    cargo run --locked --release -q -p hull-image -- kernel -o build/kernel
+    {{hull_image}} kernel -o build/kernel
 
 # Build the initrd from the guest binaries.
 initrd: guest
-    cargo run --locked --release -q -p hull-image -- initrd -o build/initrd.img --init {{guest_dir}}/hull-init --agent {{guest_dir}}/hull-agent
+    {{hull_image}} initrd -o build/initrd.img {{guest_bins}}
 
-# Everything a guest boots from.
-artifacts: kernel initrd
+# Build the disk images and manifests: build/rootfs.{ext4,erofs,ext4-verity}.img (DAX on pmem, or virtio-blk).
+image: guest kernel
+    {{hull_image}} image -o build/rootfs.ext4.img --fs ext4 --kernel build/kernel {{guest_bins}}
+    {{hull_image}} -q image -o build/rootfs.erofs.img --fs erofs --kernel build/kernel {{guest_bins}}
+    {{hull_image}} -q image -o build/rootfs.ext4-verity.img --fs ext4 --verity --kernel build/kernel {{guest_bins}}
+
+# A debug image: the ext4 image plus busybox (/bin/sh and the applets) for a debug console.
+image-debug: guest kernel
+    {{hull_image}} image -o build/rootfs-debug.ext4.img --fs ext4 --debug-tools --kernel build/kernel {{guest_bins}}
+
+# The guest root tree as a directory (build/rootfs), for inspection.
+rootfs: guest
+    {{hull_image}} rootfs -o build/rootfs --force {{guest_bins}}
+
+# Print how to attach an image to QEMU, cloud-hypervisor, Firecracker and Kata.
+attach image="build/rootfs.ext4.img":
+    {{hull_image}} attach {{image}}.manifest.json
+
+# Everything a guest boots from: kernel, initrd and the disk images.
+artifacts: kernel initrd image image-debug
 
 # The README's demo: build everything, boot a guest, show what its agent reports.
 demo: setup artifacts
@@ -44,10 +64,14 @@ lint:
     cargo fmt --all --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
 
-# The whole test suite: lints, unit and host tests, and the VM tests.
-test: setup artifacts lint
+# hull-init as PID 1 of fresh namespaces on the host: crash, restart, signal and shutdown paths.
+init-smoke: guest
+    init/tests/smoke/ns-smoke.sh {{guest_dir}}/hull-init
+
+# The whole test suite: lints, unit and host tests, init's namespace smoke test, the VM tests.
+test: setup artifacts lint init-smoke
     cargo test --locked --workspace
 
-# Sizes and boot times, printed as a table.
+# Sizes, image build times and boot times (initrd vs DAX image), printed as a table.
 bench boots="5": setup artifacts
     cargo run --locked --release -q -p hull-e2e --bin hull-bench -- --boots {{boots}}

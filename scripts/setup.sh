@@ -11,6 +11,7 @@ debian_packages=(
     linux-source-6.1     # the guest kernel's source
     flex bison bc libelf-dev libssl-dev xz-utils  # the kernel build
     e2fsprogs erofs-utils cpio  # image filesystems, initrd inspection
+    cryptsetup-bin       # veritysetup: the tests cross-check hull-image's dm-verity tree with it
     busybox-static       # debug tools and the demo container
     libseccomp-dev libcap-ng-dev pkg-config       # building virtiofsd
 )

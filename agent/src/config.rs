@@ -21,27 +21,31 @@
 //! `HULL_AGENT_LOG_VPORT`, `HULL_AGENT_HOTPLUG_TIMEOUT`. The environment also overrides the
 //! command line in a guest (init sets it, not the host).
 //!
-//! Two more settings exist only in the environment, for host tests and the runtime CLI:
-//! `HULL_AGENT_CONTAINER_BASE` (where container bundles live, default
-//! [`DEFAULT_CONTAINER_BASE`]) and `HULL_AGENT_CGROUP_ROOT` (the cgroup2 mount, default
-//! [`DEFAULT_CGROUP_ROOT`]; `/sys/fs/cgroup/unified` on a host with a hybrid layout).
+//! `HULL_AGENT_RUN_DIR` (environment only, never the command line: it bounds where the
+//! host may mount) moves the agent's directory, `/run/kata-containers` by default, where
+//! every storage is mounted. Host tests point it at a temporary directory. Container
+//! bundles are `<run dir>/<container id>/`, as Kata lays them out.
+//!
+//! `HULL_AGENT_CGROUP_ROOT` (environment only) moves the cgroup2 hierarchy containers'
+//! cgroups are made in, [`DEFAULT_CGROUP_ROOT`] by default (hull-init mounts it there);
+//! host tests on a hybrid-cgroup host use `/sys/fs/cgroup/unified`.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use hull_common::cmdline::{self, Param};
 use hull_protocols::address::AgentAddress;
 
 /// The vsock port the agent serves ttRPC on by default.
 pub const DEFAULT_SERVER_PORT: u32 = 1024;
 /// Kata's default debug console port.
 pub const DEFAULT_DEBUG_CONSOLE_VPORT: u32 = 1026;
-/// Container bundles (`<base>/<container id>/`), as Kata's agent lays them out.
-pub const DEFAULT_CONTAINER_BASE: &str = "/run/kata-containers";
+/// Kata's guest directory: storages, the shared directory, sandbox files.
+pub const DEFAULT_RUN_DIR: &str = "/run/kata-containers";
 /// Where the guest mounts cgroup2 (hull-init does).
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// Present in images built with the debug console.
-pub const DEBUG_CONSOLE_MARKER: &str = "/etc/hull/debug-console";
+pub use hull_common::DEBUG_CONSOLE_MARKER;
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -100,13 +104,12 @@ pub struct AgentConfig {
     pub debug_console_requested: bool,
     pub debug_console_vport: u32,
     pub hotplug_timeout: Duration,
-    /// Started by hull-init as PID 1's child.
-    pub under_init: bool,
-    /// Where container bundles live; a relative `root.path` is resolved against
-    /// `<container_base>/<container id>/`.
-    pub container_base: PathBuf,
+    /// The agent's directory; every storage's mount point is beneath it.
+    pub run_dir: PathBuf,
     /// The cgroup2 hierarchy container cgroups are created in.
     pub cgroup_root: PathBuf,
+    /// Started by hull-init as PID 1's child.
+    pub under_init: bool,
 }
 
 impl Default for AgentConfig {
@@ -121,9 +124,9 @@ impl Default for AgentConfig {
             debug_console_requested: false,
             debug_console_vport: DEFAULT_DEBUG_CONSOLE_VPORT,
             hotplug_timeout: Duration::from_secs(3),
-            under_init: false,
-            container_base: PathBuf::from(DEFAULT_CONTAINER_BASE),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
+            under_init: false,
         }
     }
 }
@@ -136,7 +139,7 @@ impl AgentConfig {
             // SAFETY: getppid has no preconditions and cannot fail.
             && unsafe { libc::getppid() } == 1;
         let cmdline = if under_init {
-            std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+            std::fs::read_to_string(cmdline::PROC_CMDLINE).unwrap_or_default()
         } else {
             String::new()
         };
@@ -147,23 +150,21 @@ impl AgentConfig {
 
     /// Builds the configuration from a kernel command line and an environment lookup.
     pub fn from_sources(
-        cmdline: &str,
+        cmdline_text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        for (key, value) in kernel_cmdline_options(cmdline) {
-            config.apply(key, value, false)?;
+        for Param { key, value } in cmdline::params(cmdline_text) {
+            config.apply(key, value)?;
         }
         for (env_key, key) in [
             ("HULL_AGENT_SERVER_ADDR", "agent.server_addr"),
             ("HULL_AGENT_LOG", "agent.log"),
             ("HULL_AGENT_LOG_VPORT", "agent.log_vport"),
             ("HULL_AGENT_HOTPLUG_TIMEOUT", "agent.hotplug_timeout"),
-            ("HULL_AGENT_CONTAINER_BASE", "hull.container_base"),
-            ("HULL_AGENT_CGROUP_ROOT", "hull.cgroup_root"),
         ] {
             if let Some(value) = env(env_key) {
-                config.apply(key, Some(&value), true).map_err(|e| match e {
+                config.apply(key, Some(&value)).map_err(|e| match e {
                     ConfigError::Invalid { value, reason, .. } => ConfigError::Invalid {
                         key: env_key.to_string(),
                         value,
@@ -171,6 +172,28 @@ impl AgentConfig {
                     },
                 })?;
             }
+        }
+        if let Some(run_dir) = env("HULL_AGENT_RUN_DIR") {
+            let path = PathBuf::from(&run_dir);
+            if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+                return Err(ConfigError::Invalid {
+                    key: "HULL_AGENT_RUN_DIR".into(),
+                    value: run_dir,
+                    reason: "expected an absolute path without '..'".into(),
+                });
+            }
+            config.run_dir = path;
+        }
+        if let Some(root) = env("HULL_AGENT_CGROUP_ROOT") {
+            let path = PathBuf::from(&root);
+            if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+                return Err(ConfigError::Invalid {
+                    key: "HULL_AGENT_CGROUP_ROOT".into(),
+                    value: root,
+                    reason: "expected an absolute path without '..'".into(),
+                });
+            }
+            config.cgroup_root = path;
         }
         Ok(config)
     }
@@ -183,7 +206,7 @@ impl AgentConfig {
                 .is_file()
     }
 
-    fn apply(&mut self, key: &str, value: Option<&str>, from_env: bool) -> Result<(), ConfigError> {
+    fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), ConfigError> {
         let invalid = |reason: &str| ConfigError::Invalid {
             key: key.to_string(),
             value: value.unwrap_or_default().to_string(),
@@ -221,19 +244,6 @@ impl AgentConfig {
                 }
                 self.hotplug_timeout = Duration::from_secs(secs);
             }
-            // Environment-only keys (see `from_sources`); never read from the kernel
-            // command line, where the host could set them.
-            "hull.container_base" | "hull.cgroup_root" if from_env => {
-                let path = PathBuf::from(required()?);
-                if !path.is_absolute() {
-                    return Err(invalid("expected an absolute path"));
-                }
-                if key == "hull.container_base" {
-                    self.container_base = path;
-                } else {
-                    self.cgroup_root = path;
-                }
-            }
             // Other agent.* options of Kata's that hull does not use, and everything that
             // is not ours, are ignored.
             _ => {}
@@ -247,40 +257,6 @@ fn parse_port(value: &str) -> Result<u32, String> {
         Ok(port) if port > 0 && port < u32::MAX => Ok(port),
         _ => Err("expected a vsock port number (1 to 4294967294)".into()),
     }
-}
-
-/// Splits a kernel command line into `key` / `key=value` options, honouring double quotes
-/// the way the kernel does (`key="a b"` is one option with value `a b`).
-pub fn kernel_cmdline_options(cmdline: &str) -> Vec<(&str, Option<&str>)> {
-    let mut options = Vec::new();
-    let mut rest = cmdline.trim_start();
-    while !rest.is_empty() {
-        let mut in_quotes = false;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                if c == '"' {
-                    in_quotes = !in_quotes;
-                }
-                c.is_whitespace() && !in_quotes
-            })
-            .map_or(rest.len(), |(i, _)| i);
-        let (word, tail) = rest.split_at(end);
-        rest = tail.trim_start();
-        let option = match word.split_once('=') {
-            Some((key, value)) => (key, Some(unquote(value))),
-            None => (word, None),
-        };
-        options.push(option);
-    }
-    options
-}
-
-fn unquote(value: &str) -> &str {
-    value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(value)
 }
 
 #[cfg(test)]
@@ -301,7 +277,7 @@ mod tests {
     #[test]
     fn kata_option_names_are_understood() {
         let config = from_cmdline(
-            "console=ttyS0 agent.log=debug agent.log_vport=1025 agent.server_addr=vsock://-1:2048 agent.hotplug_timeout=10",
+            "console=ttyS0 agent.log=\"debug\" agent.log_vport=1025 agent.server_addr=vsock://-1:2048 agent.hotplug_timeout=10",
         )
         .unwrap();
         assert_eq!(config.log_level, LogLevel::Debug);
@@ -363,6 +339,50 @@ mod tests {
     }
 
     #[test]
+    fn the_cgroup_root_comes_from_the_environment_only() {
+        assert_eq!(
+            from_cmdline("HULL_AGENT_CGROUP_ROOT=/x")
+                .unwrap()
+                .cgroup_root,
+            Path::new(DEFAULT_CGROUP_ROOT)
+        );
+        let config = AgentConfig::from_sources("", |k| {
+            (k == "HULL_AGENT_CGROUP_ROOT").then(|| "/sys/fs/cgroup/unified".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.cgroup_root, Path::new("/sys/fs/cgroup/unified"));
+        let err = AgentConfig::from_sources("", |k| {
+            (k == "HULL_AGENT_CGROUP_ROOT").then(|| "relative".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("HULL_AGENT_CGROUP_ROOT"), "{err}");
+    }
+
+    #[test]
+    fn the_run_dir_comes_from_the_environment_only() {
+        assert_eq!(
+            AgentConfig::default().run_dir,
+            Path::new("/run/kata-containers")
+        );
+        let config = AgentConfig::from_sources("HULL_AGENT_RUN_DIR=/x hull.run_dir=/y", |k| {
+            (k == "HULL_AGENT_RUN_DIR").then(|| "/tmp/run".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.run_dir, Path::new("/tmp/run"));
+        assert_eq!(
+            from_cmdline("HULL_AGENT_RUN_DIR=/x").unwrap().run_dir,
+            Path::new("/run/kata-containers")
+        );
+        for bad in ["relative", "/a/../b"] {
+            let err = AgentConfig::from_sources("", |k| {
+                (k == "HULL_AGENT_RUN_DIR").then(|| bad.to_string())
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains("HULL_AGENT_RUN_DIR"), "{err}");
+        }
+    }
+
+    #[test]
     fn debug_console_needs_the_image_marker() {
         let root = tempfile::tempdir().unwrap();
         let config = from_cmdline("agent.debug_console").unwrap();
@@ -372,40 +392,5 @@ mod tests {
         std::fs::write(root.path().join("etc/hull/debug-console"), "").unwrap();
         assert!(config.debug_console_enabled(root.path()));
         assert!(!from_cmdline("").unwrap().debug_console_enabled(root.path()));
-    }
-
-    #[test]
-    fn container_paths_come_from_the_environment_only() {
-        let config = from_cmdline("hull.container_base=/evil hull.cgroup_root=/evil").unwrap();
-        assert_eq!(config.container_base, PathBuf::from(DEFAULT_CONTAINER_BASE));
-        assert_eq!(config.cgroup_root, PathBuf::from(DEFAULT_CGROUP_ROOT));
-        let config = AgentConfig::from_sources("", |k| match k {
-            "HULL_AGENT_CONTAINER_BASE" => Some("/tmp/bundles".into()),
-            "HULL_AGENT_CGROUP_ROOT" => Some("/sys/fs/cgroup/unified".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(config.container_base, PathBuf::from("/tmp/bundles"));
-        assert_eq!(config.cgroup_root, PathBuf::from("/sys/fs/cgroup/unified"));
-        let err = AgentConfig::from_sources("", |k| {
-            (k == "HULL_AGENT_CGROUP_ROOT").then(|| "relative".into())
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("HULL_AGENT_CGROUP_ROOT"), "{err}");
-    }
-
-    #[test]
-    fn cmdline_splitting_honours_quotes() {
-        assert_eq!(
-            kernel_cmdline_options(r#"  a b=1 c="x y" d="" e=f=g "#),
-            vec![
-                ("a", None),
-                ("b", Some("1")),
-                ("c", Some("x y")),
-                ("d", Some("")),
-                ("e", Some("f=g")),
-            ]
-        );
-        assert!(kernel_cmdline_options("   ").is_empty());
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::network::NetworkError;
+
 /// Everything that can go wrong below the RPC layer.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -20,6 +22,12 @@ pub enum AgentError {
     /// A container or process operation failed.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+    /// A storage could not be set up or taken down.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// CreateSandbox could not set the guest up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::guest_setup::SandboxError),
     /// Reading or writing a guest file failed.
     #[error("{path}: {source}")]
     Io {
@@ -27,6 +35,15 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// Configuring the guest's network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+}
+
+impl From<crate::fs::ConfineError> for AgentError {
+    fn from(error: crate::fs::ConfineError) -> Self {
+        Self::Storage(error.into())
+    }
 }
 
 impl AgentError {

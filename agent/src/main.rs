@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hull_agent::config::{AgentConfig, DEBUG_CONSOLE_MARKER};
+use hull_agent::debug_console;
 use hull_agent::logging::{self, LogOutput};
+use hull_agent::network::{Loopback, Network, NetworkSettings};
 use hull_agent::sandbox::Sandbox;
 use hull_agent::server;
 
@@ -49,9 +51,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
         }
         if config.debug_console_requested {
             if config.debug_console_enabled(Path::new("/")) {
-                tracing::error!(
-                    "agent.debug_console: this agent was built without a debug console"
-                );
+                tokio::spawn(debug_console::serve_on_vsock(config.debug_console_vport));
             } else {
                 tracing::warn!(
                     marker = DEBUG_CONSOLE_MARKER,
@@ -60,7 +60,17 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             }
         }
         tracing::debug!(?config, "configuration");
-        let sandbox = Arc::new(Sandbox::from_config(&config));
+        let network = Network::new(NetworkSettings {
+            hotplug_timeout: config.hotplug_timeout,
+            ..NetworkSettings::default()
+        });
+        // The agent keeps serving without loopback: the runtime can still see why.
+        match network.start().await {
+            Ok(Loopback::BroughtUp) => tracing::info!("loopback lo is up"),
+            Ok(Loopback::AlreadyUp) => tracing::info!("loopback lo was already up"),
+            Err(e) => tracing::error!(error = %e, "cannot bring loopback lo up"),
+        }
+        let sandbox = Arc::new(Sandbox::with_config(&config).with_network(network));
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");
         Ok(())

@@ -1,17 +1,64 @@
-//! The sandbox: the one owner of the guest's state: whether the runtime has asked for the
-//! sandbox to end, and its containers ([`crate::container::Containers`]); storages and
-//! network join it as they are built.
+//! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
+//! storages in use, the network, and whether the runtime has asked for the sandbox to
+//! end, and its containers ([`crate::container::Containers`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
 use crate::container::{ContainerSettings, Containers};
+use crate::device::DeviceWaiter;
 use crate::error::AgentError;
+use crate::guest_setup::{self, SandboxError, SandboxSpec};
+use crate::network::Network;
+use crate::storage::{StorageRef, StorageSpec, Storages};
+
+/// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
+/// mount stuck on a dead host daemon must not keep the VM up.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `DestroySandbox` waits for each container's processes to die.
+const CONTAINER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The guest-wide state every RPC works on.
 pub struct Sandbox {
     shutdown: watch::Sender<bool>,
+    /// Set by the first DestroySandbox, before it waits for anything.
+    destroying: AtomicBool,
+    teardown_timeout: Duration,
+    storages: Storages,
+    network: Network,
+    /// Serializes CreateSandbox and DestroySandbox.
+    lifecycle: tokio::sync::Mutex<Lifecycle>,
+    /// What CreateSandbox recorded, for containers to read.
+    info: Mutex<Option<SandboxInfo>>,
     containers: Containers,
+    /// Each container's holds on the storages `CreateContainer` gave it.
+    container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
+}
+
+/// What `CreateSandbox` recorded for containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub hostname: Option<String>,
+    /// Containers asking for it join one sandbox-wide PID namespace.
+    pub sandbox_pidns: bool,
+    /// Where OCI hooks for guest containers are looked up; `None`: no guest hooks.
+    pub guest_hook_path: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Lifecycle {
+    created: bool,
+    destroying: bool,
+    /// The sandbox's own holds on its storages.
+    storages: Vec<StorageRef>,
+    dns_installed: bool,
 }
 
 impl Default for Sandbox {
@@ -21,19 +68,31 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
-    /// An empty sandbox with the default settings.
+    /// An empty sandbox with the default configuration (`/run/kata-containers`, 3 s
+    /// hot-plug timeout).
     pub fn new() -> Self {
-        Self::from_config(&AgentConfig::default())
+        Self::with_config(&AgentConfig::default())
     }
 
-    /// An empty sandbox laid out as `config` says.
-    pub fn from_config(config: &AgentConfig) -> Self {
+    /// An empty sandbox with the configured directory and hot-plug timeout. Nothing is
+    /// touched on disk until a storage is asked for.
+    pub fn with_config(config: &AgentConfig) -> Self {
         Self {
             shutdown: watch::Sender::new(false),
+            destroying: AtomicBool::new(false),
+            teardown_timeout: TEARDOWN_TIMEOUT,
+            storages: Storages::new(
+                config.run_dir.clone(),
+                DeviceWaiter::guest(config.hotplug_timeout),
+            ),
+            network: Network::default(),
+            lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
+            info: Mutex::new(None),
             containers: Containers::new(ContainerSettings {
-                container_base: config.container_base.clone(),
+                container_base: config.run_dir.clone(),
                 cgroup_root: config.cgroup_root.clone(),
             }),
+            container_storages: Mutex::new(HashMap::new()),
         }
     }
 
@@ -42,16 +101,185 @@ impl Sandbox {
         &self.containers
     }
 
-    /// Ends the sandbox: the agent stops serving and exits with status 0, which hull-init
-    /// takes as the request to power the VM off.
-    pub fn destroy(&self) -> Result<(), AgentError> {
-        if *self.shutdown.borrow() {
+    /// `CreateContainer`: mounts the container's storages (held for it until it is
+    /// removed), then creates the container; on an error the storages are released.
+    pub async fn create_container(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec: oci_spec::runtime::Spec,
+        storages: &[StorageSpec],
+    ) -> Result<(), AgentError> {
+        if self.destroying.load(Ordering::SeqCst) {
+            return Err(SandboxError::Destroyed.into());
+        }
+        if self.containers.get(id).is_ok() {
+            return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
+        }
+        let refs = self.storages.acquire(storages, Some(id)).await?;
+        match self.containers.create(id, exec_id, spec).await {
+            Ok(_) => {
+                if !refs.is_empty()
+                    && let Ok(mut held) = self.container_storages.lock()
+                {
+                    held.insert(id.to_string(), refs);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(release) = self.storages.release(&refs).await {
+                    tracing::warn!(error = %release, "releasing a failed container's storages");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `RemoveContainer`: removes the container, then releases its storages.
+    pub async fn remove_container(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), AgentError> {
+        self.containers.remove(id, timeout).await?;
+        let refs = self
+            .container_storages
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(id));
+        if let Some(refs) = refs {
+            self.storages.release(&refs).await?;
+        }
+        Ok(())
+    }
+
+    /// The same sandbox with `network` (settings from the agent's configuration).
+    pub fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The guest's network (the agent's own network namespace).
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The storages in use; containers acquire and release theirs here.
+    pub fn storages(&self) -> &Storages {
+        &self.storages
+    }
+
+    /// What CreateSandbox recorded; `None` before it.
+    pub fn info(&self) -> Option<SandboxInfo> {
+        self.info.lock().ok().and_then(|info| info.clone())
+    }
+
+    /// Sets the sandbox up: storages, DNS, hostname, in that order; on an error, what was
+    /// done is undone (the hostname, last, cannot fail half-way).
+    pub async fn create(&self, spec: SandboxSpec) -> Result<(), AgentError> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.destroying || self.destroying.load(Ordering::SeqCst) {
+            return Err(SandboxError::Destroyed.into());
+        }
+        if lifecycle.created {
+            return Err(SandboxError::AlreadyCreated {
+                id: self.info().map(|i| i.id).unwrap_or_default(),
+            }
+            .into());
+        }
+        let storages = self.storages.acquire(&spec.storages, None).await?;
+        let undo_storages = |storages: Vec<StorageRef>| async move {
+            if let Err(e) = self.storages.release(&storages).await {
+                tracing::warn!(error = %e, "undoing the sandbox's storages");
+            }
+        };
+        if !spec.dns.is_empty() {
+            let installed = match self.storages.root().await {
+                Ok(root) => {
+                    guest_setup::install_dns(&root, &spec.dns, Path::new(guest_setup::RESOLV_CONF))
+                        .map_err(AgentError::from)
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = installed {
+                undo_storages(storages).await;
+                return Err(e);
+            }
+        }
+        if let Some(hostname) = &spec.hostname
+            && let Err(e) = guest_setup::set_hostname(hostname)
+        {
+            if !spec.dns.is_empty()
+                && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+            {
+                tracing::warn!(error = %e, "undoing DNS");
+            }
+            undo_storages(storages).await;
+            return Err(e.into());
+        }
+        lifecycle.created = true;
+        lifecycle.storages = storages;
+        lifecycle.dns_installed = !spec.dns.is_empty();
+        let info = SandboxInfo {
+            id: spec.id,
+            hostname: spec.hostname,
+            sandbox_pidns: spec.sandbox_pidns,
+            guest_hook_path: spec.guest_hook_path,
+        };
+        tracing::info!(
+            ?info,
+            storages = lifecycle.storages.len(),
+            "sandbox created"
+        );
+        if let Ok(mut slot) = self.info.lock() {
+            *slot = Some(info);
+        }
+        Ok(())
+    }
+
+    /// Ends the sandbox: unmounts every storage (newest first) and the DNS file, then the
+    /// agent stops serving and exits with status 0, which hull-init takes as the request
+    /// to power the VM off. A failed unmount is logged, never a reason to keep the VM
+    /// running; neither is a teardown that does not finish within 10 s.
+    pub async fn destroy(&self) -> Result<(), AgentError> {
+        if self.destroying.swap(true, Ordering::SeqCst) {
             return Err(AgentError::FailedPrecondition(
                 "the sandbox is already being destroyed".into(),
             ));
         }
+        if tokio::time::timeout(self.teardown_timeout, self.teardown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                timeout = ?self.teardown_timeout,
+                "the sandbox's teardown did not finish; the agent exits anyway"
+            );
+        }
         self.shutdown.send_replace(true);
         Ok(())
+    }
+
+    async fn teardown(&self) {
+        let mut lifecycle = self.lifecycle.lock().await;
+        lifecycle.destroying = true;
+        // Containers are stopped before their storages go.
+        for id in self.containers.ids() {
+            if let Err(e) = self
+                .remove_container(&id, Some(CONTAINER_STOP_TIMEOUT))
+                .await
+            {
+                tracing::warn!(container = %id, error = %e, "removing a container at the sandbox's end");
+            }
+        }
+        let failures = self.storages.release_all().await;
+        lifecycle.storages.clear();
+        if lifecycle.dns_installed
+            && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+        {
+            tracing::warn!(error = %e, "removing DNS at the sandbox's end");
+        }
+        tracing::info!(unmount_failures = failures.len(), "sandbox torn down");
     }
 
     /// Resolves once [`Sandbox::destroy`] has been called.
@@ -68,16 +296,110 @@ mod tests {
 
     #[tokio::test]
     async fn destroy_wakes_the_waiter_once() {
-        let sandbox = std::sync::Arc::new(Sandbox::new());
+        let sandbox = std::sync::Arc::new(Sandbox::default());
         let waiter = tokio::spawn({
             let sandbox = sandbox.clone();
             async move { sandbox.destroyed().await }
         });
-        sandbox.destroy().unwrap();
+        sandbox.destroy().await.unwrap();
         waiter.await.unwrap();
         assert!(matches!(
-            sandbox.destroy(),
+            sandbox.destroy().await,
             Err(AgentError::FailedPrecondition(_))
         ));
+    }
+
+    /// A sandbox whose directory is a temporary one (nothing here mounts).
+    fn sandbox(dir: &tempfile::TempDir) -> Sandbox {
+        Sandbox::with_config(&AgentConfig {
+            run_dir: dir.path().join("run"),
+            ..AgentConfig::default()
+        })
+    }
+
+    fn spec(id: &str) -> SandboxSpec {
+        SandboxSpec {
+            id: id.into(),
+            hostname: None,
+            dns: Vec::new(),
+            storages: Vec::new(),
+            sandbox_pidns: true,
+            guest_hook_path: Some("/hooks".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_records_the_sandbox_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        assert_eq!(sandbox.info(), None);
+        sandbox.create(spec("sb-1")).await.unwrap();
+        let info = sandbox.info().unwrap();
+        assert_eq!(info.id, "sb-1");
+        assert!(info.sandbox_pidns);
+        assert_eq!(info.guest_hook_path.as_deref(), Some(Path::new("/hooks")));
+        let err = sandbox.create(spec("sb-2")).await.unwrap_err();
+        assert!(matches!(
+            err,
+            AgentError::Sandbox(SandboxError::AlreadyCreated { .. })
+        ));
+        assert!(err.to_string().contains("sb-1"), "{err}");
+        assert_eq!(sandbox.info().unwrap().id, "sb-1");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_created_after_destroy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        sandbox.destroy().await.unwrap();
+        let err = sandbox.create(spec("late")).await.unwrap_err();
+        assert!(matches!(err, AgentError::Sandbox(SandboxError::Destroyed)));
+        assert!(!dir.path().join("run").exists(), "no storage, no directory");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_teardown_does_not_keep_the_sandbox_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sandbox = sandbox(&dir);
+        sandbox.teardown_timeout = Duration::from_millis(100);
+        let sandbox = std::sync::Arc::new(sandbox);
+        // Something (a mount waiting on a dead virtiofsd) holds the sandbox.
+        let held = sandbox.lifecycle.lock().await;
+        sandbox.destroy().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sandbox.destroyed())
+            .await
+            .expect("destroyed despite the stuck teardown");
+        assert!(matches!(
+            sandbox.destroy().await,
+            Err(AgentError::FailedPrecondition(_))
+        ));
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_failed_storage_leaves_the_sandbox_uncreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("run/out")).unwrap();
+        let local = sandbox
+            .storages()
+            .parse(&hull_protocols::agent::Storage {
+                driver: "local".into(),
+                mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
+                ..Default::default()
+            })
+            .unwrap();
+        let err = sandbox
+            .create(SandboxSpec {
+                storages: vec![local],
+                ..spec("sb")
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("resolves outside"), "{err}");
+        assert_eq!(sandbox.info(), None);
+        // The request can be made again, corrected.
+        sandbox.create(spec("sb")).await.unwrap();
     }
 }

@@ -50,7 +50,7 @@ impl HostAgent {
                 format!("unix://{}", socket.display()),
             )
             .env("HULL_AGENT_LOG", "debug")
-            .env("HULL_AGENT_CONTAINER_BASE", dir.path().join("bundles"))
+            .env("HULL_AGENT_RUN_DIR", dir.path().join("bundles"))
             .env("HULL_AGENT_CGROUP_ROOT", cgroup_root())
             .stdin(Stdio::null())
             .spawn()

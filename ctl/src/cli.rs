@@ -65,7 +65,7 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::{HealthCommand, SandboxCommand};
+    use crate::commands::{HealthCommand, NetworkCommand, SandboxCommand};
     use clap::error::ErrorKind;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -129,10 +129,76 @@ mod tests {
             ("destroy-sandbox", |c| {
                 matches!(c, Command::Sandbox(SandboxCommand::DestroySandbox))
             }),
+            ("list-interfaces", |c| {
+                matches!(c, Command::Network(NetworkCommand::ListInterfaces))
+            }),
+            ("list-routes", |c| {
+                matches!(c, Command::Network(NetworkCommand::ListRoutes))
+            }),
         ] {
             let cli = parse(&["--addr", "vsock://3:1024", name]).expect(name);
             assert!(check(&cli.command), "{name}: {:?}", cli.command);
         }
+    }
+
+    #[test]
+    fn network_changes_take_flags_or_a_file() {
+        let cli = parse(&[
+            "--addr",
+            "vsock://3:1024",
+            "update-interface",
+            "--mac",
+            "52:54:00:12:34:56",
+            "--name",
+            "eth0",
+            "--address",
+            "10.0.2.15/24",
+            "--address",
+            "2001:db8::2/64",
+            "--raw-flags",
+            "0x1003",
+        ])
+        .expect("update-interface");
+        let Command::Network(NetworkCommand::UpdateInterface(args)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(args.addresses.len(), 2);
+        assert_eq!(args.raw_flags, Some(0x1003));
+
+        let cli = parse(&[
+            "--addr",
+            "vsock://3:1024",
+            "update-routes",
+            "--route",
+            "default via 10.0.2.2 dev eth0",
+        ])
+        .expect("update-routes");
+        assert!(matches!(
+            cli.command,
+            Command::Network(NetworkCommand::UpdateRoutes(_))
+        ));
+        let err = parse(&[
+            "--addr",
+            "vsock://3:1024",
+            "update-routes",
+            "--file",
+            "r.json",
+            "--route",
+            "default dev eth0",
+        ])
+        .expect_err("a file and routes");
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let err =
+            parse(&["--addr", "vsock://3:1024", "add-arp-neighbors"]).expect_err("no neighbours");
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        parse(&[
+            "--addr",
+            "vsock://3:1024",
+            "add-arp-neighbors",
+            "--neighbor",
+            "10.0.2.2 lladdr 52:55:0a:00:02:02 dev eth0",
+        ])
+        .expect("add-arp-neighbors");
     }
 
     #[test]

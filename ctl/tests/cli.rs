@@ -1,78 +1,42 @@
-//! Runs the `hull-ctl` binary against an in-process fake agent.
+//! Runs the `hull-ctl` binary against the real agent, served in-process on a Unix socket.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hull_protocols::agent::{GuestDetailsRequest, GuestDetailsResponse};
-use hull_protocols::agent_ttrpc::{AgentService, create_agent_service};
-use hull_protocols::health::{
-    CheckRequest, HealthCheckResponse, VersionCheckResponse, health_check_response::ServingStatus,
-};
-use hull_protocols::health_ttrpc::{Health, create_health};
-use hull_protocols::ttrpc::{self, Code, r#async::TtrpcContext};
-
-struct FakeHealth;
-
-#[hull_protocols::async_trait::async_trait]
-impl Health for FakeHealth {
-    async fn check(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: CheckRequest,
-    ) -> ttrpc::Result<HealthCheckResponse> {
-        let mut resp = HealthCheckResponse::new();
-        resp.status = ServingStatus::SERVING.into();
-        Ok(resp)
-    }
-
-    async fn version(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: CheckRequest,
-    ) -> ttrpc::Result<VersionCheckResponse> {
-        Ok(VersionCheckResponse {
-            grpc_version: "0.0.1".into(),
-            agent_version: "9.9.9".into(),
-            ..Default::default()
-        })
-    }
-}
-
-struct FakeAgent;
-
-#[hull_protocols::async_trait::async_trait]
-impl AgentService for FakeAgent {
-    async fn get_guest_details(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: GuestDetailsRequest,
-    ) -> ttrpc::Result<GuestDetailsResponse> {
-        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
-            Code::UNIMPLEMENTED,
-            "/grpc.AgentService/GetGuestDetails is not implemented",
-        )))
-    }
-}
+use hull_agent::config::AgentConfig;
+use hull_agent::sandbox::Sandbox;
+use hull_agent::server::{self, Ending, ServerError};
+use hull_protocols::AgentAddress;
+use tokio::task::JoinHandle;
 
 struct Agent {
-    _server: ttrpc::r#async::Server,
     addr: String,
+    serving: JoinHandle<Result<Ending, ServerError>>,
     _dir: tempfile::TempDir,
 }
 
 async fn start_agent() -> Agent {
     let dir = tempfile::tempdir().expect("tempdir");
-    let addr = format!("unix://{}", dir.path().join("agent.sock").display());
-    let mut server = ttrpc::r#async::Server::new()
-        .bind(&addr)
-        .expect("bind")
-        .register_service(create_health(Arc::new(FakeHealth)))
-        .register_service(create_agent_service(Arc::new(FakeAgent)));
-    server.start().await.expect("start");
+    let socket: PathBuf = dir.path().join("agent.sock");
+    let config = AgentConfig {
+        server_addr: AgentAddress::Unix(socket.clone()),
+        ..AgentConfig::default()
+    };
+    let serving =
+        tokio::spawn(async move { server::serve(&config, Arc::new(Sandbox::new())).await });
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "agent socket never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Agent {
-        _server: server,
-        addr,
+        addr: format!("unix://{}", socket.display()),
+        serving,
         _dir: dir,
     }
 }
@@ -110,27 +74,45 @@ async fn check_and_version() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(
         v,
-        serde_json::json!({"agent_version": "9.9.9", "grpc_version": "0.0.1"})
+        serde_json::json!({
+            "agent_version": env!("CARGO_PKG_VERSION"),
+            "grpc_version": hull_agent::rpc::API_VERSION,
+        })
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unimplemented_rpc_is_a_one_line_error() {
+async fn guest_details_as_json() {
     let agent = start_agent().await;
-    let out = hull_ctl(&["--addr", &agent.addr, "guest-details"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stdout(&out), "");
-    assert_eq!(
-        stderr(&out),
-        "error: AgentService.GetGuestDetails failed: UNIMPLEMENTED: /grpc.AgentService/GetGuestDetails is not implemented\n"
-    );
+    let out = hull_ctl(&["--addr", &agent.addr, "--json", "guest-details"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let expected_block = std::fs::read_to_string("/sys/devices/system/memory/block_size_bytes")
+        .map(|s| u64::from_str_radix(s.trim(), 16).expect("hex"))
+        .unwrap_or(0);
+    assert_eq!(v["mem_block_size_bytes"], expected_block);
+    assert_eq!(v["agent_details"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["agent_details"]["init_daemon"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_sandbox_ends_the_agent() {
+    let agent = start_agent().await;
+    let out = hull_ctl(&["--addr", &agent.addr, "destroy-sandbox"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ending = tokio::time::timeout(Duration::from_secs(10), agent.serving)
+        .await
+        .expect("the agent stops serving")
+        .expect("join")
+        .expect("serve");
+    assert_eq!(ending, Ending::SandboxDestroyed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_agent_names_the_address() {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = format!("unix://{}", dir.path().join("none.sock").display());
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let out = hull_ctl(&["--addr", &addr, "--connect-timeout", "0.3", "check"]).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(1));

@@ -1,7 +1,7 @@
 //! Where the harness finds what it boots (kernel, initrd) and the host programs it runs.
 //!
 //! `just artifacts` builds everything into `build/` at the workspace root; `HULL_KERNEL`
-//! and `HULL_INITRD` point elsewhere. Programs are looked up on `PATH` (the Justfile puts
+//! and `HULL_INITRD` point elsewhere (relative paths are taken from the workspace root). Programs are looked up on `PATH` (the Justfile puts
 //! the project's tool cache on it).
 
 use std::path::{Path, PathBuf};
@@ -45,12 +45,45 @@ impl GuestArtifacts {
     }
 }
 
+/// The guest kernel alone (image boots need no initrd): `HULL_KERNEL` or
+/// `build/kernel/bzImage`.
+pub fn kernel() -> Result<PathBuf, MissingArtifact> {
+    existing_file(
+        "guest kernel",
+        "HULL_KERNEL",
+        workspace_root().join("build/kernel/bzImage"),
+    )
+}
+
+/// A disk image built by `just image`: `build/rootfs.<fstype>.img`, or
+/// `HULL_IMAGE_EXT4` / `HULL_IMAGE_EROFS`.
+pub fn image(fstype: &str) -> Result<PathBuf, MissingArtifact> {
+    let (env, default) = match fstype {
+        "erofs" => ("HULL_IMAGE_EROFS", "build/rootfs.erofs.img"),
+        _ => ("HULL_IMAGE_EXT4", "build/rootfs.ext4.img"),
+    };
+    existing_file("disk image", env, workspace_root().join(default))
+}
+
+/// The debug image built by `just image-debug` (busybox and the debug-console marker):
+/// `build/rootfs-debug.ext4.img`, or `HULL_IMAGE_DEBUG`.
+pub fn debug_image() -> Result<PathBuf, MissingArtifact> {
+    existing_file(
+        "debug disk image",
+        "HULL_IMAGE_DEBUG",
+        workspace_root().join("build/rootfs-debug.ext4.img"),
+    )
+}
+
 fn existing_file(
     what: &'static str,
     env: &'static str,
     default: PathBuf,
 ) -> Result<PathBuf, MissingArtifact> {
-    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    // Tests run in their package's folder: a relative path means the workspace's.
+    let path = std::env::var_os(env)
+        .map(|value| workspace_root().join(value))
+        .unwrap_or(default);
     if path.is_file() {
         Ok(path)
     } else {

@@ -4,5 +4,6 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod nic;
 pub mod process;
 pub mod vm;

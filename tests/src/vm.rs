@@ -1,8 +1,10 @@
 //! A hull guest under QEMU, owned by the test that booted it.
 //!
 //! [`Vm::boot`] starts `vhost-device-vsock` (the host end of the guest's virtio-vsock,
-//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake) and QEMU with the
-//! kernel and initrd, its serial console going to a file. Everything lives in a temporary
+//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake), one `virtiofsd`
+//! per virtio-fs share asked for, and QEMU with the kernel and initrd, its serial console
+//! going to a file. Disk images can be attached read-only as virtio-blk (at a fixed PCI
+//! slot, so a Kata PCI path names them) or virtio-pmem. Everything lives in a temporary
 //! directory. Dropping the [`Vm`] kills every process it started and removes that
 //! directory; unless the test called [`Vm::finish`] after a clean power-off, the drop also
 //! prints the guest console and the host programs' logs, so a failing test shows why.
@@ -14,15 +16,124 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hull_protocols::address::AgentAddress;
-use hull_protocols::client::AgentClient;
+use hull_protocols::client::{AgentClient, DEFAULT_CALL_TIMEOUT};
 use tempfile::TempDir;
 
 use crate::accel::Accel;
 use crate::artifacts::{GuestArtifacts, find_program};
+use crate::nic::NicConfig;
 use crate::process::OwnedChild;
+
+/// How long one Health.Check attempt may take while waiting for the agent.
+const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// How the guest's disk image is attached (always read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attachment {
+    /// A QEMU `nvdimm` (ACPI NFIT); the pfn header makes it fsdax: `/dev/pmem0p1`, DAX.
+    Nvdimm,
+    /// `virtio-pmem-pci`; the kernel probes the same pfn header: `/dev/pmem0p1`, DAX.
+    VirtioPmem,
+    /// `virtio-blk-pci`: `/dev/vda1`, no DAX.
+    VirtioBlk,
+}
+
+impl Attachment {
+    pub const ALL: [Attachment; 3] = [
+        Attachment::Nvdimm,
+        Attachment::VirtioPmem,
+        Attachment::VirtioBlk,
+    ];
+
+    /// The name hull-image's manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attachment::Nvdimm => "nvdimm",
+            Attachment::VirtioPmem => "virtio-pmem",
+            Attachment::VirtioBlk => "virtio-blk",
+        }
+    }
+
+    /// The partition the guest mounts as `/` (the image is partitioned; on both pmem
+    /// devices the pfn header moves `/dev/pmem0` to the second MBR, 2 MiB in).
+    pub fn root_device(self) -> &'static str {
+        match self {
+            Attachment::Nvdimm | Attachment::VirtioPmem => "/dev/pmem0p1",
+            Attachment::VirtioBlk => "/dev/vda1",
+        }
+    }
+
+    /// Whether the root is mounted with DAX.
+    pub fn dax(self) -> bool {
+        self != Attachment::VirtioBlk
+    }
+}
+
+impl std::fmt::Display for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A raw image built by `hull-image image` (with its DAX header), attached one way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBoot {
+    pub path: PathBuf,
+    /// File size: QEMU's memory backend for pmem takes it explicitly.
+    pub bytes: u64,
+    /// `ext4` or `erofs`.
+    pub fstype: String,
+    pub attachment: Attachment,
+    /// The root part of the command line from the image's manifest, when it is not the
+    /// plain one (a dm-verity image: `dm-mod.create=... root=/dev/dm-0`).
+    pub root_override: Option<String>,
+}
+
+impl ImageBoot {
+    /// Reads the image's size.
+    pub fn new(path: PathBuf, fstype: &str, attachment: Attachment) -> Result<Self> {
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("image {} (run `just image`)", path.display()))?
+            .len();
+        Ok(Self {
+            path,
+            bytes,
+            fstype: fstype.to_string(),
+            attachment,
+            root_override: None,
+        })
+    }
+
+    /// The root part of the kernel command line.
+    pub fn root_cmdline(&self) -> String {
+        if let Some(root) = &self.root_override {
+            return root.clone();
+        }
+        let mut s = format!(
+            "root={} rootfstype={} ro",
+            self.attachment.root_device(),
+            self.fstype
+        );
+        if self.attachment.dax() {
+            s.push_str(" rootflags=dax");
+        }
+        s
+    }
+}
+
+/// What the guest boots from. For [`BootMedium::Image`] only the kernel of
+/// [`GuestArtifacts`] is used.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BootMedium {
+    /// The initramfs of [`GuestArtifacts::initrd`].
+    #[default]
+    Initrd,
+    /// A disk image as the root filesystem (no initrd).
+    Image(ImageBoot),
+}
 
 /// How to boot a guest.
 #[derive(Debug, Clone)]
@@ -34,6 +145,68 @@ pub struct VmConfig {
     pub guest_cid: u32,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_cmdline: Vec<String>,
+    /// Initrd (the default) or a disk image.
+    pub medium: BootMedium,
+    /// Host directories shared through virtio-fs, one virtiofsd each.
+    pub virtio_fs: Vec<VirtioFsShare>,
+    /// Disk images attached read-only.
+    pub disks: Vec<Disk>,
+    /// A NIC on QEMU user networking; none by default.
+    pub nic: Option<NicConfig>,
+}
+
+/// A host directory the guest mounts by tag (`mount -t virtiofs TAG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioFsShare {
+    pub tag: String,
+    pub dir: PathBuf,
+}
+
+/// A raw disk image attached read-only (never writable: the host's image must stay
+/// intact).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub image: PathBuf,
+    pub attach: DiskAttach,
+}
+
+/// How a [`Disk`] reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskAttach {
+    /// virtio-blk-pci at this slot of the root bus: the guest finds it by the Kata PCI
+    /// path `{slot:02x}`. Keep it clear of the slots QEMU assigns itself (from 01 up).
+    VirtioBlk { slot: u8 },
+    /// virtio-pmem-pci of `size` bytes (the image's size, a multiple of 2 MiB): the guest
+    /// sees `/dev/pmemN`.
+    VirtioPmem { size: u64 },
+}
+
+impl Disk {
+    /// `image` as virtio-blk at `slot`.
+    pub fn virtio_blk(image: impl Into<PathBuf>, slot: u8) -> Self {
+        Self {
+            image: image.into(),
+            attach: DiskAttach::VirtioBlk { slot },
+        }
+    }
+
+    /// `image` as virtio-pmem; its size must be a multiple of 2 MiB.
+    pub fn virtio_pmem(image: impl Into<PathBuf>) -> Result<Self> {
+        let image = image.into();
+        let size = std::fs::metadata(&image)
+            .with_context(|| format!("{}", image.display()))?
+            .len();
+        if size == 0 || size % (2 << 20) != 0 {
+            bail!(
+                "{}: {size} bytes is not a multiple of 2 MiB, as virtio-pmem needs",
+                image.display()
+            );
+        }
+        Ok(Self {
+            image,
+            attach: DiskAttach::VirtioPmem { size },
+        })
+    }
 }
 
 impl VmConfig {
@@ -46,12 +219,64 @@ impl VmConfig {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: Vec::new(),
+            medium: BootMedium::Initrd,
+            virtio_fs: Vec::new(),
+            disks: Vec::new(),
+            nic: None,
         }
+    }
+
+    /// Boots `image` instead of the initrd.
+    pub fn with_image(mut self, image: ImageBoot) -> Self {
+        self.medium = BootMedium::Image(image);
+        self
+    }
+
+    /// The socket of the virtiofsd serving share `index`.
+    pub fn virtiofsd_socket(dir: &Path, index: usize) -> PathBuf {
+        dir.join(format!("virtiofsd-{index}.sock"))
+    }
+
+    /// The sizes of every persistent-memory region: the boot image when it is attached
+    /// as NVDIMM or virtio-pmem, and every virtio-pmem disk.
+    fn pmem_region_sizes(&self) -> Vec<u64> {
+        let boot = match &self.medium {
+            BootMedium::Image(image) if image.attachment != Attachment::VirtioBlk => {
+                Some(image.bytes)
+            }
+            _ => None,
+        };
+        let disks = self.disks.iter().filter_map(|d| match d.attach {
+            DiskAttach::VirtioPmem { size } => Some(size),
+            DiskAttach::VirtioBlk { .. } => None,
+        });
+        boot.into_iter().chain(disks).collect()
+    }
+
+    /// QEMU's `-m`: pmem regions are plugged into the memory hotplug area, so they need
+    /// a slot each and room above RAM (`maxmem`: RAM plus the regions, rounded up to
+    /// 1 GiB).
+    pub fn memory_arg(&self) -> String {
+        let regions = self.pmem_region_sizes();
+        if regions.is_empty() {
+            return format!("{}M", self.memory_mib);
+        }
+        let room: u64 = regions.iter().map(|size| size.div_ceil(1 << 20)).sum();
+        let maxmem = (u64::from(self.memory_mib) + room).div_ceil(1024) * 1024;
+        format!(
+            "{}M,slots={},maxmem={maxmem}M",
+            self.memory_mib,
+            regions.len() + 1
+        )
     }
 
     /// The kernel command line the guest gets.
     pub fn kernel_cmdline(&self) -> String {
         let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=acpi");
+        if let BootMedium::Image(image) = &self.medium {
+            cmdline.push(' ');
+            cmdline.push_str(&image.root_cmdline());
+        }
         for extra in &self.extra_cmdline {
             cmdline.push(' ');
             cmdline.push_str(extra);
@@ -62,17 +287,26 @@ impl VmConfig {
     /// QEMU's arguments, with the given run directory holding sockets and logs.
     pub fn qemu_args(&self, dir: &Path) -> Vec<String> {
         let mem = format!("{}M", self.memory_mib);
-        let args: Vec<String> = vec![
+        let image = match &self.medium {
+            BootMedium::Image(image) => Some(image),
+            BootMedium::Initrd => None,
+        };
+        let nvdimm = image.is_some_and(|i| i.attachment == Attachment::Nvdimm);
+        let mut args: Vec<String> = vec![
             "-name".into(),
             "hull-guest".into(),
             "-machine".into(),
-            format!("q35,accel={},memory-backend=mem0", self.accel.qemu_name()),
+            format!(
+                "q35,accel={},memory-backend=mem0{}",
+                self.accel.qemu_name(),
+                if nvdimm { ",nvdimm=on" } else { "" }
+            ),
             "-cpu".into(),
             self.accel.qemu_cpu().into(),
             "-smp".into(),
             self.cpus.to_string(),
             "-m".into(),
-            mem.clone(),
+            self.memory_arg(),
             "-object".into(),
             format!("memory-backend-memfd,id=mem0,size={mem},share=on"),
             "-nodefaults".into(),
@@ -84,8 +318,40 @@ impl VmConfig {
             format!("file:{}", dir.join("console.log").display()),
             "-kernel".into(),
             self.artifacts.kernel.display().to_string(),
-            "-initrd".into(),
-            self.artifacts.initrd.display().to_string(),
+        ];
+        match image {
+            None => args.extend([
+                "-initrd".into(),
+                self.artifacts.initrd.display().to_string(),
+            ]),
+            // Read-only everywhere: the backend file, the device, the mount.
+            Some(i) => match i.attachment {
+                Attachment::Nvdimm | Attachment::VirtioPmem => args.extend([
+                    "-object".into(),
+                    format!(
+                        "memory-backend-file,id=pm0,mem-path={},size={},share=on,readonly=on",
+                        i.path.display(),
+                        i.bytes
+                    ),
+                    "-device".into(),
+                    if i.attachment == Attachment::Nvdimm {
+                        "nvdimm,memdev=pm0,id=nv0,unarmed=on".into()
+                    } else {
+                        "virtio-pmem-pci,memdev=pm0,id=vpm0".into()
+                    },
+                ]),
+                Attachment::VirtioBlk => args.extend([
+                    "-drive".into(),
+                    format!(
+                        "file={},if=none,id=root,format=raw,readonly=on",
+                        i.path.display()
+                    ),
+                    "-device".into(),
+                    "virtio-blk-pci,drive=root".into(),
+                ]),
+            },
+        }
+        args.extend([
             "-append".into(),
             self.kernel_cmdline(),
             "-chardev".into(),
@@ -95,7 +361,43 @@ impl VmConfig {
             ),
             "-device".into(),
             "vhost-user-vsock-pci,chardev=vsock0".into(),
-        ];
+        ]);
+        for (i, share) in self.virtio_fs.iter().enumerate() {
+            args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=fs{i},path={}",
+                    Self::virtiofsd_socket(dir, i).display()
+                ),
+                "-device".into(),
+                format!("vhost-user-fs-pci,chardev=fs{i},tag={}", share.tag),
+            ]);
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            match disk.attach {
+                DiskAttach::VirtioBlk { slot } => args.extend([
+                    "-drive".into(),
+                    format!(
+                        "file={},if=none,id=disk{i},format=raw,readonly=on",
+                        disk.image.display()
+                    ),
+                    "-device".into(),
+                    format!("virtio-blk-pci,drive=disk{i},addr=0x{slot:02x}"),
+                ]),
+                DiskAttach::VirtioPmem { size } => args.extend([
+                    "-object".into(),
+                    format!(
+                        "memory-backend-file,id=pmem{i},mem-path={},size={size},share=on,readonly=on",
+                        disk.image.display()
+                    ),
+                    "-device".into(),
+                    format!("virtio-pmem-pci,memdev=pmem{i}"),
+                ]),
+            }
+        }
+        if let Some(nic) = &self.nic {
+            args.extend(nic.qemu_args());
+        }
         args
     }
 }
@@ -104,6 +406,7 @@ impl VmConfig {
 pub struct Vm {
     qemu: OwnedChild,
     vsock_backend: OwnedChild,
+    virtiofsd: Vec<OwnedChild>,
     started: Instant,
     accel: Accel,
     finished: bool,
@@ -139,6 +442,26 @@ impl Vm {
         wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
             .context("waiting for vhost-device-vsock's socket")?;
 
+        let mut virtiofsd = Vec::new();
+        if !config.virtio_fs.is_empty() {
+            let virtiofsd_bin = find_program("virtiofsd")?;
+            for (i, share) in config.virtio_fs.iter().enumerate() {
+                let socket = VmConfig::virtiofsd_socket(dir.path(), i);
+                let log = format!("virtiofsd-{i}.log");
+                let mut cmd = Command::new(&virtiofsd_bin);
+                cmd.arg(format!("--socket-path={}", socket.display()))
+                    .arg(format!("--shared-dir={}", share.dir.display()))
+                    .args(["--sandbox", "none", "--cache", "never"])
+                    .stdout(log_file(dir.path(), &log)?)
+                    .stderr(log_file(dir.path(), &log)?);
+                let mut child = OwnedChild::spawn(format!("virtiofsd-{i}"), cmd)
+                    .with_context(|| format!("starting {}", virtiofsd_bin.display()))?;
+                wait_for_path(&socket, Duration::from_secs(10), &mut child)
+                    .with_context(|| format!("waiting for virtiofsd's socket for {}", share.tag))?;
+                virtiofsd.push(child);
+            }
+        }
+
         let mut qemu_cmd = Command::new(&qemu_bin);
         qemu_cmd
             .args(config.qemu_args(dir.path()))
@@ -151,6 +474,7 @@ impl Vm {
         Ok(Self {
             qemu,
             vsock_backend,
+            virtiofsd,
             started,
             accel: config.accel.clone(),
             finished: false,
@@ -166,6 +490,19 @@ impl Vm {
     /// The Unix socket where the host reaches guest vsock ports (`CONNECT <port>`).
     pub fn hybrid_vsock_socket(&self) -> PathBuf {
         self.dir.path().join("vm.vsock")
+    }
+
+    /// Opens one connection to guest vsock `port` through the hybrid-vsock socket
+    /// (`CONNECT <port>` / `OK`), as a blocking stream; fails when nothing listens there.
+    pub async fn connect_guest_port(&self, port: u32) -> Result<std::os::unix::net::UnixStream> {
+        let stream =
+            hull_protocols::dial::hybrid_vsock_handshake(&self.hybrid_vsock_socket(), port)
+                .await
+                .with_context(|| format!("connecting to guest vsock port {port}"))?
+                .into_std()?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(stream)
     }
 
     /// The hybrid-vsock address of the agent's ttRPC server.
@@ -190,11 +527,19 @@ impl Vm {
             if let Some(status) = self.qemu.try_status()? {
                 bail!("QEMU exited ({status}) before the agent answered");
             }
+            // Each attempt is short and uses a fresh connection: a connection that the
+            // vsock backend accepted but never delivers must not eat the whole deadline.
             match AgentClient::connect(&address, Duration::from_secs(1)).await {
-                Ok(client) => match client.check().await {
-                    Ok(_) => return Ok((client, self.started.elapsed())),
-                    Err(e) => last_error = e.to_string(),
-                },
+                Ok(client) => {
+                    let mut client = client.with_timeout(READINESS_ATTEMPT_TIMEOUT);
+                    match client.check().await {
+                        Ok(_) => {
+                            client.set_timeout(DEFAULT_CALL_TIMEOUT);
+                            return Ok((client, self.started.elapsed()));
+                        }
+                        Err(e) => last_error = e.to_string(),
+                    }
+                }
                 Err(e) => last_error = e.to_string(),
             }
         }
@@ -232,14 +577,35 @@ impl Vm {
         read_lossy(&self.dir.path().join("console.log"))
     }
 
+    /// The guest's uptime when hull-init started the agent, from init's console line
+    /// `init: agent started pid=N ... uptime_ms=N`: the guest's own share of a boot.
+    pub fn guest_uptime_at_agent_start(&self) -> Option<Duration> {
+        self.console()
+            .lines()
+            .find(|line| line.contains("init: agent started"))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find_map(|field| field.strip_prefix("uptime_ms="))
+                    .and_then(|ms| ms.parse().ok())
+            })
+            .map(Duration::from_millis)
+    }
+
     /// Everything worth reading when a guest misbehaves: console and host program logs.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();
-        for (title, file) in [
-            ("guest console", "console.log"),
-            ("qemu", "qemu.log"),
-            ("vhost-device-vsock", "vhost-device-vsock.log"),
-        ] {
+        let virtiofsd_logs: Vec<(String, String)> = (0..self.virtiofsd.len())
+            .map(|i| (format!("virtiofsd {i}"), format!("virtiofsd-{i}.log")))
+            .collect();
+        let logs = [
+            ("guest console".to_string(), "console.log".to_string()),
+            ("qemu".to_string(), "qemu.log".to_string()),
+            (
+                "vhost-device-vsock".to_string(),
+                "vhost-device-vsock.log".to_string(),
+            ),
+        ];
+        for (title, file) in logs.iter().chain(&virtiofsd_logs) {
             let _ = writeln!(out, "----- {title} ({file}) -----");
             out.push_str(&read_lossy(&self.dir.path().join(file)));
             if !out.ends_with('\n') {
@@ -259,6 +625,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.qemu.kill();
         self.vsock_backend.kill();
+        for daemon in &mut self.virtiofsd {
+            daemon.kill();
+        }
         if !self.finished {
             eprintln!(
                 "hull-e2e: the guest did not finish cleanly; its logs follow\n{}",
@@ -317,7 +686,135 @@ mod tests {
             cpus: 1,
             guest_cid: 3,
             extra_cmdline: vec!["agent.log=debug".into()],
+            medium: BootMedium::Initrd,
+            virtio_fs: Vec::new(),
+            disks: Vec::new(),
+            nic: None,
         }
+    }
+
+    fn image(attachment: Attachment) -> VmConfig {
+        config().with_image(ImageBoot {
+            path: "/b/rootfs.ext4.img".into(),
+            bytes: 8 << 20,
+            fstype: "ext4".into(),
+            attachment,
+            root_override: None,
+        })
+    }
+
+    fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn initrd_boot_has_an_initrd_and_no_disk() {
+        let args = config().qemu_args(Path::new("/run/x"));
+        assert_eq!(value_after(&args, "-initrd"), ["/k/initrd.img"]);
+        assert_eq!(value_after(&args, "-m"), ["256M"]);
+        assert!(value_after(&args, "-drive").is_empty());
+        assert!(!config().kernel_cmdline().contains("root="));
+    }
+
+    #[test]
+    fn nvdimm_boot_maps_the_image_read_only_with_dax() {
+        let vm = image(Attachment::Nvdimm);
+        let args = vm.qemu_args(Path::new("/run/x"));
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,accel=tcg,memory-backend=mem0,nvdimm=on"]
+        );
+        assert_eq!(value_after(&args, "-m"), ["256M,slots=2,maxmem=1024M"]);
+        assert!(value_after(&args, "-initrd").is_empty());
+        assert!(value_after(&args, "-object").contains(
+            &"memory-backend-file,id=pm0,mem-path=/b/rootfs.ext4.img,size=8388608,share=on,readonly=on"
+        ));
+        assert!(value_after(&args, "-device").contains(&"nvdimm,memdev=pm0,id=nv0,unarmed=on"));
+        assert_eq!(
+            vm.kernel_cmdline(),
+            "console=ttyS0 panic=-1 reboot=acpi root=/dev/pmem0p1 rootfstype=ext4 ro \
+             rootflags=dax agent.log=debug"
+        );
+    }
+
+    #[test]
+    fn virtio_pmem_boot_uses_the_same_partition() {
+        let vm = image(Attachment::VirtioPmem);
+        let args = vm.qemu_args(Path::new("/run/x"));
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,accel=tcg,memory-backend=mem0"]
+        );
+        assert!(value_after(&args, "-device").contains(&"virtio-pmem-pci,memdev=pm0,id=vpm0"));
+        assert!(
+            value_after(&args, "-object").iter().any(
+                |o| o.starts_with("memory-backend-file") && o.ends_with("share=on,readonly=on")
+            )
+        );
+        assert!(
+            vm.kernel_cmdline()
+                .contains(" root=/dev/pmem0p1 rootfstype=ext4 ro rootflags=dax")
+        );
+    }
+
+    #[test]
+    fn virtio_blk_boot_is_a_read_only_drive_without_dax() {
+        let vm = image(Attachment::VirtioBlk);
+        let args = vm.qemu_args(Path::new("/run/x"));
+        assert_eq!(
+            value_after(&args, "-drive"),
+            ["file=/b/rootfs.ext4.img,if=none,id=root,format=raw,readonly=on"]
+        );
+        assert!(value_after(&args, "-device").contains(&"virtio-blk-pci,drive=root"));
+        assert_eq!(value_after(&args, "-m"), ["256M"]);
+        assert!(!args.iter().any(|a| a.contains("memory-backend-file")));
+        let cmdline = vm.kernel_cmdline();
+        assert!(
+            cmdline.contains(" root=/dev/vda1 rootfstype=ext4 ro"),
+            "{cmdline}"
+        );
+        assert!(!cmdline.contains("dax"), "{cmdline}");
+        // The vsock device is there in every mode.
+        assert!(value_after(&args, "-device").contains(&"vhost-user-vsock-pci,chardev=vsock0"));
+    }
+
+    #[test]
+    fn memory_has_a_hotplug_slot_and_room_for_every_pmem_region() {
+        assert_eq!(config().memory_arg(), "256M");
+        assert_eq!(
+            image(Attachment::VirtioBlk).memory_arg(),
+            "256M",
+            "virtio-blk needs no pmem room"
+        );
+        assert_eq!(
+            image(Attachment::Nvdimm).memory_arg(),
+            "256M,slots=2,maxmem=1024M"
+        );
+        let mut both = image(Attachment::VirtioPmem);
+        both.disks.push(Disk {
+            image: "/d/big.img".into(),
+            attach: DiskAttach::VirtioPmem { size: 900 << 20 },
+        });
+        assert_eq!(both.memory_arg(), "256M,slots=3,maxmem=2048M");
+    }
+
+    #[test]
+    fn a_nic_is_added_only_when_configured() {
+        let plain = config().qemu_args(Path::new("/run/x")).join(" ");
+        assert!(!plain.contains("-netdev"), "{plain}");
+        let with_nic = VmConfig {
+            nic: Some(NicConfig::new("52:54:00:12:34:56")),
+            ..config()
+        };
+        let args = with_nic.qemu_args(Path::new("/run/x")).join(" ");
+        assert!(args.contains("-netdev user,id=n0"), "{args}");
+        assert!(
+            args.contains("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"),
+            "{args}"
+        );
     }
 
     #[test]
@@ -329,6 +826,54 @@ mod tests {
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("socket,id=vsock0,path=/run/x/vhost-vsock.sock"));
         assert!(joined.contains("-serial file:/run/x/console.log"));
+    }
+
+    #[test]
+    fn shares_and_disks_become_devices() {
+        let plain = config();
+        let mut config = config();
+        config.virtio_fs.push(VirtioFsShare {
+            tag: "kataShared".into(),
+            dir: "/srv/share".into(),
+        });
+        config.disks.push(Disk::virtio_blk("/img/blk.ext4", 0x10));
+        config.disks.push(Disk {
+            image: "/img/pmem.ext4".into(),
+            attach: DiskAttach::VirtioPmem { size: 16 << 20 },
+        });
+        let joined = config.qemu_args(Path::new("/run/x")).join(" ");
+        assert!(
+            joined.contains("-chardev socket,id=fs0,path=/run/x/virtiofsd-0.sock"),
+            "{joined}"
+        );
+        assert!(joined.contains("-device vhost-user-fs-pci,chardev=fs0,tag=kataShared"));
+        assert!(joined.contains("file=/img/blk.ext4,if=none,id=disk0,format=raw,readonly=on"));
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk0,addr=0x10"));
+        assert!(joined.contains(
+            "memory-backend-file,id=pmem1,mem-path=/img/pmem.ext4,size=16777216,share=on,readonly=on"
+        ));
+        assert!(joined.contains("-m 256M,slots=2,maxmem=1024M"), "{joined}");
+        assert!(
+            !plain
+                .qemu_args(Path::new("/x"))
+                .join(" ")
+                .contains("maxmem")
+        );
+    }
+
+    #[test]
+    fn pmem_images_must_be_2mib_multiples() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("odd.img");
+        std::fs::write(&image, vec![0u8; 4096]).unwrap();
+        let err = Disk::virtio_pmem(&image).unwrap_err();
+        assert!(err.to_string().contains("2 MiB"), "{err}");
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(4 << 20).unwrap();
+        assert_eq!(
+            Disk::virtio_pmem(&image).unwrap().attach,
+            DiskAttach::VirtioPmem { size: 4 << 20 }
+        );
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The walking skeleton, in a real VM: boot a hull guest, talk to its agent over hybrid
 //! vsock, and power it off through the agent API.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -81,16 +80,8 @@ async fn agent_logs_reach_the_host_through_the_log_vport() -> Result<()> {
     let mut vm = Vm::boot(&config)?;
     let (client, _) = vm.wait_for_agent(BOOT_DEADLINE).await?;
 
-    let mut stream = UnixStream::connect(vm.hybrid_vsock_socket())?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(b"CONNECT 1025\n")?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(vm.connect_guest_port(1025).await?);
     let mut line = String::new();
-    reader.read_line(&mut line)?;
-    ensure!(
-        line.starts_with("OK "),
-        "log port handshake answered {line:?}"
-    );
 
     client.guest_details().await.context("GetGuestDetails")?;
     let mut seen = Vec::new();

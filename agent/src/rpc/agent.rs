@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AgentDetails, CloseStdinRequest, CreateContainerRequest, DestroySandboxRequest,
-    ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, OOMEvent,
-    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
-    ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
-    StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest, WaitProcessRequest,
+    AddARPNeighborsRequest, AgentDetails, CloseStdinRequest, CreateContainerRequest,
+    CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest,
+    GuestDetailsRequest, GuestDetailsResponse, Interfaces, ListInterfacesRequest,
+    ListRoutesRequest, OOMEvent, PauseContainerRequest, ReadStreamRequest, ReadStreamResponse,
+    RemoveContainerRequest, ResumeContainerRequest, Routes, SignalProcessRequest,
+    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
+    UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest,
     WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
+use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
@@ -21,13 +24,21 @@ use super::{oci, status};
 use crate::container::ContainerError;
 use crate::error::AgentError;
 use crate::guest::read_guest_facts;
+use crate::guest_setup::SandboxSpec;
+use crate::network::convert;
 use crate::process::signal_from_number;
 use crate::sandbox::Sandbox;
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "GetGuestDetails",
+    "CreateSandbox",
     "DestroySandbox",
+    "UpdateInterface",
+    "UpdateRoutes",
+    "ListInterfaces",
+    "ListRoutes",
+    "AddARPNeighbors",
     "CreateContainer",
     "StartContainer",
     "RemoveContainer",
@@ -54,8 +65,8 @@ const VSOCK_STDIO: &str =
     "stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin";
 
 /// Request fields this agent does not act on answer INVALID_ARGUMENT instead of being
-/// silently dropped. Per-container `storages` and `devices` are the storage and device
-/// layers' (wired by the integrator); until then they are refused here.
+/// silently dropped. Per-container `devices` (resolving a host device into the spec) are
+/// not wired to the device layer yet, so they are refused here.
 fn refuse_unsupported_create_fields(req: &CreateContainerRequest) -> Result<(), AgentError> {
     let refuse = |what: &str| {
         Err(AgentError::InvalidArgument(format!(
@@ -67,9 +78,6 @@ fn refuse_unsupported_create_fields(req: &CreateContainerRequest) -> Result<(), 
     }
     if !req.shared_mounts.is_empty() {
         return refuse("shared_mounts");
-    }
-    if !req.storages.is_empty() {
-        return refuse("CreateContainer storages (the storage layer is not wired here yet)");
     }
     if !req.devices.is_empty() {
         return refuse("CreateContainer devices (the device layer is not wired here yet)");
@@ -119,9 +127,15 @@ impl AgentService for AgentRpc {
             agent_details: Some(AgentDetails {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 init_daemon: self.under_init,
-                // Filled in as device and storage handlers are built.
+                // Filled in as device handlers are built.
                 device_handlers: Vec::new(),
-                storage_handlers: Vec::new(),
+                storage_handlers: self
+                    .sandbox
+                    .storages()
+                    .drivers()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 supports_seccomp: true,
                 extra_features: Vec::new(),
                 ..Default::default()
@@ -131,13 +145,114 @@ impl AgentService for AgentRpc {
         })
     }
 
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<Empty> {
+        let spec = SandboxSpec::from_proto(&req, self.sandbox.storages()).map_err(status)?;
+        self.sandbox.create(spec).await.map_err(status)?;
+        Ok(Empty::new())
+    }
+
     async fn destroy_sandbox(
         &self,
         _ctx: &TtrpcContext,
         _req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        self.sandbox.destroy().map_err(status)?;
+        self.sandbox.destroy().await.map_err(status)?;
         tracing::info!("sandbox destroyed; the agent will exit");
+        Ok(Empty::new())
+    }
+
+    async fn update_interface(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<Interface> {
+        let spec = convert::interface_spec(req.interface.as_ref()).map_err(net_status)?;
+        let state = self
+            .sandbox
+            .network()
+            .update_interface(&spec)
+            .await
+            .map_err(net_status)?;
+        Ok(convert::interface_to_proto(&state))
+    }
+
+    async fn update_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        let routes = req
+            .routes
+            .as_ref()
+            .map(|r| r.Routes.as_slice())
+            .unwrap_or_default();
+        let specs = convert::route_specs(routes).map_err(net_status)?;
+        let routes = self
+            .sandbox
+            .network()
+            .update_routes(&specs)
+            .await
+            .map_err(net_status)?;
+        Ok(Routes {
+            Routes: routes.iter().map(convert::route_to_proto).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_interfaces(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ListInterfacesRequest,
+    ) -> ttrpc::Result<Interfaces> {
+        let list = self
+            .sandbox
+            .network()
+            .list_interfaces()
+            .await
+            .map_err(net_status)?;
+        Ok(Interfaces {
+            Interfaces: list.iter().map(convert::interface_to_proto).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ListRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        let list = self
+            .sandbox
+            .network()
+            .list_routes()
+            .await
+            .map_err(net_status)?;
+        Ok(Routes {
+            Routes: list.iter().map(convert::route_to_proto).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn add_arp_neighbors(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddARPNeighborsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let neighbors = req
+            .neighbors
+            .as_ref()
+            .map(|n| n.ARPNeighbors.as_slice())
+            .unwrap_or_default();
+        let specs = convert::neighbor_specs(neighbors).map_err(net_status)?;
+        self.sandbox
+            .network()
+            .add_arp_neighbors(&specs)
+            .await
+            .map_err(net_status)?;
         Ok(Empty::new())
     }
 
@@ -156,11 +271,16 @@ impl AgentService for AgentRpc {
             oci::apply_string_user(process, &req.string_user).map_err(status)?;
         }
         let spec = oci::spec_from_proto(&spec).map_err(status)?;
+        let storages = req
+            .storages
+            .iter()
+            .map(|s| self.sandbox.storages().parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| status(e.into()))?;
         self.sandbox
-            .containers()
-            .create(&req.container_id, &req.exec_id, spec)
+            .create_container(&req.container_id, &req.exec_id, spec, &storages)
             .await
-            .map_err(container_err)?;
+            .map_err(status)?;
         Ok(Empty::new())
     }
 
@@ -183,11 +303,10 @@ impl AgentService for AgentRpc {
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout.into()));
-        let containers = self.sandbox.containers();
-        containers
-            .remove(&req.container_id, timeout)
+        self.sandbox
+            .remove_container(&req.container_id, timeout)
             .await
-            .map_err(container_err)?;
+            .map_err(status)?;
         Ok(Empty::new())
     }
 
@@ -392,6 +511,10 @@ impl AgentService for AgentRpc {
             ..Default::default()
         })
     }
+}
+
+fn net_status(error: crate::network::NetworkError) -> ttrpc::Error {
+    status(AgentError::from(error))
 }
 
 impl AgentRpc {

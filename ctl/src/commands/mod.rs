@@ -3,12 +3,14 @@
 //! to [`Command`] and an arm to [`run`].
 
 pub mod health;
+pub mod network;
 pub mod sandbox;
 
 use clap::Subcommand;
 use hull_protocols::AgentClient;
 
 pub use health::HealthCommand;
+pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
 
 use crate::output::Report;
@@ -23,6 +25,9 @@ pub enum Command {
     /// Sandbox and guest.
     #[command(flatten)]
     Sandbox(SandboxCommand),
+    /// The guest's network.
+    #[command(flatten)]
+    Network(NetworkCommand),
 }
 
 /// What a command produced.
@@ -50,5 +55,6 @@ pub async fn run(client: &AgentClient, command: &Command) -> anyhow::Result<Outc
     match command {
         Command::Health(c) => health::run(client, c).await,
         Command::Sandbox(c) => sandbox::run(client, c).await,
+        Command::Network(c) => network::run(client, c).await,
     }
 }

@@ -1,0 +1,11 @@
+//! Guest file system helpers shared by storages and containers.
+//!
+//! [`confine`] resolves a path the host asked for beneath a directory the agent owns,
+//! refusing `..`, absolute escapes and symlinks that lead outside. Everything the agent
+//! mounts, creates or writes on the host's behalf goes through it, and the mount helpers
+//! in [`crate::mount`] take its [`ConfinedPath`] rather than a path string, so what was
+//! checked is what gets mounted on.
+
+pub mod confine;
+
+pub use confine::{ConfineError, ConfinedPath, ConfinedRoot, Scope, relative_to};

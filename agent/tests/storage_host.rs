@@ -1,0 +1,629 @@
+//! Sandbox creation and storages on the host, with real mounts kept out of the host's
+//! mount namespace:
+//!
+//! - the `hull-agent` binary runs under `unshare --mount --uts --propagation private`, so
+//!   its mounts, its `/etc/resolv.conf` bind mount and its hostname are its own; the test
+//!   looks at them through `/proc/PID/mountinfo` and `/proc/PID/root`;
+//! - the reference-counting scenarios drive [`Storages`] in-process: the test re-executes
+//!   its own binary under `unshare` to run them (a thread cannot safely leave the
+//!   namespace its blocking pool lives in).
+//!
+//! They need root and util-linux (`unshare`, `nsenter`); without them they fail, saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_agent::device::DeviceWaiter;
+use hull_agent::mount::mount_points;
+use hull_agent::storage::{StorageError, Storages};
+use hull_protocols::address::AgentAddress;
+use hull_protocols::agent::{CreateSandboxRequest, FSGroup, Storage};
+use hull_protocols::client::{AgentClient, ClientError};
+use ttrpc::Code;
+
+/// Fails the test, with the reason, unless mounts can be tested here.
+fn require_mount_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["unshare", "nsenter"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(
+        root && tools,
+        "mount tests need root and util-linux's unshare and nsenter"
+    );
+}
+
+/// A `hull-agent` in its own mount and UTS namespaces, killed when dropped.
+struct NamespacedAgent {
+    child: Child,
+    socket: PathBuf,
+    run_dir: PathBuf,
+    dir: tempfile::TempDir,
+    /// A process kept in the agent's mount namespace, to look at it after the agent is
+    /// gone.
+    keeper: Option<Child>,
+}
+
+impl NamespacedAgent {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agent.sock");
+        let run_dir = dir.path().join("run/kata-containers");
+        let child = Command::new("unshare")
+            .args(["--mount", "--uts", "--propagation", "private", "--"])
+            .arg(env!("CARGO_BIN_EXE_hull-agent"))
+            .env(
+                "HULL_AGENT_SERVER_ADDR",
+                format!("unix://{}", socket.display()),
+            )
+            .env("HULL_AGENT_RUN_DIR", &run_dir)
+            .env("HULL_AGENT_HOTPLUG_TIMEOUT", "1")
+            .env("HULL_AGENT_LOG", "debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare hull-agent");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "agent socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            socket,
+            run_dir,
+            dir,
+            keeper: None,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn client(&self) -> AgentClient {
+        AgentClient::connect(
+            &AgentAddress::Unix(self.socket.clone()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect to the agent")
+    }
+
+    async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), ClientError> {
+        self.client()
+            .await
+            .call_agent("AgentService.CreateSandbox", |agent, ctx| {
+                agent.create_sandbox(ctx, req)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn assert_serving(&self) {
+        self.client().await.check().await.expect("Health.Check");
+    }
+
+    /// Starts a process in the agent's mount namespace that outlives the agent.
+    fn keep_namespace(&mut self) {
+        let keeper = Command::new("nsenter")
+            .args([
+                "--target",
+                &self.pid().to_string(),
+                "--mount",
+                "--",
+                "sleep",
+                "120",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("nsenter sleep");
+        // nsenter execs sleep once it is in the namespace.
+        let start = Instant::now();
+        let mine = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        loop {
+            let theirs = std::fs::read_link(format!("/proc/{}/ns/mnt", keeper.id()));
+            if theirs.is_ok_and(|ns| ns != mine) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "nsenter never entered"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.keeper = Some(keeper);
+    }
+
+    /// Mount points of the agent's namespace beneath the temporary directory.
+    fn mounts(&self) -> Vec<PathBuf> {
+        let pid = match &self.keeper {
+            Some(keeper) => keeper.id(),
+            None => self.pid(),
+        };
+        let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .expect("the agent's mountinfo");
+        mount_points(&mountinfo)
+            .into_iter()
+            .filter(|p| p.starts_with(self.dir.path()) || p == Path::new("/etc/resolv.conf"))
+            .collect()
+    }
+
+    /// A path as the agent sees it.
+    fn in_agent(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid())).join(path.strip_prefix("/").unwrap())
+    }
+
+    fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "agent still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NamespacedAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(keeper) = &mut self.keeper {
+            let _ = keeper.kill();
+            let _ = keeper.wait();
+        }
+    }
+}
+
+fn storage(driver: &str, mount_point: &Path) -> Storage {
+    Storage {
+        driver: driver.into(),
+        mount_point: mount_point.display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn ephemeral(mount_point: &Path) -> Storage {
+    Storage {
+        source: "tmpfs".into(),
+        fstype: "tmpfs".into(),
+        options: vec!["size=1m".into()],
+        ..storage("ephemeral", mount_point)
+    }
+}
+
+fn expect_code(result: Result<(), ClientError>, code: Code, needle: &str) {
+    let err = result.expect_err("the request must fail");
+    assert_eq!(err.rpc_code(), Some(code), "{err}");
+    assert!(err.to_string().contains(needle), "{needle:?} not in: {err}");
+}
+
+#[tokio::test]
+async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them_down() {
+    require_mount_privileges();
+    let mut agent = NamespacedAgent::start();
+    let run = agent.run_dir.clone();
+    let memory = run.join("sandbox/ephemeral/memory");
+    let local = run.join("sandbox/local/data");
+    let nested = run.join("sandbox/ephemeral/memory/nested");
+    let req = CreateSandboxRequest {
+        hostname: "hull-sandbox".into(),
+        dns: vec!["nameserver 10.0.0.1".into(), "search example.test".into()],
+        storages: vec![
+            ephemeral(&memory),
+            Storage {
+                options: vec!["mode=0750".into()],
+                ..storage("local", &local)
+            },
+            // Mounted inside the first: the teardown must go newest first.
+            ephemeral(&nested),
+        ],
+        sandbox_pidns: true,
+        sandbox_id: "sb-host".into(),
+        guest_hook_path: "/usr/share/oci/hooks".into(),
+        ..Default::default()
+    };
+    agent.create_sandbox(&req).await.expect("CreateSandbox");
+
+    let mounts = agent.mounts();
+    assert!(mounts.contains(&memory), "{mounts:?}");
+    assert!(mounts.contains(&nested), "{mounts:?}");
+    assert!(!mounts.contains(&local), "local storages are directories");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&local)
+            .expect("the local directory")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o750);
+    assert!(
+        !mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap()).contains(&memory),
+        "the agent's mounts stay in its namespace"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.in_agent(Path::new("/etc/resolv.conf"))).unwrap(),
+        "nameserver 10.0.0.1\nsearch example.test\n"
+    );
+    let hostname = Command::new("nsenter")
+        .args(["--target", &agent.pid().to_string(), "--uts", "hostname"])
+        .output()
+        .expect("nsenter hostname");
+    assert_eq!(
+        String::from_utf8_lossy(&hostname.stdout).trim(),
+        "hull-sandbox"
+    );
+
+    let details = agent
+        .client()
+        .await
+        .guest_details()
+        .await
+        .expect("GetGuestDetails");
+    let handlers = details
+        .agent_details
+        .into_option()
+        .unwrap()
+        .storage_handlers;
+    for driver in ["virtio-fs", "local", "ephemeral", "blk", "nvdimm"] {
+        assert!(
+            handlers.iter().any(|h| h == driver),
+            "{driver}: {handlers:?}"
+        );
+    }
+
+    expect_code(
+        agent.create_sandbox(&req).await,
+        Code::FAILED_PRECONDITION,
+        "already exists",
+    );
+
+    agent.keep_namespace();
+    agent
+        .client()
+        .await
+        .destroy_sandbox()
+        .await
+        .expect("DestroySandbox");
+    assert!(agent.wait_for_exit().success());
+    let left: Vec<PathBuf> = agent.mounts();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn bad_storages_get_clear_errors_and_nothing_is_mounted() {
+    require_mount_privileges();
+    let agent = NamespacedAgent::start();
+    let run = agent.run_dir.clone();
+    std::fs::create_dir_all(&run).unwrap();
+    let outside = agent.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink("/", run.join("to-slash")).unwrap();
+    std::os::unix::fs::symlink("../../outside", run.join("to-sibling")).unwrap();
+    std::os::unix::fs::symlink("loop", run.join("loop")).unwrap();
+
+    let sandbox = |storage: Storage| CreateSandboxRequest {
+        storages: vec![ephemeral(&run.join("sandbox/ok")), storage],
+        ..Default::default()
+    };
+    let cases: Vec<(Storage, Code, String)> = vec![
+        (
+            storage("watchable-bind", &run.join("x")),
+            Code::INVALID_ARGUMENT,
+            "unsupported storage driver \"watchable-bind\"; supported: virtio-fs".into(),
+        ),
+        (
+            ephemeral(Path::new("/etc/hull-test")),
+            Code::INVALID_ARGUMENT,
+            "must be under".into(),
+        ),
+        (
+            ephemeral(&run.join("sandbox/../../../etc")),
+            Code::INVALID_ARGUMENT,
+            "'..'".into(),
+        ),
+        (
+            ephemeral(&run.join("to-slash/tmp/hull-escape")),
+            Code::INVALID_ARGUMENT,
+            "resolves outside".into(),
+        ),
+        (
+            ephemeral(&run.join("to-sibling/escaped")),
+            Code::INVALID_ARGUMENT,
+            "resolves outside".into(),
+        ),
+        (
+            ephemeral(&run.join("loop/x")),
+            Code::INVALID_ARGUMENT,
+            "symbolic links".into(),
+        ),
+        (
+            Storage {
+                fstype: "ext4".into(),
+                source: "not/a/pci/path".into(),
+                ..storage("blk", &run.join("blk"))
+            },
+            Code::INVALID_ARGUMENT,
+            "invalid PCI path".into(),
+        ),
+        (
+            Storage {
+                fstype: "ext4".into(),
+                source: "/dev/hullnosuchdisk".into(),
+                ..storage("mmioblk", &run.join("mmio"))
+            },
+            Code::DEADLINE_EXCEEDED,
+            "hullnosuchdisk did not appear within 1s".into(),
+        ),
+        (
+            Storage {
+                source: "tmpfs".into(),
+                fstype: "tmpfs".into(),
+                options: vec!["remount".into()],
+                ..storage("ephemeral", &run.join("sandbox/remount"))
+            },
+            Code::INVALID_ARGUMENT,
+            "remount".into(),
+        ),
+        (
+            Storage {
+                source: "tmpfs".into(),
+                fstype: "tmpfs".into(),
+                options: vec!["size=lots".into()],
+                ..storage("ephemeral", &run.join("sandbox/badsize"))
+            },
+            Code::INVALID_ARGUMENT,
+            "sandbox/badsize".into(),
+        ),
+        (
+            Storage {
+                fs_group: Some(FSGroup {
+                    group_id: 1,
+                    ..Default::default()
+                })
+                .into(),
+                options: vec!["mode=8".into()],
+                ..storage("local", &run.join("sandbox/local/bad"))
+            },
+            Code::INVALID_ARGUMENT,
+            "mode=8".into(),
+        ),
+    ];
+    for (bad, code, needle) in cases {
+        let described = format!("{bad:?}");
+        expect_code(agent.create_sandbox(&sandbox(bad)).await, code, &needle);
+        let mounts = agent.mounts();
+        assert!(
+            mounts.is_empty(),
+            "{described}: mounts left after a refused CreateSandbox: {mounts:?}"
+        );
+        agent.assert_serving().await;
+    }
+    assert!(!Path::new("/tmp/hull-escape").exists());
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+    expect_code(
+        agent
+            .create_sandbox(&CreateSandboxRequest {
+                hostname: "has space".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::INVALID_ARGUMENT,
+        "invalid hostname",
+    );
+    expect_code(
+        agent
+            .create_sandbox(&CreateSandboxRequest {
+                dns: vec!["nameserver 1.1.1.1\nnameserver 6.6.6.6".into()],
+                ..Default::default()
+            })
+            .await,
+        Code::INVALID_ARGUMENT,
+        "line break",
+    );
+    // After every refusal, a good request still works.
+    agent
+        .create_sandbox(&sandbox(ephemeral(&run.join("sandbox/second"))))
+        .await
+        .expect("CreateSandbox after refusals");
+    assert_eq!(agent.mounts().len(), 2);
+}
+
+/// Runs `scenario` (an ignored test of this file) in a fresh process inside a private
+/// mount namespace, and fails if it fails.
+fn run_in_private_namespace(scenario: &str) {
+    let exe = std::env::current_exe().expect("current exe");
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            scenario,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HULL_STORAGE_SCENARIO", "1")
+        .output()
+        .expect("re-run under unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{scenario} failed:\n{stdout}\n{stderr}"
+    );
+}
+
+/// The scenarios refuse to run outside [`run_in_private_namespace`]: their mounts would
+/// land in the host's namespace.
+fn scenario_guard() {
+    assert_eq!(
+        std::env::var("HULL_STORAGE_SCENARIO").as_deref(),
+        Ok("1"),
+        "run through run_in_private_namespace, not directly"
+    );
+}
+
+fn storages(run: &Path) -> Storages {
+    Storages::new(run, DeviceWaiter::guest(Duration::from_secs(1)))
+}
+
+fn mounted_here(path: &Path) -> bool {
+    mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap())
+        .contains(&path.to_path_buf())
+}
+
+#[test]
+fn reference_counting_unmounts_with_the_last_user() {
+    require_mount_privileges();
+    run_in_private_namespace("scenario_reference_counting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by reference_counting_unmounts_with_the_last_user"]
+async fn scenario_reference_counting() {
+    scenario_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let storages = storages(&run);
+    let shared = storages
+        .parse(&ephemeral(&run.join("sandbox/shm")))
+        .unwrap();
+
+    let first = storages
+        .acquire(std::slice::from_ref(&shared), Some("c1"))
+        .await
+        .unwrap();
+    std::fs::write(run.join("sandbox/shm/data"), "kept").unwrap();
+    let second = storages
+        .acquire(std::slice::from_ref(&shared), Some("c2"))
+        .await
+        .unwrap();
+    assert_eq!(storages.held().await, vec![(run.join("sandbox/shm"), 2)]);
+    assert_eq!(first, second);
+
+    storages.release(&first).await.unwrap();
+    assert!(mounted_here(&run.join("sandbox/shm")), "one user is left");
+    assert_eq!(
+        std::fs::read_to_string(run.join("sandbox/shm/data")).unwrap(),
+        "kept",
+        "the second user sees the same mount"
+    );
+    storages.release(&second).await.unwrap();
+    assert!(
+        !mounted_here(&run.join("sandbox/shm")),
+        "the last user is gone"
+    );
+    assert!(storages.held().await.is_empty());
+
+    let err = storages.release(&second).await.unwrap_err();
+    assert!(matches!(err, StorageError::NotHeld { .. }), "{err}");
+
+    // Another driver at a mount point in use is refused, not stacked.
+    let tmpfs = storages
+        .acquire(std::slice::from_ref(&shared), None)
+        .await
+        .unwrap();
+    let local = storages
+        .parse(&storage("local", &run.join("sandbox/shm")))
+        .unwrap();
+    let err = storages.acquire(&[local], None).await.unwrap_err();
+    assert!(matches!(err, StorageError::Conflict { .. }), "{err}");
+    storages.release(&tmpfs).await.unwrap();
+}
+
+#[test]
+fn a_container_release_leaves_no_mount_behind() {
+    require_mount_privileges();
+    run_in_private_namespace("scenario_container_release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by a_container_release_leaves_no_mount_behind"]
+async fn scenario_container_release() {
+    scenario_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let storages = storages(&run);
+    // A read-only layer, as another storage would provide it.
+    std::fs::create_dir_all(run.join("layers/base/etc")).unwrap();
+    std::fs::write(run.join("layers/base/etc/os-release"), "hull").unwrap();
+    let sandbox = storages
+        .acquire(
+            &[storages.parse(&ephemeral(&run.join("c1"))).unwrap()],
+            None,
+        )
+        .await
+        .unwrap();
+
+    let container = [
+        Storage {
+            fstype: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}", run.join("layers/base").display()),
+                "io.katacontainers.fs-opt.overlay-rw".into(),
+            ],
+            ..storage("overlayfs", &run.join("c1/rootfs"))
+        },
+        Storage {
+            fs_group: Some(FSGroup {
+                group_id: 4242,
+                ..Default::default()
+            })
+            .into(),
+            ..ephemeral(&run.join("c1/volumes/cache"))
+        },
+    ]
+    .iter()
+    .map(|s| storages.parse(s).unwrap())
+    .collect::<Vec<_>>();
+    let held = storages.acquire(&container, Some("c1")).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(run.join("c1/rootfs/etc/os-release")).unwrap(),
+        "hull"
+    );
+    std::fs::write(run.join("c1/rootfs/etc/written"), "upper").unwrap();
+    assert!(
+        run.join("c1/upper/etc/written").exists(),
+        "writes go to the upper layer"
+    );
+    let cache = std::fs::metadata(run.join("c1/volumes/cache")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&cache), 4242);
+
+    storages.release(&held).await.unwrap();
+    let left: Vec<PathBuf> =
+        mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap())
+            .into_iter()
+            .filter(|p| p.starts_with(run.join("c1")) && *p != run.join("c1"))
+            .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(mounted_here(&run.join("c1")), "the sandbox's storage stays");
+
+    // An overlay-rw layer needs a container.
+    let err = storages.acquire(&container[..1], None).await.unwrap_err();
+    assert!(err.to_string().contains("needs a container"), "{err}");
+    // A failed request takes back what it mounted before failing.
+    let mixed = [
+        storages.parse(&ephemeral(&run.join("c1/partial"))).unwrap(),
+        container[0].clone(),
+    ];
+    storages.acquire(&mixed, None).await.unwrap_err();
+    assert!(!mounted_here(&run.join("c1/partial")));
+
+    assert!(storages.release_all().await.is_empty());
+    assert!(!mounted_here(&run.join("c1")));
+    drop(sandbox);
+}

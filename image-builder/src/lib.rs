@@ -1,0 +1,33 @@
+//! hull-image: builds hull's guest artifacts rootlessly and reproducibly.
+//!
+//! - [`kernel`]: the guest kernel (Debian's `linux-source-6.1`, allnoconfig + fragments,
+//!   landed-option check, cached by content).
+//! - [`initrd`]: a gzip newc initramfs with hull-init and hull-agent, written by our own
+//!   cpio writer (device nodes without root, fixed mtime/owners/inodes).
+//!
+//! - [`rootfs`]: the guest's root tree for a disk image (init, agent, mount points, /etc;
+//!   busybox with `--debug-tools`).
+//! - [`mkfs`], [`disk`], [`image`]: the raw image: ext4 or erofs built rootlessly into a
+//!   file, MBRs and the NVDIMM pfn block written here, optional dm-verity hash tree.
+//! - [`manifest`]: the JSON every build writes; [`attach`]: root command lines and the
+//!   VMM attach guide.
+//!
+//! The binary (`src/main.rs`) is a thin clap front end over these modules.
+
+pub mod arch;
+pub mod attach;
+pub mod cache;
+pub mod disk;
+pub mod error;
+pub mod fsutil;
+pub mod image;
+pub mod initrd;
+pub mod kernel;
+pub mod manifest;
+pub mod mkfs;
+pub mod progress;
+pub mod rootfs;
+pub mod workspace;
+
+pub use arch::Arch;
+pub use error::{Error, Result};
