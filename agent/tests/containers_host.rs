@@ -1212,3 +1212,69 @@ async fn limits_are_written_to_the_cgroup_and_updated() {
     assert_eq!(code(&e), Some(Code::NOT_FOUND), "{e}");
     ctr.remove().await.unwrap();
 }
+
+/// A storage given with CreateContainer is mounted for the container (here an
+/// `ephemeral` tmpfs under the agent's run directory, bound into the container) and
+/// released by RemoveContainer.
+#[tokio::test]
+async fn container_storages_are_held_until_remove() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("vol");
+    let volume = agent._dir.path().join("bundles").join(&id).join("volume");
+    let mut s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &[
+            "sh",
+            "-c",
+            "echo kept > /vol/file && grep -c ' /vol ' /proc/self/mountinfo",
+        ],
+    );
+    s.Mounts.push(mount(
+        "/vol",
+        "bind",
+        &volume.display().to_string(),
+        &["rbind", "rw"],
+    ));
+    let req = CreateContainerRequest {
+        container_id: id.clone(),
+        exec_id: id.clone(),
+        OCI: Some(s).into(),
+        storages: vec![Storage {
+            driver: "ephemeral".into(),
+            source: "tmpfs".into(),
+            fstype: "tmpfs".into(),
+            options: vec!["size=1m".into()],
+            mount_point: volume.display().to_string(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    client
+        .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+        .await
+        .expect("CreateContainer with a storage");
+    let ctr = Ctr {
+        client: &client,
+        id: id.clone(),
+    };
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", volume.display()))
+    };
+    assert!(
+        mounted(),
+        "the storage is mounted while the container lives"
+    );
+    let (status, out, err) = ctr.run().await;
+    assert_eq!((status, out.as_str()), (0, "1\n"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("file")).unwrap(),
+        "kept\n"
+    );
+    ctr.remove().await.unwrap();
+    assert!(!mounted(), "RemoveContainer released the storage");
+}
