@@ -633,6 +633,45 @@ async fn user_groups_rlimits_and_capabilities_apply() {
 }
 
 #[tokio::test]
+async fn root_keeps_only_the_capabilities_it_is_given() {
+    // Docker's way: root, the same set bounding, effective and permitted, none inheritable.
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let set = vec!["CAP_CHOWN".to_string(), "CAP_KILL".to_string()];
+    let (status, out, err) = run_script(
+        &agent,
+        &rootfs,
+        "grep -E '^Cap(Inh|Prm|Eff|Bnd)' /proc/self/status",
+        |s| {
+            s.Process.as_mut().unwrap().Capabilities = Some(oci::LinuxCapabilities {
+                Bounding: set.clone(),
+                Effective: set.clone(),
+                Permitted: set.clone(),
+                ..Default::default()
+            })
+            .into();
+        },
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    let masks: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    // CapInh none; CapPrm, CapEff, CapBnd: CAP_CHOWN (bit 0) and CAP_KILL (bit 5).
+    assert_eq!(
+        masks,
+        [
+            "0000000000000000",
+            "0000000000000021",
+            "0000000000000021",
+            "0000000000000021"
+        ],
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn seccomp_profile_denies_mkdir_with_eperm() {
     let agent = HostAgent::start();
     let rootfs = Rootfs::new();
