@@ -570,6 +570,22 @@ async fn signals_reach_handlers_and_kill_everything() {
     ctr.signal(&id, 15).await.unwrap();
     assert_eq!(ctr.wait("").await, 137);
     ctr.remove().await.unwrap();
+
+    // The same with an empty exec id (every process): the init is not left running.
+    let id = unique("sig");
+    let s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &["sleep", "1000"],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    ctr.signal("", 15).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), ctr.wait(""))
+        .await
+        .expect("SIGTERM to every process ends an init without a handler");
+    assert_eq!(status, 137);
+    ctr.remove().await.unwrap();
 }
 
 #[tokio::test]
