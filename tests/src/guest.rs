@@ -57,7 +57,21 @@ pub struct SandboxGuest {
 impl SandboxGuest {
     /// Boots `config` plus the shared directory, waits for the agent and creates the
     /// sandbox (hostname `hull`).
-    pub async fn boot(mut config: VmConfig) -> Result<Self> {
+    pub async fn boot(config: VmConfig) -> Result<Self> {
+        let mut guest = Self::boot_without_sandbox(config).await?;
+        let asked = Instant::now();
+        guest
+            .client
+            .create_sandbox(&sandbox_request("hull-sandbox", "hull"))
+            .await
+            .context("CreateSandbox with the shared directory")?;
+        guest.create_sandbox = asked.elapsed();
+        Ok(guest)
+    }
+
+    /// Boots `config` plus the shared directory and waits for the agent; the sandbox is
+    /// left for the caller to create (see [`sandbox_request`]).
+    pub async fn boot_without_sandbox(mut config: VmConfig) -> Result<Self> {
         let share = tempfile::Builder::new()
             .prefix("hull-share-")
             .tempdir()
@@ -68,16 +82,11 @@ impl SandboxGuest {
         });
         let mut vm = Vm::boot(&config)?;
         let (client, agent_ready) = vm.wait_for_agent(BOOT_DEADLINE).await?;
-        let asked = Instant::now();
-        client
-            .create_sandbox(&sandbox_request("hull-sandbox", "hull"))
-            .await
-            .context("CreateSandbox with the shared directory")?;
         Ok(Self {
             vm,
             client,
             agent_ready,
-            create_sandbox: asked.elapsed(),
+            create_sandbox: Duration::ZERO,
             share,
         })
     }
@@ -95,6 +104,17 @@ impl SandboxGuest {
     /// The VM, for its console and addresses.
     pub fn vm(&self) -> &Vm {
         &self.vm
+    }
+
+    /// Waits for the VM to power off after someone else asked for it (`DestroySandbox`
+    /// through another client).
+    pub fn wait_powered_off(mut self) -> Result<()> {
+        let status = self.vm.wait_for_exit(POWER_OFF_DEADLINE)?;
+        anyhow::ensure!(status.success(), "QEMU exited with {status}");
+        let Self { vm, share, .. } = self;
+        vm.finish();
+        drop(share);
+        Ok(())
     }
 
     /// `DestroySandbox`, then waits for the VM to power off; returns the time between.

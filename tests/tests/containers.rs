@@ -399,6 +399,20 @@ async fn limits_hold_and_removal_leaves_nothing_behind() -> Result<()> {
     // RemoveContainer leaves no mount, cgroup or process: an inspector in the guest's PID
     // namespace, the cgroup tree bound read-only, looks before, during and after.
     let baseline = inspect(&guest, "inspect-0").await?;
+    ensure!(
+        baseline
+            .mounts
+            .iter()
+            .any(|m| m.starts_with("/run/kata-containers/shared/containers virtiofs kataShared")),
+        "the inspector does not see the guest's mounts: {:#?}",
+        baseline.mounts
+    );
+    eprintln!(
+        "inspector: {} mounts, {} cgroups, {} processes in the guest",
+        baseline.mounts.len(),
+        baseline.cgroups.len(),
+        baseline.processes.len()
+    );
     let victim = start(
         &guest,
         "victim",

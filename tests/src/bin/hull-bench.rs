@@ -274,7 +274,10 @@ async fn container_figures(
         }
         let first = out.first_byte_at.context("no output")?;
         let rate = bytes as f64 / 1e6 / (ended - first).as_secs_f64();
-        eprintln!("stdout {run}/{runs}: {rate:.1} MB/s");
+        eprintln!(
+            "stdout {run}/{runs}: {rate:.1} MB/s in {} reads of ReadStdout",
+            out.reads
+        );
         rates.push(rate);
     }
     rows.push((
