@@ -23,7 +23,12 @@
 //!
 //! `HULL_AGENT_RUN_DIR` (environment only, never the command line: it bounds where the
 //! host may mount) moves the agent's directory, `/run/kata-containers` by default, where
-//! every storage is mounted. Host tests point it at a temporary directory.
+//! every storage is mounted. Host tests point it at a temporary directory. Container
+//! bundles are `<run dir>/<container id>/`, as Kata lays them out.
+//!
+//! `HULL_AGENT_CGROUP_ROOT` (environment only) moves the cgroup2 hierarchy containers'
+//! cgroups are made in, [`DEFAULT_CGROUP_ROOT`] by default (hull-init mounts it there);
+//! host tests on a hybrid-cgroup host use `/sys/fs/cgroup/unified`.
 
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
@@ -38,6 +43,8 @@ pub const DEFAULT_SERVER_PORT: u32 = 1024;
 pub const DEFAULT_DEBUG_CONSOLE_VPORT: u32 = 1026;
 /// Kata's guest directory: storages, the shared directory, sandbox files.
 pub const DEFAULT_RUN_DIR: &str = "/run/kata-containers";
+/// Where the guest mounts cgroup2 (hull-init does).
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub use hull_common::DEBUG_CONSOLE_MARKER;
 
 /// A configuration value that could not be used.
@@ -99,6 +106,8 @@ pub struct AgentConfig {
     pub hotplug_timeout: Duration,
     /// The agent's directory; every storage's mount point is beneath it.
     pub run_dir: PathBuf,
+    /// The cgroup2 hierarchy container cgroups are created in.
+    pub cgroup_root: PathBuf,
     /// Started by hull-init as PID 1's child.
     pub under_init: bool,
 }
@@ -116,6 +125,7 @@ impl Default for AgentConfig {
             debug_console_vport: DEFAULT_DEBUG_CONSOLE_VPORT,
             hotplug_timeout: Duration::from_secs(3),
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
             under_init: false,
         }
     }
@@ -173,6 +183,17 @@ impl AgentConfig {
                 });
             }
             config.run_dir = path;
+        }
+        if let Some(root) = env("HULL_AGENT_CGROUP_ROOT") {
+            let path = PathBuf::from(&root);
+            if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+                return Err(ConfigError::Invalid {
+                    key: "HULL_AGENT_CGROUP_ROOT".into(),
+                    value: root,
+                    reason: "expected an absolute path without '..'".into(),
+                });
+            }
+            config.cgroup_root = path;
         }
         Ok(config)
     }
@@ -315,6 +336,26 @@ mod tests {
         let err = AgentConfig::from_sources("", |k| (k == "HULL_AGENT_LOG").then(|| "x".into()))
             .unwrap_err();
         assert!(err.to_string().contains("HULL_AGENT_LOG"), "{err}");
+    }
+
+    #[test]
+    fn the_cgroup_root_comes_from_the_environment_only() {
+        assert_eq!(
+            from_cmdline("HULL_AGENT_CGROUP_ROOT=/x")
+                .unwrap()
+                .cgroup_root,
+            Path::new(DEFAULT_CGROUP_ROOT)
+        );
+        let config = AgentConfig::from_sources("", |k| {
+            (k == "HULL_AGENT_CGROUP_ROOT").then(|| "/sys/fs/cgroup/unified".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.cgroup_root, Path::new("/sys/fs/cgroup/unified"));
+        let err = AgentConfig::from_sources("", |k| {
+            (k == "HULL_AGENT_CGROUP_ROOT").then(|| "relative".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("HULL_AGENT_CGROUP_ROOT"), "{err}");
     }
 
     #[test]

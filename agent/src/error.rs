@@ -16,6 +16,12 @@ pub enum AgentError {
     /// The request is valid but the guest is not in a state to carry it out.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request would create something that exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A container or process operation failed.
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),

@@ -6,8 +6,12 @@
 //! directory), the [`network`], and what [`guest_setup`] did. [`config`] is read once at
 //! start-up;
 //! [`logging`] sends structured logs to the console or to the host over vsock.
+//! Containers live in [`container`] (spec → plan → a re-exec'd helper builds them) and
+//! [`process`] (reaping, stdio); [`runtime_cli`] exposes the same container layer as a
+//! runc-compatible command line (`hull-runtime`) for OCI conformance suites on a host.
 
 pub mod config;
+pub mod container;
 pub mod debug_console;
 pub mod device;
 pub mod error;
@@ -17,7 +21,9 @@ pub mod guest_setup;
 pub mod logging;
 pub mod mount;
 pub mod network;
+pub mod process;
 pub mod rpc;
+pub mod runtime_cli;
 pub mod sandbox;
 pub mod server;
 pub mod storage;

@@ -14,6 +14,8 @@ use hull_agent::sandbox::Sandbox;
 use hull_agent::server;
 
 fn main() -> ExitCode {
+    // A re-exec'd container helper never gets past this line.
+    hull_agent::container::helper::run_if_helper();
     let config = match AgentConfig::load() {
         Ok(config) => config,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
 //! storages in use, the network, and whether the runtime has asked for the sandbox to
-//! end. Containers join it as they are built.
+//! end, and its containers ([`crate::container::Containers`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,15 +11,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
+use crate::container::{ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::guest_setup::{self, SandboxError, SandboxSpec};
 use crate::network::Network;
-use crate::storage::{StorageRef, Storages};
+use crate::storage::{StorageRef, StorageSpec, Storages};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `DestroySandbox` waits for each container's processes to die.
+const CONTAINER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The guest-wide state every RPC works on.
 pub struct Sandbox {
@@ -32,6 +36,9 @@ pub struct Sandbox {
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// What CreateSandbox recorded, for containers to read.
     info: Mutex<Option<SandboxInfo>>,
+    containers: Containers,
+    /// Each container's holds on the storages `CreateContainer` gave it.
+    container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
 }
 
 /// What `CreateSandbox` recorded for containers.
@@ -81,7 +88,69 @@ impl Sandbox {
             network: Network::default(),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
             info: Mutex::new(None),
+            containers: Containers::new(ContainerSettings {
+                container_base: config.run_dir.clone(),
+                cgroup_root: config.cgroup_root.clone(),
+            }),
+            container_storages: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The sandbox's containers.
+    pub fn containers(&self) -> &Containers {
+        &self.containers
+    }
+
+    /// `CreateContainer`: mounts the container's storages (held for it until it is
+    /// removed), then creates the container; on an error the storages are released.
+    pub async fn create_container(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec: oci_spec::runtime::Spec,
+        storages: &[StorageSpec],
+    ) -> Result<(), AgentError> {
+        if self.destroying.load(Ordering::SeqCst) {
+            return Err(SandboxError::Destroyed.into());
+        }
+        if self.containers.get(id).is_ok() {
+            return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
+        }
+        let refs = self.storages.acquire(storages, Some(id)).await?;
+        match self.containers.create(id, exec_id, spec).await {
+            Ok(_) => {
+                if !refs.is_empty()
+                    && let Ok(mut held) = self.container_storages.lock()
+                {
+                    held.insert(id.to_string(), refs);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(release) = self.storages.release(&refs).await {
+                    tracing::warn!(error = %release, "releasing a failed container's storages");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `RemoveContainer`: removes the container, then releases its storages.
+    pub async fn remove_container(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), AgentError> {
+        self.containers.remove(id, timeout).await?;
+        let refs = self
+            .container_storages
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(id));
+        if let Some(refs) = refs {
+            self.storages.release(&refs).await?;
+        }
+        Ok(())
     }
 
     /// The same sandbox with `network` (settings from the agent's configuration).
@@ -194,7 +263,15 @@ impl Sandbox {
     async fn teardown(&self) {
         let mut lifecycle = self.lifecycle.lock().await;
         lifecycle.destroying = true;
-        // Containers are stopped here, before their storages go, once they exist.
+        // Containers are stopped before their storages go.
+        for id in self.containers.ids() {
+            if let Err(e) = self
+                .remove_container(&id, Some(CONTAINER_STOP_TIMEOUT))
+                .await
+            {
+                tracing::warn!(container = %id, error = %e, "removing a container at the sandbox's end");
+            }
+        }
         let failures = self.storages.release_all().await;
         lifecycle.storages.clear();
         if lifecycle.dns_installed

@@ -159,12 +159,13 @@ async fn guest_details_report_this_machines_memory_block_size() {
 async fn an_unimplemented_rpc_answers_unimplemented_with_its_name() {
     let agent = HostAgent::start();
     let client = agent.client().await;
+    let req = hull_protocols::agent::SetPolicyRequest::new();
     let err = client
-        .stats_container("no-such-container")
+        .call_agent("SetPolicy", |a, ctx| a.set_policy(ctx, &req))
         .await
-        .expect_err("StatsContainer is not implemented yet");
+        .expect_err("SetPolicy is not implemented");
     assert_eq!(rpc_code(&err), Some(Code::UNIMPLEMENTED), "{err}");
-    assert!(err.to_string().contains("StatsContainer"), "{err}");
+    assert!(err.to_string().contains("SetPolicy"), "{err}");
     agent.assert_serving().await;
 }
 

@@ -8,6 +8,7 @@
 
 mod agent;
 mod health;
+pub mod oci;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use async_trait::async_trait;
 use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
+use crate::container::ContainerError;
 use crate::device::DeviceError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::guest_setup::SandboxError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
+use crate::process::ProcessError;
 use crate::sandbox::Sandbox;
 use crate::storage::StorageError;
 
@@ -80,7 +83,9 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::NotFound(_) => Code::NOT_FOUND,
         AgentError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
         AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+        AgentError::AlreadyExists(_) => Code::ALREADY_EXISTS,
         AgentError::Io { .. } => Code::INTERNAL,
+        AgentError::Container(e) => container_code(e),
         AgentError::Storage(e) => storage_code(e),
         AgentError::Sandbox(e) => sandbox_code(e),
         AgentError::Network(e) => network_code(e),
@@ -191,6 +196,31 @@ fn network_code(error: &NetworkError) -> Code {
     }
 }
 
+/// Container and process errors → codes.
+fn container_code(error: &ContainerError) -> Code {
+    match error {
+        ContainerError::InvalidSpec(_) | ContainerError::MissingRootfs(_) => Code::INVALID_ARGUMENT,
+        ContainerError::NoSuchContainer(_) | ContainerError::NoSuchProcess { .. } => {
+            Code::NOT_FOUND
+        }
+        ContainerError::ContainerExists(_) | ContainerError::ProcessExists { .. } => {
+            Code::ALREADY_EXISTS
+        }
+        ContainerError::WrongState { .. } => Code::FAILED_PRECONDITION,
+        ContainerError::Timeout(_) => Code::DEADLINE_EXCEEDED,
+        ContainerError::Process(p) => match p {
+            ProcessError::InvalidSignal(_) => Code::INVALID_ARGUMENT,
+            ProcessError::StdinClosed
+            | ProcessError::NoTerminal
+            | ProcessError::NoSuchStream(_) => Code::FAILED_PRECONDITION,
+            ProcessError::Sys { .. } | ProcessError::Io(_) => Code::INTERNAL,
+        },
+        ContainerError::Helper(_) | ContainerError::SelfExe(_) | ContainerError::Cgroup(_) => {
+            Code::INTERNAL
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +257,32 @@ mod tests {
             (
                 AgentError::io("/x", std::io::Error::other("boom")),
                 Code::INTERNAL,
+            ),
+            (AgentError::AlreadyExists("x".into()), Code::ALREADY_EXISTS),
+            (
+                ContainerError::NoSuchContainer("c".into()).into(),
+                Code::NOT_FOUND,
+            ),
+            (
+                ContainerError::ContainerExists("c".into()).into(),
+                Code::ALREADY_EXISTS,
+            ),
+            (
+                ContainerError::InvalidSpec("x".into()).into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerError::WrongState {
+                    id: "c".into(),
+                    state: crate::container::State::Stopped,
+                    action: "start",
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                ContainerError::Process(ProcessError::InvalidSignal(99)).into(),
+                Code::INVALID_ARGUMENT,
             ),
             (
                 StorageError::UnsupportedDriver {

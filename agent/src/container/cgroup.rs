@@ -1,0 +1,344 @@
+//! A container's cgroup (v2 only), through youki's `libcgroups` without systemd or BPF.
+//!
+//! The cgroup root is configurable (`/sys/fs/cgroup` in the guest, where hull-init mounts
+//! cgroup2). A container's cgroup is `linux.cgroupsPath` below it, or `/hull/<id>` when
+//! the spec has none; a systemd-style `slice:prefix:name` path becomes
+//! `/slice/prefix-name` (there is no systemd in the guest).
+//!
+//! Limits (`memory`, `cpu`, `pids`, ...) need the controllers enabled in the root's
+//! `cgroup.controllers`; a limit whose controller is missing fails the request. The
+//! freezer (`cgroup.freeze`), `cgroup.kill`, `cgroup.procs` and `cpu.stat` are core files
+//! of every non-root cgroup. OOM kills are read from `memory.events` ([`OomWatcher`]).
+
+use std::path::{Component, Path, PathBuf};
+
+use libcgroups::common::{CgroupManager, ControllerOpt, FreezerState};
+use libcgroups::stats::Stats;
+use libcgroups::v2::manager::Manager;
+use nix029::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+
+/// What can go wrong with a cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("invalid cgroupsPath {0:?}")]
+    InvalidPath(String),
+    #[error("cgroup {path}: {message}")]
+    Manager { path: PathBuf, message: String },
+}
+
+/// One container's cgroup.
+pub struct Cgroup {
+    manager: Manager,
+    /// Absolute path of the cgroup directory.
+    full_path: PathBuf,
+    /// Relative to the root, starting with `/`.
+    relative: PathBuf,
+}
+
+/// Turns `linux.cgroupsPath` into a path below the cgroup root.
+pub fn cgroup_path_for(id: &str, cgroups_path: Option<&Path>) -> Result<PathBuf, CgroupError> {
+    let Some(raw) = cgroups_path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(PathBuf::from("/hull").join(id));
+    };
+    let text = raw.to_string_lossy();
+    let path = match text.split(':').collect::<Vec<_>>().as_slice() {
+        [slice, prefix, name] if !text.starts_with('/') => {
+            let slice = if slice.is_empty() {
+                "hull.slice"
+            } else {
+                slice
+            };
+            PathBuf::from("/")
+                .join(slice)
+                .join(format!("{prefix}-{name}"))
+        }
+        _ => PathBuf::from("/").join(raw),
+    };
+    let mut clean = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => clean.push(part),
+            _ => return Err(CgroupError::InvalidPath(text.into_owned())),
+        }
+    }
+    if clean == Path::new("/") {
+        return Err(CgroupError::InvalidPath(text.into_owned()));
+    }
+    Ok(clean)
+}
+
+impl Cgroup {
+    /// A handle on `relative` below `root`; nothing is created until [`Cgroup::add`].
+    pub fn new(root: &Path, relative: &Path) -> Result<Self, CgroupError> {
+        let manager = Manager::new(root.to_path_buf(), relative.to_path_buf()).map_err(|e| {
+            CgroupError::Manager {
+                path: root.join(relative),
+                message: e.to_string(),
+            }
+        })?;
+        let full_path = root.join(relative.strip_prefix("/").unwrap_or(relative));
+        Ok(Self {
+            manager,
+            full_path,
+            relative: relative.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> CgroupError {
+        CgroupError::Manager {
+            path: self.full_path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The cgroup directory.
+    pub fn path(&self) -> &Path {
+        &self.full_path
+    }
+
+    /// The path below the root (as the container sees it with its own cgroup namespace).
+    pub fn relative(&self) -> &Path {
+        &self.relative
+    }
+
+    /// Moves `pid` into the cgroup, creating it (and enabling the root's controllers on
+    /// the way) if needed.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        self.manager
+            .add_task(Pid::from_raw(pid))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Applies resource limits.
+    pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let opt = ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        self.manager.apply(&opt).map_err(|e| self.err(e))
+    }
+
+    /// Freezes (`true`) or thaws the cgroup, waiting until the kernel reports it done.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
+        self.manager.freeze(state).map_err(|e| self.err(e))
+    }
+
+    /// Every pid in the cgroup and its descendants.
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        self.manager
+            .get_all_pids()
+            .map(|pids| pids.into_iter().map(Pid::as_raw).collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Statistics. When a controller is not enabled (a host test's empty cgroup2), the
+    /// full collection fails; then the files that exist are read alone: CPU time and
+    /// pids from the core files, memory and pids limits when those controllers are on.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        match self.manager.stats() {
+            Ok(stats) => Ok(stats),
+            Err(e) => {
+                tracing::debug!(error = %e, "full cgroup stats unavailable; reading core files");
+                let mut stats = Stats::default();
+                let cpu = std::fs::read_to_string(self.full_path.join("cpu.stat"))
+                    .map_err(|e| self.err(format!("cpu.stat: {e}")))?;
+                for line in cpu.lines() {
+                    let mut words = line.split_whitespace();
+                    let (Some(key), Some(value)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let Ok(value) = value.parse::<u64>() else {
+                        continue;
+                    };
+                    // cpu.stat is in microseconds; the stats are in nanoseconds.
+                    match key {
+                        "usage_usec" => stats.cpu.usage.usage_total = value * 1000,
+                        "user_usec" => stats.cpu.usage.usage_user = value * 1000,
+                        "system_usec" => stats.cpu.usage.usage_kernel = value * 1000,
+                        _ => {}
+                    }
+                }
+                stats.pids.current = self.pids().map(|p| p.len() as u64).unwrap_or(0);
+                // Whatever of the memory and pids controllers is enabled.
+                let read = |name: &str| std::fs::read_to_string(self.full_path.join(name)).ok();
+                let number = |name: &str| {
+                    read(name).and_then(|t| match t.trim() {
+                        "max" => Some(u64::MAX),
+                        v => v.parse().ok(),
+                    })
+                };
+                if let Some(v) = number("memory.current") {
+                    stats.memory.memory.usage = v;
+                }
+                if let Some(v) = number("memory.max") {
+                    stats.memory.memory.limit = v;
+                }
+                if let Some(v) = number("memory.peak") {
+                    stats.memory.memory.max_usage = v;
+                }
+                if let Some(text) = read("memory.stat") {
+                    for line in text.lines() {
+                        if let Some((k, v)) = line.split_once(' ')
+                            && let Ok(v) = v.trim().parse()
+                        {
+                            stats.memory.stats.insert(k.to_string(), v);
+                        }
+                    }
+                }
+                if let Some(v) = number("pids.current") {
+                    stats.pids.current = v;
+                }
+                if let Some(v) = number("pids.max") {
+                    stats.pids.limit = v;
+                }
+                Ok(stats)
+            }
+        }
+    }
+
+    /// Kills what is left and removes the cgroup.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        self.manager.remove().map_err(|e| self.err(e))
+    }
+
+    /// The `memory.events` file OOM kills are counted in.
+    pub fn memory_events(&self) -> PathBuf {
+        self.full_path.join("memory.events")
+    }
+}
+
+/// The `oom_kill` counter of a `memory.events` text.
+pub fn oom_kill_count(memory_events: &str) -> u64 {
+    memory_events
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Watches one container's `memory.events` with inotify and calls `on_oom` each time the
+/// `oom_kill` counter grows. Runs until the file disappears or the task is aborted.
+pub async fn watch_oom(events: PathBuf, mut on_oom: impl FnMut()) {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify_init: OOM events unavailable");
+            return;
+        }
+    };
+    if let Err(e) = inotify.add_watch(&events, AddWatchFlags::IN_MODIFY) {
+        tracing::debug!(path = %events.display(), error = %e, "no memory.events: OOM events unavailable");
+        return;
+    }
+    struct InotifyFd(Inotify);
+    impl std::os::fd::AsRawFd for InotifyFd {
+        fn as_raw_fd(&self) -> std::os::fd::RawFd {
+            use std::os::fd::AsFd;
+            self.0.as_fd().as_raw_fd()
+        }
+    }
+    // SAFETY: the inotify fd is owned by the wrapper and stays open, the same fd, for
+    // the AsyncFd's whole life.
+    let fd = match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            InotifyFd(inotify),
+            tokio::io::Interest::READABLE,
+        )
+    } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify registration");
+            return;
+        }
+    };
+    let mut seen = std::fs::read_to_string(&events)
+        .map(|t| oom_kill_count(&t))
+        .unwrap_or(0);
+    loop {
+        let mut ready = match fd.readable().await {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        match ready.try_io(|inner| {
+            inner
+                .get_ref()
+                .0
+                .read_events()
+                .map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(_events)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Ok(Err(_)) => return,
+            Err(_would_block) => continue,
+        }
+        let Ok(text) = std::fs::read_to_string(&events) else {
+            return;
+        };
+        let now = oom_kill_count(&text);
+        if now > seen {
+            seen = now;
+            on_oom();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_stay_below_the_root() {
+        assert_eq!(
+            cgroup_path_for("c1", None).unwrap(),
+            PathBuf::from("/hull/c1")
+        );
+        assert_eq!(
+            cgroup_path_for("c1", Some(Path::new("/kubepods/pod1/c1"))).unwrap(),
+            PathBuf::from("/kubepods/pod1/c1")
+        );
+        assert_eq!(
+            cgroup_path_for("c1", Some(Path::new("kubepods.slice:cri-containerd:c1"))).unwrap(),
+            PathBuf::from("/kubepods.slice/cri-containerd-c1")
+        );
+        assert!(cgroup_path_for("c1", Some(Path::new("/a/../../etc"))).is_err());
+        assert!(cgroup_path_for("c1", Some(Path::new("/"))).is_err());
+    }
+
+    #[test]
+    fn oom_kill_is_read_from_memory_events() {
+        let text = "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(oom_kill_count(text), 2);
+        assert_eq!(oom_kill_count("oom 1\n"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_growing_oom_kill_counter_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(watch_oom(events.clone(), move || {
+            let _ = tx.send(());
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // A change that is not an OOM kill is not reported.
+        std::fs::write(&events, "oom 1\noom_kill 0\n").unwrap();
+        std::fs::write(&events, "oom 1\noom_kill 1\n").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an OOM event")
+            .unwrap();
+        assert!(rx.try_recv().is_err(), "one kill, one event");
+        task.abort();
+    }
+}

@@ -1,0 +1,341 @@
+//! A process's stdio as the agent sees it: pipes, or a pseudo-terminal.
+//!
+//! No buffer of the agent's own sits between the process and the host: `ReadStdout`
+//! reads straight from the pipe (or the terminal master) and `WriteStdin` writes straight
+//! into it. The kernel's pipe buffer (64 KiB) is the only buffer, so memory is bounded,
+//! and a process whose output nobody reads blocks on write (back-pressure) instead of
+//! losing bytes. Each stream has one lock, held for a whole read or write, so concurrent
+//! calls cannot reorder bytes; a call dropped while waiting (its RPC cancelled) has
+//! consumed nothing.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Mutex;
+
+use super::ProcessError;
+
+/// The largest read a single `ReadStdout`/`ReadStderr` serves (the ttRPC message limit
+/// is 4 MiB).
+pub const MAX_READ: usize = 1 << 20;
+
+/// The ends the new process gets as its fds 0, 1 and 2.
+pub struct ChildStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// One end of a pipe or a terminal master, non-blocking, registered with tokio.
+type Endpoint = Arc<AsyncFd<OwnedFd>>;
+
+/// The agent's side of a process's stdio.
+pub struct ProcessIo {
+    stdin: Mutex<Option<Endpoint>>,
+    stdout: Mutex<Option<Endpoint>>,
+    /// `None` with a terminal: stdout and stderr are the same stream.
+    stderr: Mutex<Option<Endpoint>>,
+    terminal: Option<Endpoint>,
+}
+
+impl ProcessIo {
+    /// Three pipes.
+    pub fn pipes() -> Result<(Self, ChildStdio), ProcessError> {
+        let (stdin_r, stdin_w) = pipe()?;
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        let io = Self {
+            stdin: Mutex::new(Some(endpoint(stdin_w)?)),
+            stdout: Mutex::new(Some(endpoint(stdout_r)?)),
+            stderr: Mutex::new(Some(endpoint(stderr_r)?)),
+            terminal: None,
+        };
+        Ok((
+            io,
+            ChildStdio {
+                stdin: stdin_r,
+                stdout: stdout_w,
+                stderr: stderr_w,
+            },
+        ))
+    }
+
+    /// A pseudo-terminal of `rows` x `cols` (0 x 0: the kernel's default). The process
+    /// gets the terminal's slave side as fds 0, 1 and 2; the helper makes it the
+    /// controlling terminal.
+    pub fn terminal(rows: u16, cols: u16) -> Result<(Self, ChildStdio), ProcessError> {
+        let (master, slave) = open_pty()?;
+        if rows > 0 || cols > 0 {
+            set_window_size(master.as_raw_fd(), rows, cols)?;
+        }
+        let slave2 = slave.try_clone().map_err(ProcessError::Io)?;
+        let slave3 = slave.try_clone().map_err(ProcessError::Io)?;
+        let master = endpoint(master)?;
+        let io = Self {
+            stdin: Mutex::new(Some(master.clone())),
+            stdout: Mutex::new(Some(master.clone())),
+            stderr: Mutex::new(None),
+            terminal: Some(master),
+        };
+        Ok((
+            io,
+            ChildStdio {
+                stdin: slave,
+                stdout: slave2,
+                stderr: slave3,
+            },
+        ))
+    }
+
+    /// Whether the process runs on a terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// Reads up to `len` bytes of stdout (or stderr), waiting until there is at least
+    /// one; an empty answer means end of file.
+    pub async fn read(&self, stderr: bool, len: usize) -> Result<Vec<u8>, ProcessError> {
+        let stream = if stderr { &self.stderr } else { &self.stdout };
+        let guard = stream.lock().await;
+        let Some(fd) = guard.as_ref() else {
+            if stderr && self.is_terminal() {
+                return Err(ProcessError::NoSuchStream(
+                    "a process on a terminal has no separate stderr",
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        let mut buf = vec![0u8; len.clamp(1, MAX_READ)];
+        loop {
+            let mut ready = fd.readable().await.map_err(ProcessError::Io)?;
+            match ready.try_io(|inner| read_fd(inner.get_ref().as_raw_fd(), &mut buf)) {
+                Ok(Ok(n)) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                // A terminal master reads EIO once every slave fd is closed: end of file.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) && self.is_terminal() => {
+                    return Ok(Vec::new());
+                }
+                Ok(Err(e)) => return Err(ProcessError::Io(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes all of `data` to stdin, waiting while the pipe is full.
+    pub async fn write(&self, data: &[u8]) -> Result<usize, ProcessError> {
+        let guard = self.stdin.lock().await;
+        let fd = guard.as_ref().ok_or(ProcessError::StdinClosed)?;
+        let mut written = 0;
+        while written < data.len() {
+            let mut ready = fd.writable().await.map_err(ProcessError::Io)?;
+            match ready.try_io(|inner| write_fd(inner.get_ref().as_raw_fd(), &data[written..])) {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    return Err(ProcessError::StdinClosed);
+                }
+                Ok(Err(e)) => return Err(ProcessError::Io(e)),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(written)
+    }
+
+    /// Closes stdin: the process reads end of file. On a terminal, sends the end-of-file
+    /// character (^D) instead, as the terminal stays open for output.
+    pub async fn close_stdin(&self) -> Result<(), ProcessError> {
+        if self.is_terminal() {
+            if self.stdin.lock().await.is_some() {
+                self.write(&[0x04]).await?;
+            }
+            self.stdin.lock().await.take();
+            return Ok(());
+        }
+        self.stdin.lock().await.take();
+        Ok(())
+    }
+
+    /// Resizes the terminal.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), ProcessError> {
+        let terminal = self.terminal.as_ref().ok_or(ProcessError::NoTerminal)?;
+        set_window_size(terminal.get_ref().as_raw_fd(), rows, cols)
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ProcessError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| ProcessError::Sys {
+        what: "pipe2",
+        errno,
+    })
+}
+
+fn endpoint(fd: OwnedFd) -> Result<Endpoint, ProcessError> {
+    let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|errno| ProcessError::Sys {
+        what: "fcntl(F_GETFL)",
+        errno,
+    })?;
+    fcntl(
+        &fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|errno| ProcessError::Sys {
+        what: "fcntl(F_SETFL)",
+        errno,
+    })?;
+    // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open (the same fd)
+    // for its whole life.
+    let fd =
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(|e| ProcessError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(Arc::new(fd))
+}
+
+/// Opens a new pseudo-terminal pair (master, slave), both ends close-on-exec.
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd), ProcessError> {
+    let sys = |what| move |errno| ProcessError::Sys { what, errno };
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("posix_openpt"))?;
+    nix::pty::grantpt(&master).map_err(sys("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(sys("unlockpt"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(sys("ptsname_r"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open(pty slave)"))?;
+    // SAFETY: posix_openpt returned a valid fd that only `master` owns; we take it out.
+    let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
+    let _ = fcntl(&master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    Ok((master, slave))
+}
+
+fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> Result<(), ProcessError> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `fd` is an open terminal fd and `size` a valid winsize for the call.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) };
+    if rc < 0 {
+        return Err(ProcessError::Sys {
+            what: "ioctl(TIOCSWINSZ)",
+            errno: nix::errno::Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of reads.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[tokio::test]
+    async fn pipes_carry_bytes_in_order_and_report_end_of_file() {
+        let (io, child) = ProcessIo::pipes().unwrap();
+        let mut stdout = std::fs::File::from(child.stdout);
+        let writer = std::thread::spawn(move || {
+            for i in 0..200u32 {
+                stdout.write_all(&[i as u8; 1000]).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        loop {
+            let chunk = io.read(false, 4096).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend(chunk);
+        }
+        writer.join().unwrap();
+        assert_eq!(got.len(), 200_000);
+        for (i, block) in got.chunks(1000).enumerate() {
+            assert!(
+                block.iter().all(|&b| b == i as u8),
+                "block {i} out of order"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn stdin_applies_back_pressure_and_close_gives_eof() {
+        let (io, child) = ProcessIo::pipes().unwrap();
+        let data = vec![7u8; 1 << 20];
+        let io = Arc::new(io);
+        let writer = tokio::spawn({
+            let io = io.clone();
+            let data = data.clone();
+            async move {
+                let n = io.write(&data).await.unwrap();
+                io.close_stdin().await.unwrap();
+                n
+            }
+        });
+        // The pipe holds far less than 1 MiB: the write cannot finish before we read.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!writer.is_finished());
+        let mut stdin = std::fs::File::from(child.stdin);
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            stdin.read_to_end(&mut all).unwrap();
+            all
+        });
+        assert_eq!(writer.await.unwrap(), data.len());
+        assert_eq!(reader.join().unwrap(), data);
+        assert!(matches!(
+            io.write(b"x").await,
+            Err(ProcessError::StdinClosed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_terminal_echoes_and_resizes() {
+        let (io, child) = ProcessIo::terminal(24, 80).unwrap();
+        io.resize(40, 120).unwrap();
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: valid terminal fd and a winsize to fill.
+        let rc = unsafe { libc::ioctl(child.stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        assert_eq!(rc, 0);
+        assert_eq!((size.ws_row, size.ws_col), (40, 120));
+        let mut slave = std::fs::File::from(child.stdout);
+        slave.write_all(b"hello\n").unwrap();
+        let out = io.read(false, 100).await.unwrap();
+        assert_eq!(out, b"hello\r\n");
+        assert!(matches!(
+            io.read(true, 100).await,
+            Err(ProcessError::NoSuchStream(_))
+        ));
+        drop(slave);
+        drop(child.stdin);
+        drop(child.stderr);
+        assert!(io.read(false, 100).await.unwrap().is_empty());
+    }
+}

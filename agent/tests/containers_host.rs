@@ -1,0 +1,1280 @@
+//! Real containers on the host: the `hull-agent` binary on a Unix socket, driven over
+//! ttRPC, running busybox (`/bin/busybox`, Debian's busybox-static) in a temporary rootfs.
+//!
+//! Needs root (namespaces, mounts) and a cgroup2 hierarchy: `HULL_TEST_CGROUP_ROOT`, or
+//! `/sys/fs/cgroup/unified` (hybrid hosts), or `/sys/fs/cgroup`. On a host whose cgroup2
+//! has no controllers enabled, memory/CPU/pids limits cannot be tested here (the VM tests
+//! cover them); the freezer, `cgroup.procs`, `cgroup.kill` and `cpu.stat` work anywhere.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use hull_protocols::agent::*;
+use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::oci;
+use sha2::{Digest, Sha256};
+use ttrpc::Code;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn cgroup_root() -> PathBuf {
+    if let Ok(root) = std::env::var("HULL_TEST_CGROUP_ROOT") {
+        return PathBuf::from(root);
+    }
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A `hull-agent` on a Unix socket, killed when dropped.
+struct HostAgent {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HostAgent {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agent.sock");
+        std::fs::create_dir_all(dir.path().join("bundles")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+            .env(
+                "HULL_AGENT_SERVER_ADDR",
+                format!("unix://{}", socket.display()),
+            )
+            .env("HULL_AGENT_LOG", "debug")
+            .env("HULL_AGENT_RUN_DIR", dir.path().join("bundles"))
+            .env("HULL_AGENT_CGROUP_ROOT", cgroup_root())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn hull-agent");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no agent socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    async fn client(&self) -> AgentClient {
+        AgentClient::connect(
+            &hull_protocols::AgentAddress::Unix(self.socket.clone()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect")
+        .with_timeout(Duration::from_secs(60))
+    }
+
+    async fn assert_serving(&self) {
+        self.client().await.check().await.expect("Health.Check");
+    }
+}
+
+impl Drop for HostAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A busybox rootfs in a temporary directory.
+struct Rootfs {
+    dir: tempfile::TempDir,
+}
+
+impl Rootfs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for d in [
+            "bin",
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "etc",
+            "data",
+            "secretdir",
+            "root",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
+        let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = symlink("busybox", root.join("bin").join(applet));
+            }
+        }
+        std::fs::write(root.join("etc/secret"), "top secret\n").unwrap();
+        std::fs::write(root.join("secretdir/file"), "hidden\n").unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> oci::Mount {
+    oci::Mount {
+        destination: dest.into(),
+        type_: typ.into(),
+        source: source.into(),
+        options: options.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A spec close to what containerd/Kata send, running `args` in `rootfs`.
+fn spec(rootfs: &Path, cgroup: &str, args: &[&str]) -> oci::Spec {
+    let mut process = oci::Process::new();
+    process.Args = args.iter().map(|s| s.to_string()).collect();
+    process.Env = vec!["PATH=/bin".into(), "HOME=/root".into()];
+    process.Cwd = "/".into();
+    process.User = Some(oci::User::new()).into();
+    process.NoNewPrivileges = true;
+    let mut linux = oci::Linux::new();
+    linux.Namespaces = ["mount", "pid", "ipc", "uts", "network"]
+        .iter()
+        .map(|t| oci::LinuxNamespace {
+            Type: t.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    linux.CgroupsPath = cgroup.into();
+    linux.MaskedPaths = vec![
+        "/proc/kcore".into(),
+        "/etc/secret".into(),
+        "/secretdir".into(),
+    ];
+    linux.ReadonlyPaths = vec!["/proc/sys".into(), "/data".into()];
+    let mut spec = oci::Spec::new();
+    spec.Version = "1.0.2".into();
+    spec.Root = Some(oci::Root {
+        Path: rootfs.display().to_string(),
+        ..Default::default()
+    })
+    .into();
+    spec.Process = Some(process).into();
+    spec.Hostname = "hull-box".into();
+    spec.Mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev"]),
+    ];
+    spec.Linux = Some(linux).into();
+    spec
+}
+
+fn code(err: &ClientError) -> Option<Code> {
+    err.rpc_code()
+}
+
+/// One container driven through the agent.
+struct Ctr<'a> {
+    client: &'a AgentClient,
+    id: String,
+}
+
+impl<'a> Ctr<'a> {
+    async fn create(
+        client: &'a AgentClient,
+        id: &str,
+        spec: oci::Spec,
+    ) -> Result<Ctr<'a>, ClientError> {
+        let req = CreateContainerRequest {
+            container_id: id.into(),
+            exec_id: id.into(),
+            OCI: Some(spec).into(),
+            ..Default::default()
+        };
+        client
+            .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+            .await?;
+        Ok(Ctr {
+            client,
+            id: id.to_string(),
+        })
+    }
+
+    async fn start(&self) -> Result<(), ClientError> {
+        let req = StartContainerRequest {
+            container_id: self.id.clone(),
+            ..Default::default()
+        };
+        self.client
+            .call_agent("StartContainer", |a, ctx| a.start_container(ctx, &req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn wait(&self, exec_id: &str) -> i32 {
+        let req = WaitProcessRequest {
+            container_id: self.id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.client
+            .call_agent("WaitProcess", |a, ctx| a.wait_process(ctx, &req))
+            .await
+            .expect("WaitProcess")
+            .status
+    }
+
+    async fn read(&self, exec_id: &str, stderr: bool) -> Result<Vec<u8>, ClientError> {
+        let req = ReadStreamRequest {
+            container_id: self.id.clone(),
+            exec_id: exec_id.into(),
+            len: 65536,
+            ..Default::default()
+        };
+        let resp = if stderr {
+            self.client
+                .call_agent("ReadStderr", |a, ctx| a.read_stderr(ctx, &req))
+                .await?
+        } else {
+            self.client
+                .call_agent("ReadStdout", |a, ctx| a.read_stdout(ctx, &req))
+                .await?
+        };
+        Ok(resp.data)
+    }
+
+    async fn read_all(&self, exec_id: &str, stderr: bool) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let chunk = self.read(exec_id, stderr).await.expect("read stream");
+            if chunk.is_empty() {
+                return all;
+            }
+            all.extend(chunk);
+        }
+    }
+
+    async fn write(&self, exec_id: &str, data: &[u8]) -> u32 {
+        let req = WriteStreamRequest {
+            container_id: self.id.clone(),
+            exec_id: exec_id.into(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.client
+            .call_agent("WriteStdin", |a, ctx| a.write_stdin(ctx, &req))
+            .await
+            .expect("WriteStdin")
+            .len
+    }
+
+    async fn close_stdin(&self, exec_id: &str) {
+        let req = CloseStdinRequest {
+            container_id: self.id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.client
+            .call_agent("CloseStdin", |a, ctx| a.close_stdin(ctx, &req))
+            .await
+            .expect("CloseStdin");
+    }
+
+    async fn signal(&self, exec_id: &str, signal: u32) -> Result<(), ClientError> {
+        let req = SignalProcessRequest {
+            container_id: self.id.clone(),
+            exec_id: exec_id.into(),
+            signal,
+            ..Default::default()
+        };
+        self.client
+            .call_agent("SignalProcess", |a, ctx| a.signal_process(ctx, &req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn exec(&self, exec_id: &str, args: &[&str], terminal: bool) -> Result<(), ClientError> {
+        let mut process = oci::Process::new();
+        process.Args = args.iter().map(|s| s.to_string()).collect();
+        process.Env = vec!["PATH=/bin".into()];
+        process.Cwd = "/".into();
+        process.Terminal = terminal;
+        process.User = Some(oci::User::new()).into();
+        let req = ExecProcessRequest {
+            container_id: self.id.clone(),
+            exec_id: exec_id.into(),
+            process: Some(process).into(),
+            ..Default::default()
+        };
+        self.client
+            .call_agent("ExecProcess", |a, ctx| a.exec_process(ctx, &req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove(&self) -> Result<(), ClientError> {
+        let req = RemoveContainerRequest {
+            container_id: self.id.clone(),
+            timeout: 10,
+            ..Default::default()
+        };
+        self.client
+            .call_agent("RemoveContainer", |a, ctx| a.remove_container(ctx, &req))
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs to completion: (exit status, stdout, stderr).
+    async fn run(&self) -> (i32, String, String) {
+        self.start().await.expect("StartContainer");
+        let (out, err) = tokio::join!(self.read_all("", false), self.read_all("", true));
+        let status = self.wait("").await;
+        (
+            status,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+}
+
+/// Creates, runs and removes a container running `script` with `sh -c`.
+async fn run_script(
+    agent: &HostAgent,
+    rootfs: &Rootfs,
+    script: &str,
+    patch: impl FnOnce(&mut oci::Spec),
+) -> (i32, String, String) {
+    let client = agent.client().await;
+    let id = unique("run");
+    let mut s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &["sh", "-c", script],
+    );
+    patch(&mut s);
+    let ctr = Ctr::create(&client, &id, s).await.expect("CreateContainer");
+    let result = ctr.run().await;
+    ctr.remove().await.expect("RemoveContainer");
+    result
+}
+
+#[tokio::test]
+async fn lifecycle_runs_the_workload_only_at_start() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("life");
+    let cgroup = format!("/hull-test/{id}");
+    let s = spec(
+        rootfs.path(),
+        &cgroup,
+        &[
+            "sh",
+            "-c",
+            "touch /root/started; echo hello; echo oops >&2; exit 3",
+        ],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.expect("CreateContainer");
+    let cgroup_dir = cgroup_root().join(cgroup.trim_start_matches('/'));
+    assert!(cgroup_dir.join("cgroup.procs").exists(), "cgroup created");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !rootfs.path().join("root/started").exists(),
+        "the workload ran before StartContainer"
+    );
+    let (status, out, err) = ctr.run().await;
+    assert_eq!(
+        (status, out.as_str(), err.as_str()),
+        (3, "hello\n", "oops\n")
+    );
+    assert!(rootfs.path().join("root/started").exists());
+    // A second start is refused: the container has stopped.
+    let e = ctr.start().await.unwrap_err();
+    assert_eq!(code(&e), Some(Code::FAILED_PRECONDITION), "{e}");
+    ctr.remove().await.expect("RemoveContainer");
+    assert!(!cgroup_dir.exists(), "cgroup removed");
+    // The container is gone.
+    let e = ctr.remove().await.unwrap_err();
+    assert_eq!(code(&e), Some(Code::NOT_FOUND), "{e}");
+    agent.assert_serving().await;
+}
+
+#[tokio::test]
+async fn namespaces_hostname_and_rootfs_are_the_containers() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let (status, out, err) = run_script(
+        &agent,
+        &rootfs,
+        "echo pid=$$; hostname; ls /; cat /proc/self/mountinfo | wc -l >/dev/null; test -c /dev/null && echo devnull; test -L /dev/ptmx && echo ptmx",
+        |_| {},
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("hull-box\n"), "{out}");
+    assert!(
+        out.contains("secretdir"),
+        "the container sees its rootfs: {out}"
+    );
+    assert!(out.contains("devnull\n") && out.contains("ptmx\n"), "{out}");
+}
+
+#[tokio::test]
+async fn exec_joins_the_container_and_reports_exit_codes() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("exec");
+    let s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &["sleep", "1000"],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    // Exec before start is refused.
+    let e = ctr.exec("early", &["true"], false).await.unwrap_err();
+    assert_eq!(code(&e), Some(Code::FAILED_PRECONDITION), "{e}");
+    ctr.start().await.unwrap();
+    ctr.exec(
+        "e1",
+        &[
+            "sh",
+            "-c",
+            "hostname; ps -o pid,args | grep -c sleep; exit 7",
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    let out = ctr.read_all("e1", false).await;
+    assert_eq!(ctr.wait("e1").await, 7);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("hull-box\n"), "{out}");
+    // A duplicate exec id is refused.
+    ctr.exec("e2", &["sleep", "1000"], false).await.unwrap();
+    let e = ctr.exec("e2", &["true"], false).await.unwrap_err();
+    assert_eq!(code(&e), Some(Code::ALREADY_EXISTS), "{e}");
+    ctr.signal("e2", 9).await.unwrap();
+    assert_eq!(ctr.wait("e2").await, 137);
+    // A missing executable fails the exec, not later.
+    let e = ctr
+        .exec("e3", &["no-such-binary"], false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no-such-binary"), "{e}");
+    ctr.signal("", 9).await.unwrap();
+    assert_eq!(ctr.wait("").await, 137);
+    ctr.remove().await.unwrap();
+    agent.assert_serving().await;
+}
+
+#[tokio::test]
+async fn signals_reach_handlers_and_kill_everything() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    // An init with a TERM handler exits through it.
+    let id = unique("sig");
+    let s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    assert_eq!(ctr.read("", false).await.unwrap(), b"ready\n");
+    ctr.signal("", 0).await.unwrap_err();
+    ctr.signal(&id, 15).await.unwrap();
+    assert_eq!(ctr.wait("").await, 42);
+    ctr.remove().await.unwrap();
+
+    // Without a handler, SIGTERM to an init is made SIGKILL (as Kata does); an empty
+    // exec id signals every process, exec'd ones included.
+    let id = unique("sig");
+    let s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &["sleep", "1000"],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    ctr.exec("x", &["sleep", "1000"], false).await.unwrap();
+    ctr.signal("", 9).await.unwrap();
+    assert_eq!(ctr.wait("x").await, 137);
+    assert_eq!(ctr.wait("").await, 137);
+    ctr.remove().await.unwrap();
+
+    let id = unique("sig");
+    let s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &["sleep", "1000"],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    ctr.signal(&id, 15).await.unwrap();
+    assert_eq!(ctr.wait("").await, 137);
+    ctr.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn user_groups_rlimits_and_capabilities_apply() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let (status, out, err) = run_script(
+        &agent,
+        &rootfs,
+        "id -u; id -g; id -G; ulimit -n; grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; grep CapBnd /proc/self/status",
+        |s| {
+            let p = s.Process.as_mut().unwrap();
+            p.User = Some(oci::User {
+                UID: 1000,
+                GID: 1001,
+                AdditionalGids: vec![1002, 1003],
+                ..Default::default()
+            })
+            .into();
+            p.Rlimits = vec![oci::POSIXRlimit {
+                Type: "RLIMIT_NOFILE".into(),
+                Hard: 123,
+                Soft: 123,
+                ..Default::default()
+            }];
+            // A non-root process keeps capabilities across execve only as ambient ones.
+            p.Capabilities = Some(oci::LinuxCapabilities {
+                Bounding: vec!["CAP_CHOWN".into(), "CAP_KILL".into()],
+                Effective: vec!["CAP_KILL".into()],
+                Permitted: vec!["CAP_KILL".into()],
+                Inheritable: vec!["CAP_KILL".into()],
+                Ambient: vec!["CAP_KILL".into()],
+                ..Default::default()
+            })
+            .into();
+        },
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "1001");
+    assert!(
+        lines[2].contains("1002") && lines[2].contains("1003"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "123");
+    // CAP_KILL is bit 5.
+    assert_eq!(
+        lines[4].split_whitespace().nth(1),
+        Some("0000000000000020"),
+        "{out}"
+    );
+    assert!(lines[5].ends_with('1'), "{out}");
+    // CAP_CHOWN (bit 0) and CAP_KILL.
+    assert_eq!(
+        lines[6].split_whitespace().nth(1),
+        Some("0000000000000021"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn seccomp_profile_denies_mkdir_with_eperm() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let (status, out, err) = run_script(
+        &agent,
+        &rootfs,
+        "mkdir /tmp/x && echo made; touch /tmp/y && echo touched",
+        |s| {
+            s.Linux.as_mut().unwrap().Seccomp = Some(oci::LinuxSeccomp {
+                DefaultAction: "SCMP_ACT_ALLOW".into(),
+                Syscalls: vec![oci::LinuxSyscall {
+                    Names: vec!["mkdir".into(), "mkdirat".into()],
+                    Action: "SCMP_ACT_ERRNO".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .into();
+        },
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert_eq!(out, "touched\n");
+}
+
+#[tokio::test]
+async fn readonly_rootfs_masked_and_readonly_paths_hold() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let (status, out, err) = run_script(
+        &agent,
+        &rootfs,
+        "touch /newfile 2>&1 || echo rootfs-ro; \
+         cat /etc/secret; echo secret-done; \
+         ls /secretdir; echo dir-done; \
+         touch /data/x 2>&1 || echo data-ro; \
+         touch /tmp/ok && echo tmp-rw",
+        |s| s.Root.as_mut().unwrap().Readonly = true,
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("rootfs-ro\n"), "{out}");
+    assert!(
+        out.contains("\nsecret-done\n") || out.starts_with("secret-done"),
+        "{out}"
+    );
+    assert!(!out.contains("top secret"), "{out}");
+    assert!(!out.contains("file\n"), "{out}");
+    assert!(
+        out.contains("data-ro\n") && out.contains("tmp-rw\n"),
+        "{out}"
+    );
+    assert!(!rootfs.path().join("newfile").exists());
+}
+
+#[tokio::test]
+async fn path_escapes_are_refused_or_confined() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    // A destination that climbs out of the rootfs is refused outright.
+    let id = unique("esc");
+    let mut s = spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]);
+    s.Mounts
+        .push(mount("/../../../tmp/evil", "tmpfs", "tmpfs", &[]));
+    let e = Ctr::create(&client, &id, s).await.err().expect("refused");
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+
+    // A symlink in the rootfs pointing outside is resolved inside the rootfs.
+    let host_dir = tempfile::tempdir().unwrap();
+    symlink(host_dir.path(), rootfs.path().join("abs-link")).unwrap();
+    // The same path inside the rootfs, where the link must lead.
+    let mirror = rootfs
+        .path()
+        .join(host_dir.path().strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&mirror).unwrap();
+    symlink("../../../../../../../..", rootfs.path().join("rel-link")).unwrap();
+    let (status, out, err) =
+        run_script(&agent, &rootfs, "grep -c inner /proc/self/mountinfo", |s| {
+            // /tmp is a tmpfs in the container; the link goes through the rootfs's /tmp.
+            s.Mounts.retain(|m| m.destination != "/tmp");
+            s.Mounts
+                .push(mount("/abs-link/inner", "tmpfs", "tmpfs", &[]));
+            s.Mounts
+                .push(mount("/rel-link/etc-inner", "tmpfs", "tmpfs", &[]));
+        })
+        .await;
+    assert_eq!((status, out.as_str()), (0, "2\n"), "{err}");
+    assert!(
+        !host_dir.path().join("inner").exists(),
+        "a mount escaped through a symlink"
+    );
+    assert!(!Path::new("/etc-inner").exists());
+    assert!(
+        mirror.join("inner").is_dir() && rootfs.path().join("etc-inner").is_dir(),
+        "the symlinks were followed inside the rootfs"
+    );
+    agent.assert_serving().await;
+}
+
+#[tokio::test]
+async fn stdin_echoes_through_cat_and_big_output_arrives_whole() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("echo");
+    let s = spec(rootfs.path(), &format!("/hull-test/{id}"), &["cat"]);
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    // 4 MiB of patterned bytes in, the same out, with reads and writes interleaved.
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let writer = async {
+        for chunk in data.chunks(100_000) {
+            assert_eq!(ctr.write("", chunk).await as usize, chunk.len());
+        }
+        ctr.close_stdin("").await;
+    };
+    let (_, echoed) = tokio::join!(writer, ctr.read_all("", false));
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "bytes lost or reordered");
+    assert_eq!(ctr.wait("").await, 0);
+    ctr.remove().await.unwrap();
+
+    // 16 MiB of random output; the container reports its own hash on stderr.
+    let (status, out, err) = {
+        let id = unique("big");
+        let s = spec(
+            rootfs.path(),
+            &format!("/hull-test/{id}"),
+            &[
+                "sh",
+                "-c",
+                "head -c 16777216 /dev/urandom > /tmp/blob; sha256sum /tmp/blob >&2; cat /tmp/blob",
+            ],
+        );
+        let ctr = Ctr::create(&client, &id, s).await.unwrap();
+        ctr.start().await.unwrap();
+        let (out, err) = tokio::join!(ctr.read_all("", false), ctr.read_all("", true));
+        let status = ctr.wait("").await;
+        ctr.remove().await.unwrap();
+        (status, out, String::from_utf8_lossy(&err).into_owned())
+    };
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out.len(), 16 << 20);
+    let ours = hex(&Sha256::digest(&out));
+    assert_eq!(err.split_whitespace().next(), Some(ours.as_str()), "{err}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn terminal_mode_gives_a_tty_that_resizes() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("tty");
+    let mut s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &[
+            "sh",
+            "-c",
+            "test -t 0 && echo is-a-tty; read line; stty size; echo got:$line",
+        ],
+    );
+    s.Process.as_mut().unwrap().Terminal = true;
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    let first = ctr.read("", false).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("is-a-tty"),
+        "{first:?}"
+    );
+    let req = TtyWinResizeRequest {
+        container_id: id.clone(),
+        exec_id: String::new(),
+        row: 33,
+        column: 101,
+        ..Default::default()
+    };
+    client
+        .call_agent("TtyWinResize", |a, ctx| a.tty_win_resize(ctx, &req))
+        .await
+        .unwrap();
+    ctr.write("", b"hi\n").await;
+    let rest = ctr.read_all("", false).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("33 101"), "{text}");
+    assert!(text.contains("got:hi"), "{text}");
+    assert_eq!(ctr.wait("").await, 0);
+    // A process on a terminal has no separate stderr.
+    let e = ctr.read("", true).await.unwrap_err();
+    assert_eq!(code(&e), Some(Code::FAILED_PRECONDITION), "{e}");
+    ctr.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn pause_resume_and_stats_use_the_cgroup() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("pause");
+    let cgroup = format!("/hull-test/{id}");
+    let s = spec(
+        rootfs.path(),
+        &cgroup,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo busy-done; sleep 1000",
+        ],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    assert_eq!(ctr.read("", false).await.unwrap(), b"busy-done\n");
+    let req = StatsContainerRequest {
+        container_id: id.clone(),
+        ..Default::default()
+    };
+    let stats = client
+        .call_agent("StatsContainer", |a, ctx| a.stats_container(ctx, &req))
+        .await
+        .unwrap();
+    let cpu = stats.cgroup_stats.cpu_stats.cpu_usage.total_usage;
+    assert!(cpu > 0, "cpu usage {cpu}");
+    assert!(stats.cgroup_stats.pids_stats.current >= 1);
+
+    let pause = PauseContainerRequest {
+        container_id: id.clone(),
+        ..Default::default()
+    };
+    let resume = ResumeContainerRequest {
+        container_id: id.clone(),
+        ..Default::default()
+    };
+    let events = cgroup_root()
+        .join(cgroup.trim_start_matches('/'))
+        .join("cgroup.events");
+    client
+        .call_agent("PauseContainer", |a, ctx| a.pause_container(ctx, &pause))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&events)
+            .unwrap()
+            .contains("frozen 1")
+    );
+    let e = client
+        .call_agent("PauseContainer", |a, ctx| a.pause_container(ctx, &pause))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::FAILED_PRECONDITION), "{e}");
+    client
+        .call_agent("ResumeContainer", |a, ctx| a.resume_container(ctx, &resume))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&events)
+            .unwrap()
+            .contains("frozen 0")
+    );
+    // Remove a paused container works too.
+    client
+        .call_agent("PauseContainer", |a, ctx| a.pause_container(ctx, &pause))
+        .await
+        .unwrap();
+    ctr.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_helper_runs_from_a_sealed_copy_not_the_agent_binary() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("cve");
+    let cgroup = format!("/hull-test/{id}");
+    let s = spec(rootfs.path(), &cgroup, &["true"]);
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    // Before start, the container's init process is still the helper.
+    let procs = std::fs::read_to_string(
+        cgroup_root()
+            .join(cgroup.trim_start_matches('/'))
+            .join("cgroup.procs"),
+    )
+    .unwrap();
+    let pid: i32 = procs
+        .lines()
+        .next()
+        .expect("a process")
+        .trim()
+        .parse()
+        .unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().contains("memfd:hull-agent"),
+        "{}",
+        exe.display()
+    );
+    let agent_binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_hull-agent")).unwrap();
+    assert_ne!(exe, agent_binary);
+    // The sealed copy cannot be written through /proc/<pid>/exe.
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF-overwritten"));
+    assert!(write.is_err(), "the helper binary was writable");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("\nUid:\t0"), "{status}");
+    ctr.start().await.unwrap();
+    assert_eq!(ctr.wait("").await, 0);
+    ctr.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let ghost = Ctr {
+        client: &client,
+        id: "no-such-container".into(),
+    };
+    assert_eq!(
+        code(&ghost.start().await.unwrap_err()),
+        Some(Code::NOT_FOUND)
+    );
+    assert_eq!(
+        code(&ghost.remove().await.unwrap_err()),
+        Some(Code::NOT_FOUND)
+    );
+    assert_eq!(
+        code(&ghost.signal("", 9).await.unwrap_err()),
+        Some(Code::NOT_FOUND)
+    );
+    assert_eq!(
+        code(&ghost.read("", false).await.unwrap_err()),
+        Some(Code::NOT_FOUND)
+    );
+    assert_eq!(
+        code(&ghost.exec("x", &["true"], false).await.unwrap_err()),
+        Some(Code::NOT_FOUND)
+    );
+    let req = WaitProcessRequest {
+        container_id: "no-such-container".into(),
+        ..Default::default()
+    };
+    let e = client
+        .call_agent("WaitProcess", |a, ctx| a.wait_process(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NOT_FOUND));
+    let req = StatsContainerRequest {
+        container_id: "no-such-container".into(),
+        ..Default::default()
+    };
+    let e = client
+        .call_agent("StatsContainer", |a, ctx| a.stats_container(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NOT_FOUND));
+
+    // Missing rootfs.
+    let id = unique("bad");
+    let s = spec(
+        Path::new("/nonexistent/rootfs"),
+        &format!("/hull-test/{id}"),
+        &["true"],
+    );
+    let e = Ctr::create(&client, &id, s).await.err().unwrap();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    assert!(e.to_string().contains("/nonexistent/rootfs"), "{e}");
+    // Invalid specs.
+    let mut s = spec(rootfs.path(), "", &["true"]);
+    s.Linux.as_mut().unwrap().Namespaces[0].Type = "bogus".into();
+    let e = Ctr::create(&client, &unique("bad"), s).await.err().unwrap();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    let mut s = spec(rootfs.path(), "", &["true"]);
+    s.Process.as_mut().unwrap().Args.clear();
+    let e = Ctr::create(&client, &unique("bad"), s).await.err().unwrap();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    let mut s = spec(rootfs.path(), "", &["true"]);
+    s.Process = protobuf::MessageField::none();
+    let e = Ctr::create(&client, &unique("bad"), s).await.err().unwrap();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    let req = CreateContainerRequest {
+        container_id: "no-spec".into(),
+        ..Default::default()
+    };
+    let e = client
+        .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    // Fields this agent does not act on are refused, not dropped.
+    let req = CreateContainerRequest {
+        container_id: unique("bad"),
+        OCI: Some(spec(rootfs.path(), "", &["true"])).into(),
+        sandbox_pidns: true,
+        ..Default::default()
+    };
+    let e = client
+        .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    assert!(e.to_string().contains("sandbox_pidns"), "{e}");
+    // An invalid id.
+    let e = Ctr::create(&client, "../escape", spec(rootfs.path(), "", &["true"]))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&e), Some(Code::INVALID_ARGUMENT), "{e}");
+    // A workload that does not exist fails at create.
+    let id = unique("bad");
+    let e = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &format!("/hull-test/{id}"), &["/bin/nope"]),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("/bin/nope"), "{e}");
+    assert!(
+        !cgroup_root().join("hull-test").join(&id).exists(),
+        "cgroup left behind"
+    );
+
+    // Duplicate id.
+    let id = unique("dup");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(
+            rootfs.path(),
+            &format!("/hull-test/{id}"),
+            &["sleep", "100"],
+        ),
+    )
+    .await
+    .unwrap();
+    let e = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(code(&e), Some(Code::ALREADY_EXISTS), "{e}");
+    // Unknown process of a known container; bad signal number.
+    assert_eq!(
+        code(&ctr.read("nope", false).await.unwrap_err()),
+        Some(Code::NOT_FOUND)
+    );
+    assert_eq!(
+        code(&ctr.signal("", 1000).await.unwrap_err()),
+        Some(Code::INVALID_ARGUMENT)
+    );
+    ctr.remove().await.unwrap();
+    agent.assert_serving().await;
+}
+
+#[tokio::test]
+async fn get_oom_event_is_a_long_poll() {
+    let agent = HostAgent::start();
+    let client = agent
+        .client()
+        .await
+        .with_timeout(Duration::from_millis(500));
+    let req = GetOOMEventRequest::new();
+    let e = client
+        .call_agent("GetOOMEvent", |a, ctx| a.get_oom_event(ctx, &req))
+        .await
+        .unwrap_err();
+    // No container was OOM-killed: the call is still waiting when the client gives up.
+    assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+    agent.assert_serving().await;
+}
+
+/// The limits this host's cgroup2 can enforce: hugetlb is enabled here; pids (and
+/// memory, cpu) only where the controller is available (the VM tests cover them).
+#[tokio::test]
+async fn limits_are_written_to_the_cgroup_and_updated() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let controllers =
+        std::fs::read_to_string(cgroup_root().join("cgroup.controllers")).unwrap_or_default();
+    let id = unique("limits");
+    let cgroup = format!("/hull-test/{id}");
+    let dir = cgroup_root().join(cgroup.trim_start_matches('/'));
+    let mut s = spec(rootfs.path(), &cgroup, &["sleep", "1000"]);
+    let has_hugetlb = controllers.split_whitespace().any(|c| c == "hugetlb")
+        && Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
+    if has_hugetlb {
+        s.Linux.as_mut().unwrap().Resources = Some(oci::LinuxResources {
+            HugepageLimits: vec![oci::LinuxHugepageLimit {
+                Pagesize: "2MB".into(),
+                Limit: 4 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .into();
+    }
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    if has_hugetlb {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hugetlb.2MB.max"))
+                .unwrap()
+                .trim(),
+            (4u64 << 20).to_string()
+        );
+    }
+    ctr.start().await.unwrap();
+    let update = |resources: oci::LinuxResources| UpdateContainerRequest {
+        container_id: id.clone(),
+        resources: Some(resources).into(),
+        ..Default::default()
+    };
+    if has_hugetlb {
+        let req = update(oci::LinuxResources {
+            HugepageLimits: vec![oci::LinuxHugepageLimit {
+                Pagesize: "2MB".into(),
+                Limit: 8 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        client
+            .call_agent("UpdateContainer", |a, ctx| a.update_container(ctx, &req))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hugetlb.2MB.max"))
+                .unwrap()
+                .trim(),
+            (8u64 << 20).to_string()
+        );
+    }
+    let req = update(oci::LinuxResources {
+        Pids: Some(oci::LinuxPids {
+            Limit: 42,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    });
+    let result = client
+        .call_agent("UpdateContainer", |a, ctx| a.update_container(ctx, &req))
+        .await;
+    if controllers.split_whitespace().any(|c| c == "pids") {
+        result.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("pids.max"))
+                .unwrap()
+                .trim(),
+            "42"
+        );
+    } else {
+        // No pids controller on this host: a clear error, not a silent success.
+        let e = result.unwrap_err();
+        assert!(e.to_string().contains("pids"), "{e}");
+    }
+    // Updating a container that does not exist.
+    let mut req = update(oci::LinuxResources::new());
+    req.container_id = "no-such-container".into();
+    let e = client
+        .call_agent("UpdateContainer", |a, ctx| a.update_container(ctx, &req))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NOT_FOUND), "{e}");
+    ctr.remove().await.unwrap();
+}
+
+/// A storage given with CreateContainer is mounted for the container (here an
+/// `ephemeral` tmpfs under the agent's run directory, bound into the container) and
+/// released by RemoveContainer.
+#[tokio::test]
+async fn container_storages_are_held_until_remove() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let id = unique("vol");
+    let volume = agent._dir.path().join("bundles").join(&id).join("volume");
+    let mut s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &[
+            "sh",
+            "-c",
+            "echo kept > /vol/file && grep -c ' /vol ' /proc/self/mountinfo",
+        ],
+    );
+    s.Mounts.push(mount(
+        "/vol",
+        "bind",
+        &volume.display().to_string(),
+        &["rbind", "rw"],
+    ));
+    let req = CreateContainerRequest {
+        container_id: id.clone(),
+        exec_id: id.clone(),
+        OCI: Some(s).into(),
+        storages: vec![Storage {
+            driver: "ephemeral".into(),
+            source: "tmpfs".into(),
+            fstype: "tmpfs".into(),
+            options: vec!["size=1m".into()],
+            mount_point: volume.display().to_string(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    client
+        .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+        .await
+        .expect("CreateContainer with a storage");
+    let ctr = Ctr {
+        client: &client,
+        id: id.clone(),
+    };
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", volume.display()))
+    };
+    assert!(
+        mounted(),
+        "the storage is mounted while the container lives"
+    );
+    let (status, out, err) = ctr.run().await;
+    assert_eq!((status, out.as_str()), (0, "1\n"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("file")).unwrap(),
+        "kept\n"
+    );
+    ctr.remove().await.unwrap();
+    assert!(!mounted(), "RemoveContainer released the storage");
+}
