@@ -39,6 +39,16 @@ pub struct Sandbox {
     containers: Containers,
     /// Each container's holds on the storages `CreateContainer` gave it.
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
+    /// The container whose init holds the sandbox-wide PID namespace, once created.
+    pidns_holder: Mutex<Option<PidnsHolder>>,
+}
+
+/// The first container that asked for the sandbox PID namespace created it (Kata's pause
+/// container); later ones join it. It lives as long as this container's init.
+#[derive(Debug, Clone)]
+struct PidnsHolder {
+    container: String,
+    pid: i32,
 }
 
 /// What `CreateSandbox` recorded for containers.
@@ -93,6 +103,7 @@ impl Sandbox {
                 cgroup_root: config.cgroup_root.clone(),
             }),
             container_storages: Mutex::new(HashMap::new()),
+            pidns_holder: Mutex::new(None),
         }
     }
 
@@ -109,6 +120,7 @@ impl Sandbox {
         exec_id: &str,
         spec: oci_spec::runtime::Spec,
         storages: &[StorageSpec],
+        sandbox_pidns: bool,
     ) -> Result<(), AgentError> {
         if self.destroying.load(Ordering::SeqCst) {
             return Err(SandboxError::Destroyed.into());
@@ -116,9 +128,28 @@ impl Sandbox {
         if self.containers.get(id).is_ok() {
             return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
         }
+        let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
+        let spec = match sandbox_pidns {
+            true => self.in_sandbox_pidns(spec, holder.as_ref())?,
+            false => spec,
+        };
         let refs = self.storages.acquire(storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
-            Ok(_) => {
+            Ok(container) => {
+                if sandbox_pidns
+                    && holder.is_none()
+                    && let Ok(mut slot) = self.pidns_holder.lock()
+                {
+                    tracing::info!(
+                        container = id,
+                        pid = container.pid(),
+                        "sandbox pid namespace created"
+                    );
+                    *slot = Some(PidnsHolder {
+                        container: id.to_string(),
+                        pid: container.pid(),
+                    });
+                }
                 if !refs.is_empty()
                     && let Ok(mut held) = self.container_storages.lock()
                 {
@@ -133,6 +164,36 @@ impl Sandbox {
                 Err(e.into())
             }
         }
+    }
+
+    /// Points `spec` at the sandbox-wide PID namespace: a new one for the first container
+    /// that asks (it becomes the holder), the holder's for every later one.
+    fn in_sandbox_pidns(
+        &self,
+        spec: oci_spec::runtime::Spec,
+        holder: Option<&PidnsHolder>,
+    ) -> Result<oci_spec::runtime::Spec, AgentError> {
+        if !self.info().is_some_and(|info| info.sandbox_pidns) {
+            return Err(AgentError::InvalidArgument(
+                "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but \
+                 CreateSandbox did not ask for one"
+                    .into(),
+            ));
+        }
+        let path = match holder {
+            None => None,
+            Some(holder) => {
+                let path = PathBuf::from(format!("/proc/{}/ns/pid", holder.pid));
+                if !path.exists() {
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "the sandbox pid namespace ended with container {}'s init",
+                        holder.container
+                    )));
+                }
+                Some(path)
+            }
+        };
+        with_pid_namespace(spec, path)
     }
 
     /// `RemoveContainer`: removes the container, then releases its storages.
@@ -288,6 +349,35 @@ impl Sandbox {
         // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
         let _ = rx.wait_for(|destroyed| *destroyed).await;
     }
+}
+
+/// `spec` with exactly one PID namespace entry: joining `path`, or new when `None`.
+fn with_pid_namespace(
+    mut spec: oci_spec::runtime::Spec,
+    path: Option<PathBuf>,
+) -> Result<oci_spec::runtime::Spec, AgentError> {
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+    let invalid = |e: oci_spec::OciSpecError| AgentError::InvalidArgument(e.to_string());
+    let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+    if let Some(path) = path {
+        builder = builder.path(path);
+    }
+    let pid_ns = builder.build().map_err(invalid)?;
+    let mut linux = match spec.linux().clone() {
+        Some(linux) => linux,
+        None => LinuxBuilder::default().build().map_err(invalid)?,
+    };
+    let mut namespaces: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Pid)
+        .collect();
+    namespaces.push(pid_ns);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    Ok(spec)
 }
 
 #[cfg(test)]
