@@ -15,12 +15,15 @@ use crate::container::{ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::guest_setup::{self, SandboxError, SandboxSpec};
+use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageSpec, Storages};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The OCI runtime-spec version of the state hooks read.
+const OCI_VERSION: &str = "1.0.2";
 /// How long `DestroySandbox` waits for each container's processes to die.
 const CONTAINER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -41,6 +44,10 @@ pub struct Sandbox {
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
     /// The container whose init holds the sandbox-wide PID namespace, once created.
     pidns_holder: Mutex<Option<PidnsHolder>>,
+    /// Guest hooks found under CreateSandbox's `guest_hook_path`.
+    hooks: Mutex<GuestHooks>,
+    /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
+    bundle_base: PathBuf,
 }
 
 /// The first container that asked for the sandbox PID namespace created it (Kata's pause
@@ -104,6 +111,8 @@ impl Sandbox {
             }),
             container_storages: Mutex::new(HashMap::new()),
             pidns_holder: Mutex::new(None),
+            hooks: Mutex::new(GuestHooks::default()),
+            bundle_base: config.run_dir.clone(),
         }
     }
 
@@ -136,6 +145,21 @@ impl Sandbox {
         let refs = self.storages.acquire(storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
+                if !refs.is_empty()
+                    && let Ok(mut held) = self.container_storages.lock()
+                {
+                    held.insert(id.to_string(), refs);
+                }
+                let state = self.hook_state(id, "created", container.pid());
+                if let Err(e) = self.hooks().run(HookKind::Prestart, &state).await {
+                    if let Err(undo) = self
+                        .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
+                        .await
+                    {
+                        tracing::warn!(error = %undo, "removing a container whose prestart hook failed");
+                    }
+                    return Err(e.into());
+                }
                 if sandbox_pidns
                     && holder.is_none()
                     && let Ok(mut slot) = self.pidns_holder.lock()
@@ -149,11 +173,6 @@ impl Sandbox {
                         container: id.to_string(),
                         pid: container.pid(),
                     });
-                }
-                if !refs.is_empty()
-                    && let Ok(mut held) = self.container_storages.lock()
-                {
-                    held.insert(id.to_string(), refs);
                 }
                 Ok(())
             }
@@ -196,13 +215,44 @@ impl Sandbox {
         with_pid_namespace(spec, path)
     }
 
-    /// `RemoveContainer`: removes the container, then releases its storages.
+    /// `StartContainer`: starts the workload, then runs the poststart hooks (whose
+    /// failures are logged, as OCI says).
+    pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+        self.containers.start(id).await?;
+        let pid = self.containers.get(id).map(|c| c.pid()).unwrap_or(0);
+        let state = self.hook_state(id, "running", pid);
+        if let Err(e) = self.hooks().run(HookKind::Poststart, &state).await {
+            tracing::warn!(container = id, error = %e, "poststart hook");
+        }
+        Ok(())
+    }
+
+    fn hooks(&self) -> GuestHooks {
+        self.hooks.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn hook_state(&self, id: &str, status: &str, pid: i32) -> HookState {
+        HookState {
+            oci_version: OCI_VERSION.into(),
+            id: id.into(),
+            status: status.into(),
+            pid,
+            bundle: self.bundle_base.join(id),
+        }
+    }
+
+    /// `RemoveContainer`: removes the container, releases its storages, then runs the
+    /// poststop hooks (whose failures are logged).
     pub async fn remove_container(
         &self,
         id: &str,
         timeout: Option<Duration>,
     ) -> Result<(), AgentError> {
         self.containers.remove(id, timeout).await?;
+        let state = self.hook_state(id, "stopped", 0);
+        if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
+            tracing::warn!(container = id, error = %e, "poststop hook");
+        }
         let refs = self
             .container_storages
             .lock()
@@ -287,6 +337,17 @@ impl Sandbox {
             sandbox_pidns: spec.sandbox_pidns,
             guest_hook_path: spec.guest_hook_path,
         };
+        if let Some(path) = &info.guest_hook_path {
+            // As Kata's agent does: hooks that cannot be read are logged, not fatal.
+            match GuestHooks::load(path) {
+                Ok(hooks) => {
+                    if let Ok(mut slot) = self.hooks.lock() {
+                        *slot = hooks;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "guest hooks not loaded"),
+            }
+        }
         tracing::info!(
             ?info,
             storages = lifecycle.storages.len(),

@@ -1391,3 +1391,90 @@ async fn containers_that_ask_share_the_sandbox_pid_namespace() {
     }
     agent.assert_serving().await;
 }
+
+#[tokio::test]
+async fn guest_hooks_run_around_the_container_lifecycle() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let hooks = tempfile::tempdir().unwrap();
+    let log = hooks.path().join("log");
+    let hook = |kind: &str, body: String| {
+        std::fs::create_dir_all(hooks.path().join(kind)).unwrap();
+        let path = hooks.path().join(kind).join("hook");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Each hook appends "<kind> <state JSON>"; prestart refuses containers named bad-*.
+    for kind in ["prestart", "poststart", "poststop"] {
+        let refuse = if kind == "prestart" {
+            "case \"$state\" in *'\"id\":\"bad-'*) echo refused >&2; exit 5;; esac"
+        } else {
+            ""
+        };
+        hook(
+            kind,
+            format!(
+                "state=$(cat); {refuse}\necho \"{kind} $state\" >> {}",
+                log.display()
+            ),
+        );
+    }
+    let req = CreateSandboxRequest {
+        sandbox_id: unique("hooks-sandbox"),
+        guest_hook_path: hooks.path().display().to_string(),
+        ..Default::default()
+    };
+    client
+        .call_agent("CreateSandbox", |a, ctx| a.create_sandbox(ctx, &req))
+        .await
+        .expect("CreateSandbox with guest hooks");
+
+    let id = unique("hooked");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]),
+    )
+    .await
+    .expect("CreateContainer");
+    let (status, _, err) = ctr.run().await;
+    assert_eq!(status, 0, "{err}");
+    ctr.remove().await.expect("RemoveContainer");
+    let text = std::fs::read_to_string(&log).expect("the hooks ran");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, (kind, status)) in lines.iter().zip([
+        ("prestart", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ]) {
+        assert!(line.starts_with(kind), "{text}");
+        let state: serde_json::Value = serde_json::from_str(&line[kind.len() + 1..]).unwrap();
+        assert_eq!(state["id"], id.as_str());
+        assert_eq!(state["status"], status);
+    }
+
+    // A failing prestart hook fails CreateContainer and leaves no container behind.
+    let bad = unique("bad");
+    let err = Ctr::create(
+        &client,
+        &bad,
+        spec(rootfs.path(), &format!("/hull-test/{bad}"), &["true"]),
+    )
+    .await
+    .err()
+    .expect("the prestart hook refuses it");
+    assert_eq!(code(&err), Some(Code::FAILED_PRECONDITION), "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
+    let gone = Ctr {
+        client: &client,
+        id: bad,
+    };
+    assert_eq!(
+        gone.start().await.err().and_then(|e| code(&e)),
+        Some(Code::NOT_FOUND)
+    );
+    agent.assert_serving().await;
+}

@@ -292,11 +292,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let containers = self.sandbox.containers();
-        containers
-            .start(&req.container_id)
+        self.sandbox
+            .start_container(&req.container_id)
             .await
-            .map_err(container_err)?;
+            .map_err(status)?;
         Ok(Empty::new())
     }
 
