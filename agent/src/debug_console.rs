@@ -10,11 +10,15 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::Signal;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::process::reaper::Reaper;
 
 /// The shell a debug session runs (busybox's, in images built with debug tools).
 pub const DEBUG_SHELL: &str = "/bin/sh";
@@ -63,19 +67,26 @@ where
         return Ok(());
     }
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
-    let mut child = spawn_on_pty(shell.to_path_buf(), &pty.slave)?;
+    // The agent's one reaper owns every child's exit status (containers' too): the shell
+    // is spawned under it, and signalled through it so a reaped pid is never reused.
+    let reaper = Reaper::global().map_err(io::Error::other)?;
+    let (pid, mut exited) = reaper.spawn_registered(|| {
+        let child = shell_command(shell, &pty.slave)?.spawn()?;
+        let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
+        Ok((pid, pid))
+    })?;
     drop(pty.slave);
     let master = PtyMaster::new(pty.master)?;
     let relayed = relay(&mut stream, &master).await;
     // The shell may still run (the peer went away first): end it.
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    let _ = reaper.signal(pid, Signal::SIGKILL);
+    exited.wait().await;
     relayed
 }
 
-fn spawn_on_pty(shell: PathBuf, slave: &OwnedFd) -> io::Result<tokio::process::Child> {
+fn shell_command(shell: &Path, slave: &OwnedFd) -> io::Result<Command> {
     let stdio = || slave.try_clone().map(Stdio::from);
-    let mut command = std::process::Command::new(&shell);
+    let mut command = Command::new(shell);
     command
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -95,9 +106,7 @@ fn spawn_on_pty(shell: PathBuf, slave: &OwnedFd) -> io::Result<tokio::process::C
             Ok(())
         });
     }
-    tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()
+    Ok(command)
 }
 
 /// The master side of a pty, readable and writable without blocking the runtime.

@@ -38,6 +38,9 @@ pub enum AgentError {
     /// Configuring the guest's network failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
 }
 
 impl From<crate::fs::ConfineError> for AgentError {

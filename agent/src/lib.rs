@@ -18,6 +18,7 @@ pub mod error;
 pub mod fs;
 pub mod guest;
 pub mod guest_setup;
+pub mod hooks;
 pub mod logging;
 pub mod mount;
 pub mod network;

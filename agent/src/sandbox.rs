@@ -15,12 +15,15 @@ use crate::container::{ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::guest_setup::{self, SandboxError, SandboxSpec};
+use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageSpec, Storages};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The OCI runtime-spec version of the state hooks read.
+const OCI_VERSION: &str = "1.0.2";
 /// How long `DestroySandbox` waits for each container's processes to die.
 const CONTAINER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -39,6 +42,20 @@ pub struct Sandbox {
     containers: Containers,
     /// Each container's holds on the storages `CreateContainer` gave it.
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
+    /// The container whose init holds the sandbox-wide PID namespace, once created.
+    pidns_holder: Mutex<Option<PidnsHolder>>,
+    /// Guest hooks found under CreateSandbox's `guest_hook_path`.
+    hooks: Mutex<GuestHooks>,
+    /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
+    bundle_base: PathBuf,
+}
+
+/// The first container that asked for the sandbox PID namespace created it (Kata's pause
+/// container); later ones join it. It lives as long as this container's init.
+#[derive(Debug, Clone)]
+struct PidnsHolder {
+    container: String,
+    pid: i32,
 }
 
 /// What `CreateSandbox` recorded for containers.
@@ -93,6 +110,9 @@ impl Sandbox {
                 cgroup_root: config.cgroup_root.clone(),
             }),
             container_storages: Mutex::new(HashMap::new()),
+            pidns_holder: Mutex::new(None),
+            hooks: Mutex::new(GuestHooks::default()),
+            bundle_base: config.run_dir.clone(),
         }
     }
 
@@ -109,6 +129,7 @@ impl Sandbox {
         exec_id: &str,
         spec: oci_spec::runtime::Spec,
         storages: &[StorageSpec],
+        sandbox_pidns: bool,
     ) -> Result<(), AgentError> {
         if self.destroying.load(Ordering::SeqCst) {
             return Err(SandboxError::Destroyed.into());
@@ -116,13 +137,42 @@ impl Sandbox {
         if self.containers.get(id).is_ok() {
             return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
         }
+        let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
+        let spec = match sandbox_pidns {
+            true => self.in_sandbox_pidns(spec, holder.as_ref())?,
+            false => spec,
+        };
         let refs = self.storages.acquire(storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
-            Ok(_) => {
+            Ok(container) => {
                 if !refs.is_empty()
                     && let Ok(mut held) = self.container_storages.lock()
                 {
                     held.insert(id.to_string(), refs);
+                }
+                let state = self.hook_state(id, "created", container.pid());
+                if let Err(e) = self.hooks().run(HookKind::Prestart, &state).await {
+                    if let Err(undo) = self
+                        .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
+                        .await
+                    {
+                        tracing::warn!(error = %undo, "removing a container whose prestart hook failed");
+                    }
+                    return Err(e.into());
+                }
+                if sandbox_pidns
+                    && holder.is_none()
+                    && let Ok(mut slot) = self.pidns_holder.lock()
+                {
+                    tracing::info!(
+                        container = id,
+                        pid = container.pid(),
+                        "sandbox pid namespace created"
+                    );
+                    *slot = Some(PidnsHolder {
+                        container: id.to_string(),
+                        pid: container.pid(),
+                    });
                 }
                 Ok(())
             }
@@ -135,13 +185,74 @@ impl Sandbox {
         }
     }
 
-    /// `RemoveContainer`: removes the container, then releases its storages.
+    /// Points `spec` at the sandbox-wide PID namespace: a new one for the first container
+    /// that asks (it becomes the holder), the holder's for every later one.
+    fn in_sandbox_pidns(
+        &self,
+        spec: oci_spec::runtime::Spec,
+        holder: Option<&PidnsHolder>,
+    ) -> Result<oci_spec::runtime::Spec, AgentError> {
+        if !self.info().is_some_and(|info| info.sandbox_pidns) {
+            return Err(AgentError::InvalidArgument(
+                "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but \
+                 CreateSandbox did not ask for one"
+                    .into(),
+            ));
+        }
+        let path = match holder {
+            None => None,
+            Some(holder) => {
+                let path = PathBuf::from(format!("/proc/{}/ns/pid", holder.pid));
+                if !path.exists() {
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "the sandbox pid namespace ended with container {}'s init",
+                        holder.container
+                    )));
+                }
+                Some(path)
+            }
+        };
+        with_pid_namespace(spec, path)
+    }
+
+    /// `StartContainer`: starts the workload, then runs the poststart hooks (whose
+    /// failures are logged, as OCI says).
+    pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+        self.containers.start(id).await?;
+        let pid = self.containers.get(id).map(|c| c.pid()).unwrap_or(0);
+        let state = self.hook_state(id, "running", pid);
+        if let Err(e) = self.hooks().run(HookKind::Poststart, &state).await {
+            tracing::warn!(container = id, error = %e, "poststart hook");
+        }
+        Ok(())
+    }
+
+    fn hooks(&self) -> GuestHooks {
+        self.hooks.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn hook_state(&self, id: &str, status: &str, pid: i32) -> HookState {
+        HookState {
+            oci_version: OCI_VERSION.into(),
+            id: id.into(),
+            status: status.into(),
+            pid,
+            bundle: self.bundle_base.join(id),
+        }
+    }
+
+    /// `RemoveContainer`: removes the container, releases its storages, then runs the
+    /// poststop hooks (whose failures are logged).
     pub async fn remove_container(
         &self,
         id: &str,
         timeout: Option<Duration>,
     ) -> Result<(), AgentError> {
         self.containers.remove(id, timeout).await?;
+        let state = self.hook_state(id, "stopped", 0);
+        if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
+            tracing::warn!(container = id, error = %e, "poststop hook");
+        }
         let refs = self
             .container_storages
             .lock()
@@ -226,6 +337,17 @@ impl Sandbox {
             sandbox_pidns: spec.sandbox_pidns,
             guest_hook_path: spec.guest_hook_path,
         };
+        if let Some(path) = &info.guest_hook_path {
+            // As Kata's agent does: hooks that cannot be read are logged, not fatal.
+            match GuestHooks::load(path) {
+                Ok(hooks) => {
+                    if let Ok(mut slot) = self.hooks.lock() {
+                        *slot = hooks;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "guest hooks not loaded"),
+            }
+        }
         tracing::info!(
             ?info,
             storages = lifecycle.storages.len(),
@@ -288,6 +410,35 @@ impl Sandbox {
         // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
         let _ = rx.wait_for(|destroyed| *destroyed).await;
     }
+}
+
+/// `spec` with exactly one PID namespace entry: joining `path`, or new when `None`.
+fn with_pid_namespace(
+    mut spec: oci_spec::runtime::Spec,
+    path: Option<PathBuf>,
+) -> Result<oci_spec::runtime::Spec, AgentError> {
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+    let invalid = |e: oci_spec::OciSpecError| AgentError::InvalidArgument(e.to_string());
+    let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+    if let Some(path) = path {
+        builder = builder.path(path);
+    }
+    let pid_ns = builder.build().map_err(invalid)?;
+    let mut linux = match spec.linux().clone() {
+        Some(linux) => linux,
+        None => LinuxBuilder::default().build().map_err(invalid)?,
+    };
+    let mut namespaces: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Pid)
+        .collect();
+    namespaces.push(pid_ns);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    Ok(spec)
 }
 
 #[cfg(test)]

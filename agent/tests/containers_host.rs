@@ -1333,3 +1333,203 @@ async fn container_storages_are_held_until_remove() {
     ctr.remove().await.unwrap();
     assert!(!mounted(), "RemoveContainer released the storage");
 }
+
+fn create_request(id: &str, spec: oci::Spec, sandbox_pidns: bool) -> CreateContainerRequest {
+    CreateContainerRequest {
+        container_id: id.into(),
+        exec_id: id.into(),
+        OCI: Some(spec).into(),
+        sandbox_pidns,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn containers_that_ask_share_the_sandbox_pid_namespace() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let create = |req: CreateContainerRequest| {
+        let client = &client;
+        async move {
+            client
+                .call_agent("CreateContainer", |a, ctx| a.create_container(ctx, &req))
+                .await
+        }
+    };
+    let show_pid1 = ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"];
+
+    // Before CreateSandbox asked for one, there is no sandbox pid namespace to join.
+    let early = unique("pidns-early");
+    let err = create(create_request(
+        &early,
+        spec(rootfs.path(), &format!("/hull-test/{early}"), &show_pid1),
+        true,
+    ))
+    .await
+    .expect_err("no sandbox pid namespace yet");
+    assert_eq!(code(&err), Some(Code::INVALID_ARGUMENT), "{err}");
+    assert!(err.to_string().contains("sandbox_pidns"), "{err}");
+
+    let req = CreateSandboxRequest {
+        sandbox_id: unique("pidns-sandbox"),
+        sandbox_pidns: true,
+        ..Default::default()
+    };
+    client
+        .call_agent("CreateSandbox", |a, ctx| a.create_sandbox(ctx, &req))
+        .await
+        .expect("CreateSandbox with sandbox_pidns");
+
+    // The first container that asks creates the namespace; its init is pid 1 there.
+    let holder_id = unique("pidns-holder");
+    create(create_request(
+        &holder_id,
+        spec(
+            rootfs.path(),
+            &format!("/hull-test/{holder_id}"),
+            &["sleep", "300"],
+        ),
+        true,
+    ))
+    .await
+    .expect("the holder");
+    let holder = Ctr {
+        client: &client,
+        id: holder_id.clone(),
+    };
+    holder.start().await.expect("start the holder");
+
+    // A later one joins it and sees the holder's init as pid 1.
+    let joiner_id = unique("pidns-joiner");
+    create(create_request(
+        &joiner_id,
+        spec(
+            rootfs.path(),
+            &format!("/hull-test/{joiner_id}"),
+            &show_pid1,
+        ),
+        true,
+    ))
+    .await
+    .expect("the joiner");
+    let joiner = Ctr {
+        client: &client,
+        id: joiner_id,
+    };
+    let (status, out, err) = joiner.run().await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out.trim(), "sleep 300", "pid 1 of the shared namespace");
+
+    // One that does not ask keeps a pid namespace of its own.
+    let alone_id = unique("pidns-alone");
+    create(create_request(
+        &alone_id,
+        spec(rootfs.path(), &format!("/hull-test/{alone_id}"), &show_pid1),
+        false,
+    ))
+    .await
+    .expect("a container with its own pid namespace");
+    let alone = Ctr {
+        client: &client,
+        id: alone_id,
+    };
+    let (status, out, err) = alone.run().await;
+    assert_eq!(status, 0, "{err}");
+    assert!(
+        !out.trim().is_empty() && !out.contains("sleep 300"),
+        "its own process is pid 1, not the holder: {out}"
+    );
+
+    for ctr in [&joiner, &alone, &holder] {
+        ctr.remove().await.expect("RemoveContainer");
+    }
+    agent.assert_serving().await;
+}
+
+#[tokio::test]
+async fn guest_hooks_run_around_the_container_lifecycle() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    let hooks = tempfile::tempdir().unwrap();
+    let log = hooks.path().join("log");
+    let hook = |kind: &str, body: String| {
+        std::fs::create_dir_all(hooks.path().join(kind)).unwrap();
+        let path = hooks.path().join(kind).join("hook");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Each hook appends "<kind> <state JSON>"; prestart refuses containers named bad-*.
+    for kind in ["prestart", "poststart", "poststop"] {
+        let refuse = if kind == "prestart" {
+            "case \"$state\" in *'\"id\":\"bad-'*) echo refused >&2; exit 5;; esac"
+        } else {
+            ""
+        };
+        hook(
+            kind,
+            format!(
+                "state=$(cat); {refuse}\necho \"{kind} $state\" >> {}",
+                log.display()
+            ),
+        );
+    }
+    let req = CreateSandboxRequest {
+        sandbox_id: unique("hooks-sandbox"),
+        guest_hook_path: hooks.path().display().to_string(),
+        ..Default::default()
+    };
+    client
+        .call_agent("CreateSandbox", |a, ctx| a.create_sandbox(ctx, &req))
+        .await
+        .expect("CreateSandbox with guest hooks");
+
+    let id = unique("hooked");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]),
+    )
+    .await
+    .expect("CreateContainer");
+    let (status, _, err) = ctr.run().await;
+    assert_eq!(status, 0, "{err}");
+    ctr.remove().await.expect("RemoveContainer");
+    let text = std::fs::read_to_string(&log).expect("the hooks ran");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, (kind, status)) in lines.iter().zip([
+        ("prestart", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ]) {
+        assert!(line.starts_with(kind), "{text}");
+        let state: serde_json::Value = serde_json::from_str(&line[kind.len() + 1..]).unwrap();
+        assert_eq!(state["id"], id.as_str());
+        assert_eq!(state["status"], status);
+    }
+
+    // A failing prestart hook fails CreateContainer and leaves no container behind.
+    let bad = unique("bad");
+    let err = Ctr::create(
+        &client,
+        &bad,
+        spec(rootfs.path(), &format!("/hull-test/{bad}"), &["true"]),
+    )
+    .await
+    .err()
+    .expect("the prestart hook refuses it");
+    assert_eq!(code(&err), Some(Code::FAILED_PRECONDITION), "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
+    let gone = Ctr {
+        client: &client,
+        id: bad,
+    };
+    assert_eq!(
+        gone.start().await.err().and_then(|e| code(&e)),
+        Some(Code::NOT_FOUND)
+    );
+    agent.assert_serving().await;
+}

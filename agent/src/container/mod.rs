@@ -28,9 +28,11 @@
 //! namespace, as with Kata: a `network` namespace without a path is not created. A UTS
 //! namespace joined by path keeps its hostname (the spec's is not applied).
 //!
-//! Not built (refused with a clear error where a request asks for it): a sandbox-wide
-//! pid namespace (`sandbox_pidns`), user names in `StringUser` (numeric ids only),
-//! seccomp user notification, Intel RDT, id-mapped mounts. Ignored as Kata's agent
+//! The sandbox-wide PID namespace (`sandbox_pidns`) is the sandbox's business: it hands
+//! this layer a spec whose PID namespace is new or a path to join.
+//!
+//! Not built (refused with a clear error where a request asks for it): user names in
+//! `StringUser` (numeric ids only), seccomp user notification, Intel RDT, id-mapped mounts. Ignored as Kata's agent
 //! ignores them: spec hooks, AppArmor/SELinux labels, device cgroup rules (cgroup v2
 //! needs BPF for them; the VM is the device boundary). OOM events need the memory
 //! controller (`memory.events`).

@@ -98,11 +98,19 @@ pub struct Reaper {
 }
 
 static GLOBAL: OnceLock<Reaper> = OnceLock::new();
+/// Serializes the first start, so only one reaping thread ever runs.
+static START: Mutex<()> = Mutex::new(());
 
 impl Reaper {
-    /// The reaper of this process, started on first use. Must first be called inside a
-    /// tokio runtime; makes the process a child subreaper.
+    /// The reaper of this process, started on first use; makes the process a child
+    /// subreaper. Reaping runs on a thread of its own (with its own small runtime for
+    /// SIGCHLD), so it does not depend on the runtime of whoever called first outliving
+    /// everyone else: the agent has one runtime, but tests have one per test.
     pub fn global() -> Result<Reaper, ProcessError> {
+        if let Some(reaper) = GLOBAL.get() {
+            return Ok(reaper.clone());
+        }
+        let _init = START.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reaper) = GLOBAL.get() {
             return Ok(reaper.clone());
         }
@@ -110,22 +118,51 @@ impl Reaper {
             what: "PR_SET_CHILD_SUBREAPER",
             errno: e,
         })?;
-        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
-            .map_err(ProcessError::Io)?;
-        let reaper = GLOBAL
-            .get_or_init(|| Reaper {
-                table: Arc::new(Mutex::new(Table::default())),
+        let reaper = Reaper {
+            table: Arc::new(Mutex::new(Table::default())),
+        };
+        let thread_reaper = reaper.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        std::thread::Builder::new()
+            .name("hull-reaper".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let signal =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
+                    let mut sigchld = match signal {
+                        Ok(sigchld) => sigchld,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    // Registered first, then a sweep: a child that ended before the
+                    // registration is reaped by the first pass.
+                    loop {
+                        thread_reaper.reap_all();
+                        if sigchld.recv().await.is_none() {
+                            return;
+                        }
+                    }
+                });
             })
-            .clone();
-        let task_reaper = reaper.clone();
-        tokio::spawn(async move {
-            loop {
-                task_reaper.reap_all();
-                if sigchld.recv().await.is_none() {
-                    return;
-                }
-            }
-        });
+            .map_err(ProcessError::Io)?;
+        ready_rx
+            .recv()
+            .map_err(|_| ProcessError::Io(std::io::Error::other("the reaper thread ended")))?
+            .map_err(ProcessError::Io)?;
+        let _ = GLOBAL.set(reaper.clone());
         Ok(reaper)
     }
 

@@ -73,9 +73,6 @@ fn refuse_unsupported_create_fields(req: &CreateContainerRequest) -> Result<(), 
             "{what} is not supported"
         )))
     };
-    if req.sandbox_pidns {
-        return refuse("sandbox_pidns (a sandbox-wide pid namespace)");
-    }
     if !req.shared_mounts.is_empty() {
         return refuse("shared_mounts");
     }
@@ -278,7 +275,13 @@ impl AgentService for AgentRpc {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status(e.into()))?;
         self.sandbox
-            .create_container(&req.container_id, &req.exec_id, spec, &storages)
+            .create_container(
+                &req.container_id,
+                &req.exec_id,
+                spec,
+                &storages,
+                req.sandbox_pidns,
+            )
             .await
             .map_err(status)?;
         Ok(Empty::new())
@@ -289,11 +292,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let containers = self.sandbox.containers();
-        containers
-            .start(&req.container_id)
+        self.sandbox
+            .start_container(&req.container_id)
             .await
-            .map_err(container_err)?;
+            .map_err(status)?;
         Ok(Empty::new())
     }
 

@@ -22,6 +22,7 @@ use crate::device::DeviceError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::guest_setup::SandboxError;
+use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::process::ProcessError;
@@ -89,9 +90,18 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Storage(e) => storage_code(e),
         AgentError::Sandbox(e) => sandbox_code(e),
         AgentError::Network(e) => network_code(e),
+        AgentError::Hook(e) => hook_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+fn hook_code(error: &HookError) -> Code {
+    match error {
+        HookError::Failed { .. } => Code::FAILED_PRECONDITION,
+        HookError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+        HookError::Read { .. } | HookError::Spawn { .. } => Code::INTERNAL,
+    }
 }
 
 fn sandbox_code(error: &SandboxError) -> Code {
