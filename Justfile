@@ -55,9 +55,9 @@ attach image="build/rootfs.ext4.img":
 # Everything a guest boots from: kernel, initrd and the disk images.
 artifacts: kernel initrd image image-debug
 
-# The README's demo: build everything, boot a guest, show what its agent reports.
-demo: setup artifacts
-    cargo run --locked --release -q -p hull-e2e --bin hull-demo
+# The README's demo: boot a guest, run `uname -a` in a busybox container (`./run demo --web`: also serve a page from one).
+demo *args: setup artifacts
+    cargo run --locked --release -q -p hull-e2e --bin hull-demo -- {{args}}
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -72,6 +72,6 @@ init-smoke: guest
 test: setup artifacts lint init-smoke
     cargo test --locked --workspace
 
-# Sizes, image build times and boot times (initrd vs DAX image), printed as a table.
+# Sizes, image build times, boot times (initrd vs DAX image) and container figures, printed as a table.
 bench boots="5": setup artifacts
     cargo run --locked --release -q -p hull-e2e --bin hull-bench -- --boots {{boots}}

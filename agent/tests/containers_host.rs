@@ -570,6 +570,22 @@ async fn signals_reach_handlers_and_kill_everything() {
     ctr.signal(&id, 15).await.unwrap();
     assert_eq!(ctr.wait("").await, 137);
     ctr.remove().await.unwrap();
+
+    // The same with an empty exec id (every process): the init is not left running.
+    let id = unique("sig");
+    let s = spec(
+        rootfs.path(),
+        &format!("/hull-test/{id}"),
+        &["sleep", "1000"],
+    );
+    let ctr = Ctr::create(&client, &id, s).await.unwrap();
+    ctr.start().await.unwrap();
+    ctr.signal("", 15).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), ctr.wait(""))
+        .await
+        .expect("SIGTERM to every process ends an init without a handler");
+    assert_eq!(status, 137);
+    ctr.remove().await.unwrap();
 }
 
 #[tokio::test]
@@ -628,6 +644,45 @@ async fn user_groups_rlimits_and_capabilities_apply() {
     assert_eq!(
         lines[6].split_whitespace().nth(1),
         Some("0000000000000021"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn root_keeps_only_the_capabilities_it_is_given() {
+    // Docker's way: root, the same set bounding, effective and permitted, none inheritable.
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let set = vec!["CAP_CHOWN".to_string(), "CAP_KILL".to_string()];
+    let (status, out, err) = run_script(
+        &agent,
+        &rootfs,
+        "grep -E '^Cap(Inh|Prm|Eff|Bnd)' /proc/self/status",
+        |s| {
+            s.Process.as_mut().unwrap().Capabilities = Some(oci::LinuxCapabilities {
+                Bounding: set.clone(),
+                Effective: set.clone(),
+                Permitted: set.clone(),
+                ..Default::default()
+            })
+            .into();
+        },
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    let masks: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    // CapInh none; CapPrm, CapEff, CapBnd: CAP_CHOWN (bit 0) and CAP_KILL (bit 5).
+    assert_eq!(
+        masks,
+        [
+            "0000000000000000",
+            "0000000000000021",
+            "0000000000000021",
+            "0000000000000021"
+        ],
         "{out}"
     );
 }

@@ -202,6 +202,68 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_commands_parse() {
+        use crate::commands::ContainerCommand as C;
+        let addr = ["--addr", "vsock://3:1024"];
+        let parse_with =
+            |args: &[&str]| parse(&[addr.as_slice(), args].concat()).map(|cli| cli.command);
+        let Command::Sandbox(SandboxCommand::CreateSandbox(args)) =
+            parse_with(&["create-sandbox", "--hostname", "box", "--shared-fs"]).unwrap()
+        else {
+            panic!("create-sandbox")
+        };
+        assert_eq!(args.shared_fs.as_deref(), Some("kataShared"));
+        let Command::Sandbox(SandboxCommand::CreateSandbox(args)) =
+            parse_with(&["create-sandbox", "--shared-fs", "myTag"]).unwrap()
+        else {
+            panic!("create-sandbox TAG")
+        };
+        assert_eq!(args.shared_fs.as_deref(), Some("myTag"));
+        assert!(matches!(
+            parse_with(&["create-container", "c1", "--bundle", "/b"]).unwrap(),
+            Command::Container(C::CreateContainer(_))
+        ));
+        assert_eq!(
+            parse_with(&["create-container", "c1"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        let Command::Container(C::Exec(exec)) =
+            parse_with(&["exec", "c1", "e1", "-t", "--", "sh", "-c", "echo hi"]).unwrap()
+        else {
+            panic!("exec")
+        };
+        assert_eq!(exec.command, ["sh", "-c", "echo hi"]);
+        assert!(exec.tty && !exec.detach);
+        assert_eq!(
+            parse_with(&["exec", "c1", "e1"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        let Command::Container(C::Signal { args, .. }) =
+            parse_with(&["signal", "c1", "e1", "TERM"]).unwrap()
+        else {
+            panic!("signal")
+        };
+        assert_eq!(args, ["e1", "TERM"]);
+        assert!(parse_with(&["signal", "c1", "e1", "TERM", "x"]).is_err());
+        assert!(parse_with(&["signal", "c1"]).is_err());
+        assert!(matches!(
+            parse_with(&["wait", "c1"]).unwrap(),
+            Command::Container(C::Wait { exec_id: None, .. })
+        ));
+        for args in [
+            &["start", "c1"][..],
+            &["stats", "c1"],
+            &["remove", "c1", "--stop-timeout", "5"],
+            &["run", "c1", "--bundle", "/b", "--rm"],
+        ] {
+            assert!(
+                matches!(parse_with(args).unwrap(), Command::Container(_)),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
     fn options_may_follow_the_command() {
         // Options other than --addr are global: accepted after the command.
         let cli = parse(&[

@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        // A process's status: 0-255 as it is, anything else (there is none on Linux) 255.
+        Ok(Some(status)) => ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX)),
         Err(err) => {
             // One line, whole chain: "error: outer: inner: ...".
             eprintln!("error: {err:#}");
@@ -47,7 +49,8 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Some(status)` when hull-ctl should exit with a process's status.
+fn run(cli: Cli) -> anyhow::Result<Option<i32>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,11 +60,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let client = AgentClient::connect(&cli.addr, cli.connect_timeout)
             .await?
             .with_timeout(cli.timeout);
-        let outcome = commands::run(&client, &cli.command).await?;
+        let outcome = commands::run(&client, &cli.command, cli.format()).await?;
         print!("{}", output::render(outcome.report.as_ref(), cli.format()));
         match outcome.failure {
             Some(failure) => Err(anyhow::anyhow!(failure)),
-            None => Ok(()),
+            None => Ok(outcome.exit_status),
         }
     })
 }

@@ -24,8 +24,10 @@ use ttrpc::context::{self, Context};
 
 use crate::address::AgentAddress;
 use crate::agent::{
-    DestroySandboxRequest, GuestDetailsRequest, GuestDetailsResponse, StatsContainerRequest,
-    StatsContainerResponse,
+    CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest,
+    ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse,
+    ReadStreamRequest, RemoveContainerRequest, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, WaitProcessRequest, WriteStreamRequest,
 };
 use crate::agent_ttrpc::AgentServiceClient;
 use crate::dial::{self, DialError};
@@ -118,6 +120,15 @@ impl ClientError {
                 error: other,
             },
         }
+    }
+}
+
+fn read_request(container_id: &str, exec_id: &str, len: u32) -> ReadStreamRequest {
+    ReadStreamRequest {
+        container_id: container_id.to_owned(),
+        exec_id: exec_id.to_owned(),
+        len,
+        ..Default::default()
     }
 }
 
@@ -266,6 +277,185 @@ impl AgentClient {
             .stats_container(self.context(), &req)
             .await
             .map_err(self.map_err("AgentService.StatsContainer"))
+    }
+
+    /// `AgentService.CreateSandbox`.
+    pub async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), ClientError> {
+        self.call_agent("AgentService.CreateSandbox", |agent, ctx| {
+            agent.create_sandbox(ctx, req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.CreateContainer`: the container and its init process, which waits
+    /// for [`AgentClient::start_container`].
+    pub async fn create_container(&self, req: &CreateContainerRequest) -> Result<(), ClientError> {
+        self.call_agent("AgentService.CreateContainer", |agent, ctx| {
+            agent.create_container(ctx, req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.StartContainer`.
+    pub async fn start_container(&self, container_id: &str) -> Result<(), ClientError> {
+        let req = StartContainerRequest {
+            container_id: container_id.to_owned(),
+            ..Default::default()
+        };
+        self.call_agent("AgentService.StartContainer", |agent, ctx| {
+            agent.start_container(ctx, &req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.ExecProcess`.
+    pub async fn exec_process(&self, req: &ExecProcessRequest) -> Result<(), ClientError> {
+        self.call_agent("AgentService.ExecProcess", |agent, ctx| {
+            agent.exec_process(ctx, req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.WaitProcess`: the exit status (128+N for a process killed by signal
+    /// N) once the process has ended. An empty `exec_id` is the container's init process.
+    ///
+    /// It blocks as long as the process runs: call it on a client without a per-call
+    /// timeout (`client.clone().with_timeout(Duration::ZERO)`) unless a bound is wanted.
+    pub async fn wait_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<i32, ClientError> {
+        let req = WaitProcessRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
+        self.call_agent("AgentService.WaitProcess", |agent, ctx| {
+            agent.wait_process(ctx, &req)
+        })
+        .await
+        .map(|r| r.status)
+    }
+
+    /// `AgentService.SignalProcess`; an empty `exec_id` signals every process of the
+    /// container.
+    pub async fn signal_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(), ClientError> {
+        let req = SignalProcessRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            signal,
+            ..Default::default()
+        };
+        self.call_agent("AgentService.SignalProcess", |agent, ctx| {
+            agent.signal_process(ctx, &req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.RemoveContainer`, giving the agent `timeout_secs` (0: its default)
+    /// to stop the container.
+    pub async fn remove_container(
+        &self,
+        container_id: &str,
+        timeout_secs: u32,
+    ) -> Result<(), ClientError> {
+        let req = RemoveContainerRequest {
+            container_id: container_id.to_owned(),
+            timeout: timeout_secs,
+            ..Default::default()
+        };
+        self.call_agent("AgentService.RemoveContainer", |agent, ctx| {
+            agent.remove_container(ctx, &req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.ReadStdout`: up to `len` bytes, waiting for at least one; empty at
+    /// the end of the stream. Blocks like [`AgentClient::wait_process`].
+    pub async fn read_stdout(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = read_request(container_id, exec_id, len);
+        self.call_agent("AgentService.ReadStdout", |agent, ctx| {
+            agent.read_stdout(ctx, &req)
+        })
+        .await
+        .map(|r| r.data)
+    }
+
+    /// `AgentService.ReadStderr`, as [`AgentClient::read_stdout`].
+    pub async fn read_stderr(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = read_request(container_id, exec_id, len);
+        self.call_agent("AgentService.ReadStderr", |agent, ctx| {
+            agent.read_stderr(ctx, &req)
+        })
+        .await
+        .map(|r| r.data)
+    }
+
+    /// `AgentService.WriteStdin`; answers how many bytes were written.
+    pub async fn write_stdin(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        data: &[u8],
+    ) -> Result<u32, ClientError> {
+        let req = WriteStreamRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.call_agent("AgentService.WriteStdin", |agent, ctx| {
+            agent.write_stdin(ctx, &req)
+        })
+        .await
+        .map(|r| r.len)
+    }
+
+    /// `AgentService.CloseStdin`.
+    pub async fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), ClientError> {
+        let req = CloseStdinRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
+        self.call_agent("AgentService.CloseStdin", |agent, ctx| {
+            agent.close_stdin(ctx, &req)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `AgentService.GetOOMEvent`: waits for the next OOM kill in any container and
+    /// answers its id. Blocks like [`AgentClient::wait_process`].
+    pub async fn get_oom_event(&self) -> Result<String, ClientError> {
+        let req = GetOOMEventRequest::new();
+        self.call_agent("AgentService.GetOOMEvent", |agent, ctx| {
+            agent.get_oom_event(ctx, &req)
+        })
+        .await
+        .map(|r| r.container_id)
     }
 
     /// `AgentService.DestroySandbox`.

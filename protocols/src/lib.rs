@@ -26,6 +26,7 @@
 //! - [`address`]: [`address::AgentAddress`] (`unix://`, `vsock://`, `hvsock://`).
 //! - [`dial`]: [`dial::connect`], a retrying connector returning a ttRPC client.
 //! - [`client`]: [`client::AgentClient`], a typed client with per-call timeouts.
+//! - [`oci_json`]: the OCI runtime spec both ways, `config.json` ⇄ [`oci`].
 
 #![warn(missing_docs)]
 
@@ -47,12 +48,14 @@ pub use generated::{agent, agent_ttrpc, csi, health, health_ttrpc, oci, types};
 pub mod address;
 pub mod client;
 pub mod dial;
+pub mod oci_json;
 
 pub use address::AgentAddress;
 pub use client::{AgentClient, ClientError};
 pub use dial::DialError;
 
 pub use async_trait;
+pub use oci_spec;
 pub use protobuf;
 pub use ttrpc;
 

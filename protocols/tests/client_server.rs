@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use hull_protocols::agent::{
     AgentDetails, DestroySandboxRequest, GuestDetailsRequest, GuestDetailsResponse,
+    ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest, SignalProcessRequest,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::{AgentService, create_agent_service};
 use hull_protocols::health::{
@@ -81,6 +83,66 @@ impl AgentService for FakeAgent {
             "/grpc.AgentService/DestroySandbox is not implemented",
         )))
     }
+
+    // The container calls answer from their fields, so the test sees each one arrive.
+    async fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        Ok(WaitProcessResponse {
+            status: (req.container_id.len() * 10 + req.exec_id.len()) as i32,
+            ..Default::default()
+        })
+    }
+
+    async fn read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        Ok(ReadStreamResponse {
+            data: format!("{}/{}/{}", req.container_id, req.exec_id, req.len).into_bytes(),
+            ..Default::default()
+        })
+    }
+
+    async fn write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WriteStreamRequest,
+    ) -> ttrpc::Result<WriteStreamResponse> {
+        Ok(WriteStreamResponse {
+            len: req.data.len() as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        if req.container_id == "c1" && req.exec_id == "e1" && req.signal == 15 {
+            Ok(Empty::new())
+        } else {
+            Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::INVALID_ARGUMENT,
+                format!("{req:?}"),
+            )))
+        }
+    }
+
+    async fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+            Code::NOT_FOUND,
+            format!("container {} (timeout {})", req.container_id, req.timeout),
+        )))
+    }
 }
 
 struct Harness {
@@ -120,6 +182,33 @@ async fn typed_calls_round_trip() {
     assert_eq!(details.agent_details.version, "1.2.3");
     assert!(details.agent_details.init_daemon);
     assert_eq!(details.agent_details.storage_handlers, ["virtio-fs", "blk"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_calls_carry_their_fields() {
+    let h = start_server().await;
+    let client = AgentClient::connect(&h.addr, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    assert_eq!(client.wait_process("abc", "de").await.expect("wait"), 32);
+    assert_eq!(
+        client.read_stdout("c1", "e1", 4096).await.expect("read"),
+        b"c1/e1/4096"
+    );
+    assert_eq!(
+        client.write_stdin("c1", "", b"hello").await.expect("write"),
+        5
+    );
+    client.signal_process("c1", "e1", 15).await.expect("signal");
+    let err = client
+        .remove_container("gone", 7)
+        .await
+        .expect_err("remove");
+    assert_eq!(err.rpc_code(), Some(Code::NOT_FOUND));
+    assert!(
+        err.to_string().contains("container gone (timeout 7)"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,10 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod bundle;
+pub mod container;
+pub mod guest;
+pub mod http;
 pub mod nic;
 pub mod process;
 pub mod vm;

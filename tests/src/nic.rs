@@ -12,6 +12,9 @@
 use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::{Context, Result};
+use hull_protocols::agent::{Routes, UpdateInterfaceRequest, UpdateRoutesRequest};
+use hull_protocols::client::AgentClient;
+use hull_protocols::types::{IPAddress, IPFamily, Interface, Route};
 
 /// Where slirp expects the guest.
 pub const GUEST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -79,6 +82,55 @@ impl NicConfig {
     /// The NIC's PCI path as Kata's runtime writes it (`devicePath`).
     pub fn pci_path(&self) -> String {
         format!("{:02x}", self.pci_slot)
+    }
+
+    /// Configures the NIC in the guest through the agent, as Kata's runtime does before it
+    /// creates containers: `eth0` at [`GUEST_ADDRESS`] (found by its MAC), a default
+    /// route through [`GATEWAY`].
+    pub async fn configure_through_agent(&self, client: &AgentClient) -> Result<()> {
+        let interface = Interface {
+            name: "eth0".into(),
+            hwAddr: self.mac.clone(),
+            mtu: 1500,
+            IPAddresses: vec![IPAddress {
+                family: IPFamily::v4.into(),
+                address: GUEST_ADDRESS.to_string(),
+                mask: GUEST_PREFIX_LEN.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let req = UpdateInterfaceRequest {
+            interface: Some(interface).into(),
+            ..Default::default()
+        };
+        client
+            .call_agent("AgentService.UpdateInterface", |agent, ctx| {
+                agent.update_interface(ctx, &req)
+            })
+            .await
+            .context("UpdateInterface")?;
+        let route = Route {
+            gateway: GATEWAY.to_string(),
+            device: "eth0".into(),
+            family: IPFamily::v4.into(),
+            ..Default::default()
+        };
+        let req = UpdateRoutesRequest {
+            routes: Some(Routes {
+                Routes: vec![route],
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        client
+            .call_agent("AgentService.UpdateRoutes", |agent, ctx| {
+                agent.update_routes(ctx, &req)
+            })
+            .await
+            .context("UpdateRoutes")?;
+        Ok(())
     }
 
     /// QEMU's `-netdev` and `-device` arguments.

@@ -323,3 +323,102 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     vm.finish();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_share_the_sandbox_network_serving_and_fetching_through_the_host_loopback()
+-> Result<()> {
+    use hull_e2e::bundle::ContainerSpec;
+    use hull_e2e::container::Container;
+    use hull_e2e::guest::SandboxGuest;
+
+    const BODY: &str = "hello from the host's loopback\n";
+    let (host_port, server) = hull_e2e::http::serve_on_loopback(BODY, 1)?;
+    let mut config = VmConfig::new(GuestArtifacts::locate()?);
+    let nic = NicConfig {
+        reach_host: true,
+        ..NicConfig::new(MAC).forward_tcp(80)?
+    };
+    let forwarded = nic.host_port(80).context("no forward for port 80")?;
+    config.nic = Some(nic.clone());
+    let guest = SandboxGuest::boot(config).await?;
+    let client = guest.client.clone();
+    nic.configure_through_agent(&client).await?;
+
+    // A web server in a container, its spec asking for a network namespace as `runc spec`
+    // writes it: the agent keeps the container in the sandbox's, where eth0 and the
+    // forwarded port are.
+    guest.busybox_rootfs("web")?;
+    let mut web = ContainerSpec::new(["httpd", "-f", "-v", "-p", "80", "-h", "/www"]);
+    web.namespaces.push("network".into());
+    let server_container = Container::create(&client, "web", web.to_proto("web")?)
+        .await
+        .context("CreateContainer web (with a network namespace entry)")?;
+    let web_output = server_container.readers("", false);
+    server_container.start().await?;
+    let page = tokio::task::spawn_blocking(move || {
+        hull_e2e::http::get_from_loopback(forwarded, "/index.html", Duration::from_secs(60))
+    })
+    .await??;
+    ensure!(
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
+    );
+    ensure!(
+        page.contains("served by busybox httpd in container web"),
+        "{page}"
+    );
+
+    // A container fetches a page from the host's loopback through the guest's gateway.
+    let fetch = ContainerSpec::new([
+        "wget".to_string(),
+        "-q".into(),
+        "-O".into(),
+        "-".into(),
+        format!("http://{GATEWAY}:{host_port}/page"),
+    ]);
+    guest.busybox_rootfs("fetch")?;
+    let fetched = Container::run(&client, "fetch", fetch.to_proto("fetch")?).await?;
+    ensure!(
+        fetched.status == 0 && fetched.stdout.text() == BODY,
+        "wget: status {}, stdout {:?}, stderr {:?}",
+        fetched.status,
+        fetched.stdout.text(),
+        fetched.stderr.text()
+    );
+    let served = tokio::task::spawn_blocking(move || server.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the host's server panicked"))?;
+    ensure!(served == 1, "the host served {served} requests");
+
+    // A network namespace the guest cannot join is refused, saying why.
+    let mut elsewhere = ContainerSpec::new(["true"]).to_proto("web")?;
+    elsewhere
+        .Linux
+        .mut_or_insert_default()
+        .Namespaces
+        .push(hull_protocols::oci::LinuxNamespace {
+            Type: "network".into(),
+            Path: "/var/run/netns/cni-1234".into(),
+            ..Default::default()
+        });
+    let req = hull_protocols::agent::CreateContainerRequest {
+        container_id: "elsewhere".into(),
+        exec_id: "elsewhere".into(),
+        OCI: Some(elsewhere).into(),
+        ..Default::default()
+    };
+    refused(
+        "a network namespace path",
+        client.create_container(&req).await,
+        Code::INVALID_ARGUMENT,
+        "sandbox's network namespace",
+    )?;
+
+    server_container.signal("", 9).await?;
+    server_container.wait("").await?;
+    let (_, log) = web_output.finish().await?;
+    eprintln!("httpd's log: {}", log.text().trim());
+    server_container.remove().await?;
+    guest.power_off().await?;
+    Ok(())
+}

@@ -50,12 +50,16 @@ async fn guest_boots_answers_the_agent_api_and_powers_off() -> Result<()> {
         "init did not log the agent start"
     );
 
+    // A method hull does not implement answers UNIMPLEMENTED with its name.
+    let req = hull_protocols::agent::SetPolicyRequest::new();
     let err = client
-        .stats_container("no-such-container")
+        .call_agent("AgentService.SetPolicy", |agent, ctx| {
+            agent.set_policy(ctx, &req)
+        })
         .await
-        .expect_err("StatsContainer is not implemented yet");
+        .expect_err("SetPolicy is not implemented");
     ensure!(
-        err.is_unimplemented() && err.to_string().contains("StatsContainer"),
+        err.is_unimplemented() && err.to_string().contains("SetPolicy"),
         "unexpected answer: {err}"
     );
 

@@ -819,13 +819,15 @@ fn switch_user(p: &ProcessPlan) -> HelperResult<()> {
     nix::unistd::setresgid(gid, gid, gid).map_err(sys(format!("setresgid({})", p.gid)))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(sys(format!("setresuid({})", p.uid)))?;
     if let Some(c) = &p.capabilities {
-        let permitted = set_of(&c.permitted)?;
-        caps::set(None, CapSet::Permitted, &permitted)
-            .map_err(|e| format!("permitted capabilities: {e}"))?;
+        // One capset(2) per set, so the order matters: the effective set must stay within
+        // the permitted one at every step, and the inheritable one is set while the
+        // permitted set still allows it. Permitted last: it only shrinks.
         caps::set(None, CapSet::Inheritable, &set_of(&c.inheritable)?)
             .map_err(|e| format!("inheritable capabilities: {e}"))?;
         caps::set(None, CapSet::Effective, &set_of(&c.effective)?)
             .map_err(|e| format!("effective capabilities: {e}"))?;
+        caps::set(None, CapSet::Permitted, &set_of(&c.permitted)?)
+            .map_err(|e| format!("permitted capabilities: {e}"))?;
         for cap in set_of(&c.ambient)? {
             if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
                 tracing::debug!(%e, %cap, "ambient capability not raised");

@@ -483,18 +483,19 @@ impl Containers {
     /// `SignalProcess`: an empty `exec_id` signals every process of the container.
     pub fn signal(&self, id: &str, exec_id: &str, signal: Signal) -> Result<(), ContainerError> {
         let container = self.get(id)?;
-        if exec_id.is_empty() {
-            return signal_all(&container, signal);
-        }
         let process = container.process(exec_id)?;
         let mut signal = signal;
         // As Kata: an init process (pid 1 of its namespace) ignores signals it does not
-        // handle; SIGTERM is what a runtime sends to stop it, so make it SIGKILL then.
+        // handle; SIGTERM is what a runtime sends to stop it, so make it SIGKILL then,
+        // for the init alone or (empty exec id) for every process, as Kata's agent does.
         if Arc::ptr_eq(&process, &container.init)
             && signal == Signal::SIGTERM
             && !signal_is_handled(process.pid, Signal::SIGTERM)
         {
             signal = Signal::SIGKILL;
+        }
+        if exec_id.is_empty() {
+            return signal_all(&container, signal);
         }
         process.signal(signal)?;
         Ok(())

@@ -168,7 +168,8 @@ pub struct PlanOptions {
     /// The container's bundle directory: a relative `root.path` is resolved against it.
     pub bundle: PathBuf,
     /// In a VM, every container shares the sandbox's network namespace: a `network`
-    /// namespace without a path in the spec is not created (as Kata's agent does). The
+    /// namespace without a path in the spec is not created (as Kata's agent does), and
+    /// one with a path (a host's netns file, which Kata's runtime strips) is refused. The
     /// runtime CLI on a host honours the spec instead.
     pub share_sandbox_network: bool,
     pub no_pivot: bool,
@@ -225,7 +226,14 @@ pub fn plan_container(
             )));
         }
         let path = ns.path().clone().filter(|p| !p.as_os_str().is_empty());
-        if kind == NamespaceKind::Network && path.is_none() && options.share_sandbox_network {
+        if kind == NamespaceKind::Network && options.share_sandbox_network {
+            if let Some(path) = &path {
+                return Err(invalid(format!(
+                    "network namespace {}: containers share the sandbox's network \
+                     namespace; leave out the path (or the entry)",
+                    path.display()
+                )));
+            }
             continue;
         }
         if let Some(path) = &path
@@ -743,6 +751,14 @@ mod tests {
         assert_eq!(plan.rootfs, PathBuf::from("/run/kata-containers/c1/rootfs"));
         let kinds: Vec<_> = plan.namespaces.iter().map(|n| n.kind).collect();
         assert_eq!(kinds, vec![NamespaceKind::Mount, NamespaceKind::Pid]);
+        let mut joined = minimal();
+        joined["linux"]["namespaces"][2]["path"] = "/var/run/netns/cni-1".into();
+        let err = plan_container("c1", &spec(joined.clone()), &options()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("/var/run/netns/cni-1") && text.contains("sandbox's network namespace"),
+            "{text}"
+        );
         let mut opts = options();
         opts.share_sandbox_network = false;
         let plan = plan_container("c1", &spec(minimal()), &opts).unwrap();
@@ -750,6 +766,13 @@ mod tests {
             plan.namespaces
                 .iter()
                 .any(|n| n.kind == NamespaceKind::Network)
+        );
+        let plan = plan_container("c1", &spec(joined), &opts).unwrap();
+        assert!(
+            plan.namespaces
+                .iter()
+                .any(|n| n.kind == NamespaceKind::Network
+                    && n.path.as_deref() == Some(std::path::Path::new("/var/run/netns/cni-1")))
         );
     }
 

@@ -1,23 +1,23 @@
-//! Our protobuf rendering of the OCI spec (`hull_protocols::oci`) → `oci_spec::runtime`,
-//! and cgroup statistics → protobuf.
+//! The OCI spec from the wire (`hull_protocols::oci`) → `oci_spec::runtime`, with the
+//! agent's policy on top; and cgroup statistics → protobuf.
 //!
-//! The protobuf is turned into the OCI `config.json` shape and deserialised by
-//! `oci_spec`, so every enum (namespace types, capabilities, rlimits, seccomp actions) is
-//! checked by the same code that reads a `config.json`, and a field the protobuf leaves
-//! empty is absent, as in JSON. In this encoding 0 means "not set" for the resource
-//! numbers (memory, CPU, pids).
+//! The conversion itself is `hull_protocols::oci_json`, the one converter of both
+//! directions (hull-ctl and the tests use the other). It carries every field faithfully;
+//! what this agent does with them is decided here, as Kata's agent does:
 //!
-//! Ignored on purpose, as Kata's agent does: hooks (the host runtime ran them; Kata's
-//! runtime does not send them), `mountLabel`, the device cgroup rules (cgroup v2 device
-//! control needs BPF, which this agent does not carry; the VM is the device boundary),
-//! `network` resources (cgroup v1 only), kernel memory limits, `disableOOMKiller` and
-//! swappiness (not in cgroup v2). Refused: Intel RDT, realtime CPU limits.
+//! - ignored: hooks (the host runtime ran them; Kata's runtime does not send them),
+//!   `mountLabel`, the device cgroup rules (cgroup v2 device control needs BPF, which
+//!   this agent does not carry; the VM is the device boundary), `network` resources
+//!   (cgroup v1 only), kernel memory limits, `disableOOMKiller` and swappiness (not in
+//!   cgroup v2);
+//! - refused: Intel RDT, realtime CPU limits;
+//! - `OOMScoreAdj` 0 is written as 0: the protobuf cannot tell it from "not set".
 
 use std::collections::HashMap;
 
 use hull_protocols::oci;
+use hull_protocols::oci_json::{self, OciError};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
-use serde_json::{Map, Value, json};
 
 use crate::error::AgentError;
 
@@ -25,58 +25,67 @@ fn invalid(message: impl Into<String>) -> AgentError {
     AgentError::InvalidArgument(message.into())
 }
 
-/// Adds `key` when `value` is not empty/zero.
-fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
-    let empty = match &value {
-        Value::Null => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        Value::Number(n) => n.as_i64() == Some(0) || n.as_u64() == Some(0),
-        Value::Bool(b) => !b,
-    };
-    if !empty {
-        map.insert(key.to_string(), value);
-    }
+fn converted(error: OciError) -> AgentError {
+    invalid(error.to_string())
 }
 
 /// `CreateContainerRequest.OCI` → a spec.
 pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, AgentError> {
-    let mut m = Map::new();
-    m.insert("ociVersion".into(), json!(spec.Version));
-    if let Some(root) = spec.Root.as_ref() {
-        m.insert(
-            "root".into(),
-            json!({"path": root.Path, "readonly": root.Readonly}),
-        );
-    }
-    if let Some(process) = spec.Process.as_ref() {
-        m.insert("process".into(), process_json(process)?);
-    }
-    put(&mut m, "hostname", json!(spec.Hostname));
-    let mounts: Vec<Value> = spec
-        .Mounts
-        .iter()
-        .map(|mount| {
-            let mut o = Map::new();
-            o.insert("destination".into(), json!(mount.destination));
-            put(&mut o, "source", json!(mount.source));
-            put(&mut o, "type", json!(mount.type_));
-            put(&mut o, "options", json!(mount.options));
-            Value::Object(o)
-        })
-        .collect();
-    put(&mut m, "mounts", Value::Array(mounts));
-    put(&mut m, "annotations", json!(spec.Annotations));
-    if let Some(linux) = spec.Linux.as_ref() {
-        m.insert("linux".into(), linux_json(linux)?);
-    }
-    if spec.Hooks.as_ref().is_some_and(|h| {
-        !(h.Prestart.is_empty() && h.Poststart.is_empty() && h.Poststop.is_empty())
+    let mut spec = spec.clone();
+    if spec.Hooks.take().is_some_and(|h| {
+        !(h.Prestart.is_empty()
+            && h.Poststart.is_empty()
+            && h.Poststop.is_empty()
+            && h.CreateRuntime.is_empty()
+            && h.CreateContainer.is_empty()
+            && h.StartContainer.is_empty())
     }) {
         tracing::debug!("spec hooks ignored: they are the host runtime's");
     }
-    from_json(Value::Object(m), "spec")
+    if let Some(linux) = spec.Linux.as_mut() {
+        if linux
+            .IntelRdt
+            .as_ref()
+            .is_some_and(|r| !r.L3CacheSchema.is_empty())
+        {
+            return Err(invalid("Intel RDT is not supported"));
+        }
+        linux.MountLabel.clear();
+        if let Some(resources) = linux.Resources.as_mut() {
+            guest_resources(resources)?;
+        }
+    }
+    let mut out = oci_json::spec_from_proto(&spec).map_err(converted)?;
+    if let Some(process) = out.process_mut() {
+        written_oom_score_adj(process);
+    }
+    Ok(out)
+}
+
+/// What the guest does not act on is dropped, what it cannot do is refused.
+fn guest_resources(resources: &mut oci::LinuxResources) -> Result<(), AgentError> {
+    if let Some(cpu) = resources.CPU.as_ref()
+        && (cpu.RealtimeRuntime != 0 || cpu.RealtimePeriod != 0)
+    {
+        return Err(invalid(
+            "realtime CPU limits are not supported with cgroup v2",
+        ));
+    }
+    resources.Devices.clear();
+    resources.Network.clear();
+    if let Some(memory) = resources.Memory.as_mut() {
+        memory.Kernel = 0;
+        memory.KernelTCP = 0;
+        memory.Swappiness = 0;
+        memory.DisableOOMKiller = false;
+    }
+    Ok(())
+}
+
+fn written_oom_score_adj(process: &mut Process) {
+    if process.oom_score_adj().is_none() {
+        process.set_oom_score_adj(Some(0));
+    }
 }
 
 /// `StringUser` (ids as strings) over the process's user. Only numeric ids are
@@ -115,220 +124,16 @@ pub fn apply_string_user(
 
 /// `ExecProcessRequest.process` → a process.
 pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError> {
-    from_json(process_json(process)?, "process")
+    let mut out = oci_json::process_from_proto(process).map_err(converted)?;
+    written_oom_score_adj(&mut out);
+    Ok(out)
 }
 
 /// `UpdateContainerRequest.resources` → resources.
 pub fn resources_from_proto(resources: &oci::LinuxResources) -> Result<LinuxResources, AgentError> {
-    from_json(resources_json(resources)?, "resources")
-}
-
-fn from_json<T: for<'de> serde::Deserialize<'de>>(
-    value: Value,
-    what: &str,
-) -> Result<T, AgentError> {
-    serde_json::from_value(value).map_err(|e| invalid(format!("invalid {what}: {e}")))
-}
-
-fn process_json(p: &oci::Process) -> Result<Value, AgentError> {
-    let mut m = Map::new();
-    put(&mut m, "terminal", json!(p.Terminal));
-    if let Some(size) = p.ConsoleSize.as_ref()
-        && (size.Height > 0 || size.Width > 0)
-    {
-        m.insert(
-            "consoleSize".into(),
-            json!({"height": size.Height, "width": size.Width}),
-        );
-    }
-    let user = p.User.as_ref();
-    let mut u = Map::new();
-    u.insert("uid".into(), json!(user.map_or(0, |u| u.UID)));
-    u.insert("gid".into(), json!(user.map_or(0, |u| u.GID)));
-    if let Some(user) = user {
-        put(&mut u, "additionalGids", json!(user.AdditionalGids));
-        put(&mut u, "username", json!(user.Username));
-    }
-    m.insert("user".into(), Value::Object(u));
-    put(&mut m, "args", json!(p.Args));
-    put(&mut m, "env", json!(p.Env));
-    m.insert("cwd".into(), json!(p.Cwd));
-    if let Some(caps) = p.Capabilities.as_ref() {
-        m.insert(
-            "capabilities".into(),
-            json!({
-                "bounding": caps.Bounding,
-                "effective": caps.Effective,
-                "inheritable": caps.Inheritable,
-                "permitted": caps.Permitted,
-                "ambient": caps.Ambient,
-            }),
-        );
-    }
-    let rlimits: Vec<Value> = p
-        .Rlimits
-        .iter()
-        .map(|r| json!({"type": r.Type, "hard": r.Hard, "soft": r.Soft}))
-        .collect();
-    put(&mut m, "rlimits", Value::Array(rlimits));
-    put(&mut m, "noNewPrivileges", json!(p.NoNewPrivileges));
-    put(&mut m, "apparmorProfile", json!(p.ApparmorProfile));
-    let adj = i32::try_from(p.OOMScoreAdj)
-        .map_err(|_| invalid(format!("OOMScoreAdj {} is out of range", p.OOMScoreAdj)))?;
-    m.insert("oomScoreAdj".into(), json!(adj));
-    put(&mut m, "selinuxLabel", json!(p.SelinuxLabel));
-    Ok(Value::Object(m))
-}
-
-fn linux_json(l: &oci::Linux) -> Result<Value, AgentError> {
-    let mut m = Map::new();
-    let mapping = |list: &[oci::LinuxIDMapping]| -> Value {
-        Value::Array(
-            list.iter()
-                .map(|i| json!({"hostID": i.HostID, "containerID": i.ContainerID, "size": i.Size}))
-                .collect(),
-        )
-    };
-    put(&mut m, "uidMappings", mapping(&l.UIDMappings));
-    put(&mut m, "gidMappings", mapping(&l.GIDMappings));
-    put(&mut m, "sysctl", json!(l.Sysctl));
-    if let Some(resources) = l.Resources.as_ref() {
-        put(&mut m, "resources", resources_json(resources)?);
-    }
-    put(&mut m, "cgroupsPath", json!(l.CgroupsPath));
-    let namespaces: Vec<Value> = l
-        .Namespaces
-        .iter()
-        .map(|n| {
-            let mut o = Map::new();
-            o.insert("type".into(), json!(n.Type));
-            put(&mut o, "path", json!(n.Path));
-            Value::Object(o)
-        })
-        .collect();
-    put(&mut m, "namespaces", Value::Array(namespaces));
-    let devices: Vec<Value> = l
-        .Devices
-        .iter()
-        .map(|d| {
-            let mut o = Map::new();
-            o.insert("path".into(), json!(d.Path));
-            o.insert("type".into(), json!(d.Type));
-            o.insert("major".into(), json!(d.Major));
-            o.insert("minor".into(), json!(d.Minor));
-            put(&mut o, "fileMode", json!(d.FileMode));
-            o.insert("uid".into(), json!(d.UID));
-            o.insert("gid".into(), json!(d.GID));
-            Value::Object(o)
-        })
-        .collect();
-    put(&mut m, "devices", Value::Array(devices));
-    if let Some(seccomp) = l.Seccomp.as_ref()
-        && !(seccomp.DefaultAction.is_empty() && seccomp.Syscalls.is_empty())
-    {
-        m.insert("seccomp".into(), seccomp_json(seccomp));
-    }
-    put(&mut m, "rootfsPropagation", json!(l.RootfsPropagation));
-    put(&mut m, "maskedPaths", json!(l.MaskedPaths));
-    put(&mut m, "readonlyPaths", json!(l.ReadonlyPaths));
-    if l.IntelRdt
-        .as_ref()
-        .is_some_and(|r| !r.L3CacheSchema.is_empty())
-    {
-        return Err(invalid("Intel RDT is not supported"));
-    }
-    Ok(Value::Object(m))
-}
-
-fn seccomp_json(s: &oci::LinuxSeccomp) -> Value {
-    let syscalls: Vec<Value> = s
-        .Syscalls
-        .iter()
-        .map(|sc| {
-            let mut o = Map::new();
-            o.insert("names".into(), json!(sc.Names));
-            o.insert("action".into(), json!(sc.Action));
-            if let Some(oci::linux_syscall::ErrnoRet::Errnoret(errno)) = &sc.ErrnoRet {
-                o.insert("errnoRet".into(), json!(errno));
-            }
-            let args: Vec<Value> = sc
-                .Args
-                .iter()
-                .map(|a| {
-                    json!({"index": a.Index, "value": a.Value, "valueTwo": a.ValueTwo, "op": a.Op})
-                })
-                .collect();
-            put(&mut o, "args", Value::Array(args));
-            Value::Object(o)
-        })
-        .collect();
-    let mut m = Map::new();
-    m.insert("defaultAction".into(), json!(s.DefaultAction));
-    put(&mut m, "architectures", json!(s.Architectures));
-    put(&mut m, "flags", json!(s.Flags));
-    put(&mut m, "syscalls", Value::Array(syscalls));
-    Value::Object(m)
-}
-
-fn resources_json(r: &oci::LinuxResources) -> Result<Value, AgentError> {
-    let mut m = Map::new();
-    if let Some(mem) = r.Memory.as_ref() {
-        let mut o = Map::new();
-        put(&mut o, "limit", json!(mem.Limit));
-        put(&mut o, "reservation", json!(mem.Reservation));
-        put(&mut o, "swap", json!(mem.Swap));
-        put(&mut m, "memory", Value::Object(o));
-    }
-    if let Some(cpu) = r.CPU.as_ref() {
-        if cpu.RealtimeRuntime != 0 || cpu.RealtimePeriod != 0 {
-            return Err(invalid(
-                "realtime CPU limits are not supported with cgroup v2",
-            ));
-        }
-        let mut o = Map::new();
-        put(&mut o, "shares", json!(cpu.Shares));
-        put(&mut o, "quota", json!(cpu.Quota));
-        put(&mut o, "period", json!(cpu.Period));
-        put(&mut o, "cpus", json!(cpu.Cpus));
-        put(&mut o, "mems", json!(cpu.Mems));
-        put(&mut m, "cpu", Value::Object(o));
-    }
-    if let Some(pids) = r.Pids.as_ref()
-        && pids.Limit != 0
-    {
-        m.insert("pids".into(), json!({"limit": pids.Limit}));
-    }
-    if let Some(io) = r.BlockIO.as_ref() {
-        let mut o = Map::new();
-        put(&mut o, "weight", json!(io.Weight));
-        put(&mut o, "leafWeight", json!(io.LeafWeight));
-        let weights: Vec<Value> = io
-            .WeightDevice
-            .iter()
-            .map(|w| json!({"major": w.Major, "minor": w.Minor, "weight": w.Weight, "leafWeight": w.LeafWeight}))
-            .collect();
-        put(&mut o, "weightDevice", Value::Array(weights));
-        for (key, list) in [
-            ("throttleReadBpsDevice", &io.ThrottleReadBpsDevice),
-            ("throttleWriteBpsDevice", &io.ThrottleWriteBpsDevice),
-            ("throttleReadIOPSDevice", &io.ThrottleReadIOPSDevice),
-            ("throttleWriteIOPSDevice", &io.ThrottleWriteIOPSDevice),
-        ] {
-            let devices: Vec<Value> = list
-                .iter()
-                .map(|t| json!({"major": t.Major, "minor": t.Minor, "rate": t.Rate}))
-                .collect();
-            put(&mut o, key, Value::Array(devices));
-        }
-        put(&mut m, "blockIO", Value::Object(o));
-    }
-    let hugepages: Vec<Value> = r
-        .HugepageLimits
-        .iter()
-        .map(|h| json!({"pageSize": h.Pagesize, "limit": h.Limit}))
-        .collect();
-    put(&mut m, "hugepageLimits", Value::Array(hugepages));
-    Ok(Value::Object(m))
+    let mut resources = resources.clone();
+    guest_resources(&mut resources)?;
+    oci_json::resources_from_proto(&resources).map_err(converted)
 }
 
 /// cgroup statistics → `CgroupStats`.
@@ -524,6 +329,65 @@ mod tests {
         let seccomp = linux.seccomp().as_ref().unwrap();
         assert_eq!(seccomp.syscalls().as_ref().unwrap()[0].errno_ret(), Some(1));
         assert_eq!(spec.hostname().as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn the_guest_policy_drops_what_it_does_not_act_on_and_refuses_what_it_cannot_do() {
+        let mut spec = proto_spec();
+        spec.Hooks = Some(oci::Hooks {
+            Prestart: vec![oci::Hook {
+                Path: "/bin/hook".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .into();
+        let linux = spec.Linux.as_mut().unwrap();
+        linux.MountLabel = "label".into();
+        let resources = linux.Resources.as_mut().unwrap();
+        resources.Devices = vec![oci::LinuxDeviceCgroup {
+            Access: "rwm".into(),
+            Major: -1,
+            Minor: -1,
+            ..Default::default()
+        }];
+        resources.Memory.as_mut().unwrap().Swappiness = 10;
+        let converted = spec_from_proto(&spec).unwrap();
+        assert!(converted.hooks().is_none());
+        let linux = converted.linux().as_ref().unwrap();
+        assert!(linux.mount_label().is_none());
+        let resources = linux.resources().as_ref().unwrap();
+        assert!(resources.devices().is_none());
+        assert!(resources.memory().as_ref().unwrap().swappiness().is_none());
+        assert_eq!(
+            converted.process().as_ref().unwrap().oom_score_adj(),
+            Some(0),
+            "a zero OOMScoreAdj is written"
+        );
+
+        let mut realtime = proto_spec();
+        realtime
+            .Linux
+            .as_mut()
+            .unwrap()
+            .Resources
+            .as_mut()
+            .unwrap()
+            .CPU = Some(oci::LinuxCPU {
+            RealtimeRuntime: 10,
+            ..Default::default()
+        })
+        .into();
+        let err = spec_from_proto(&realtime).unwrap_err();
+        assert!(err.to_string().contains("realtime"), "{err}");
+        let mut rdt = proto_spec();
+        rdt.Linux.as_mut().unwrap().IntelRdt = Some(oci::LinuxIntelRdt {
+            L3CacheSchema: "L3:0=f".into(),
+            ..Default::default()
+        })
+        .into();
+        let err = spec_from_proto(&rdt).unwrap_err();
+        assert!(err.to_string().contains("Intel RDT"), "{err}");
     }
 
     #[test]

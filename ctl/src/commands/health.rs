@@ -29,6 +29,7 @@ pub async fn run(client: &AgentClient, command: &HealthCommand) -> anyhow::Resul
             Ok(Outcome {
                 report: Box::new(report),
                 failure,
+                exit_status: None,
             })
         }
         HealthCommand::Version => Ok(Outcome::ok(VersionReport::from(&client.version().await?))),

@@ -2,6 +2,7 @@
 //! `clap::Subcommand` enum and an async `run`, then add a flattened variant
 //! to [`Command`] and an arm to [`run`].
 
+pub mod container;
 pub mod health;
 pub mod network;
 pub mod sandbox;
@@ -9,11 +10,12 @@ pub mod sandbox;
 use clap::Subcommand;
 use hull_protocols::AgentClient;
 
+pub use container::ContainerCommand;
 pub use health::HealthCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
 
-use crate::output::Report;
+use crate::output::{Format, Report};
 
 /// Every command, grouped; the groups are flattened so commands appear at
 /// the top level (`hull-ctl check`, not `hull-ctl health check`).
@@ -28,6 +30,9 @@ pub enum Command {
     /// The guest's network.
     #[command(flatten)]
     Network(NetworkCommand),
+    /// Containers and their processes.
+    #[command(flatten)]
+    Container(ContainerCommand),
 }
 
 /// What a command produced.
@@ -38,6 +43,8 @@ pub struct Outcome {
     /// When set, the command failed after producing output (e.g. the agent
     /// answered but is not serving); hull-ctl exits non-zero with this text.
     pub failure: Option<String>,
+    /// A process's exit status that hull-ctl exits with (`run`, `exec`).
+    pub exit_status: Option<i32>,
 }
 
 impl Outcome {
@@ -46,15 +53,21 @@ impl Outcome {
         Self {
             report: Box::new(report),
             failure: None,
+            exit_status: None,
         }
     }
 }
 
 /// Runs `command` against the agent.
-pub async fn run(client: &AgentClient, command: &Command) -> anyhow::Result<Outcome> {
+pub async fn run(
+    client: &AgentClient,
+    command: &Command,
+    format: Format,
+) -> anyhow::Result<Outcome> {
     match command {
         Command::Health(c) => health::run(client, c).await,
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
+        Command::Container(c) => container::run(client, c, format).await,
     }
 }

@@ -1,16 +1,24 @@
-//! `guest-details` and `destroy-sandbox`.
+//! `create-sandbox`, `guest-details` and `destroy-sandbox`.
 
-use clap::Subcommand;
+use std::net::IpAddr;
+
+use clap::{Args, Subcommand};
 use hull_protocols::AgentClient;
-use hull_protocols::agent::{AgentDetails, GuestDetailsResponse};
+use hull_protocols::agent::{AgentDetails, CreateSandboxRequest, GuestDetailsResponse, Storage};
 use serde::Serialize;
 
 use super::Outcome;
 use crate::output::{Report, kv_lines, list, to_json};
 
+/// The tag Kata's runtime gives the sandbox's virtio-fs share.
+pub const DEFAULT_SHARED_FS_TAG: &str = "kataShared";
+
 /// Sandbox and guest commands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum SandboxCommand {
+    /// AgentService.CreateSandbox: hostname, DNS and the shared directory for container
+    /// bundles.
+    CreateSandbox(CreateSandboxArgs),
     /// AgentService.GetGuestDetails: memory block size, hotplug support,
     /// agent details.
     GuestDetails,
@@ -18,9 +26,71 @@ pub enum SandboxCommand {
     DestroySandbox,
 }
 
+/// `create-sandbox` options.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CreateSandboxArgs {
+    /// The guest's hostname.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// A resolv.conf line (`nameserver 10.0.2.3`, `search example.org`) or a bare
+    /// nameserver address; repeat for more.
+    #[arg(long, value_name = "LINE")]
+    pub dns: Vec<String>,
+    /// Mount the virtio-fs share with this tag (default kataShared) at
+    /// /run/kata-containers/shared/containers/, where container bundles are looked for.
+    #[arg(long, value_name = "TAG", num_args = 0..=1, default_missing_value = DEFAULT_SHARED_FS_TAG)]
+    pub shared_fs: Option<String>,
+    /// The sandbox's id.
+    #[arg(long, value_name = "ID", default_value = "hull-sandbox")]
+    pub sandbox_id: String,
+    /// Containers asking for a new PID namespace share one sandbox-wide namespace.
+    #[arg(long)]
+    pub sandbox_pidns: bool,
+}
+
+impl CreateSandboxArgs {
+    /// The request: Kata's virtio-fs storage for the shared directory when asked.
+    pub fn request(&self) -> CreateSandboxRequest {
+        CreateSandboxRequest {
+            hostname: self.hostname.clone().unwrap_or_default(),
+            dns: self
+                .dns
+                .iter()
+                .map(|line| match line.trim().parse::<IpAddr>() {
+                    Ok(address) => format!("nameserver {address}"),
+                    Err(_) => line.clone(),
+                })
+                .collect(),
+            storages: self
+                .shared_fs
+                .iter()
+                .map(|tag| Storage {
+                    driver: "virtio-fs".into(),
+                    source: tag.clone(),
+                    fstype: "virtiofs".into(),
+                    mount_point: format!("{}/", super::container::GUEST_SHARED_DIR),
+                    ..Default::default()
+                })
+                .collect(),
+            sandbox_pidns: self.sandbox_pidns,
+            sandbox_id: self.sandbox_id.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Runs a sandbox command.
 pub async fn run(client: &AgentClient, command: &SandboxCommand) -> anyhow::Result<Outcome> {
     match command {
+        SandboxCommand::CreateSandbox(args) => {
+            let req = args.request();
+            client.create_sandbox(&req).await?;
+            Ok(Outcome::ok(CreatedReport {
+                sandbox_id: req.sandbox_id,
+                hostname: req.hostname,
+                storages: req.storages.iter().map(|s| s.mount_point.clone()).collect(),
+            }))
+        }
         SandboxCommand::GuestDetails => Ok(Outcome::ok(GuestDetailsReport::from(
             &client.guest_details().await?,
         ))),
@@ -115,6 +185,27 @@ impl Report for GuestDetailsReport {
     }
 }
 
+/// `create-sandbox` result. JSON: `{"sandbox_id", "hostname", "storages": [mount points]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatedReport {
+    pub sandbox_id: String,
+    pub hostname: String,
+    pub storages: Vec<String>,
+}
+
+impl Report for CreatedReport {
+    fn human(&self) -> String {
+        kv_lines(&[
+            ("sandbox_id", self.sandbox_id.clone()),
+            ("hostname", self.hostname.clone()),
+            ("storages", list(&self.storages)),
+        ])
+    }
+    fn json(&self) -> serde_json::Value {
+        to_json(self)
+    }
+}
+
 /// `destroy-sandbox` result. JSON: `{"destroyed": true}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DestroyReport {
@@ -188,6 +279,40 @@ mod tests {
         let report = GuestDetailsReport::from(&GuestDetailsResponse::new());
         assert_eq!(report.json()["agent_details"], serde_json::Value::Null);
         assert!(report.human().ends_with("agent_details:             -"));
+    }
+
+    #[test]
+    fn create_sandbox_adds_katas_shared_fs_storage() {
+        let args = CreateSandboxArgs {
+            hostname: Some("box".into()),
+            dns: vec!["10.0.2.3".into(), "search example.org".into()],
+            shared_fs: Some(DEFAULT_SHARED_FS_TAG.into()),
+            sandbox_id: "sb".into(),
+            sandbox_pidns: false,
+        };
+        let req = args.request();
+        assert_eq!(req.dns, ["nameserver 10.0.2.3", "search example.org"]);
+        assert_eq!(req.storages.len(), 1);
+        let storage = &req.storages[0];
+        assert_eq!(
+            (
+                storage.driver.as_str(),
+                storage.source.as_str(),
+                storage.fstype.as_str(),
+                storage.mount_point.as_str()
+            ),
+            (
+                "virtio-fs",
+                "kataShared",
+                "virtiofs",
+                "/run/kata-containers/shared/containers/"
+            )
+        );
+        let without = CreateSandboxArgs {
+            shared_fs: None,
+            ..args
+        };
+        assert!(without.request().storages.is_empty());
     }
 
     #[test]
