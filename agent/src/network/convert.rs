@@ -26,8 +26,8 @@ use super::addr::{Family, IpNet, Mac, Prefix};
 use super::error::NetworkError;
 use super::interface::{InterfaceSpec, InterfaceState, LinkSelector};
 use super::neighbor::{NUD_PERMANENT, NeighborSpec};
-use super::pci::PciPath;
 use super::route::RouteEntry;
+use crate::device::PciPath;
 
 /// The kernel's limit on interface names: IFNAMSIZ (16) with its terminating NUL.
 const MAX_IFNAME_LEN: usize = 15;
@@ -47,7 +47,7 @@ pub fn interface_spec(interface: Option<&Interface>) -> Result<InterfaceSpec, Ne
         "" => None,
         text => Some(
             text.parse::<PciPath>()
-                .map_err(|reason| NetworkError::invalid("interface.devicePath", text, reason))?,
+                .map_err(|e| NetworkError::invalid("interface.devicePath", text, e.to_string()))?,
         ),
     };
     let selector = match (pci_path, mac) {

@@ -13,8 +13,8 @@ use rtnetlink::packet_route::link::LinkFlags;
 use super::addr::{IpNet, Mac};
 use super::error::NetworkError;
 use super::netlink::{Link, Netlink};
-use super::pci::PciPath;
 use super::route;
+use crate::device::PciPath;
 
 /// How the request designates the link to configure.
 #[derive(Debug, Clone, PartialEq, Eq)]

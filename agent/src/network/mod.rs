@@ -122,7 +122,7 @@ impl Network {
         // Wait for a hot-plugged NIC before taking the lock: others may go on meanwhile.
         let pci_name = match &spec.selector {
             LinkSelector::PciPath(path) => Some(
-                path.wait_for_interface(&self.settings.sysfs, self.settings.hotplug_timeout)
+                pci::wait_for_interface(path, &self.settings.sysfs, self.settings.hotplug_timeout)
                     .await?,
             ),
             _ => None,
