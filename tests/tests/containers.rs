@@ -10,7 +10,10 @@ use hull_e2e::bundle::{ContainerSpec, kernel_release};
 use hull_e2e::container::{Container, Run};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::VmConfig;
-use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
+use hull_protocols::agent::{
+    CreateContainerRequest, ExecProcessRequest, PauseContainerRequest, ResumeContainerRequest,
+    TtyWinResizeRequest, UpdateContainerRequest,
+};
 use hull_protocols::client::{AgentClient, ClientError};
 use hull_protocols::ttrpc::Code;
 use sha2::{Digest, Sha256};
@@ -251,6 +254,67 @@ async fn bad_requests_are_answered_precisely(guest: &SandboxGuest) -> Result<()>
         Code::NOT_FOUND,
         "nope",
     )?;
+    refused(
+        "ReadStderr of an unknown container",
+        client.read_stderr("nope", "", 10).await,
+        Code::NOT_FOUND,
+        "nope",
+    )?;
+    refused(
+        "WriteStdin of an unknown container",
+        client.write_stdin("nope", "", b"x").await,
+        Code::NOT_FOUND,
+        "nope",
+    )?;
+    refused(
+        "CloseStdin of an unknown container",
+        client.close_stdin("nope", "").await,
+        Code::NOT_FOUND,
+        "nope",
+    )?;
+    let pause = PauseContainerRequest {
+        container_id: "nope".into(),
+        ..Default::default()
+    };
+    refused(
+        "PauseContainer of an unknown container",
+        client
+            .call_agent("AgentService.PauseContainer", |a, ctx| {
+                a.pause_container(ctx, &pause)
+            })
+            .await,
+        Code::NOT_FOUND,
+        "nope",
+    )?;
+    let resume = ResumeContainerRequest {
+        container_id: "nope".into(),
+        ..Default::default()
+    };
+    refused(
+        "ResumeContainer of an unknown container",
+        client
+            .call_agent("AgentService.ResumeContainer", |a, ctx| {
+                a.resume_container(ctx, &resume)
+            })
+            .await,
+        Code::NOT_FOUND,
+        "nope",
+    )?;
+    let update = UpdateContainerRequest {
+        container_id: "nope".into(),
+        resources: Some(Default::default()).into(),
+        ..Default::default()
+    };
+    refused(
+        "UpdateContainer of an unknown container",
+        client
+            .call_agent("AgentService.UpdateContainer", |a, ctx| {
+                a.update_container(ctx, &update)
+            })
+            .await,
+        Code::NOT_FOUND,
+        "nope",
+    )?;
     let exec = ExecProcessRequest {
         container_id: "nope".into(),
         exec_id: "e".into(),
@@ -331,6 +395,38 @@ async fn bad_requests_are_answered_precisely(guest: &SandboxGuest) -> Result<()>
         client.wait_process("dup", "nobody").await,
         Code::NOT_FOUND,
         "nobody",
+    )?;
+    let resize = TtyWinResizeRequest {
+        container_id: "dup".into(),
+        row: 24,
+        column: 80,
+        ..Default::default()
+    };
+    refused(
+        "TtyWinResize of a process without a terminal",
+        client
+            .call_agent("AgentService.TtyWinResize", |a, ctx| {
+                a.tty_win_resize(ctx, &resize)
+            })
+            .await,
+        Code::FAILED_PRECONDITION,
+        "terminal",
+    )?;
+    let bad_exec = ExecProcessRequest {
+        container_id: "dup".into(),
+        exec_id: "bad".into(),
+        process: Some(ContainerSpec::new(["true"]).process_proto().map(|mut p| {
+            p.Cwd = "relative".into();
+            p
+        })?)
+        .into(),
+        ..Default::default()
+    };
+    refused(
+        "ExecProcess of a process with a relative cwd",
+        client.exec_process(&bad_exec).await,
+        Code::INVALID_ARGUMENT,
+        "cwd",
     )?;
     let stats = first.stats().await.context("StatsContainer of dup")?;
     ensure!(
