@@ -521,10 +521,10 @@ mod tests {
         let fake = Fake::new();
         fake.mkdir("devices/pci0000:00/0000:00:02.0/pci_bus/0000:01");
         fake.mkdir("devices/pci0000:00/0000:00:02.0/0000:01:01.0/virtio4/block/vdb");
-        if !fake.block_node("vdb") {
-            eprintln!("skipping the node check: mknod needs root");
-            return;
-        }
+        assert!(
+            fake.block_node("vdb"),
+            "making a block device node needs root (mknod)"
+        );
         let query = BlockQuery::Pci("02/01".parse().unwrap());
         let mut quiet = Script::quiet();
         let started = std::time::Instant::now();
@@ -541,10 +541,10 @@ mod tests {
     async fn a_device_is_found_when_its_uevent_arrives() {
         let fake = Fake::new();
         fake.mkdir("devices/pci0000:00/0000:00:02.0/pci_bus/0000:01");
-        if !fake.block_node("vdb") {
-            eprintln!("skipping: mknod needs root");
-            return;
-        }
+        assert!(
+            fake.block_node("vdb"),
+            "making a block device node needs root (mknod)"
+        );
         let query = BlockQuery::Pci("02/01".parse().unwrap());
         let mut events = Script::events(vec![
             Ok(block_add(
@@ -564,10 +564,10 @@ mod tests {
     #[tokio::test]
     async fn lost_events_send_the_waiter_back_to_sysfs() {
         let fake = Fake::new();
-        if !fake.block_node("pmem0") {
-            eprintln!("skipping: mknod needs root");
-            return;
-        }
+        assert!(
+            fake.block_node("pmem0"),
+            "making a block device node needs root (mknod)"
+        );
         // Not in sysfs at the first look; it appears while the events that would have
         // announced it are lost.
         let sysfs = fake.sysfs();
@@ -626,10 +626,10 @@ mod tests {
         let fake = Fake::new();
         fake.mkdir("bus/scsi/devices/0:0:1:2/block/sda");
         fake.mkdir("bus/scsi/devices/0:0:1:3/block/sdb");
-        if !fake.block_node("sda") {
-            eprintln!("skipping: mknod needs root");
-            return;
-        }
+        assert!(
+            fake.block_node("sda"),
+            "making a block device node needs root (mknod)"
+        );
         let node = fake
             .waiter(Duration::from_secs(1))
             .block_device_with(
