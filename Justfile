@@ -22,9 +22,12 @@ default:
 setup:
     scripts/setup.sh
 
-# Build the static guest binaries (hull-init, hull-agent).
+# Build the static guest binaries (hull-init, hull-agent). Two cargo runs: hull-init is
+# `no_std` without libc, and built together with the agent its dependencies would get
+# their `std` features (cargo unifies features within one build).
 guest:
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile guest --target {{guest_target}} -p hull-init -p hull-agent
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile guest --target {{guest_target}} -p hull-init
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile guest --target {{guest_target}} -p hull-agent
 
 # Build (or take from the cache) the guest kernel into build/kernel.
 kernel: setup

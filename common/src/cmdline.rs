@@ -3,6 +3,8 @@
 //! inside double quotes; a value that starts with `"` loses that quote and a
 //! trailing one; a parameter that starts with `"` loses it and a trailing one.
 
+use alloc::vec::Vec;
+
 /// The kernel command line as the running kernel reports it.
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
 
@@ -89,6 +91,7 @@ pub fn params(cmdline: &str) -> Vec<Param<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn p<'a>(key: &'a str, value: Option<&'a str>) -> Param<'a> {
         Param { key, value }

@@ -1,7 +1,13 @@
-//! Pieces shared by hull-init and hull-agent. No dependencies: init links it too and
-//! must stay tiny.
+//! Pieces shared by hull-init, hull-agent and hull-image.
+//!
+//! `core` + `alloc` only unless the `std` feature (on by default) is enabled: hull-init is
+//! a `no_std` binary and links this crate with `default-features = false`.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
 
 pub mod cmdline;
+pub mod mountinfo;
 
 /// Present in images built with the debug console (`hull-image rootfs --debug-tools`):
 /// only then does the agent honour `agent.debug_console` on the kernel command line.

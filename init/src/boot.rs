@@ -1,13 +1,17 @@
 //! Boot sequence of PID 1: console, signals, mounts, config, hostname, then
 //! the supervisor; every way out ends in [`shutdown::run`].
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hull_common::cmdline::PROC_CMDLINE;
+use hull_common::mountinfo::{self, MountInfoEntry};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config};
 use crate::shutdown::{self, Reason};
 use crate::signals::{self, Signals};
-use crate::{console, hostname, logger, mountinfo, mounts, supervisor, uptime_ms};
-use hull_common::cmdline::PROC_CMDLINE;
+use crate::{console, fs, hostname, logger, mounts, supervisor, uptime_ms};
 
 pub fn run() -> ! {
     // Before any file is opened: a closed fd 2 would make that file "stderr".
@@ -50,17 +54,11 @@ pub fn run() -> ! {
         Err(e) => warn!(hostname = config.hostname.as_str(), error = %e, "cannot set hostname"),
     }
     // Ctrl-Alt-Del then sends SIGINT to init instead of rebooting at once.
-    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
         warn!(error = %e, "cannot disable Ctrl-Alt-Del reboot");
     }
 
-    let signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot set up signal handling");
-            shutdown::run(Reason::BootFailure, None);
-        }
-    };
+    let signals = Signals::new();
     info!(uptime_ms = uptime_ms(), "boot complete");
     let reason = supervisor::run(&signals, config.agent_restarts);
     shutdown::run(reason, Some(&signals))
@@ -68,9 +66,9 @@ pub fn run() -> ! {
 
 /// One line saying what `/` is (type, device, options: `dax=always` shows a DAX root).
 fn log_root() {
-    match std::fs::read(mountinfo::PROC_SELF_MOUNTINFO)
+    match fs::read(mountinfo::PROC_SELF_MOUNTINFO)
         .ok()
-        .and_then(|data| mountinfo::describe_root(&data))
+        .and_then(|data| describe_root(&data))
     {
         Some(root) => info!(
             fstype = root.fstype.as_str(),
@@ -83,8 +81,42 @@ fn log_root() {
     }
 }
 
+/// What the boot log says about the root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDescription {
+    pub fstype: String,
+    pub source: String,
+    /// `major:minor` of the device.
+    pub device: String,
+    /// Per-mount options then superblock options, without repeats (as /proc/mounts shows
+    /// them): e.g. `ro,relatime,dax=always`.
+    pub options: String,
+}
+
+/// Describes the mount visible at `/` (the last one stacked there).
+pub fn describe_root(data: &[u8]) -> Option<RootDescription> {
+    let entries: Vec<MountInfoEntry> = mountinfo::parse_lenient(data);
+    let entry = shutdown::root(&entries)?;
+    let mut options: Vec<&str> = Vec::new();
+    for o in entry
+        .options
+        .split(',')
+        .chain(entry.super_options.split(','))
+    {
+        if !o.is_empty() && !options.contains(&o) {
+            options.push(o);
+        }
+    }
+    Some(RootDescription {
+        options: options.join(","),
+        fstype: entry.fstype.clone(),
+        source: entry.source.clone(),
+        device: entry.device(),
+    })
+}
+
 fn load_config() -> Config {
-    let text = match std::fs::read(PROC_CMDLINE) {
+    let text = match fs::read(PROC_CMDLINE) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
             warn!(path = PROC_CMDLINE, error = %e, "cannot read kernel command line, using defaults");
@@ -98,4 +130,30 @@ fn load_config() -> Config {
         warn!(detail = %w, "kernel command line");
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_the_top_root_mount_with_superblock_options() {
+        let data = b"1 1 0:2 / / rw - rootfs rootfs rw\n\
+            22 1 259:1 / / ro,relatime - ext4 /dev/root ro,dax=always\n\
+            23 22 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw,mode=755\n";
+        let root = describe_root(data).unwrap();
+        assert_eq!(
+            root,
+            RootDescription {
+                fstype: "ext4".into(),
+                source: "/dev/root".into(),
+                device: "259:1".into(),
+                options: "ro,relatime,dax=always".into(),
+            }
+        );
+        assert_eq!(
+            describe_root(b"23 22 0:5 / /dev rw - devtmpfs d rw\n"),
+            None
+        );
+    }
 }

@@ -14,7 +14,10 @@
 //! values yield warnings and fall back to the defaults. Nothing here chooses
 //! what runs as the agent: its path is a constant.
 
-use std::fmt;
+use alloc::borrow::ToOwned as _;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 use crate::hostname::{self, DEFAULT_HOSTNAME, HostnameError};
 use hull_common::cmdline::{self, Param};
@@ -137,6 +140,9 @@ fn parse_bool(value: Option<&str>) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
+    use alloc::string::ToString as _;
+    use alloc::vec;
 
     fn cfg(debug: bool, hostname: &str, agent_restarts: u32) -> Config {
         Config {

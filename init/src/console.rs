@@ -1,4 +1,4 @@
-//! Keeping fds 0, 1 and 2 on the console.
+//! Keeping fds 0, 1 and 2 on the console, and writing to them.
 //!
 //! The kernel starts init with 0/1/2 on /dev/console when the root has that
 //! node, and with them closed otherwise ("unable to open an initial console").
@@ -7,10 +7,12 @@
 //! a harmless read-only descriptor of `/`), and pointed at the console again
 //! once devtmpfs is mounted.
 
-use std::ffi::CStr;
+use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{Errno, FdFlags};
 
-const CONSOLE: &CStr = c"/dev/console";
-const PLACEHOLDER: &CStr = c"/";
+pub const CONSOLE: &str = "/dev/console";
+const PLACEHOLDER: &str = "/";
 
 /// Which standard fds do not (yet) reach the console.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -24,34 +26,44 @@ impl StdFds {
     }
 }
 
-fn fd_is_open(fd: libc::c_int) -> bool {
-    // SAFETY: F_GETFD only queries the descriptor table; an invalid fd yields EBADF.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+/// Borrows standard fd `fd` (0, 1 or 2), open or not.
+fn std_fd(fd: usize) -> BorrowedFd<'static> {
+    const RAW: [i32; 3] = [0, 1, 2];
+    // SAFETY: 0, 1 and 2 are never closed by init once filled; a borrowed fd
+    // that is closed only makes the system calls on it fail with EBADF.
+    unsafe { BorrowedFd::borrow_raw(RAW[fd.min(2)]) }
 }
 
-fn open_raw(path: &CStr, flags: libc::c_int) -> Option<libc::c_int> {
-    // SAFETY: `path` is a valid NUL-terminated string; the returned fd is owned
-    // by the caller.
-    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
-    (fd >= 0).then_some(fd)
+fn fd_is_open(fd: usize) -> bool {
+    rustix::io::fcntl_getfd(std_fd(fd)).is_ok()
 }
 
-/// Puts `src` at `dst` (without close-on-exec) and closes `src` unless equal.
-fn move_fd(src: libc::c_int, dst: libc::c_int) -> bool {
-    if src == dst {
-        // Opened straight into the slot: just clear close-on-exec.
-        // SAFETY: `dst` is an fd this module just opened.
-        return unsafe { libc::fcntl(dst, libc::F_SETFD, 0) } == 0;
+fn open_raw(path: &str, flags: OFlags) -> Option<OwnedFd> {
+    rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).ok()
+}
+
+/// Puts `src` at standard fd `dst` (without close-on-exec); `src` is closed
+/// unless it landed in that slot already.
+fn move_fd(src: OwnedFd, dst: usize) -> bool {
+    use rustix::fd::{AsRawFd as _, IntoRawFd as _};
+    if usize::try_from(src.as_raw_fd()).is_ok_and(|raw| raw == dst) {
+        // Opened straight into the slot: keep it open and clear close-on-exec.
+        let ok = rustix::io::fcntl_setfd(&src, FdFlags::empty()).is_ok();
+        let _ = src.into_raw_fd();
+        return ok;
     }
-    // SAFETY: both are valid fds; dup2 atomically replaces `dst`.
-    let ok = unsafe { libc::dup2(src, dst) } == dst;
-    // SAFETY: `src` was opened by this module and is not used afterwards.
-    unsafe { libc::close(src) };
-    ok
+    let result = match dst {
+        0 => rustix::stdio::dup2_stdin(&src),
+        1 => rustix::stdio::dup2_stdout(&src),
+        _ => rustix::stdio::dup2_stderr(&src),
+    };
+    result.is_ok()
 }
 
-fn open_console() -> Option<libc::c_int> {
-    open_raw(CONSOLE, libc::O_RDWR | libc::O_NOCTTY)
+/// Opens the console for reading and writing, without making it the
+/// controlling terminal.
+pub fn open_console() -> Option<OwnedFd> {
+    open_raw(CONSOLE, OFlags::RDWR | OFlags::NOCTTY)
 }
 
 /// Fills closed standard fds. Call first thing, before opening any file.
@@ -66,8 +78,8 @@ pub fn fill_std_fds() -> StdFds {
         {
             continue;
         }
-        state.detached[fd as usize] = true;
-        if let Some(placeholder) = open_raw(PLACEHOLDER, libc::O_RDONLY | libc::O_DIRECTORY) {
+        state.detached[fd] = true;
+        if let Some(placeholder) = open_raw(PLACEHOLDER, OFlags::RDONLY | OFlags::DIRECTORY) {
             move_fd(placeholder, fd);
         }
     }
@@ -82,8 +94,36 @@ pub fn reattach(state: StdFds) -> StdFds {
         if !state.detached[fd] {
             continue;
         }
-        let ok = open_console().is_some_and(|console| move_fd(console, fd as libc::c_int));
+        let ok = open_console().is_some_and(|console| move_fd(console, fd));
         remaining.detached[fd] = !ok;
     }
     remaining
+}
+
+/// Writes all of `bytes` to `fd`; errors are dropped (there is nowhere else
+/// to report them).
+pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes to standard error (fd 2).
+pub fn eprint(text: &str) {
+    write_all(std_fd(2), text.as_bytes());
+}
+
+/// Writes to standard output (fd 1).
+pub fn print(text: &str) {
+    write_all(std_fd(1), text.as_bytes());
+}
+
+/// Standard error, for ioctls on the console.
+pub fn stderr() -> BorrowedFd<'static> {
+    std_fd(2)
 }

@@ -14,7 +14,7 @@ pub enum HostnameError {
     #[error("hostname contains {0:?}; only A-Z, a-z, 0-9, '-' and '.' are allowed")]
     BadChar(char),
     #[error("sethostname failed: {0}")]
-    Set(#[source] nix::Error),
+    Set(rustix::io::Errno),
 }
 
 /// Accepts 1..=64 characters from `[A-Za-z0-9.-]`.
@@ -37,7 +37,7 @@ pub fn validate(name: &str) -> Result<(), HostnameError> {
 /// Validates and sets the kernel hostname of the current UTS namespace.
 pub fn set(name: &str) -> Result<(), HostnameError> {
     validate(name)?;
-    nix::unistd::sethostname(name).map_err(HostnameError::Set)
+    rustix::system::sethostname(name.as_bytes()).map_err(HostnameError::Set)
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@
 //! with `\"`, `\\`, `\n`, `\t`, `\r` escapes. Spans are not tracked (init has none).
 //! `tracing-subscriber` is not used: it costs far more binary than these lines.
 
-use std::fmt::{self, Write as _};
-use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use alloc::borrow::ToOwned as _;
+use alloc::string::{String, ToString as _};
+use core::fmt::{self, Write as _};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -46,7 +47,7 @@ pub struct StderrSink;
 
 impl Sink for StderrSink {
     fn write_line(&self, line: &str) {
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        crate::console::eprint(line);
     }
 }
 
@@ -148,9 +149,12 @@ impl Visit for LineVisitor {
     /// init logs no floats; printing whole numbers only keeps float
     /// formatting (about 15 KiB) out of the binary.
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let text = if value.fract() == 0.0 && value.abs() < 9.0e15 {
-            #[allow(clippy::cast_possible_truncation)]
-            let whole = value as i64;
+        // In range, the cast is exact for whole numbers (and `as` saturates).
+        #[allow(clippy::cast_possible_truncation)]
+        let whole = value as i64;
+        #[allow(clippy::cast_precision_loss)]
+        let is_whole = (-9.0e15..9.0e15).contains(&value) && whole as f64 == value;
+        let text = if is_whole {
             whole.to_string()
         } else {
             "non-integer".to_owned()
@@ -207,6 +211,8 @@ fn push_escaped(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]

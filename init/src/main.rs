@@ -8,92 +8,122 @@
 //! Run as anything but PID 1 it refuses to do anything (exit status 1), except
 //! `--check-config [CMDLINE]`, a dry run that prints the parsed configuration.
 //!
-//! `no_main`: std's runtime start-up aborts the process when fd 0, 1 or 2 is
-//! closed and /dev/null cannot be opened, which is exactly the situation of an
-//! init on a root without /dev/console (the kernel then starts init with no
-//! open fds). For PID 1 that abort is a kernel panic; so init provides the C
-//! `main` itself and repairs its standard fds in `console::fill_std_fds`.
+//! `no_std`: every module uses `core`, `alloc` and `rustix` (raw Linux system
+//! calls) only. The static guest build (cfg `nolibc`, set by `build.rs` for
+//! `+crt-static`) links no libc and no std: [`start`] holds its `_start`, its
+//! allocator and its panic handler (README.md, "Size", says why). Every other
+//! build (unit tests, clippy, a plain `cargo build`) links std and glibc, which
+//! call the C `main` below; the code above the entry point is the same.
+//!
+//! `no_main` in both: init must start even with fds 0, 1 and 2 closed (the
+//! kernel starts it so on a root without /dev/console), which std's start-up
+//! would turn into an abort, a kernel panic for PID 1; init repairs its
+//! standard fds itself in `console::fill_std_fds`.
+#![no_std]
 #![cfg_attr(not(test), no_main)]
 // Unit tests do not reach the boot path; dead code is still checked in the binary.
 #![cfg_attr(test, allow(dead_code))]
 
+extern crate alloc;
+#[cfg(any(test, not(nolibc)))]
+extern crate std;
+
+#[cfg(all(nolibc, not(panic = "abort")))]
+compile_error!(
+    "the static (+crt-static) hull-init has no unwinder: build it with the `guest` profile (panic = \"abort\")"
+);
+
 mod boot;
 use hull_common::cmdline;
+mod clock;
 mod config;
 mod console;
+mod fs;
 mod hostname;
 mod logger;
-mod mountinfo;
 mod mounts;
 mod reaper;
 mod shutdown;
 mod signals;
+#[cfg(all(nolibc, not(test)))]
+mod start;
 mod supervisor;
+mod sys;
 #[cfg(test)]
 mod test_support;
 
-use std::io::Write as _;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::{CStr, c_char};
 
-use nix::time::{ClockId, clock_gettime};
+pub(crate) use clock::uptime_ms;
 
-/// Milliseconds since boot (CLOCK_MONOTONIC), for log lines.
-pub(crate) fn uptime_ms() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| {
-            let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
-            let nanos = u64::try_from(t.tv_nsec()).unwrap_or(0);
-            secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
-        })
-        .unwrap_or(0)
-}
-
-// SAFETY (of `no_mangle`): with `no_main` this is the binary's only `main`
-// symbol, with the signature the C runtime calls it with.
-#[cfg(not(test))]
+/// The C `main` that glibc's start-up calls in builds that link std.
+#[cfg(all(not(test), not(nolibc)))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    real_main()
+extern "C" fn main(argc: core::ffi::c_int, argv: *const *const c_char) -> core::ffi::c_int {
+    // SAFETY: glibc passes `argc` valid NUL-terminated strings in `argv`.
+    let args = unsafe { args_from_raw(argc as usize, argv) };
+    real_main(&args)
 }
 
-fn real_main() -> libc::c_int {
-    let pid = std::process::id();
+/// The program arguments behind `argv`, without `argv[0]`.
+///
+/// # Safety
+/// `argv` must point to `argc` valid NUL-terminated strings that live for the
+/// whole run (the initial stack's, or glibc's copy of it).
+pub(crate) unsafe fn args_from_raw(argc: usize, argv: *const *const c_char) -> Vec<&'static [u8]> {
+    (1..argc)
+        .filter_map(|i| {
+            // SAFETY: `i < argc`, so `argv.add(i)` is inside the array (caller's contract).
+            let arg = unsafe { *argv.add(i) };
+            // SAFETY: each non-null entry is a NUL-terminated string living for the run.
+            (!arg.is_null()).then(|| unsafe { CStr::from_ptr(arg) }.to_bytes())
+        })
+        .collect()
+}
+
+/// Everything after the C runtime (or `_start`): returns the exit status, unless PID 1.
+pub(crate) fn real_main(args: &[&[u8]]) -> core::ffi::c_int {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
     if pid == 1 {
         boot::run();
     }
     // Not PID 1: never touch the system. The kernel hands PID 1 stray
     // command-line words as arguments, so arguments are read only here.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        Some("--check-config") => check_config(args.get(1).map(String::as_str)),
+    match args.first().copied() {
+        Some(b"--check-config") => check_config(args.get(1).copied()),
         _ => {
-            eprintln!(
+            console::eprint(&alloc::format!(
                 "hull-init: refusing to run as pid {pid}: hull-init must be PID 1 of a hull guest VM \
                  (it mounts filesystems, kills every process and powers the machine off).\n\
-                 usage: hull-init --check-config [CMDLINE]   parse CMDLINE (default: /proc/cmdline) and print the result"
-            );
+                 usage: hull-init --check-config [CMDLINE]   parse CMDLINE (default: /proc/cmdline) and print the result\n"
+            ));
             1
         }
-    };
-    let _ = std::io::stdout().flush();
-    code
+    }
 }
 
 /// Dry run: parse a command line and print what init would use.
-fn check_config(cmdline: Option<&str>) -> libc::c_int {
+fn check_config(cmdline: Option<&[u8]>) -> core::ffi::c_int {
     let text = match cmdline {
-        Some(text) => text.to_owned(),
-        None => match std::fs::read(cmdline::PROC_CMDLINE) {
+        Some(text) => String::from_utf8_lossy(text).into_owned(),
+        None => match fs::read(cmdline::PROC_CMDLINE) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
-                eprintln!("hull-init: cannot read {}: {e}", cmdline::PROC_CMDLINE);
+                console::eprint(&alloc::format!(
+                    "hull-init: cannot read {}: {e}\n",
+                    cmdline::PROC_CMDLINE
+                ));
                 return 1;
             }
         },
     };
     let (config, warnings) = config::parse(&text);
-    println!("{config}");
+    let mut out = alloc::format!("{config}\n");
     for w in &warnings {
-        println!("warning: {w}");
+        out.push_str(&alloc::format!("warning: {w}\n"));
     }
+    console::print(&out);
     0
 }

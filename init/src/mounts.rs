@@ -1,35 +1,29 @@
 //! The early mounts and /dev symlinks every guest needs.
 
-use std::io;
-use std::os::unix::fs::symlink;
-use std::path::Path;
+use alloc::borrow::ToOwned as _;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::CStr;
 
-use nix::errno::Errno;
-use nix::mount::{MsFlags, mount};
+use hull_common::mountinfo::{self, MountInfoEntry};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, mount};
 use tracing::{debug, info, warn};
 
-use crate::mountinfo::{self, MountEntry};
+use crate::fs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cannot create mount point {target}: {source}")]
-    MountPoint {
-        target: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot mount {fstype} on {target}: {source}")]
+    #[error("cannot create mount point {target}: {errno}")]
+    MountPoint { target: &'static str, errno: Errno },
+    #[error("cannot mount {fstype} on {target}: {errno}")]
     Mount {
         target: &'static str,
         fstype: &'static str,
-        #[source]
-        source: Errno,
+        errno: Errno,
     },
-    #[error("cannot read {path}: {source}", path = mountinfo::PROC_SELF_MOUNTINFO)]
-    MountInfo {
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot read {path}: {errno}", path = mountinfo::PROC_SELF_MOUNTINFO)]
+    MountInfo { errno: Errno },
 }
 
 /// One filesystem to mount at boot.
@@ -38,18 +32,18 @@ pub struct MountSpec {
     pub source: &'static str,
     pub target: &'static str,
     pub fstype: &'static str,
-    pub flags: MsFlags,
-    pub data: Option<&'static str>,
+    pub flags: MountFlags,
+    pub data: Option<&'static CStr>,
     /// Retried with this data when `data` is rejected with EINVAL (an option
     /// the running kernel does not know).
-    pub fallback_data: Option<Option<&'static str>>,
+    pub fallback_data: Option<Option<&'static CStr>>,
     /// Init powers off when a required mount fails.
     pub required: bool,
 }
 
-const NOSUID: MsFlags = MsFlags::MS_NOSUID;
-const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
-const NOSUID_NODEV_NOEXEC: MsFlags = NOSUID_NODEV.union(MsFlags::MS_NOEXEC);
+const NOSUID: MountFlags = MountFlags::NOSUID;
+const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
+const NOSUID_NODEV_NOEXEC: MountFlags = NOSUID_NODEV.union(MountFlags::NOEXEC);
 
 /// Mounted in this order; parents before children.
 pub const SPECS: &[MountSpec] = &[
@@ -76,7 +70,7 @@ pub const SPECS: &[MountSpec] = &[
         target: "/dev",
         fstype: "devtmpfs",
         flags: NOSUID,
-        data: Some("mode=0755"),
+        data: Some(c"mode=0755"),
         fallback_data: None,
         required: true,
     },
@@ -84,8 +78,8 @@ pub const SPECS: &[MountSpec] = &[
         source: "devpts",
         target: "/dev/pts",
         fstype: "devpts",
-        flags: NOSUID.union(MsFlags::MS_NOEXEC),
-        data: Some("newinstance,ptmxmode=0666,mode=0620"),
+        flags: NOSUID.union(MountFlags::NOEXEC),
+        data: Some(c"newinstance,ptmxmode=0666,mode=0620"),
         fallback_data: None,
         required: false,
     },
@@ -94,7 +88,7 @@ pub const SPECS: &[MountSpec] = &[
         target: "/dev/shm",
         fstype: "tmpfs",
         flags: NOSUID_NODEV,
-        data: Some("mode=1777"),
+        data: Some(c"mode=1777"),
         fallback_data: None,
         required: false,
     },
@@ -103,7 +97,7 @@ pub const SPECS: &[MountSpec] = &[
         target: "/run",
         fstype: "tmpfs",
         flags: NOSUID_NODEV,
-        data: Some("mode=0755"),
+        data: Some(c"mode=0755"),
         fallback_data: None,
         required: true,
     },
@@ -112,7 +106,7 @@ pub const SPECS: &[MountSpec] = &[
         target: "/sys/fs/cgroup",
         fstype: "cgroup2",
         flags: NOSUID_NODEV_NOEXEC,
-        data: Some("nsdelegate"),
+        data: Some(c"nsdelegate"),
         fallback_data: Some(None),
         required: false,
     },
@@ -121,7 +115,7 @@ pub const SPECS: &[MountSpec] = &[
         target: "/tmp",
         fstype: "tmpfs",
         flags: NOSUID_NODEV,
-        data: Some("mode=1777"),
+        data: Some(c"mode=1777"),
         fallback_data: None,
         required: false,
     },
@@ -144,26 +138,32 @@ pub fn mount_all() -> Result<(), MountError> {
         return Ok(());
     };
     // Before /proc is up, mountinfo cannot tell; its presence is the test.
-    if Path::new(mountinfo::PROC_SELF_MOUNTINFO).exists() {
+    if fs::exists(mountinfo::PROC_SELF_MOUNTINFO) {
         debug!(target = proc_spec.target, "already mounted");
     } else {
         mount_one(proc_spec)?;
     }
-    let mut mounted: Vec<MountEntry> =
-        mountinfo::read().map_err(|source| MountError::MountInfo { source })?;
+    let mut mounted: Vec<MountInfoEntry> = fs::read(mountinfo::PROC_SELF_MOUNTINFO)
+        .map(|data| mountinfo::parse_lenient(&data))
+        .map_err(|errno| MountError::MountInfo { errno })?;
     for spec in rest {
-        if mountinfo::is_mount_point(&mounted, Path::new(spec.target)) {
+        if is_mount_point(&mounted, spec.target) {
             debug!(target = spec.target, "already mounted");
             continue;
         }
         match mount_one(spec) {
-            Ok(()) => mounted.push(MountEntry {
+            Ok(()) => mounted.push(MountInfoEntry {
                 id: 0,
                 parent: 0,
-                mount_point: spec.target.into(),
+                major: 0,
+                minor: 0,
+                root: b"/".to_vec(),
+                mount_point: spec.target.as_bytes().to_vec(),
                 options: String::new(),
+                optional_fields: Vec::new(),
                 fstype: spec.fstype.to_owned(),
                 source: spec.source.to_owned(),
+                super_options: String::new(),
             }),
             Err(e) if spec.required => return Err(e),
             Err(e) => warn!(error = %e, "optional mount failed, continuing"),
@@ -175,45 +175,44 @@ pub fn mount_all() -> Result<(), MountError> {
     Ok(())
 }
 
+/// True when `path` is a mount point in `entries`.
+pub fn is_mount_point(entries: &[MountInfoEntry], path: &str) -> bool {
+    entries.iter().any(|e| e.mount_point == path.as_bytes())
+}
+
 fn mount_one(spec: &MountSpec) -> Result<(), MountError> {
-    std::fs::create_dir_all(spec.target).map_err(|source| MountError::MountPoint {
+    fs::create_dir_all(spec.target).map_err(|errno| MountError::MountPoint {
         target: spec.target,
-        source,
+        errno,
     })?;
     let mut result = do_mount(spec, spec.data);
-    if let (Err(Errno::EINVAL), Some(fallback)) = (result, spec.fallback_data) {
+    if let (Err(Errno::INVAL), Some(fallback)) = (result, spec.fallback_data) {
         debug!(
             target = spec.target,
-            data = spec.data.unwrap_or(""),
+            data = spec.data.and_then(|d| d.to_str().ok()).unwrap_or(""),
             "mount options rejected, retrying without them"
         );
         result = do_mount(spec, fallback);
     }
-    result.map_err(|source| MountError::Mount {
+    result.map_err(|errno| MountError::Mount {
         target: spec.target,
         fstype: spec.fstype,
-        source,
+        errno,
     })?;
     info!(target = spec.target, fstype = spec.fstype, "mounted");
     Ok(())
 }
 
-fn do_mount(spec: &MountSpec, data: Option<&'static str>) -> Result<(), Errno> {
-    mount(
-        Some(spec.source),
-        spec.target,
-        Some(spec.fstype),
-        spec.flags,
-        data,
-    )
+fn do_mount(spec: &MountSpec, data: Option<&'static CStr>) -> Result<(), Errno> {
+    mount(spec.source, spec.target, spec.fstype, spec.flags, data)
 }
 
 fn ensure_symlink(link: &str, target: &str) {
-    // symlink_metadata does not follow: a dangling link counts as present.
-    if Path::new(link).symlink_metadata().is_ok() {
+    // A dangling link counts as present.
+    if fs::exists_no_follow(link) {
         return;
     }
-    match symlink(target, link) {
+    match rustix::fs::symlink(target, link) {
         Ok(()) => debug!(link, target, "symlink created"),
         Err(e) => warn!(link, target, error = %e, "cannot create symlink"),
     }
@@ -222,6 +221,8 @@ fn ensure_symlink(link: &str, target: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
+    use std::path::Path;
 
     #[test]
     fn specs_are_ordered_parents_first() {
@@ -251,12 +252,12 @@ mod tests {
     #[test]
     fn security_flags() {
         for spec in SPECS {
-            assert!(spec.flags.contains(MsFlags::MS_NOSUID), "{}", spec.target);
+            assert!(spec.flags.contains(MountFlags::NOSUID), "{}", spec.target);
         }
         let by_target = |t: &str| SPECS.iter().find(|s| s.target == t);
         for t in ["/proc", "/sys", "/sys/fs/cgroup"] {
             assert!(by_target(t).is_some_and(|s| s.flags.contains(NOSUID_NODEV_NOEXEC)));
         }
-        assert!(by_target("/dev/pts").is_some_and(|s| !s.flags.contains(MsFlags::MS_NODEV)));
+        assert!(by_target("/dev/pts").is_some_and(|s| !s.flags.contains(MountFlags::NODEV)));
     }
 }

@@ -1,14 +1,17 @@
 //! Reaping every child of PID 1 (orphans are reparented to it).
 //!
-//! Uses `libc::waitpid` directly: nix's `waitpid` turns a child killed by a
-//! real-time signal into an error *after* the kernel has already reaped it,
-//! which would lose the pid (and the agent's exit).
+//! `waitpid(-1, WNOHANG | __WALL)`: every child, also those that report
+//! their end with a signal other than SIGCHLD.
 
-use std::borrow::Cow;
-use std::fmt;
+use alloc::borrow::Cow;
+use alloc::format;
+use core::fmt;
 
-use nix::errno::Errno;
-use nix::sys::signal::Signal;
+use rustix::io::Errno;
+use rustix::process::WaitOptions;
+
+/// Linux's `__WALL`: wait for every kind of child.
+const WALL: u32 = 0x4000_0000;
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,13 +22,18 @@ pub enum ChildExit {
 
 impl ChildExit {
     /// Decodes a `waitpid` status; `None` for stop/continue reports.
-    pub fn from_wait_status(status: libc::c_int) -> Option<Self> {
-        if libc::WIFEXITED(status) {
-            Some(Self::Exited(libc::WEXITSTATUS(status)))
-        } else if libc::WIFSIGNALED(status) {
+    ///
+    /// Linux's encoding: the low 7 bits are 0 for an exit (code in bits
+    /// 8..15), `0x7f` for a stop, else the terminating signal (bit 7: core
+    /// dumped); `0xffff` is "continued".
+    pub fn from_wait_status(status: i32) -> Option<Self> {
+        let low = status & 0x7f;
+        if low == 0 {
+            Some(Self::Exited((status >> 8) & 0xff))
+        } else if low != 0x7f && status != 0xffff {
             Some(Self::Signaled {
-                signal: libc::WTERMSIG(status),
-                core_dumped: libc::WCOREDUMP(status),
+                signal: low,
+                core_dumped: status & 0x80 != 0,
             })
         } else {
             None
@@ -51,12 +59,51 @@ impl fmt::Display for ChildExit {
     }
 }
 
+/// Names of Linux's signals 1..=31 on x86-64.
+const SIGNAL_NAMES: [&str; 31] = [
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+];
+
 /// `SIGKILL`, or `SIG42` for signals without a name (real-time ones).
 pub fn signal_name(signal: i32) -> Cow<'static, str> {
-    match Signal::try_from(signal) {
-        Ok(sig) => Cow::Borrowed(sig.as_str()),
-        Err(_) => Cow::Owned(format!("SIG{signal}")),
-    }
+    usize::try_from(signal)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| SIGNAL_NAMES.get(i))
+        .map_or_else(
+            || Cow::Owned(format!("SIG{signal}")),
+            |name| Cow::Borrowed(*name),
+        )
 }
 
 /// Debug line for a reaped process other than the agent.
@@ -81,23 +128,18 @@ pub enum ReapOutcome {
 /// Reaps every exited child without blocking, calling `on_exit(pid, exit)`
 /// for each.
 pub fn reap_all(mut on_exit: impl FnMut(i32, ChildExit)) -> ReapOutcome {
+    let options = WaitOptions::NOHANG | WaitOptions::from_bits_retain(WALL);
     loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: `status` is a valid out-pointer; WNOHANG makes this non-blocking.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
-        if pid > 0 {
-            if let Some(exit) = ChildExit::from_wait_status(status) {
-                on_exit(pid, exit);
+        match rustix::process::wait(options) {
+            Ok(Some((pid, status))) => {
+                if let Some(exit) = ChildExit::from_wait_status(status.as_raw()) {
+                    on_exit(pid.as_raw_nonzero().get(), exit);
+                }
             }
-            continue;
-        }
-        if pid == 0 {
-            return ReapOutcome::ChildrenRemain;
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            Errno::ECHILD => return ReapOutcome::NoChildren,
-            _ => return ReapOutcome::ChildrenRemain,
+            Ok(None) => return ReapOutcome::ChildrenRemain,
+            Err(Errno::INTR) => {}
+            Err(Errno::CHILD) => return ReapOutcome::NoChildren,
+            Err(_) => return ReapOutcome::ChildrenRemain,
         }
     }
 }
@@ -105,13 +147,14 @@ pub fn reap_all(mut on_exit: impl FnMut(i32, ChildExit)) -> ReapOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString as _;
 
     // Linux wait-status encoding: exit code in bits 8..15; signal in bits 0..6;
     // core dump flag 0x80.
-    fn exited(code: i32) -> libc::c_int {
+    fn exited(code: i32) -> i32 {
         (code & 0xff) << 8
     }
-    fn signaled(sig: i32, core: bool) -> libc::c_int {
+    fn signaled(sig: i32, core: bool) -> i32 {
         sig | if core { 0x80 } else { 0 }
     }
 
@@ -173,8 +216,9 @@ mod tests {
         let child = std::process::Command::new("/bin/sh")
             .args(["-c", "exit 7"])
             .spawn();
-        let Ok(child) = child else {
-            return; // no /bin/sh: nothing to test here
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => panic!("this test needs /bin/sh to start a child that exits 7: {e}"),
         };
         let pid = i32::try_from(child.id()).unwrap_or(-1);
         let mut seen = None;

@@ -1,20 +1,21 @@
 //! Orderly power-off: stop every process, unmount, remount `/` read-only,
 //! sync, power off (reboot if power-off fails; the VMM runs with -no-reboot).
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
 
-use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::reboot::{RebootMode, reboot};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, sync};
+use hull_common::mountinfo::{self, MountInfoEntry};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags, mount_remount, unmount};
+use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::system::{RebootCommand, reboot};
 use tracing::{debug, error, info, warn};
 
-use crate::mountinfo::{self, MountEntry};
-use crate::reaper::{self, ReapOutcome};
+use crate::clock::{self, Instant, millis};
+use crate::reaper::{self, ReapOutcome, signal_name};
 use crate::signals::Signals;
-use crate::uptime_ms;
+use crate::{console, fs, uptime_ms};
 
 /// How long processes get to exit after SIGTERM.
 pub const TERM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,7 +52,45 @@ impl Reason {
 }
 
 fn ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    millis(since.elapsed())
+}
+
+/// `kill(-1, signal)`: every process but init itself.
+fn kill_all(signal: Signal) -> Result<(), Errno> {
+    kill_process_group(Pid::INIT, signal)
+}
+
+/// The mount table now; empty (with a warning) when it cannot be read.
+fn read_mount_table() -> Vec<MountInfoEntry> {
+    match fs::read(mountinfo::PROC_SELF_MOUNTINFO) {
+        Ok(data) => mountinfo::parse_lenient(&data),
+        Err(e) => {
+            warn!(error = %e, "cannot read mount table, skipping unmount");
+            Vec::new()
+        }
+    }
+}
+
+/// The mount currently visible at `/` (the last one stacked there).
+pub fn root(entries: &[MountInfoEntry]) -> Option<&MountInfoEntry> {
+    entries.iter().rev().find(|e| e.mount_point == b"/")
+}
+
+/// Whether shutdown should remount `/` read-only: not for the initramfs
+/// (`rootfs`, which has no backing store) and not when it already is.
+pub fn root_needs_ro_remount(root: &MountInfoEntry) -> bool {
+    root.fstype != "rootfs" && !root.is_read_only()
+}
+
+/// The order to unmount in: the reverse of mountinfo's order (children are
+/// listed after their parents, later mounts after the ones they cover), with
+/// every mount on `/` left out.
+pub fn unmount_order(entries: &[MountInfoEntry]) -> Vec<&MountInfoEntry> {
+    entries
+        .iter()
+        .rev()
+        .filter(|e| e.mount_point != b"/")
+        .collect()
 }
 
 /// Shuts the machine down. Never returns.
@@ -60,7 +99,7 @@ pub fn run(reason: Reason, signals: Option<&Signals>) -> ! {
     match reason {
         Reason::Signal(signal) => info!(
             reason = reason.as_str(),
-            signal = signal.as_str(),
+            signal = %signal_name(signal.as_raw()),
             uptime_ms = uptime_ms(),
             "shutting down"
         ),
@@ -72,25 +111,22 @@ pub fn run(reason: Reason, signals: Option<&Signals>) -> ! {
     }
 
     terminate_all(signals, start);
-    sync();
+    rustix::fs::sync();
     info!(elapsed_ms = ms(start), "synced");
 
-    let entries = mountinfo::read().unwrap_or_else(|e| {
-        warn!(error = %e, "cannot read mount table, skipping unmount");
-        Vec::new()
-    });
+    let entries = read_mount_table();
     unmount_all(&entries, start);
-    remount_root_read_only(mountinfo::root(&entries), start);
-    sync();
+    remount_root_read_only(root(&entries), start);
+    rustix::fs::sync();
 
     power_off(start)
 }
 
 /// SIGTERM to all, wait, SIGKILL to what is left, wait again.
 fn terminate_all(signals: Option<&Signals>, start: Instant) {
-    match kill(Pid::from_raw(-1), Signal::SIGTERM) {
+    match kill_all(Signal::TERM) {
         Ok(()) => info!(elapsed_ms = ms(start), "sent SIGTERM to all processes"),
-        Err(Errno::ESRCH) => debug!("no processes to signal"),
+        Err(Errno::SRCH) => debug!("no processes to signal"),
         Err(e) => warn!(error = %e, "kill(-1, SIGTERM) failed"),
     }
     if wait_for_children(signals, TERM_TIMEOUT) {
@@ -101,8 +137,8 @@ fn terminate_all(signals: Option<&Signals>, start: Instant) {
         elapsed_ms = ms(start),
         "processes still running, sending SIGKILL"
     );
-    if let Err(e) = kill(Pid::from_raw(-1), Signal::SIGKILL)
-        && e != Errno::ESRCH
+    if let Err(e) = kill_all(Signal::KILL)
+        && e != Errno::SRCH
     {
         warn!(error = %e, "kill(-1, SIGKILL) failed");
     }
@@ -128,42 +164,45 @@ fn wait_for_children(signals: Option<&Signals>, timeout: Duration) -> bool {
         if now >= deadline {
             return false;
         }
-        let slice = (deadline - now).min(Duration::from_millis(100));
+        let slice = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
         match signals {
             // Further shutdown requests are drained and ignored.
             Some(signals) => {
                 if signals.wait(Some(slice)).is_err() {
-                    std::thread::sleep(slice.min(Duration::from_millis(10)));
+                    clock::sleep(slice.min(Duration::from_millis(10)));
                 }
             }
-            None => std::thread::sleep(slice.min(Duration::from_millis(10))),
+            None => clock::sleep(slice.min(Duration::from_millis(10))),
         }
     }
 }
 
 /// Unmounts in reverse mountinfo order, lazily when busy; logs and continues.
-fn unmount_all(entries: &[MountEntry], start: Instant) {
+fn unmount_all(entries: &[MountInfoEntry], start: Instant) {
     let (mut unmounted, mut detached, mut failed) = (0u32, 0u32, 0u32);
-    for entry in mountinfo::unmount_order(entries) {
-        let target = entry.mount_point.as_path();
-        match umount2(target, MntFlags::empty()) {
+    for entry in unmount_order(entries) {
+        let target = entry.mount_point.as_slice();
+        let shown = String::from_utf8_lossy(target);
+        match unmount(target, UnmountFlags::empty()) {
             Ok(()) => {
                 unmounted += 1;
-                debug!(target = %target.display(), "unmounted");
+                debug!(target = %shown, "unmounted");
             }
             // No longer a mount point (went with a detached parent) or gone.
-            Err(Errno::EINVAL | Errno::ENOENT) => {
-                debug!(target = %target.display(), "already gone");
+            Err(Errno::INVAL | Errno::NOENT) => {
+                debug!(target = %shown, "already gone");
             }
-            Err(first) => match umount2(target, MntFlags::MNT_DETACH) {
+            Err(first) => match unmount(target, UnmountFlags::DETACH) {
                 Ok(()) => {
                     detached += 1;
-                    debug!(target = %target.display(), error = %first, "busy, detached");
+                    debug!(target = %shown, error = %first, "busy, detached");
                 }
                 Err(e) => {
                     failed += 1;
                     warn!(
-                        target = %target.display(),
+                        target = %shown,
                         fstype = entry.fstype.as_str(),
                         error = %e,
                         "unmount failed"
@@ -181,22 +220,15 @@ fn unmount_all(entries: &[MountEntry], start: Instant) {
     );
 }
 
-fn remount_root_read_only(root: Option<&MountEntry>, start: Instant) {
+fn remount_root_read_only(root: Option<&MountInfoEntry>, start: Instant) {
     let Some(root) = root else {
         return;
     };
-    if !mountinfo::root_needs_ro_remount(root) {
+    if !root_needs_ro_remount(root) {
         debug!(fstype = root.fstype.as_str(), "root left as is");
         return;
     }
-    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    match mount(
-        None::<&str>,
-        Path::new("/"),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    ) {
+    match mount_remount("/", MountFlags::RDONLY, "") {
         Ok(()) => info!(
             fstype = root.fstype.as_str(),
             elapsed_ms = ms(start),
@@ -210,20 +242,27 @@ fn remount_root_read_only(root: Option<&MountEntry>, start: Instant) {
     }
 }
 
+/// Linux's `TIOCOUTQ` ioctl: bytes still in a tty's output queue.
+const TIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+
 /// Waits (bounded) until the console's output queue is empty, so the last
 /// lines are not cut off by the power-off. Polls TIOCOUTQ instead of calling
 /// tcdrain(3), which could block forever on a stuck line.
 fn drain_console() {
     let deadline = Instant::now() + CONSOLE_DRAIN_TIMEOUT;
     loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ writes one c_int through the valid pointer; on a
+        // SAFETY: TIOCOUTQ writes one c_int, which `Getter` provides; on a
         // non-tty fd 2 it fails with ENOTTY and writes nothing.
-        let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCOUTQ, &mut queued) };
-        if rc != 0 || queued <= 0 || Instant::now() >= deadline {
+        let queued = unsafe {
+            rustix::ioctl::ioctl(
+                console::stderr(),
+                rustix::ioctl::Getter::<TIOCOUTQ, core::ffi::c_int>::new(),
+            )
+        };
+        if !queued.is_ok_and(|n| n > 0) || Instant::now() >= deadline {
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        clock::sleep(Duration::from_millis(5));
     }
 }
 
@@ -234,29 +273,121 @@ fn power_off(start: Instant) -> ! {
         "powering off"
     );
     drain_console();
-    let Err(e) = reboot(RebootMode::RB_POWER_OFF);
-    error!(error = %e, "power-off failed, rebooting instead");
+    if let Err(e) = reboot(RebootCommand::PowerOff) {
+        error!(error = %e, "power-off failed, rebooting instead");
+    }
     drain_console();
-    let Err(e) = reboot(RebootMode::RB_AUTOBOOT);
-    error!(error = %e, "reboot failed too, halting here");
+    if let Err(e) = reboot(RebootCommand::Restart) {
+        error!(error = %e, "reboot failed too, halting here");
+    }
     drain_console();
     // PID 1 must not exit (that is a kernel panic): idle, still reaping.
     loop {
         reaper::reap_all(|_, _| {});
-        std::thread::sleep(Duration::from_secs(1));
+        clock::sleep(Duration::from_secs(1));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     #[test]
     fn reason_names() {
         assert_eq!(Reason::AgentExited.as_str(), "agent-exit");
-        assert_eq!(Reason::Signal(Signal::SIGTERM).as_str(), "signal");
+        assert_eq!(Reason::Signal(Signal::TERM).as_str(), "signal");
         assert_eq!(Reason::AgentGaveUp.as_str(), "agent-failed");
         assert_eq!(Reason::AgentMissing.as_str(), "agent-missing");
         assert_eq!(Reason::BootFailure.as_str(), "boot-failure");
+    }
+
+    const TABLE: &str = "\
+1 1 0:2 / / rw - rootfs rootfs rw,size=117820k,nr_inodes=29455
+14 1 0:19 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+15 1 0:20 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw
+16 1 0:5 / /dev rw,nosuid,relatime - devtmpfs devtmpfs rw,size=116972k,nr_inodes=29243,mode=755
+17 16 0:21 / /dev/pts rw,nosuid,noexec,relatime shared:2 - devpts devpts rw,mode=620,ptmxmode=666
+18 16 0:22 / /dev/shm rw,nosuid,nodev - tmpfs tmpfs rw
+19 1 0:23 / /run rw,nosuid,nodev - tmpfs tmpfs rw,mode=755
+20 15 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+21 19 0:25 / /run/kata\\040containers/shared rw,relatime master:7 master:9 - virtiofs kataShared rw
+";
+
+    fn parse(data: &[u8]) -> Vec<MountInfoEntry> {
+        mountinfo::parse_lenient(data)
+    }
+
+    fn points(entries: &[&MountInfoEntry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.mount_point).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn unmount_order_is_reverse_without_root() {
+        let entries = parse(TABLE.as_bytes());
+        assert_eq!(
+            points(&unmount_order(&entries)),
+            vec![
+                "/run/kata containers/shared",
+                "/sys/fs/cgroup",
+                "/run",
+                "/dev/shm",
+                "/dev/pts",
+                "/dev",
+                "/sys",
+                "/proc",
+            ]
+        );
+    }
+
+    #[test]
+    fn children_come_before_parents() {
+        let entries = parse(TABLE.as_bytes());
+        let order = unmount_order(&entries);
+        for (i, child) in order.iter().enumerate() {
+            if let Some(j) = order.iter().position(|e| e.id == child.parent) {
+                assert!(i < j, "{:?} after its parent", child.mount_point);
+            }
+        }
+    }
+
+    #[test]
+    fn stacked_mounts_top_first() {
+        let data = b"1 0 8:1 / / rw - ext4 /dev/vda1 rw\n\
+                     2 1 0:30 / /mnt rw - tmpfs a rw\n\
+                     3 2 0:31 / /mnt rw - tmpfs b rw\n";
+        let entries = parse(data);
+        let order = unmount_order(&entries);
+        assert_eq!(
+            order.iter().map(|e| e.source.as_str()).collect::<Vec<_>>(),
+            vec!["b", "a"]
+        );
+        assert!(crate::mounts::is_mount_point(&entries, "/mnt"));
+        assert!(!crate::mounts::is_mount_point(&entries, "/mn"));
+    }
+
+    #[test]
+    fn root_remount_decision() {
+        let initramfs = parse(TABLE.as_bytes());
+        let root_entry = root(&initramfs);
+        assert_eq!(root_entry.map(|e| e.fstype.as_str()), Some("rootfs"));
+        assert!(!root_entry.is_some_and(root_needs_ro_remount));
+
+        let ext4 = parse(b"22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n");
+        assert!(root(&ext4).is_some_and(root_needs_ro_remount));
+
+        let erofs = parse(b"22 1 254:1 / / ro,relatime - erofs /dev/pmem0p1 ro,dax=always\n");
+        assert!(!root(&erofs).is_some_and(root_needs_ro_remount));
+
+        // The topmost of several mounts on / decides.
+        let stacked =
+            parse(b"1 1 0:2 / / rw - rootfs rootfs rw\n2 1 8:1 / / rw - ext4 /dev/vda1 rw\n");
+        assert_eq!(root(&stacked).map(|e| e.id), Some(2));
+        assert!(unmount_order(&stacked).is_empty());
+
+        assert!(root(&[]).is_none());
     }
 }
