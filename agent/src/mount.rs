@@ -287,46 +287,18 @@ pub fn unmount(root: &ConfinedRoot, target: &Path) -> Result<(), MountError> {
 }
 
 /// The mount points listed in a `mountinfo` file (`/proc/self/mountinfo`,
-/// `/proc/PID/mountinfo`), in mount order.
+/// `/proc/PID/mountinfo`), in mount order; lines that do not parse are skipped.
 pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_octal(field)))
+    hull_common::mountinfo::parse_lenient(mountinfo.as_bytes())
+        .iter()
+        .map(hull_common::mountinfo::MountInfoEntry::mount_point_path)
         .collect()
 }
 
 /// Whether `path` (as the kernel names it) is a mount point of this process's namespace.
 pub fn is_mount_point(path: &Path) -> std::io::Result<bool> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mountinfo = std::fs::read_to_string(hull_common::mountinfo::PROC_SELF_MOUNTINFO)?;
     Ok(mount_points(&mountinfo).iter().any(|p| p == path))
-}
-
-/// `mountinfo` escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
