@@ -3,9 +3,8 @@
 //! The path of a request: [`server`] accepts it, [`rpc`] turns protobuf into domain calls
 //! on the [`sandbox`], which owns the guest's state: storages ([`storage`], with [`device`]
 //! to find disks, [`mount`] and [`fs`] to mount them confined beneath the agent's
-//! directory), the [`network`], and what [`guest_setup`] did. [`config`] is read once at
-//! start-up;
-//! [`logging`] sends structured logs to the console or to the host over vsock.
+//! directory), the [`network`], and what `CreateSandbox` set up. [`config`] is read once
+//! at start-up; [`logging`] sends structured logs to the console or to the host over vsock.
 //! Containers live in [`container`] (spec → plan → a re-exec'd helper builds them) and
 //! [`process`] (reaping, stdio); [`runtime_cli`] exposes the same container layer as a
 //! runc-compatible command line (`hull-runtime`) for OCI conformance suites on a host.
@@ -16,8 +15,6 @@ pub mod debug_console;
 pub mod device;
 pub mod error;
 pub mod fs;
-pub mod guest;
-pub mod guest_setup;
 pub mod hooks;
 pub mod logging;
 pub mod mount;

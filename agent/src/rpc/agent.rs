@@ -23,11 +23,9 @@ use ttrpc::asynchronous::TtrpcContext;
 use super::{oci, status};
 use crate::container::ContainerError;
 use crate::error::AgentError;
-use crate::guest::read_guest_facts;
-use crate::guest_setup::SandboxSpec;
 use crate::network::convert;
 use crate::process::signal_from_number;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SandboxSpec, read_guest_facts};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[

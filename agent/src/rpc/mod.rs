@@ -21,7 +21,6 @@ use crate::container::ContainerError;
 use crate::device::DeviceError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
-use crate::guest_setup::SandboxError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
@@ -88,7 +87,14 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Io { .. } => Code::INTERNAL,
         AgentError::Container(e) => container_code(e),
         AgentError::Storage(e) => storage_code(e),
-        AgentError::Sandbox(e) => sandbox_code(e),
+        AgentError::InvalidHostname { .. }
+        | AgentError::InvalidDns { .. }
+        | AgentError::InvalidHookPath { .. } => Code::INVALID_ARGUMENT,
+        AgentError::KernelModules { .. } => Code::UNIMPLEMENTED,
+        AgentError::SandboxExists { .. } | AgentError::SandboxDestroyed => {
+            Code::FAILED_PRECONDITION
+        }
+        AgentError::Hostname { .. } | AgentError::Dns { .. } => Code::INTERNAL,
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
     };
@@ -101,17 +107,6 @@ fn hook_code(error: &HookError) -> Code {
         HookError::Failed { .. } => Code::FAILED_PRECONDITION,
         HookError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
         HookError::Read { .. } | HookError::Spawn { .. } => Code::INTERNAL,
-    }
-}
-
-fn sandbox_code(error: &SandboxError) -> Code {
-    match error {
-        SandboxError::AlreadyCreated { .. } | SandboxError::Destroyed => Code::FAILED_PRECONDITION,
-        SandboxError::InvalidHostname { .. }
-        | SandboxError::InvalidDns { .. }
-        | SandboxError::InvalidHookPath { .. } => Code::INVALID_ARGUMENT,
-        SandboxError::KernelModules { .. } => Code::UNIMPLEMENTED,
-        SandboxError::Hostname { .. } | SandboxError::Dns { .. } => Code::INTERNAL,
     }
 }
 
@@ -322,12 +317,19 @@ mod tests {
                 Code::DEADLINE_EXCEEDED,
             ),
             (
-                SandboxError::AlreadyCreated { id: "s".into() }.into(),
+                AgentError::SandboxExists { id: "s".into() },
                 Code::FAILED_PRECONDITION,
             ),
             (
-                SandboxError::KernelModules { names: "m".into() }.into(),
+                AgentError::KernelModules { names: "m".into() },
                 Code::UNIMPLEMENTED,
+            ),
+            (
+                AgentError::InvalidHostname {
+                    hostname: "a b".into(),
+                    reason: "x",
+                },
+                Code::INVALID_ARGUMENT,
             ),
             (
                 NetworkError::invalid("routes[0].dest", "x", "bad").into(),

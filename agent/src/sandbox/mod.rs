@@ -1,6 +1,15 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
 //! storages in use, the network, and whether the runtime has asked for the sandbox to
 //! end, and its containers ([`crate::container::Containers`]).
+//!
+//! - [`spec`]: `CreateSandbox`'s request and its checks.
+//! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
+//! - [`guest`]: the facts `GetGuestDetails` reports.
+
+pub mod dns;
+pub mod guest;
+pub mod hostname;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +23,12 @@ use crate::config::AgentConfig;
 use crate::container::{ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
-use crate::guest_setup::{self, SandboxError, SandboxSpec};
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageSpec, Storages};
+
+pub use guest::{GuestFacts, read_guest_facts};
+pub use spec::SandboxSpec;
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
@@ -132,7 +143,7 @@ impl Sandbox {
         sandbox_pidns: bool,
     ) -> Result<(), AgentError> {
         if self.destroying.load(Ordering::SeqCst) {
-            return Err(SandboxError::Destroyed.into());
+            return Err(AgentError::SandboxDestroyed);
         }
         if self.containers.get(id).is_ok() {
             return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
@@ -290,13 +301,12 @@ impl Sandbox {
     pub async fn create(&self, spec: SandboxSpec) -> Result<(), AgentError> {
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.destroying || self.destroying.load(Ordering::SeqCst) {
-            return Err(SandboxError::Destroyed.into());
+            return Err(AgentError::SandboxDestroyed);
         }
         if lifecycle.created {
-            return Err(SandboxError::AlreadyCreated {
+            return Err(AgentError::SandboxExists {
                 id: self.info().map(|i| i.id).unwrap_or_default(),
-            }
-            .into());
+            });
         }
         let storages = self.storages.acquire(&spec.storages, None).await?;
         let undo_storages = |storages: Vec<StorageRef>| async move {
@@ -306,10 +316,7 @@ impl Sandbox {
         };
         if !spec.dns.is_empty() {
             let installed = match self.storages.root().await {
-                Ok(root) => {
-                    guest_setup::install_dns(&root, &spec.dns, Path::new(guest_setup::RESOLV_CONF))
-                        .map_err(AgentError::from)
-                }
+                Ok(root) => dns::install_dns(&root, &spec.dns, Path::new(dns::RESOLV_CONF)),
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = installed {
@@ -318,15 +325,15 @@ impl Sandbox {
             }
         }
         if let Some(hostname) = &spec.hostname
-            && let Err(e) = guest_setup::set_hostname(hostname)
+            && let Err(e) = hostname::set_hostname(hostname)
         {
             if !spec.dns.is_empty()
-                && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+                && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
             {
                 tracing::warn!(error = %e, "undoing DNS");
             }
             undo_storages(storages).await;
-            return Err(e.into());
+            return Err(e);
         }
         lifecycle.created = true;
         lifecycle.storages = storages;
@@ -397,7 +404,7 @@ impl Sandbox {
         let failures = self.storages.release_all().await;
         lifecycle.storages.clear();
         if lifecycle.dns_installed
-            && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+            && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
         {
             tracing::warn!(error = %e, "removing DNS at the sandbox's end");
         }
@@ -490,10 +497,7 @@ mod tests {
         assert!(info.sandbox_pidns);
         assert_eq!(info.guest_hook_path.as_deref(), Some(Path::new("/hooks")));
         let err = sandbox.create(spec("sb-2")).await.unwrap_err();
-        assert!(matches!(
-            err,
-            AgentError::Sandbox(SandboxError::AlreadyCreated { .. })
-        ));
+        assert!(matches!(err, AgentError::SandboxExists { .. }));
         assert!(err.to_string().contains("sb-1"), "{err}");
         assert_eq!(sandbox.info().unwrap().id, "sb-1");
     }
@@ -504,7 +508,7 @@ mod tests {
         let sandbox = sandbox(&dir);
         sandbox.destroy().await.unwrap();
         let err = sandbox.create(spec("late")).await.unwrap_err();
-        assert!(matches!(err, AgentError::Sandbox(SandboxError::Destroyed)));
+        assert!(matches!(err, AgentError::SandboxDestroyed));
         assert!(!dir.path().join("run").exists(), "no storage, no directory");
     }
 
