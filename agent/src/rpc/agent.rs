@@ -20,12 +20,12 @@ use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
-use super::{oci, status};
+use super::storage::parse_storage;
+use super::{network as convert, oci, sandbox, status};
 use crate::container::ContainerError;
 use crate::error::AgentError;
-use crate::network::convert;
 use crate::process::signal_from_number;
-use crate::sandbox::{Sandbox, SandboxSpec, read_guest_facts};
+use crate::sandbox::{Sandbox, read_guest_facts};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
@@ -145,8 +145,8 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        let spec = SandboxSpec::from_proto(&req, self.sandbox.storages()).map_err(status)?;
-        self.sandbox.create(spec).await.map_err(status)?;
+        let request = sandbox::sandbox_request(&req).map_err(|e| status(e.into()))?;
+        self.sandbox.create(&request).await.map_err(status)?;
         Ok(Empty::new())
     }
 
@@ -269,7 +269,7 @@ impl AgentService for AgentRpc {
         let storages = req
             .storages
             .iter()
-            .map(|s| self.sandbox.storages().parse(s))
+            .map(|s| parse_storage(self.sandbox.storages(), s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status(e.into()))?;
         self.sandbox

@@ -8,7 +8,10 @@
 
 mod agent;
 mod health;
+pub mod network;
 pub mod oci;
+pub mod sandbox;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -28,7 +28,7 @@ use crate::network::Network;
 use crate::storage::{StorageRef, StorageSpec, Storages};
 
 pub use guest::{GuestFacts, read_guest_facts};
-pub use spec::SandboxSpec;
+pub use spec::{SandboxRequest, SandboxSpec};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
@@ -296,9 +296,11 @@ impl Sandbox {
         self.info.lock().ok().and_then(|info| info.clone())
     }
 
-    /// Sets the sandbox up: storages, DNS, hostname, in that order; on an error, what was
-    /// done is undone (the hostname, last, cannot fail half-way).
-    pub async fn create(&self, spec: SandboxSpec) -> Result<(), AgentError> {
+    /// `CreateSandbox`: checks the request whole, then sets the sandbox up: storages,
+    /// DNS, hostname, in that order; on an error, what was done is undone (the hostname,
+    /// last, cannot fail half-way).
+    pub async fn create(&self, request: &SandboxRequest) -> Result<(), AgentError> {
+        let spec = SandboxSpec::check(request, &self.storages)?;
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.destroying || self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
@@ -475,14 +477,12 @@ mod tests {
         })
     }
 
-    fn spec(id: &str) -> SandboxSpec {
-        SandboxSpec {
+    fn spec(id: &str) -> SandboxRequest {
+        SandboxRequest {
             id: id.into(),
-            hostname: None,
-            dns: Vec::new(),
-            storages: Vec::new(),
             sandbox_pidns: true,
-            guest_hook_path: Some("/hooks".into()),
+            guest_hook_path: "/hooks".into(),
+            ..SandboxRequest::default()
         }
     }
 
@@ -491,12 +491,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = sandbox(&dir);
         assert_eq!(sandbox.info(), None);
-        sandbox.create(spec("sb-1")).await.unwrap();
+        sandbox.create(&spec("sb-1")).await.unwrap();
         let info = sandbox.info().unwrap();
         assert_eq!(info.id, "sb-1");
         assert!(info.sandbox_pidns);
         assert_eq!(info.guest_hook_path.as_deref(), Some(Path::new("/hooks")));
-        let err = sandbox.create(spec("sb-2")).await.unwrap_err();
+        let err = sandbox.create(&spec("sb-2")).await.unwrap_err();
         assert!(matches!(err, AgentError::SandboxExists { .. }));
         assert!(err.to_string().contains("sb-1"), "{err}");
         assert_eq!(sandbox.info().unwrap().id, "sb-1");
@@ -507,7 +507,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = sandbox(&dir);
         sandbox.destroy().await.unwrap();
-        let err = sandbox.create(spec("late")).await.unwrap_err();
+        let err = sandbox.create(&spec("late")).await.unwrap_err();
         assert!(matches!(err, AgentError::SandboxDestroyed));
         assert!(!dir.path().join("run").exists(), "no storage, no directory");
     }
@@ -537,16 +537,13 @@ mod tests {
         let sandbox = sandbox(&dir);
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         std::os::unix::fs::symlink("/", dir.path().join("run/out")).unwrap();
-        let local = sandbox
-            .storages()
-            .parse(&hull_protocols::agent::Storage {
-                driver: "local".into(),
-                mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
-                ..Default::default()
-            })
-            .unwrap();
+        let local = crate::storage::StorageRequest {
+            driver: "local".into(),
+            mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
+            ..Default::default()
+        };
         let err = sandbox
-            .create(SandboxSpec {
+            .create(&SandboxRequest {
                 storages: vec![local],
                 ..spec("sb")
             })
@@ -555,6 +552,6 @@ mod tests {
         assert!(err.to_string().contains("resolves outside"), "{err}");
         assert_eq!(sandbox.info(), None);
         // The request can be made again, corrected.
-        sandbox.create(spec("sb")).await.unwrap();
+        sandbox.create(&spec("sb")).await.unwrap();
     }
 }

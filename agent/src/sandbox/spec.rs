@@ -1,16 +1,32 @@
 //! What `CreateSandbox` asks of the guest: storages, the hostname, DNS, and facts
 //! recorded for containers (the sandbox-wide PID namespace, the guest hook directory).
+//!
+//! A [`SandboxRequest`] is the request as the host sent it (the RPC layer's translation
+//! of `CreateSandboxRequest`); [`SandboxSpec::check`] checks every field, storages
+//! included, before anything is changed.
 
 use std::path::{Path, PathBuf};
-
-use hull_protocols::agent::CreateSandboxRequest;
 
 use super::dns::check_dns;
 use super::hostname::check_hostname;
 use crate::error::AgentError;
-use crate::storage::{StorageSpec, Storages};
+use crate::storage::{StorageRequest, StorageSpec, Storages};
 
-/// A checked `CreateSandboxRequest`.
+/// `CreateSandbox` as the host asked for it, unchecked. Empty strings mean "not given".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxRequest {
+    pub id: String,
+    pub hostname: String,
+    /// `resolv.conf` lines.
+    pub dns: Vec<String>,
+    pub storages: Vec<StorageRequest>,
+    pub sandbox_pidns: bool,
+    pub guest_hook_path: String,
+    /// Names of kernel modules to load.
+    pub kernel_modules: Vec<String>,
+}
+
+/// A checked [`SandboxRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxSpec {
     pub id: String,
@@ -25,12 +41,12 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// Checks every field, storages included, before anything is changed.
-    pub fn from_proto(req: &CreateSandboxRequest, storages: &Storages) -> Result<Self, AgentError> {
+    /// Checks every field, storages included (against `storages`), before anything is
+    /// changed.
+    pub fn check(req: &SandboxRequest, storages: &Storages) -> Result<Self, AgentError> {
         if !req.kernel_modules.is_empty() {
-            let names: Vec<&str> = req.kernel_modules.iter().map(|m| m.name.as_str()).collect();
             return Err(AgentError::KernelModules {
-                names: names.join(", "),
+                names: req.kernel_modules.join(", "),
             });
         }
         let hostname = (!req.hostname.is_empty())
@@ -46,7 +62,7 @@ impl SandboxSpec {
             .map(|s| storages.parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            id: req.sandbox_id.clone(),
+            id: req.id.clone(),
             hostname,
             dns,
             storages,
@@ -81,7 +97,6 @@ fn check_hook_path(path: &str) -> Result<PathBuf, AgentError> {
 mod tests {
     use super::*;
     use crate::device::DeviceWaiter;
-    use hull_protocols::agent::{KernelModule, Storage};
     use std::time::Duration;
 
     fn storages() -> Storages {
@@ -91,20 +106,20 @@ mod tests {
         )
     }
 
-    fn parse(req: &CreateSandboxRequest) -> Result<SandboxSpec, AgentError> {
-        SandboxSpec::from_proto(req, &storages())
+    fn parse(req: &SandboxRequest) -> Result<SandboxSpec, AgentError> {
+        SandboxSpec::check(req, &storages())
     }
 
     #[test]
     fn a_full_request_is_checked_and_kept() {
-        let req = CreateSandboxRequest {
+        let req = SandboxRequest {
             hostname: "pod-1".into(),
             dns: vec![
                 " nameserver 10.0.0.1 ".into(),
                 "".into(),
                 "search svc.cluster.local".into(),
             ],
-            storages: vec![Storage {
+            storages: vec![StorageRequest {
                 driver: "virtio-fs".into(),
                 source: "kataShared".into(),
                 fstype: "virtiofs".into(),
@@ -112,7 +127,7 @@ mod tests {
                 ..Default::default()
             }],
             sandbox_pidns: true,
-            sandbox_id: "sb-1".into(),
+            id: "sb-1".into(),
             guest_hook_path: "/usr/share/oci/hooks".into(),
             ..Default::default()
         };
@@ -129,62 +144,59 @@ mod tests {
             spec.guest_hook_path.as_deref(),
             Some(Path::new("/usr/share/oci/hooks"))
         );
-        let empty = parse(&CreateSandboxRequest::default()).unwrap();
+        let empty = parse(&SandboxRequest::default()).unwrap();
         assert_eq!(empty.hostname, None);
         assert!(empty.dns.is_empty() && empty.guest_hook_path.is_none());
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(CreateSandboxRequest, &str)> = vec![
+        let cases: Vec<(SandboxRequest, &str)> = vec![
             (
-                CreateSandboxRequest {
+                SandboxRequest {
                     hostname: "x".repeat(65),
                     ..Default::default()
                 },
                 "64 bytes",
             ),
             (
-                CreateSandboxRequest {
+                SandboxRequest {
                     hostname: "a b".into(),
                     ..Default::default()
                 },
                 "hostname",
             ),
             (
-                CreateSandboxRequest {
+                SandboxRequest {
                     dns: vec!["nameserver 1.1.1.1\nnameserver 6.6.6.6".into()],
                     ..Default::default()
                 },
                 "line break",
             ),
             (
-                CreateSandboxRequest {
+                SandboxRequest {
                     guest_hook_path: "hooks".into(),
                     ..Default::default()
                 },
                 "absolute",
             ),
             (
-                CreateSandboxRequest {
+                SandboxRequest {
                     guest_hook_path: "/a/../b".into(),
                     ..Default::default()
                 },
                 "'..'",
             ),
             (
-                CreateSandboxRequest {
-                    kernel_modules: vec![KernelModule {
-                        name: "e1000".into(),
-                        ..Default::default()
-                    }],
+                SandboxRequest {
+                    kernel_modules: vec!["e1000".into()],
                     ..Default::default()
                 },
                 "e1000",
             ),
             (
-                CreateSandboxRequest {
-                    storages: vec![Storage {
+                SandboxRequest {
+                    storages: vec![StorageRequest {
                         driver: "nfs".into(),
                         mount_point: "/run/kata-containers/x".into(),
                         ..Default::default()
