@@ -13,6 +13,7 @@ use crate::container::ContainerError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::process::ProcessError;
 use crate::storage::StorageError;
 
 /// Everything that can go wrong below the RPC layer.
@@ -91,6 +92,12 @@ pub enum AgentError {
 impl From<ConfineError> for AgentError {
     fn from(error: ConfineError) -> Self {
         Self::Storage(error.into())
+    }
+}
+
+impl From<ProcessError> for AgentError {
+    fn from(error: ProcessError) -> Self {
+        Self::Container(error.into())
     }
 }
 

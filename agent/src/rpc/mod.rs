@@ -7,6 +7,7 @@
 //! missing container).
 
 mod agent;
+pub mod container;
 mod health;
 pub mod network;
 pub mod oci;

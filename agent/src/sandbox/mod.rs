@@ -1,6 +1,9 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
-//! storages in use, the network, and whether the runtime has asked for the sandbox to
-//! end, and its containers ([`crate::container::Containers`]).
+//! storages in use, the network, its containers ([`crate::container::Containers`]), and
+//! whether the runtime has asked for the sandbox to end.
+//!
+//! Every RPC handler calls one method here with domain values and gets domain values
+//! back; no handler reaches into the containers, storages or processes itself.
 //!
 //! - [`spec`]: `CreateSandbox`'s request and its checks.
 //! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
@@ -17,15 +20,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::container::{ContainerSettings, Containers};
+use crate::container::{ContainerError, ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
-use crate::storage::{StorageRef, StorageSpec, Storages};
+use crate::process::ExitStatus;
+use crate::storage::{StorageRef, StorageRequest, Storages};
 
 pub use guest::{GuestFacts, read_guest_facts};
 pub use spec::{SandboxRequest, SandboxSpec};
@@ -67,6 +73,34 @@ pub struct Sandbox {
 struct PidnsHolder {
     container: String,
     pid: i32,
+}
+
+/// `CreateContainer` as the host asked for it: the spec already converted (with the
+/// agent's policy on it), the storages unchecked.
+#[derive(Debug, Clone)]
+pub struct ContainerRequest {
+    pub id: String,
+    /// The init process's exec id.
+    pub exec_id: String,
+    pub spec: Spec,
+    pub storages: Vec<StorageRequest>,
+    /// Join (or, first, create) the sandbox-wide PID namespace.
+    pub sandbox_pidns: bool,
+}
+
+/// One of a process's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// What `GetGuestDetails` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDetails {
+    pub facts: GuestFacts,
+    /// The storage drivers this agent has.
+    pub storage_drivers: Vec<&'static str>,
 }
 
 /// What `CreateSandbox` recorded for containers.
@@ -127,33 +161,42 @@ impl Sandbox {
         }
     }
 
-    /// The sandbox's containers.
-    pub fn containers(&self) -> &Containers {
-        &self.containers
+    /// `GetGuestDetails`: facts read from sysfs, and what this agent supports.
+    pub fn guest_details(&self) -> Result<GuestDetails, AgentError> {
+        Ok(GuestDetails {
+            facts: read_guest_facts(Path::new("/sys"))?,
+            storage_drivers: self.storages.drivers(),
+        })
     }
 
-    /// `CreateContainer`: mounts the container's storages (held for it until it is
-    /// removed), then creates the container; on an error the storages are released.
-    pub async fn create_container(
-        &self,
-        id: &str,
-        exec_id: &str,
-        spec: oci_spec::runtime::Spec,
-        storages: &[StorageSpec],
-        sandbox_pidns: bool,
-    ) -> Result<(), AgentError> {
+    /// `CreateContainer`: checks and mounts the container's storages (held for it until
+    /// it is removed), then creates the container; on an error the storages are
+    /// released.
+    pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
+        let ContainerRequest {
+            id,
+            exec_id,
+            spec,
+            storages,
+            sandbox_pidns,
+        } = request;
+        let (id, exec_id) = (id.as_str(), exec_id.as_str());
+        let storages = storages
+            .iter()
+            .map(|s| self.storages.parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
         if self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
         }
         if self.containers.get(id).is_ok() {
-            return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
+            return Err(ContainerError::ContainerExists(id.into()).into());
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match sandbox_pidns {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => spec,
         };
-        let refs = self.storages.acquire(storages, Some(id)).await?;
+        let refs = self.storages.acquire(&storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
                 if !refs.is_empty()
@@ -200,9 +243,9 @@ impl Sandbox {
     /// that asks (it becomes the holder), the holder's for every later one.
     fn in_sandbox_pidns(
         &self,
-        spec: oci_spec::runtime::Spec,
+        spec: Spec,
         holder: Option<&PidnsHolder>,
-    ) -> Result<oci_spec::runtime::Spec, AgentError> {
+    ) -> Result<Spec, AgentError> {
         if !self.info().is_some_and(|info| info.sandbox_pidns) {
             return Err(AgentError::InvalidArgument(
                 "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but \
@@ -419,13 +462,102 @@ impl Sandbox {
         // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
         let _ = rx.wait_for(|destroyed| *destroyed).await;
     }
+
+    /// `ExecProcess`: runs `process` in container `id`'s namespaces and cgroup.
+    pub async fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &OciProcess,
+    ) -> Result<(), AgentError> {
+        Ok(self.containers.exec(id, exec_id, process).await?)
+    }
+
+    /// `SignalProcess`: an empty `exec_id` signals every process of the container.
+    pub fn signal_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: Signal,
+    ) -> Result<(), AgentError> {
+        Ok(self.containers.signal(id, exec_id, signal)?)
+    }
+
+    /// `WaitProcess`: the exit status once the process has been reaped.
+    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus, AgentError> {
+        Ok(self.containers.wait(id, exec_id).await?)
+    }
+
+    /// `UpdateContainer`: new cgroup limits.
+    pub fn update_container(&self, id: &str, resources: &LinuxResources) -> Result<(), AgentError> {
+        Ok(self.containers.update(id, resources)?)
+    }
+
+    /// `StatsContainer`: the container's cgroup statistics.
+    pub fn container_stats(&self, id: &str) -> Result<libcgroups::stats::Stats, AgentError> {
+        Ok(self.containers.stats(id)?)
+    }
+
+    /// `PauseContainer`: freezes the container's cgroup.
+    pub fn pause_container(&self, id: &str) -> Result<(), AgentError> {
+        Ok(self.containers.pause(id)?)
+    }
+
+    /// `ResumeContainer`: thaws it.
+    pub fn resume_container(&self, id: &str) -> Result<(), AgentError> {
+        Ok(self.containers.resume(id)?)
+    }
+
+    /// `WriteStdin`: writes `data` to a process's stdin; answers how much was taken.
+    pub async fn write_stdin(
+        &self,
+        id: &str,
+        exec_id: &str,
+        data: &[u8],
+    ) -> Result<usize, AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.write(data).await?)
+    }
+
+    /// `CloseStdin`: the process reads end of file.
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.close_stdin().await?)
+    }
+
+    /// `ReadStdout`/`ReadStderr`: up to `len` bytes of a process's output; empty at the
+    /// end of the stream.
+    pub async fn read_output(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stream: OutputStream,
+        len: usize,
+    ) -> Result<Vec<u8>, AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.read(stream == OutputStream::Stderr, len).await?)
+    }
+
+    /// `TtyWinResize`: the size of a process's terminal.
+    pub fn resize_tty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.resize(rows, cols)?)
+    }
+
+    /// `GetOOMEvent`: waits for the next OOM kill in any container; answers its id.
+    pub async fn next_oom_event(&self) -> String {
+        self.containers.next_oom_event().await
+    }
 }
 
 /// `spec` with exactly one PID namespace entry: joining `path`, or new when `None`.
-fn with_pid_namespace(
-    mut spec: oci_spec::runtime::Spec,
-    path: Option<PathBuf>,
-) -> Result<oci_spec::runtime::Spec, AgentError> {
+fn with_pid_namespace(mut spec: Spec, path: Option<PathBuf>) -> Result<Spec, AgentError> {
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
     let invalid = |e: oci_spec::OciSpecError| AgentError::InvalidArgument(e.to_string());
     let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
@@ -537,7 +669,7 @@ mod tests {
         let sandbox = sandbox(&dir);
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         std::os::unix::fs::symlink("/", dir.path().join("run/out")).unwrap();
-        let local = crate::storage::StorageRequest {
+        let local = StorageRequest {
             driver: "local".into(),
             mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
             ..Default::default()
