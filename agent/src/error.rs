@@ -3,7 +3,7 @@
 //! The sandbox's own failures are variants that say what went wrong; the layers below
 //! (containers, storages, the network, guest hooks) keep their own error types, wrapped
 //! here. The RPC layer turns each variant into a ttRPC status code, in one place
-//! (`rpc::status`); this module knows nothing of ttRPC.
+//! (`rpc/status.rs`); this module knows nothing of ttRPC.
 
 use std::path::PathBuf;
 
@@ -19,18 +19,23 @@ use crate::storage::StorageError;
 /// Everything that can go wrong below the RPC layer.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The request names something that does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The request itself is malformed or unacceptable.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The request is valid but the guest is not in a state to carry it out.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The request would create something that exists already.
-    #[error("{0}")]
-    AlreadyExists(String),
+    // The request itself.
+    /// A field the method needs is absent.
+    #[error("the request has no {field}")]
+    MissingField { field: &'static str },
+    /// A field holds a value this agent cannot use.
+    #[error("{field}: {reason}")]
+    InvalidRequest { field: &'static str, reason: String },
+    /// The request asks for something this agent does not do.
+    #[error("{what} is not supported")]
+    Unsupported { what: &'static str },
+    /// A process's stdio was asked for over vsock ports.
+    #[error("stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin")]
+    VsockStdio,
+    /// `StringUser` names a user or group: this agent does not read the container's
+    /// `/etc/passwd`.
+    #[error("string_user {field} {value:?}: only numeric ids are supported")]
+    UserName { field: &'static str, value: String },
 
     // CreateSandbox's fields.
     /// The hostname is not one the kernel takes.
@@ -58,6 +63,20 @@ pub enum AgentError {
     /// A request that creates something after `DestroySandbox`.
     #[error("the sandbox is being destroyed")]
     SandboxDestroyed,
+    /// `DestroySandbox` a second time.
+    #[error("the sandbox is already being destroyed")]
+    AlreadyDestroying,
+    /// A container asks for the sandbox PID namespace that `CreateSandbox` did not ask for.
+    #[error(
+        "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but CreateSandbox did not ask for one"
+    )]
+    NoSandboxPidns,
+    /// The container holding the sandbox PID namespace has ended, and the namespace with it.
+    #[error("the sandbox pid namespace ended with container {holder}'s init")]
+    SandboxPidnsEnded { holder: String },
+    /// The container's spec could not be pointed at the sandbox PID namespace.
+    #[error("{0}")]
+    PidNamespace(#[source] oci_spec::OciSpecError),
 
     // Carrying a request out.
     /// `sethostname` failed.
@@ -66,6 +85,9 @@ pub enum AgentError {
     /// The sandbox's resolv.conf could not be put in place or taken away.
     #[error("installing DNS on {target}: {reason}")]
     Dns { target: PathBuf, reason: String },
+    /// A sysfs file does not hold what the kernel writes there.
+    #[error("{path}: expected a hexadecimal size, found {found:?}")]
+    BadSysfsValue { path: PathBuf, found: String },
     /// Reading or writing a guest file failed.
     #[error("{path}: {source}")]
     Io {

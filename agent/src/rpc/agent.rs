@@ -21,7 +21,8 @@ use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
-use super::{container, network, oci, sandbox, status};
+use super::status::status;
+use super::{container, network, oci, sandbox};
 use crate::error::AgentError;
 use crate::sandbox::{OutputStream, Sandbox};
 
@@ -240,7 +241,7 @@ impl AgentService for AgentRpc {
         let resources = req
             .resources
             .as_ref()
-            .ok_or_else(|| AgentError::InvalidArgument("the request has no resources".into()));
+            .ok_or(AgentError::MissingField { field: "resources" });
         let resources = oci::resources_from_proto(resources.map_err(fail)?).map_err(fail)?;
         let updated = self.sandbox.update_container(&req.container_id, &resources);
         updated.map_err(fail)?;

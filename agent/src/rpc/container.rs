@@ -20,22 +20,21 @@ use crate::sandbox::ContainerRequest;
 /// storages unchecked (the sandbox checks them).
 pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerRequest, AgentError> {
     if !req.shared_mounts.is_empty() {
-        return Err(AgentError::InvalidArgument(
-            "shared_mounts is not supported".into(),
-        ));
+        return Err(AgentError::Unsupported {
+            what: "shared_mounts",
+        });
     }
     if !req.devices.is_empty() {
-        return Err(AgentError::InvalidArgument(
-            "CreateContainer devices (the device layer is not wired here yet) is not supported"
-                .into(),
-        ));
+        return Err(AgentError::Unsupported {
+            what: "CreateContainer devices (the device layer is not wired here yet)",
+        });
     }
     refuse_vsock_stdio(req.stdin_port, req.stdout_port, req.stderr_port)?;
     let mut spec = req
         .OCI
         .clone()
         .into_option()
-        .ok_or_else(|| missing("OCI spec"))?;
+        .ok_or(AgentError::MissingField { field: "OCI spec" })?;
     if let Some(process) = spec.Process.as_mut() {
         oci::apply_string_user(process, &req.string_user)?;
     }
@@ -55,7 +54,7 @@ pub fn exec_process(req: &ExecProcessRequest) -> Result<Process, AgentError> {
         .process
         .clone()
         .into_option()
-        .ok_or_else(|| missing("process"))?;
+        .ok_or(AgentError::MissingField { field: "process" })?;
     oci::apply_string_user(&mut process, &req.string_user)?;
     oci::process_from_proto(&process)
 }
@@ -75,15 +74,9 @@ pub fn window_size(rows: u32, columns: u32) -> (u16, u16) {
 
 fn refuse_vsock_stdio(stdin: u32, stdout: u32, stderr: u32) -> Result<(), AgentError> {
     if stdin != 0 || stdout != 0 || stderr != 0 {
-        return Err(AgentError::InvalidArgument(
-            "stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin".into(),
-        ));
+        return Err(AgentError::VsockStdio);
     }
     Ok(())
-}
-
-fn missing(what: &str) -> AgentError {
-    AgentError::InvalidArgument(format!("the request has no {what}"))
 }
 
 #[cfg(test)]
@@ -146,7 +139,7 @@ mod tests {
         }
         let exec = ExecProcessRequest::default();
         let err = exec_process(&exec).unwrap_err();
-        assert!(err.to_string().contains("no process"), "{err}");
+        assert!(matches!(err, AgentError::MissingField { field: "process" }));
     }
 
     #[test]

@@ -21,12 +21,12 @@ use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::error::AgentError;
 
-fn invalid(message: impl Into<String>) -> AgentError {
-    AgentError::InvalidArgument(message.into())
-}
-
-fn converted(error: OciError) -> AgentError {
-    invalid(error.to_string())
+/// A conversion error, for the request field `field`.
+fn converted(field: &'static str) -> impl Fn(OciError) -> AgentError {
+    move |error| AgentError::InvalidRequest {
+        field,
+        reason: error.to_string(),
+    }
 }
 
 /// `CreateContainerRequest.OCI` → a spec.
@@ -48,14 +48,14 @@ pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, AgentError> {
             .as_ref()
             .is_some_and(|r| !r.L3CacheSchema.is_empty())
         {
-            return Err(invalid("Intel RDT is not supported"));
+            return Err(AgentError::Unsupported { what: "Intel RDT" });
         }
         linux.MountLabel.clear();
         if let Some(resources) = linux.Resources.as_mut() {
             guest_resources(resources)?;
         }
     }
-    let mut out = oci_json::spec_from_proto(&spec).map_err(converted)?;
+    let mut out = oci_json::spec_from_proto(&spec).map_err(converted("OCI"))?;
     if let Some(process) = out.process_mut() {
         written_oom_score_adj(process);
     }
@@ -67,9 +67,9 @@ fn guest_resources(resources: &mut oci::LinuxResources) -> Result<(), AgentError
     if let Some(cpu) = resources.CPU.as_ref()
         && (cpu.RealtimeRuntime != 0 || cpu.RealtimePeriod != 0)
     {
-        return Err(invalid(
-            "realtime CPU limits are not supported with cgroup v2",
-        ));
+        return Err(AgentError::Unsupported {
+            what: "a realtime CPU limit (cgroup v2 has none)",
+        });
     }
     resources.Devices.clear();
     resources.Network.clear();
@@ -98,11 +98,10 @@ pub fn apply_string_user(
     if user.uid.is_empty() && user.gid.is_empty() && user.additionalGids.is_empty() {
         return Ok(());
     }
-    let number = |text: &str, what: &str| {
-        text.parse::<u32>().map_err(|_| {
-            invalid(format!(
-                "string_user {what} {text:?}: only numeric ids are supported"
-            ))
+    let number = |text: &str, field: &'static str| {
+        text.parse::<u32>().map_err(|_| AgentError::UserName {
+            field,
+            value: text.to_string(),
         })
     };
     let target = process.User.mut_or_insert_default();
@@ -124,7 +123,7 @@ pub fn apply_string_user(
 
 /// `ExecProcessRequest.process` → a process.
 pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError> {
-    let mut out = oci_json::process_from_proto(process).map_err(converted)?;
+    let mut out = oci_json::process_from_proto(process).map_err(converted("process"))?;
     written_oom_score_adj(&mut out);
     Ok(out)
 }
@@ -133,7 +132,7 @@ pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError>
 pub fn resources_from_proto(resources: &oci::LinuxResources) -> Result<LinuxResources, AgentError> {
     let mut resources = resources.clone();
     guest_resources(&mut resources)?;
-    oci_json::resources_from_proto(&resources).map_err(converted)
+    oci_json::resources_from_proto(&resources).map_err(converted("resources"))
 }
 
 /// cgroup statistics → `CgroupStats`.
@@ -438,7 +437,10 @@ mod tests {
             let mut spec = proto_spec();
             patch(&mut spec);
             let err = spec_from_proto(&spec).unwrap_err();
-            assert!(matches!(err, AgentError::InvalidArgument(_)), "{err}");
+            assert!(
+                matches!(err, AgentError::InvalidRequest { field: "OCI", .. }),
+                "{err}"
+            );
         }
     }
 }

@@ -247,21 +247,16 @@ impl Sandbox {
         holder: Option<&PidnsHolder>,
     ) -> Result<Spec, AgentError> {
         if !self.info().is_some_and(|info| info.sandbox_pidns) {
-            return Err(AgentError::InvalidArgument(
-                "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but \
-                 CreateSandbox did not ask for one"
-                    .into(),
-            ));
+            return Err(AgentError::NoSandboxPidns);
         }
         let path = match holder {
             None => None,
             Some(holder) => {
                 let path = PathBuf::from(format!("/proc/{}/ns/pid", holder.pid));
                 if !path.exists() {
-                    return Err(AgentError::FailedPrecondition(format!(
-                        "the sandbox pid namespace ended with container {}'s init",
-                        holder.container
-                    )));
+                    return Err(AgentError::SandboxPidnsEnded {
+                        holder: holder.container.clone(),
+                    });
                 }
                 Some(path)
             }
@@ -417,9 +412,7 @@ impl Sandbox {
     /// running; neither is a teardown that does not finish within 10 s.
     pub async fn destroy(&self) -> Result<(), AgentError> {
         if self.destroying.swap(true, Ordering::SeqCst) {
-            return Err(AgentError::FailedPrecondition(
-                "the sandbox is already being destroyed".into(),
-            ));
+            return Err(AgentError::AlreadyDestroying);
         }
         if tokio::time::timeout(self.teardown_timeout, self.teardown())
             .await
@@ -559,7 +552,7 @@ impl Sandbox {
 /// `spec` with exactly one PID namespace entry: joining `path`, or new when `None`.
 fn with_pid_namespace(mut spec: Spec, path: Option<PathBuf>) -> Result<Spec, AgentError> {
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
-    let invalid = |e: oci_spec::OciSpecError| AgentError::InvalidArgument(e.to_string());
+    let invalid = AgentError::PidNamespace;
     let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
     if let Some(path) = path {
         builder = builder.path(path);
@@ -597,7 +590,7 @@ mod tests {
         waiter.await.unwrap();
         assert!(matches!(
             sandbox.destroy().await,
-            Err(AgentError::FailedPrecondition(_))
+            Err(AgentError::AlreadyDestroying)
         ));
     }
 
@@ -658,7 +651,7 @@ mod tests {
             .expect("destroyed despite the stuck teardown");
         assert!(matches!(
             sandbox.destroy().await,
-            Err(AgentError::FailedPrecondition(_))
+            Err(AgentError::AlreadyDestroying)
         ));
         drop(held);
     }
