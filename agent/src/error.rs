@@ -7,13 +7,13 @@
 
 use std::path::PathBuf;
 
+use hull_container::ContainerError;
+use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
-use crate::container::ContainerError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
-use crate::process::ProcessError;
 use crate::storage::StorageError;
 
 /// Everything that can go wrong below the RPC layer.

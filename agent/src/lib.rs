@@ -5,12 +5,12 @@
 //! to find disks, [`mount`] and [`fs`] to mount them confined beneath the agent's
 //! directory), the [`network`], and what `CreateSandbox` set up. [`config`] is read once
 //! at start-up; [`logging`] sends structured logs to the console or to the host over vsock.
-//! Containers live in [`container`] (spec → plan → a re-exec'd helper builds them) and
-//! [`process`] (reaping, stdio); [`runtime_cli`] exposes the same container layer as a
-//! runc-compatible command line (`hull-runtime`) for OCI conformance suites on a host.
+//! Containers live in the `hull-container` crate (spec → plan → a re-exec'd helper builds
+//! them; reaping and stdio in `hull_container::process`); [`runtime_cli`] exposes the same
+//! container layer as a runc-compatible command line (`hull-runtime`) for OCI conformance
+//! suites on a host.
 
 pub mod config;
-pub mod container;
 pub mod debug_console;
 pub mod device;
 pub mod error;
@@ -19,7 +19,6 @@ pub mod hooks;
 pub mod logging;
 pub mod mount;
 pub mod network;
-pub mod process;
 pub mod rpc;
 pub mod runtime_cli;
 pub mod sandbox;

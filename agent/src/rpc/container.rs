@@ -6,6 +6,7 @@
 //! being silently dropped. Per-container `devices` (resolving a host device into the
 //! spec) are not wired to the device layer yet, so they are refused here.
 
+use hull_container::process::signal_from_number;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Process;
@@ -13,7 +14,6 @@ use oci_spec::runtime::Process;
 use super::oci;
 use super::storage::storage_requests;
 use crate::error::AgentError;
-use crate::process::signal_from_number;
 use crate::sandbox::ContainerRequest;
 
 /// `CreateContainerRequest` as a request: the OCI spec with the agent's policy applied,

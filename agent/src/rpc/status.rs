@@ -5,16 +5,16 @@
 //! ALREADY_EXISTS, a wait that ran out DEADLINE_EXCEEDED, and what went wrong inside the
 //! guest INTERNAL. The status's message is the error's `Display`.
 
+use hull_container::ContainerError;
+use hull_container::process::ProcessError;
 use ttrpc::Code;
 
-use crate::container::ContainerError;
 use crate::device::DeviceError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
-use crate::process::ProcessError;
 use crate::storage::StorageError;
 
 /// The one mapping from domain errors to ttRPC statuses.
@@ -229,7 +229,7 @@ mod tests {
             (
                 ContainerError::WrongState {
                     id: "c".into(),
-                    state: crate::container::State::Stopped,
+                    state: hull_container::State::Stopped,
                     action: "start",
                 }
                 .into(),

@@ -1,5 +1,5 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
-//! storages in use, the network, its containers ([`crate::container::Containers`]), and
+//! storages in use, the network, its containers ([`hull_container::Containers`]), and
 //! whether the runtime has asked for the sandbox to end.
 //!
 //! Every RPC handler calls one method here with domain values and gets domain values
@@ -20,17 +20,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hull_container::process::ExitStatus;
+use hull_container::{ContainerError, ContainerSettings, Containers};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::container::{ContainerError, ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
-use crate::process::ExitStatus;
 use crate::storage::{StorageRef, StorageRequest, Storages};
 
 pub use guest::{GuestFacts, read_guest_facts};
