@@ -177,8 +177,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let started = self.sandbox.start_container(&req.container_id).await;
-        started.map_err(fail)?;
+        self.sandbox
+            .start_container(&req.container_id)
+            .await
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -189,8 +191,10 @@ impl AgentService for AgentRpc {
     ) -> ttrpc::Result<Empty> {
         // 0: no bound.
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout.into()));
-        let removed = self.sandbox.remove_container(&req.container_id, timeout);
-        removed.await.map_err(fail)?;
+        self.sandbox
+            .remove_container(&req.container_id, timeout)
+            .await
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -200,10 +204,10 @@ impl AgentService for AgentRpc {
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
         let process = container::exec_process(&req).map_err(fail)?;
-        let started = self
-            .sandbox
-            .exec_process(&req.container_id, &req.exec_id, &process);
-        started.await.map_err(fail)?;
+        self.sandbox
+            .exec_process(&req.container_id, &req.exec_id, &process)
+            .await
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -213,10 +217,9 @@ impl AgentService for AgentRpc {
         req: SignalProcessRequest,
     ) -> ttrpc::Result<Empty> {
         let signal = container::signal(req.signal).map_err(fail)?;
-        let sent = self
-            .sandbox
-            .signal_process(&req.container_id, &req.exec_id, signal);
-        sent.map_err(fail)?;
+        self.sandbox
+            .signal_process(&req.container_id, &req.exec_id, signal)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -225,8 +228,11 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
-        let waited = self.sandbox.wait_process(&req.container_id, &req.exec_id);
-        let exit = waited.await.map_err(fail)?;
+        let exit = self
+            .sandbox
+            .wait_process(&req.container_id, &req.exec_id)
+            .await
+            .map_err(fail)?;
         Ok(WaitProcessResponse {
             status: exit.code(),
             ..Default::default()
@@ -238,13 +244,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let resources = req
-            .resources
-            .as_ref()
-            .ok_or(AgentError::MissingField { field: "resources" });
-        let resources = oci::resources_from_proto(resources.map_err(fail)?).map_err(fail)?;
-        let updated = self.sandbox.update_container(&req.container_id, &resources);
-        updated.map_err(fail)?;
+        let resources = container::resources(req.resources.as_ref()).map_err(fail)?;
+        self.sandbox
+            .update_container(&req.container_id, &resources)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -265,8 +268,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: PauseContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let paused = self.sandbox.pause_container(&req.container_id);
-        paused.map_err(fail)?;
+        self.sandbox
+            .pause_container(&req.container_id)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -275,8 +279,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ResumeContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let resumed = self.sandbox.resume_container(&req.container_id);
-        resumed.map_err(fail)?;
+        self.sandbox
+            .resume_container(&req.container_id)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -319,8 +324,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CloseStdinRequest,
     ) -> ttrpc::Result<Empty> {
-        let closed = self.sandbox.close_stdin(&req.container_id, &req.exec_id);
-        closed.await.map_err(fail)?;
+        self.sandbox
+            .close_stdin(&req.container_id, &req.exec_id)
+            .await
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -330,10 +337,9 @@ impl AgentService for AgentRpc {
         req: TtyWinResizeRequest,
     ) -> ttrpc::Result<Empty> {
         let (rows, cols) = container::window_size(req.row, req.column);
-        let resized = self
-            .sandbox
-            .resize_tty(&req.container_id, &req.exec_id, rows, cols);
-        resized.map_err(fail)?;
+        self.sandbox
+            .resize_tty(&req.container_id, &req.exec_id, rows, cols)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 

@@ -9,7 +9,7 @@
 use hull_container::process::signal_from_number;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxResources, Process};
 
 use super::oci;
 use super::storage::storage_requests;
@@ -57,6 +57,14 @@ pub fn exec_process(req: &ExecProcessRequest) -> Result<Process, AgentError> {
         .ok_or(AgentError::MissingField { field: "process" })?;
     oci::apply_string_user(&mut process, &req.string_user)?;
     oci::process_from_proto(&process)
+}
+
+/// `UpdateContainerRequest.resources` as OCI resources, with the agent's policy.
+pub fn resources(
+    resources: Option<&hull_protocols::oci::LinuxResources>,
+) -> Result<LinuxResources, AgentError> {
+    let resources = resources.ok_or(AgentError::MissingField { field: "resources" })?;
+    oci::resources_from_proto(resources)
 }
 
 /// `SignalProcessRequest.signal` as a signal.
