@@ -1,4 +1,4 @@
-//! `hull-runtime`: the agent's container layer as a runc-compatible command line, so that
+//! `hull-runtime`: hull's container layer as a runc-compatible command line, so that
 //! OCI conformance suites can drive it on a host, outside a VM.
 //!
 //! ```text
@@ -14,8 +14,9 @@
 //!   run [--bundle DIR] [--pid-file FILE] [--no-pivot] ID
 //! ```
 //!
-//! A binary of its own (the guest agent does not link it: clap and the CLI stay out of
-//! the guest image). The same code builds containers as in the agent ([`crate::container`]): a plan from the bundle's `config.json`, a helper
+//! A crate and binary of its own (the guest agent does not link it: clap and the CLI stay
+//! out of the guest image). The same code builds containers as in the agent
+//! ([`hull_container`]): a plan from the bundle's `config.json`, a helper
 //! re-executed from a sealed copy of this binary, a cgroup v2 through libcgroups. What
 //! differs from the agent: the spec is honoured as it is (a `network` namespace is
 //! created), the container's stdio is the caller's (or a terminal whose master goes to
