@@ -1,0 +1,163 @@
+//! The last steps of a container process: prepare, wait, `execve`.
+//!
+//! [`prepare`] does everything that can fail for a reason the runtime should hear
+//! about *before* the start gate opens: rlimits, `oom_score_adj`, umask, the working
+//! directory, `no_new_privs`, the seccomp filter when it needs `CAP_SYS_ADMIN` to load,
+//! the switch of user ([`super::credentials`]), and the executable looked up in the
+//! process's `PATH` (its own environment's, not the agent's). A container whose command
+//! does not exist thus fails at create, not at start.
+//!
+//! [`exec`] comes after the gate: the seccomp filter when `no_new_privs` lets it load
+//! unprivileged (it then only has to allow `execve` itself), every fd above 2 marked
+//! close-on-exec (the helper socket among them, so its EOF tells the launcher that
+//! `execve` succeeded), and `execve`.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use super::credentials::switch_user;
+use super::{HelperResult, io, sys};
+use crate::plan::ProcessPlan;
+use crate::seccomp;
+
+/// A process ready to be executed.
+pub(super) struct Prepared {
+    path: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
+
+fn cstring(s: &str, what: &str) -> HelperResult<CString> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+/// Everything up to the start gate: limits, working directory, user, capabilities, and
+/// the executable looked up.
+pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
+    for &(resource, soft, hard) in &p.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: a valid rlimit struct for the call.
+        let rc = unsafe { libc::setrlimit(resource as _, &limit) };
+        Errno::result(rc).map_err(sys(format!("setrlimit({resource})")))?;
+    }
+    if let Some(adj) = p.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(io("oom_score_adj"))?;
+    }
+    if let Some(mask) = p.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+            mask as libc::mode_t,
+        ));
+    }
+    let cwd_before = nix::unistd::chdir(&p.cwd);
+    if p.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("PR_SET_NO_NEW_PRIVS"))?;
+    }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: before dropping it.
+    if !p.no_new_privileges
+        && let Some(program) = &p.seccomp
+    {
+        seccomp::install(program).map_err(io("installing the seccomp filter"))?;
+    }
+    switch_user(p)?;
+    if cwd_before.is_err() {
+        // Root could not enter it (e.g. a root-squashed share): try as the user.
+        nix::unistd::chdir(&p.cwd).map_err(sys(format!("chdir {}", p.cwd.display())))?;
+    }
+    let env: Vec<CString> = p
+        .env
+        .iter()
+        .map(|e| cstring(e, "an environment variable"))
+        .collect::<Result<_, _>>()?;
+    let args: Vec<CString> = p
+        .args
+        .iter()
+        .map(|a| cstring(a, "an argument"))
+        .collect::<Result<_, _>>()?;
+    let path = find_executable(&p.args[0], &p.env)?;
+    Ok(Prepared {
+        path: cstring(&path.to_string_lossy(), "the executable path")?,
+        args,
+        env,
+    })
+}
+
+fn find_executable(arg0: &str, env: &[String]) -> HelperResult<PathBuf> {
+    let executable = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map(|c| {
+                // SAFETY: a valid C string for access(2).
+                unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+            })
+            .unwrap_or(false)
+            && p.metadata().is_ok_and(|m| m.is_file())
+    };
+    if arg0.contains('/') {
+        let p = PathBuf::from(arg0);
+        return if executable(&p) {
+            Ok(p)
+        } else {
+            Err(format!("{arg0}: not found or not executable"))
+        };
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(arg0);
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("{arg0}: executable file not found in $PATH"))
+}
+
+/// After the gate: seccomp (with no_new_privs), no fd but 0-2 survives, execve.
+/// Returns only on failure.
+pub(super) fn exec(p: &ProcessPlan, prepared: Prepared) -> HelperResult<()> {
+    if p.no_new_privileges
+        && let Some(program) = &p.seccomp
+    {
+        seccomp::install(program).map_err(io("installing the seccomp filter"))?;
+    }
+    // Every fd above 2 closes at execve (the helper socket included).
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        mark_fds_cloexec();
+    }
+    let err = nix::unistd::execve(&prepared.path, &prepared.args, &prepared.env)
+        .err()
+        .unwrap_or(Errno::UnknownErrno);
+    Err(format!("execve {}: {err}", prepared.path.to_string_lossy()))
+}
+
+/// Fallback for kernels without close_range: walk /proc/self/fd.
+fn mark_fds_cloexec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on an fd number; harmless if it is not open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
