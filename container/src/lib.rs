@@ -17,7 +17,8 @@
 //! (runc's create/start split). `ExecProcess` runs another helper that joins the init
 //! process's namespaces and cgroup. Processes are reaped by [`crate::process::Reaper`].
 //!
-//! Modules: [`plan`] (spec → plan), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
+//! Modules: [`plan`] (spec → plan, with [`mount_options`], the one parser of mount
+//! options, which the agent's storages use too), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
 //! helper messages), [`launcher`] (agent side), [`helper`] (the re-exec'd side; the only
 //! code that forks or changes namespaces), [`cgroup`] (limits, stats, freezer, OOM),
 //! [`process`] (the reaper, stdio pipes and terminals).
@@ -43,6 +44,7 @@
 pub mod cgroup;
 pub mod helper;
 pub mod launcher;
+pub mod mount_options;
 pub mod plan;
 pub mod process;
 pub mod protocol;
