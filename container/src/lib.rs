@@ -20,7 +20,7 @@
 //! Modules: [`plan`] (spec → plan, with [`mount_options`], the one parser of mount
 //! options, which the agent's storages use too), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
 //! helper messages), [`launcher`] (agent side), [`helper`] (the re-exec'd side; the only
-//! code that forks or changes namespaces), [`cgroup`] (limits, stats, freezer, OOM),
+//! code that forks or changes namespaces), [`cgroup`] (limits, [`stats`], freezer, OOM),
 //! [`process`] (the reaper, stdio pipes and terminals).
 //!
 //! The rootfs is `root.path` of the spec: absolute as given, or relative to the bundle
@@ -49,6 +49,7 @@ pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod seccomp;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -561,7 +562,7 @@ impl Containers {
     }
 
     /// `StatsContainer`.
-    pub fn stats(&self, id: &str) -> Result<libcgroups::stats::Stats, ContainerError> {
+    pub fn stats(&self, id: &str) -> Result<stats::ContainerStats, ContainerError> {
         Ok(self.get(id)?.cgroup.stats()?)
     }
 
