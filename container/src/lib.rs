@@ -49,6 +49,7 @@ pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod seccomp;
+mod setup_error;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -66,6 +67,7 @@ use cgroup::{Cgroup, CgroupError};
 use launcher::{HelperStdio, LaunchHooks, SelfExe};
 use plan::{ContainerPlan, PlanOptions};
 use protocol::{Gate, Request};
+pub use setup_error::SetupError;
 
 /// What can go wrong with a container.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +91,10 @@ pub enum ContainerError {
     },
     #[error("rootfs {0} does not exist or is not a directory")]
     MissingRootfs(PathBuf),
-    /// The helper failed to set the container up (its own words).
+    /// The helper could not build the container process, and says why.
+    #[error("container setup failed: {0}")]
+    Setup(SetupError),
+    /// The launcher lost its helper, or could not do its own part of the setup.
     #[error("container setup failed: {0}")]
     Helper(String),
     #[error("cannot prepare the helper binary: {0}")]

@@ -11,15 +11,17 @@
 use nix::errno::Errno;
 use nix::unistd::{Gid, Uid};
 
-use super::{HelperResult, sys};
+use super::{HelperResult, Part};
 use crate::plan::ProcessPlan;
+
+const PART: Part = Part::Credentials;
 
 /// Root of the user namespace just entered (the launcher mapped an id to 0).
 pub(super) fn become_root() -> HelperResult<()> {
     nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(sys("setresgid(0) in the user namespace"))?;
+        .map_err(PART.failed("setresgid(0) in the user namespace"))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(sys("setresuid(0) in the user namespace"))
+        .map_err(PART.failed("setresuid(0) in the user namespace"))
 }
 
 /// Groups, user and capabilities of the process, from root.
@@ -28,10 +30,7 @@ pub(super) fn switch_user(p: &ProcessPlan) -> HelperResult<()> {
     let set_of = |names: &[String]| -> HelperResult<caps::CapsHashSet> {
         names
             .iter()
-            .map(|n| {
-                n.parse::<caps::Capability>()
-                    .map_err(|e| format!("{n}: {e}"))
-            })
+            .map(|n| n.parse::<caps::Capability>().map_err(PART.failed(n)))
             .collect()
     };
     if let Some(c) = &p.capabilities {
@@ -39,10 +38,10 @@ pub(super) fn switch_user(p: &ProcessPlan) -> HelperResult<()> {
         for cap in caps::runtime::thread_all_supported() {
             if !bounding.contains(&cap) {
                 caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+                    .map_err(PART.failed(format!("dropping {cap} from the bounding set")))?;
             }
         }
-        nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
+        nix::sys::prctl::set_keepcaps(true).map_err(PART.failed("PR_SET_KEEPCAPS"))?;
     }
     let groups: Vec<Gid> = p
         .additional_gids
@@ -53,22 +52,22 @@ pub(super) fn switch_user(p: &ProcessPlan) -> HelperResult<()> {
         Ok(()) => {}
         // A user namespace with setgroups denied: only acceptable with nothing to set.
         Err(Errno::EPERM) if groups.is_empty() => {}
-        Err(errno) => return Err(format!("setgroups: {errno}")),
+        Err(errno) => return Err(PART.error("setgroups", errno)),
     }
     let gid = Gid::from_raw(p.gid);
     let uid = Uid::from_raw(p.uid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(sys(format!("setresgid({})", p.gid)))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(sys(format!("setresuid({})", p.uid)))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(PART.failed(format!("setresgid({})", p.gid)))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(PART.failed(format!("setresuid({})", p.uid)))?;
     if let Some(c) = &p.capabilities {
         // One capset(2) per set, so the order matters: the effective set must stay within
         // the permitted one at every step, and the inheritable one is set while the
         // permitted set still allows it. Permitted last: it only shrinks.
         caps::set(None, CapSet::Inheritable, &set_of(&c.inheritable)?)
-            .map_err(|e| format!("inheritable capabilities: {e}"))?;
+            .map_err(PART.failed("inheritable capabilities"))?;
         caps::set(None, CapSet::Effective, &set_of(&c.effective)?)
-            .map_err(|e| format!("effective capabilities: {e}"))?;
+            .map_err(PART.failed("effective capabilities"))?;
         caps::set(None, CapSet::Permitted, &set_of(&c.permitted)?)
-            .map_err(|e| format!("permitted capabilities: {e}"))?;
+            .map_err(PART.failed("permitted capabilities"))?;
         for cap in set_of(&c.ambient)? {
             if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
                 tracing::debug!(%e, %cap, "ambient capability not raised");

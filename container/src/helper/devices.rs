@@ -17,8 +17,10 @@ use nix::mount::MsFlags;
 use nix::unistd::{Gid, Uid};
 
 use super::mounts::{fd_path, mount_entry};
-use super::{HelperResult, sys};
+use super::{HelperResult, Part};
 use crate::plan::{ContainerPlan, DevicePlan, MountPlan};
+
+const PART: Part = Part::Rootfs;
 
 /// The standard devices of a container whose `/dev` is a fresh tmpfs, bind-mounted from
 /// the agent's `/dev` (works in a user namespace too), and the usual links.
@@ -63,7 +65,7 @@ pub(super) fn populate_dev(root: &pathrs::Root, plan: &ContainerPlan) -> HelperR
             Err(e) if root.resolve_nofollow(link).is_ok() => {
                 tracing::debug!(%e, link, "already present");
             }
-            Err(e) => return Err(format!("creating {link}: {e}")),
+            Err(e) => return Err(PART.error(format!("creating {link}"), e)),
         }
     }
     Ok(())
@@ -79,7 +81,7 @@ pub(super) fn create_device(
     let dev = nix::sys::stat::makedev(d.major, d.minor);
     if let Some(parent) = d.path.parent() {
         root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            .map_err(PART.failed(format!("creating {}", parent.display())))?;
     }
     let inode = match d.kind {
         'c' => pathrs::InodeType::CharacterDevice(perm, dev),
@@ -95,7 +97,7 @@ pub(super) fn create_device(
         Ok(()) => {
             let handle = root
                 .resolve_nofollow(&d.path)
-                .map_err(|e| format!("{}: {e}", d.path.display()))?;
+                .map_err(PART.failed(d.path.display()))?;
             nix::unistd::fchownat(
                 nix::fcntl::AT_FDCWD,
                 &fd_path(&handle),
@@ -103,7 +105,7 @@ pub(super) fn create_device(
                 Some(Gid::from_raw(d.gid)),
                 nix::fcntl::AtFlags::empty(),
             )
-            .map_err(sys(format!("chown {}", d.path.display())))?;
+            .map_err(PART.failed(format!("chown {}", d.path.display())))?;
             Ok(())
         }
         // Without mknod (user namespace), bind the agent's node of the same path.
@@ -119,6 +121,6 @@ pub(super) fn create_device(
             tracing::debug!(%reason, "binding the device instead");
             mount_entry(root, &m, in_user_ns)
         }
-        Err(reason) => Err(format!("creating device {}: {reason}", d.path.display())),
+        Err(reason) => Err(PART.error(format!("creating device {}", d.path.display()), reason)),
     }
 }

@@ -20,9 +20,12 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use super::credentials::switch_user;
-use super::{HelperResult, io, sys};
+use super::{HelperResult, Part};
+use crate::SetupError;
 use crate::plan::ProcessPlan;
 use crate::seccomp;
+
+const PART: Part = Part::Process;
 
 /// A process ready to be executed.
 pub(super) struct Prepared {
@@ -32,7 +35,7 @@ pub(super) struct Prepared {
 }
 
 fn cstring(s: &str, what: &str) -> HelperResult<CString> {
-    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+    CString::new(s).map_err(|_| PART.error(what, "contains a NUL byte"))
 }
 
 /// Everything up to the start gate: limits, working directory, user, capabilities, and
@@ -45,10 +48,11 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
         };
         // SAFETY: a valid rlimit struct for the call.
         let rc = unsafe { libc::setrlimit(resource as _, &limit) };
-        Errno::result(rc).map_err(sys(format!("setrlimit({resource})")))?;
+        Errno::result(rc).map_err(PART.failed(format!("setrlimit({resource})")))?;
     }
     if let Some(adj) = p.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(io("oom_score_adj"))?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(PART.failed("oom_score_adj"))?;
     }
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
@@ -57,18 +61,21 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
     }
     let cwd_before = nix::unistd::chdir(&p.cwd);
     if p.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(sys("PR_SET_NO_NEW_PRIVS"))?;
+        nix::sys::prctl::set_no_new_privs().map_err(PART.failed("PR_SET_NO_NEW_PRIVS"))?;
     }
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: before dropping it.
     if !p.no_new_privileges
         && let Some(program) = &p.seccomp
     {
-        seccomp::install(program).map_err(io("installing the seccomp filter"))?;
+        seccomp::install(program).map_err(PART.failed("installing the seccomp filter"))?;
     }
     switch_user(p)?;
     if cwd_before.is_err() {
         // Root could not enter it (e.g. a root-squashed share): try as the user.
-        nix::unistd::chdir(&p.cwd).map_err(sys(format!("chdir {}", p.cwd.display())))?;
+        nix::unistd::chdir(&p.cwd).map_err(|errno| SetupError::InvalidCwd {
+            cwd: p.cwd.clone(),
+            reason: errno.to_string(),
+        })?;
     }
     let env: Vec<CString> = p
         .env
@@ -88,22 +95,44 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
     })
 }
 
-fn find_executable(arg0: &str, env: &[String]) -> HelperResult<PathBuf> {
-    let executable = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map(|c| {
-                // SAFETY: a valid C string for access(2).
-                unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
-            })
-            .unwrap_or(false)
-            && p.metadata().is_ok_and(|m| m.is_file())
+/// What a candidate for the executable turned out to be.
+enum Candidate {
+    Executable,
+    /// It exists, but is not a regular file this user may execute.
+    NotExecutable,
+    Missing,
+}
+
+fn candidate(path: &Path) -> Candidate {
+    let may_execute = || {
+        CString::new(path.as_os_str().as_bytes()).is_ok_and(|c| {
+            // SAFETY: a valid C string for access(2).
+            unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+        })
     };
+    match path.metadata() {
+        Ok(md) if md.is_file() && may_execute() => Candidate::Executable,
+        Ok(_) => Candidate::NotExecutable,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Candidate::NotExecutable,
+        Err(_) => Candidate::Missing,
+    }
+}
+
+/// Finds the executable as runc does: a name with a slash is taken as it is; a bare name
+/// is looked up in the process's own `PATH` (its environment's, not the helper's), where
+/// only executable regular files count.
+fn find_executable(arg0: &str, env: &[String]) -> HelperResult<PathBuf> {
     if arg0.contains('/') {
-        let p = PathBuf::from(arg0);
-        return if executable(&p) {
-            Ok(p)
-        } else {
-            Err(format!("{arg0}: not found or not executable"))
+        let path = PathBuf::from(arg0);
+        return match candidate(&path) {
+            Candidate::Executable => Ok(path),
+            Candidate::NotExecutable => Err(SetupError::PermissionDenied {
+                executable: arg0.to_string(),
+            }),
+            Candidate::Missing => Err(SetupError::ExecutableNotFound {
+                executable: arg0.to_string(),
+                searched_path: false,
+            }),
         };
     }
     let path_var = env
@@ -112,21 +141,25 @@ fn find_executable(arg0: &str, env: &[String]) -> HelperResult<PathBuf> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(arg0);
-        if executable(&candidate) {
-            return Ok(candidate);
+        let path = Path::new(dir).join(arg0);
+        if let Candidate::Executable = candidate(&path) {
+            return Ok(path);
         }
     }
-    Err(format!("{arg0}: executable file not found in $PATH"))
+    Err(SetupError::ExecutableNotFound {
+        executable: arg0.to_string(),
+        searched_path: true,
+    })
 }
 
 /// After the gate: seccomp (with no_new_privs), no fd but 0-2 survives, execve.
-/// Returns only on failure.
-pub(super) fn exec(p: &ProcessPlan, prepared: Prepared) -> HelperResult<()> {
+/// Returns only on failure, with the reason.
+pub(super) fn exec(p: &ProcessPlan, prepared: Prepared) -> SetupError {
     if p.no_new_privileges
         && let Some(program) = &p.seccomp
+        && let Err(e) = seccomp::install(program)
     {
-        seccomp::install(program).map_err(io("installing the seccomp filter"))?;
+        return PART.error("installing the seccomp filter", e);
     }
     // Every fd above 2 closes at execve (the helper socket included).
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
@@ -141,10 +174,22 @@ pub(super) fn exec(p: &ProcessPlan, prepared: Prepared) -> HelperResult<()> {
     if rc != 0 {
         mark_fds_cloexec();
     }
-    let err = nix::unistd::execve(&prepared.path, &prepared.args, &prepared.env)
+    let errno = nix::unistd::execve(&prepared.path, &prepared.args, &prepared.env)
         .err()
         .unwrap_or(Errno::UnknownErrno);
-    Err(format!("execve {}: {err}", prepared.path.to_string_lossy()))
+    let executable = prepared.path.to_string_lossy().into_owned();
+    match errno {
+        // The file went away, or its interpreter (`#!`, the ELF loader) is missing.
+        Errno::ENOENT => SetupError::ExecutableNotFound {
+            executable,
+            searched_path: false,
+        },
+        Errno::EACCES => SetupError::PermissionDenied { executable },
+        errno => SetupError::Exec {
+            executable,
+            errno: errno as i32,
+        },
+    }
 }
 
 /// Fallback for kernels without close_range: walk /proc/self/fd.

@@ -28,8 +28,11 @@
 //! to allow `execve` itself (without `no_new_privs` it must come before the capabilities
 //! are dropped, as in runc). Stage 2 of an exec'd process prepares and executes at once.
 //!
-//! Every failure travels back to the launcher as a `Report::Error` on the helper socket,
-//! and the helper exits.
+//! Every failure travels back to the launcher as a typed [`SetupError`] in a
+//! `Report::Error` on the helper socket, and the helper exits. Each module reports its
+//! failures as its own part of the setup ([`Part`]): `SetupError::Rootfs` from the
+//! rootfs, mounts and devices, and so on; a process that cannot run says so precisely
+//! (`ExecutableNotFound`, `PermissionDenied`, `InvalidCwd`).
 
 mod credentials;
 mod devices;
@@ -39,6 +42,7 @@ mod namespaces;
 mod rootfs;
 
 use std::ffi::OsStr;
+use std::fmt::Display;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
@@ -47,6 +51,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use nix::errno::Errno;
 use nix::unistd::ForkResult;
 
+use crate::SetupError;
 use crate::plan::{ContainerPlan, NamespaceKind, ProcessPlan};
 use crate::protocol::{self, Command, Gate, Report, Request};
 
@@ -56,14 +61,36 @@ pub const HELPER_ARG: &str = "__hull_container_helper";
 /// The fd the launcher places the helper's socket at.
 const CHANNEL_FD: RawFd = 3;
 
-type HelperResult<T> = Result<T, String>;
+type HelperResult<T> = Result<T, SetupError>;
 
-fn sys(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> String {
-    move |errno| format!("{what}: {errno}")
+/// The part of the setup a step belongs to, which picks its [`SetupError`] variant. Each
+/// module names its own (`const PART`).
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Namespace,
+    Rootfs,
+    Credentials,
+    Process,
+    Protocol,
 }
 
-fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
-    move |e| format!("{what}: {e}")
+impl Part {
+    /// The error of `step`, failed for `reason`.
+    fn error(self, step: impl Display, reason: impl Display) -> SetupError {
+        let (step, reason) = (step.to_string(), reason.to_string());
+        match self {
+            Part::Namespace => SetupError::Namespace { step, reason },
+            Part::Rootfs => SetupError::Rootfs { step, reason },
+            Part::Credentials => SetupError::Credentials { step, reason },
+            Part::Process => SetupError::Process { step, reason },
+            Part::Protocol => SetupError::Protocol { step, reason },
+        }
+    }
+
+    /// For `map_err`: the error of `step`, whatever the type of its cause.
+    fn failed<E: Display>(self, step: impl Display) -> impl FnOnce(E) -> SetupError {
+        move |cause| self.error(step, cause)
+    }
 }
 
 /// Runs the helper and exits if this process was started as one; returns otherwise.
@@ -87,7 +114,10 @@ fn helper_main() -> i32 {
         Ok(Some(request)) => request,
         Ok(None) => return 1,
         Err(e) => {
-            let _ = protocol::send(&mut chan, &Report::Error(format!("bad request: {e}")));
+            let _ = protocol::send(
+                &mut chan,
+                &Report::Error(Part::Protocol.error("bad request", e)),
+            );
             return 1;
         }
     };
@@ -97,8 +127,8 @@ fn helper_main() -> i32 {
     };
     match result {
         Ok(()) => 0,
-        Err(message) => {
-            let _ = protocol::send(&mut chan, &Report::Error(message));
+        Err(error) => {
+            let _ = protocol::send(&mut chan, &Report::Error(error));
             1
         }
     }
@@ -107,10 +137,11 @@ fn helper_main() -> i32 {
 fn expect(chan: &mut UnixStream, wanted: Command) -> HelperResult<()> {
     match protocol::receive::<Command>(chan) {
         Ok(Some(c)) if c == wanted => Ok(()),
-        Ok(other) => Err(format!(
-            "expected {wanted:?} from the launcher, got {other:?}"
+        Ok(other) => Err(Part::Protocol.error(
+            format!("expected {wanted:?} from the launcher"),
+            format!("got {other:?}"),
         )),
-        Err(e) => Err(format!("waiting for {wanted:?}: {e}")),
+        Err(e) => Err(Part::Protocol.error(format!("waiting for {wanted:?}"), e)),
     }
 }
 
@@ -121,14 +152,14 @@ fn fork_stage2(
     stage2: impl FnOnce(&mut UnixStream) -> HelperResult<()>,
 ) -> HelperResult<()> {
     let (sync_r, sync_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Part::Protocol.failed("pipe2"))?;
     // SAFETY: the helper is single-threaded (a fresh exec that started no thread), so
     // the child may run arbitrary code.
-    match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+    match unsafe { nix::unistd::fork() }.map_err(Part::Protocol.failed("fork"))? {
         ForkResult::Parent { child } => {
             drop(sync_r);
             protocol::send(chan, &Report::ChildPid(child.as_raw()))
-                .map_err(io("reporting the pid"))?;
+                .map_err(Part::Protocol.failed("reporting the pid"))?;
             expect(chan, Command::Ack)?;
             let mut sync_w = File::from(sync_w);
             let _ = sync_w.write_all(b"1");
@@ -146,8 +177,8 @@ fn fork_stage2(
             }
             match stage2(chan) {
                 Ok(()) => std::process::exit(0),
-                Err(message) => {
-                    let _ = protocol::send(chan, &Report::Error(message));
+                Err(error) => {
+                    let _ = protocol::send(chan, &Report::Error(error));
                     std::process::exit(1);
                 }
             }
@@ -161,7 +192,9 @@ fn init_stage1(chan: &mut UnixStream, plan: &ContainerPlan, gate: &Gate) -> Help
     // The gate listener lives outside the rootfs, in the launcher's directory: bind it
     // while this process still has the launcher's credentials (before a user namespace).
     let listener = match gate {
-        Gate::Listener(path) => Some(UnixListener::bind(path).map_err(io(path.display()))?),
+        Gate::Listener(path) => {
+            Some(UnixListener::bind(path).map_err(Part::Protocol.failed(path.display()))?)
+        }
         Gate::Socket => None,
     };
     namespaces::enter_planned(chan, plan)?;
@@ -173,7 +206,7 @@ fn init_stage2(
     plan: &ContainerPlan,
     listener: Option<UnixListener>,
 ) -> HelperResult<()> {
-    nix::unistd::setsid().map_err(sys("setsid"))?;
+    nix::unistd::setsid().map_err(Part::Process.failed("setsid"))?;
     if plan.process.terminal {
         set_controlling_terminal()?;
     }
@@ -186,7 +219,7 @@ fn init_stage2(
     rootfs::finish(plan, in_user_ns)?;
     namespaces::configure(plan)?;
     let prepared = exec::prepare(&plan.process)?;
-    protocol::send(chan, &Report::Ready).map_err(io("reporting ready"))?;
+    protocol::send(chan, &Report::Ready).map_err(Part::Protocol.failed("reporting ready"))?;
     // The start gate.
     let mut reply_to = match listener {
         None => {
@@ -194,24 +227,27 @@ fn init_stage2(
             None
         }
         Some(listener) => {
-            let (mut conn, _) = listener.accept().map_err(io("waiting for start"))?;
+            let (mut conn, _) = listener
+                .accept()
+                .map_err(Part::Protocol.failed("waiting for start"))?;
             expect(&mut conn, Command::Start)?;
             Some(conn)
         }
     };
-    let result = exec::exec(&plan.process, prepared);
-    // Only reached when execve failed.
-    let message = result.err().unwrap_or_default();
+    // Only returns when execve failed.
+    let error = exec::exec(&plan.process, prepared);
     if let Some(conn) = reply_to.as_mut() {
-        let _ = protocol::send(conn, &Report::Error(message.clone()));
+        let _ = protocol::send(conn, &Report::Error(error.clone()));
     }
-    Err(message)
+    Err(error)
 }
 
 fn set_controlling_terminal() -> HelperResult<()> {
     // SAFETY: ioctl on fd 0, which the launcher made the terminal's slave side.
     let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-    Errno::result(rc).map(|_| ()).map_err(sys("TIOCSCTTY"))
+    Errno::result(rc)
+        .map(|_| ())
+        .map_err(Part::Process.failed("TIOCSCTTY"))
 }
 
 // ---------------------------------------------------------------- exec'd process
@@ -219,11 +255,11 @@ fn set_controlling_terminal() -> HelperResult<()> {
 fn exec_stage1(chan: &mut UnixStream, init_pid: i32, process: &ProcessPlan) -> HelperResult<()> {
     namespaces::join_init_namespaces(init_pid)?;
     fork_stage2(chan, |_chan| {
-        nix::unistd::setsid().map_err(sys("setsid"))?;
+        nix::unistd::setsid().map_err(Part::Process.failed("setsid"))?;
         if process.terminal {
             set_controlling_terminal()?;
         }
         let prepared = exec::prepare(process)?;
-        exec::exec(process, prepared)
+        Err(exec::exec(process, prepared))
     })
 }

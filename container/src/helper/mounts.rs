@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 
-use super::{HelperResult, sys};
+use super::{HelperResult, Part};
 use crate::plan::MountPlan;
+
+const PART: Part = Part::Rootfs;
 
 /// `/proc/self/fd/N` of a handle: mounting there mounts on exactly the inode resolved
 /// inside the rootfs, whatever a symlink race does to the path afterwards.
@@ -39,7 +41,7 @@ fn resolve_target(root: &pathrs::Root, m: &MountPlan) -> HelperResult<pathrs::Ha
     if source_is_file {
         if let Some(parent) = dest.parent() {
             root.mkdir_all(parent, &perm)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                .map_err(PART.failed(format!("creating {}", parent.display())))?;
         }
         if root.resolve(dest).is_err() {
             root.create_file(
@@ -47,13 +49,13 @@ fn resolve_target(root: &pathrs::Root, m: &MountPlan) -> HelperResult<pathrs::Ha
                 pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
                 &std::fs::Permissions::from_mode(0o644),
             )
-            .map_err(|e| format!("creating {}: {e}", dest.display()))?;
+            .map_err(PART.failed(format!("creating {}", dest.display())))?;
         }
         root.resolve(dest)
-            .map_err(|e| format!("resolving {}: {e}", dest.display()))
+            .map_err(PART.failed(format!("resolving {}", dest.display())))
     } else {
         root.mkdir_all(dest, &perm)
-            .map_err(|e| format!("creating {}: {e}", dest.display()))
+            .map_err(PART.failed(format!("creating {}", dest.display())))
     }
 }
 
@@ -71,7 +73,7 @@ pub(super) fn mount_entry(
         let source = m
             .source
             .as_ref()
-            .ok_or_else(|| format!("{what}: no source"))?;
+            .ok_or_else(|| PART.error(&what, "no source"))?;
         mount(
             Some(source),
             &fd_path(&target),
@@ -79,15 +81,13 @@ pub(super) fn mount_entry(
             MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
             None::<&str>,
         )
-        .map_err(sys(format!("{what} from {}", source.display())))?;
+        .map_err(PART.failed(format!("{what} from {}", source.display())))?;
         let extra = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             // The remount applies to the new mount: resolve the destination again.
-            let top = root
-                .resolve(&m.destination)
-                .map_err(|e| format!("{what}: {e}"))?;
+            let top = root.resolve(&m.destination).map_err(PART.failed(&what))?;
             remount_bind(&fd_path(&top), extra)
-                .map_err(|e| format!("{what}: remounting with {extra:?}: {e}"))?;
+                .map_err(PART.failed(format!("{what}: remounting with {extra:?}")))?;
         }
     } else {
         let source = m
@@ -114,20 +114,16 @@ pub(super) fn mount_entry(
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .map_err(sys(format!("{what} (bind of /sys)")))?;
-                let top = root
-                    .resolve(&m.destination)
-                    .map_err(|e| format!("{what}: {e}"))?;
+                .map_err(PART.failed(format!("{what} (bind of /sys)")))?;
+                let top = root.resolve(&m.destination).map_err(PART.failed(&what))?;
                 remount_bind(&fd_path(&top), flags | MsFlags::MS_RDONLY)
-                    .map_err(|e| format!("{what}: {e}"))?;
+                    .map_err(PART.failed(&what))?;
             }
-            Err(errno) => return Err(format!("{what} ({}): {errno}", m.fstype)),
+            Err(errno) => return Err(PART.error(format!("{what} ({})", m.fstype), errno)),
         }
     }
     if !m.propagation.is_empty() {
-        let top = root
-            .resolve(&m.destination)
-            .map_err(|e| format!("{what}: {e}"))?;
+        let top = root.resolve(&m.destination).map_err(PART.failed(&what))?;
         for p in &m.propagation {
             mount(
                 None::<&str>,
@@ -136,7 +132,7 @@ pub(super) fn mount_entry(
                 MsFlags::from_bits_retain(*p),
                 None::<&str>,
             )
-            .map_err(sys(format!("{what}: propagation")))?;
+            .map_err(PART.failed(format!("{what}: propagation")))?;
         }
     }
     Ok(())

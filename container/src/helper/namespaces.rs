@@ -29,9 +29,11 @@ use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns, unshare};
 
 use super::credentials::become_root;
-use super::{HelperResult, expect, io, sys};
+use super::{HelperResult, Part, expect};
 use crate::plan::{ContainerPlan, NamespaceKind};
 use crate::protocol::{self, Command, Report};
+
+const PART: Part = Part::Namespace;
 
 /// Creates or joins the namespaces of `plan` (steps 1 to 3 above); `chan` is the
 /// launcher's socket, for the id maps of a new user namespace.
@@ -43,11 +45,11 @@ pub(super) fn enter_planned(chan: &mut UnixStream, plan: &ContainerPlan) -> Help
     for ns in &plan.namespaces {
         match (&ns.path, ns.kind) {
             (Some(path), NamespaceKind::User) => {
-                user_ns = Some(Some(File::open(path).map_err(io(path.display()))?));
+                user_ns = Some(Some(File::open(path).map_err(PART.failed(path.display()))?));
             }
             (None, NamespaceKind::User) => user_ns = Some(None),
             (Some(path), kind) => {
-                to_join.push((kind, File::open(path).map_err(io(path.display()))?));
+                to_join.push((kind, File::open(path).map_err(PART.failed(path.display()))?));
             }
             (None, kind) => to_create |= kind.clone_flag(),
         }
@@ -55,12 +57,14 @@ pub(super) fn enter_planned(chan: &mut UnixStream, plan: &ContainerPlan) -> Help
     match user_ns {
         Some(Some(file)) => {
             setns(file.as_fd(), CloneFlags::CLONE_NEWUSER)
-                .map_err(sys("joining the user namespace"))?;
+                .map_err(PART.failed("joining the user namespace"))?;
             become_root()?;
         }
         Some(None) => {
-            unshare(CloneFlags::CLONE_NEWUSER).map_err(sys("creating the user namespace"))?;
-            protocol::send(chan, &Report::NeedIdMaps).map_err(io("asking for id maps"))?;
+            unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(PART.failed("creating the user namespace"))?;
+            protocol::send(chan, &Report::NeedIdMaps)
+                .map_err(Part::Protocol.failed("asking for id maps"))?;
             expect(chan, Command::IdMapsWritten)?;
             become_root()?;
         }
@@ -68,9 +72,9 @@ pub(super) fn enter_planned(chan: &mut UnixStream, plan: &ContainerPlan) -> Help
     }
     for (kind, file) in &to_join {
         setns(file.as_fd(), kind.clone_flag())
-            .map_err(sys(format!("joining the {} namespace", kind.proc_name())))?;
+            .map_err(PART.failed(format!("joining the {} namespace", kind.proc_name())))?;
     }
-    unshare(to_create).map_err(sys("creating namespaces"))
+    unshare(to_create).map_err(PART.failed("creating namespaces"))
 }
 
 /// Joins every namespace of the process `init_pid` that differs from ours.
@@ -90,7 +94,7 @@ pub(super) fn join_init_namespaces(init_pid: i32) -> HelperResult<()> {
     for kind in order {
         let theirs_path = format!("/proc/{init_pid}/ns/{}", kind.proc_name());
         let ours_path = format!("/proc/self/ns/{}", kind.proc_name());
-        let theirs = File::open(&theirs_path).map_err(io(&theirs_path))?;
+        let theirs = File::open(&theirs_path).map_err(PART.failed(&theirs_path))?;
         let same = match (theirs.metadata(), std::fs::metadata(&ours_path)) {
             (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
             _ => false,
@@ -101,7 +105,7 @@ pub(super) fn join_init_namespaces(init_pid: i32) -> HelperResult<()> {
     }
     for (kind, file) in &to_join {
         setns(file.as_fd(), kind.clone_flag())
-            .map_err(sys(format!("joining the {} namespace", kind.proc_name())))?;
+            .map_err(PART.failed(format!("joining the {} namespace", kind.proc_name())))?;
         if *kind == NamespaceKind::User {
             become_root()?;
         }
@@ -112,16 +116,16 @@ pub(super) fn join_init_namespaces(init_pid: i32) -> HelperResult<()> {
 /// Hostname, domain name and sysctls, inside the container's namespaces.
 pub(super) fn configure(plan: &ContainerPlan) -> HelperResult<()> {
     if let Some(hostname) = &plan.hostname {
-        nix::unistd::sethostname(hostname).map_err(sys("sethostname"))?;
+        nix::unistd::sethostname(hostname).map_err(PART.failed("sethostname"))?;
     }
     if let Some(domainname) = &plan.domainname {
         // SAFETY: a valid pointer and length for the call.
         let rc = unsafe { libc::setdomainname(domainname.as_ptr().cast(), domainname.len()) };
-        Errno::result(rc).map_err(sys("setdomainname"))?;
+        Errno::result(rc).map_err(PART.failed("setdomainname"))?;
     }
     for (key, value) in &plan.sysctl {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, value).map_err(io(format!("sysctl {key}")))?;
+        std::fs::write(&path, value).map_err(PART.failed(format!("sysctl {key}")))?;
     }
     Ok(())
 }

@@ -20,8 +20,11 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::devices::{create_device, populate_dev};
 use super::mounts::{mount_entry, remount_bind};
-use super::{HelperResult, sys};
+use super::{HelperResult, Part};
+use crate::SetupError;
 use crate::plan::ContainerPlan;
+
+const PART: Part = Part::Rootfs;
 
 /// Step 1: the rootfs with every mount and device, still seen from the agent's `/`.
 pub(super) fn build(plan: &ContainerPlan, in_user_ns: bool) -> HelperResult<()> {
@@ -32,10 +35,10 @@ pub(super) fn build(plan: &ContainerPlan, in_user_ns: bool) -> HelperResult<()> 
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .map_err(sys("making / rslave"))?;
+    .map_err(PART.failed("making / rslave"))?;
     let rootfs = &plan.rootfs;
     if !rootfs.is_dir() {
-        return Err(format!("rootfs {} is not a directory", rootfs.display()));
+        return Err(PART.error(format!("rootfs {}", rootfs.display()), "not a directory"));
     }
     mount(
         Some(rootfs),
@@ -44,11 +47,8 @@ pub(super) fn build(plan: &ContainerPlan, in_user_ns: bool) -> HelperResult<()> 
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(sys(format!(
-        "bind-mounting the rootfs {}",
-        rootfs.display()
-    )))?;
-    let root = pathrs::Root::open(rootfs).map_err(|e| format!("opening the rootfs: {e}"))?;
+    .map_err(PART.failed(format!("bind-mounting the rootfs {}", rootfs.display())))?;
+    let root = pathrs::Root::open(rootfs).map_err(PART.failed("opening the rootfs"))?;
     let mut dev_is_tmpfs = false;
     for m in &plan.mounts {
         mount_entry(&root, m, in_user_ns)?;
@@ -65,7 +65,10 @@ pub(super) fn build(plan: &ContainerPlan, in_user_ns: bool) -> HelperResult<()> 
     // The working directory exists when the process starts (as in runc).
     let perm = std::fs::Permissions::from_mode(0o755);
     if let Err(e) = root.mkdir_all(&plan.process.cwd, &perm) {
-        return Err(format!("creating cwd {}: {e}", plan.process.cwd.display()));
+        return Err(SetupError::InvalidCwd {
+            cwd: plan.process.cwd.clone(),
+            reason: format!("cannot be created: {e}"),
+        });
     }
     Ok(())
 }
@@ -95,16 +98,16 @@ pub(super) fn enter(rootfs: &Path, no_pivot: bool) -> HelperResult<()> {
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(sys(format!("opening {}", p.display())))
+        .map_err(PART.failed(format!("opening {}", p.display())))
     };
     let new_root = open_dir(rootfs)?;
-    nix::unistd::fchdir(&new_root).map_err(sys("entering the rootfs"))?;
+    nix::unistd::fchdir(&new_root).map_err(PART.failed("entering the rootfs"))?;
     if !no_pivot {
         let old_root = open_dir(Path::new("/"))?;
         match nix::unistd::pivot_root(".", ".") {
             Ok(()) => {
                 // The old root is stacked under the new one at "/": detach it.
-                nix::unistd::fchdir(&old_root).map_err(sys("fchdir(old root)"))?;
+                nix::unistd::fchdir(&old_root).map_err(PART.failed("fchdir(old root)"))?;
                 mount(
                     None::<&str>,
                     ".",
@@ -112,21 +115,22 @@ pub(super) fn enter(rootfs: &Path, no_pivot: bool) -> HelperResult<()> {
                     MsFlags::MS_SLAVE | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .map_err(sys("making the old root rslave"))?;
-                umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching the old root"))?;
-                nix::unistd::chdir("/").map_err(sys("chdir(/)"))?;
+                .map_err(PART.failed("making the old root rslave"))?;
+                umount2(".", MntFlags::MNT_DETACH)
+                    .map_err(PART.failed("detaching the old root"))?;
+                nix::unistd::chdir("/").map_err(PART.failed("chdir(/)"))?;
                 return Ok(());
             }
             Err(Errno::EINVAL) if root_is_initramfs() => {
                 tracing::debug!("pivot_root refused on an initramfs; moving the rootfs instead");
             }
-            Err(errno) => return Err(format!("pivot_root: {errno}")),
+            Err(errno) => return Err(PART.error("pivot_root", errno)),
         }
     }
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(sys("moving the rootfs onto /"))?;
-    nix::unistd::chroot(".").map_err(sys("chroot"))?;
-    nix::unistd::chdir("/").map_err(sys("chdir(/)"))?;
+        .map_err(PART.failed("moving the rootfs onto /"))?;
+    nix::unistd::chroot(".").map_err(PART.failed("chroot"))?;
+    nix::unistd::chdir("/").map_err(PART.failed("chdir(/)"))?;
     Ok(())
 }
 
@@ -139,12 +143,13 @@ pub(super) fn finish(plan: &ContainerPlan, _in_user_ns: bool) -> HelperResult<()
         readonly_path(path)?;
     }
     if plan.readonly_rootfs {
-        remount_bind(Path::new("/"), MsFlags::MS_RDONLY).map_err(sys("remounting / read-only"))?;
+        remount_bind(Path::new("/"), MsFlags::MS_RDONLY)
+            .map_err(PART.failed("remounting / read-only"))?;
     }
     let propagation = MsFlags::from_bits_retain(plan.rootfs_propagation);
     if propagation != MsFlags::MS_REC | MsFlags::MS_SLAVE {
         mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
-            .map_err(sys("setting the rootfs propagation"))?;
+            .map_err(PART.failed("setting the rootfs propagation"))?;
     }
     Ok(())
 }
@@ -153,7 +158,7 @@ fn mask_path(path: &Path) -> HelperResult<()> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("masking {}: {e}", path.display())),
+        Err(e) => return Err(PART.error(format!("masking {}", path.display()), e)),
     };
     let result = if md.is_dir() {
         mount(
@@ -174,7 +179,7 @@ fn mask_path(path: &Path) -> HelperResult<()> {
     };
     match result {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(errno) => Err(format!("masking {}: {errno}", path.display())),
+        Err(errno) => Err(PART.error(format!("masking {}", path.display()), errno)),
     }
 }
 
@@ -188,8 +193,10 @@ fn readonly_path(path: &Path) -> HelperResult<()> {
     ) {
         Ok(()) => {}
         Err(Errno::ENOENT) => return Ok(()),
-        Err(errno) => return Err(format!("read-only path {}: {errno}", path.display())),
+        Err(errno) => {
+            return Err(PART.error(format!("read-only path {}", path.display()), errno));
+        }
     }
     remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC)
-        .map_err(sys(format!("read-only path {}", path.display())))
+        .map_err(PART.failed(format!("read-only path {}", path.display())))
 }
