@@ -8,7 +8,7 @@
 //! Limits (`memory`, `cpu`, `pids`, ...) need the controllers enabled in the root's
 //! `cgroup.controllers`; a limit whose controller is missing fails the request. The
 //! freezer (`cgroup.freeze`), `cgroup.kill`, `cgroup.procs` and `cpu.stat` are core files
-//! of every non-root cgroup. OOM kills are read from `memory.events` ([`OomWatcher`]).
+//! of every non-root cgroup. OOM kills are read from `memory.events` ([`watch_oom`]).
 
 use std::path::{Component, Path, PathBuf};
 

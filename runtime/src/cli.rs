@@ -177,7 +177,7 @@ enum Cmd {
 struct SavedState {
     id: String,
     pid: i32,
-    /// Field 22 of /proc/<pid>/stat when created: tells our process from a reused pid.
+    /// Field 22 of `/proc/<pid>/stat` when created: tells our process from a reused pid.
     start_time: u64,
     bundle: PathBuf,
     cgroup_root: PathBuf,

@@ -13,7 +13,7 @@
 //!                                         exec: seccomp, close fds, execve
 //! ```
 //!
-//! Stage 1 receives the [`Request`] on fd 3 and enters the namespaces ([`namespaces`]):
+//! Stage 1 receives the [`Request`] on fd 3 and enters the namespaces (`namespaces`):
 //! an init process's are created or joined as the plan says (a new user namespace first,
 //! with its id maps written by the launcher); an exec'd process joins those of the
 //! container's init process. Then it forks: only a child enters a new pid namespace.
@@ -21,16 +21,16 @@
 //! agent (a child subreaper).
 //!
 //! Stage 2 of an init process builds the container's filesystem in its mount namespace
-//! ([`rootfs`], with [`mounts`] placing each mount inside the rootfs and [`devices`]
-//! filling `/dev`), sets the hostname and sysctls, and prepares the process ([`exec`],
-//! with [`credentials`] for user, groups and capabilities); it reports `Ready` and waits
+//! (`rootfs`, with `mounts` placing each mount inside the rootfs and `devices`
+//! filling `/dev`), sets the hostname and sysctls, and prepares the process (`exec`,
+//! with `credentials` for user, groups and capabilities); it reports `Ready` and waits
 //! at the start gate. Seccomp comes last, right before `execve`, so the profile only has
 //! to allow `execve` itself (without `no_new_privs` it must come before the capabilities
 //! are dropped, as in runc). Stage 2 of an exec'd process prepares and executes at once.
 //!
 //! Every failure travels back to the launcher as a typed [`SetupError`] in a
 //! `Report::Error` on the helper socket, and the helper exits. Each module reports its
-//! failures as its own part of the setup ([`Part`]): `SetupError::Rootfs` from the
+//! failures as its own part of the setup (`Part`): `SetupError::Rootfs` from the
 //! rootfs, mounts and devices, and so on; a process that cannot run says so precisely
 //! (`ExecutableNotFound`, `PermissionDenied`, `InvalidCwd`).
 
