@@ -6,9 +6,8 @@
 //! directory), the [`network`], and what `CreateSandbox` set up. [`config`] is read once
 //! at start-up; [`logging`] sends structured logs to the console or to the host over vsock.
 //! Containers live in the `hull-container` crate (spec → plan → a re-exec'd helper builds
-//! them; reaping and stdio in `hull_container::process`); [`runtime_cli`] exposes the same
-//! container layer as a runc-compatible command line (`hull-runtime`) for OCI conformance
-//! suites on a host.
+//! them; reaping and stdio in `hull_container::process`), which the runc-compatible CLI
+//! `hull-runtime` (its own crate, `runtime/`) shares.
 
 pub mod config;
 pub mod debug_console;
@@ -20,7 +19,6 @@ pub mod logging;
 pub mod mount;
 pub mod network;
 pub mod rpc;
-pub mod runtime_cli;
 pub mod sandbox;
 pub mod server;
 pub mod storage;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hull_container::process::ExitStatus;
+use hull_container::stats::ContainerStats;
 use hull_container::{ContainerError, ContainerSettings, Containers};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
@@ -487,7 +488,7 @@ impl Sandbox {
     }
 
     /// `StatsContainer`: the container's cgroup statistics.
-    pub fn container_stats(&self, id: &str) -> Result<libcgroups::stats::Stats, AgentError> {
+    pub fn container_stats(&self, id: &str) -> Result<ContainerStats, AgentError> {
         Ok(self.containers.stats(id)?)
     }
 
