@@ -1,33 +1,93 @@
-//! The agent's one error type. [`crate::rpc`] maps it to ttRPC status codes, in one place.
+//! The agent's one error type below the RPC layer.
+//!
+//! The sandbox's own failures are variants that say what went wrong; the layers below
+//! (containers, storages, the network, guest hooks) keep their own error types, wrapped
+//! here. The RPC layer turns each variant into a ttRPC status code, in one place
+//! (`rpc/status.rs`); this module knows nothing of ttRPC.
 
 use std::path::PathBuf;
 
+use hull_container::ContainerError;
+use hull_container::process::ProcessError;
+use nix::errno::Errno;
+
+use crate::fs::ConfineError;
+use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::storage::StorageError;
 
 /// Everything that can go wrong below the RPC layer.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The request names something that does not exist.
+    // The request itself.
+    /// A field the method needs is absent.
+    #[error("the request has no {field}")]
+    MissingField { field: &'static str },
+    /// A field holds a value this agent cannot use.
+    #[error("{field}: {reason}")]
+    InvalidRequest { field: &'static str, reason: String },
+    /// The request asks for something this agent does not do.
+    #[error("{what} is not supported")]
+    Unsupported { what: &'static str },
+    /// A process's stdio was asked for over vsock ports.
+    #[error("stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin")]
+    VsockStdio,
+    /// `StringUser` names a user or group: this agent does not read the container's
+    /// `/etc/passwd`.
+    #[error("string_user {field} {value:?}: only numeric ids are supported")]
+    UserName { field: &'static str, value: String },
+
+    // CreateSandbox's fields.
+    /// The hostname is not one the kernel takes.
+    #[error("invalid hostname {hostname:?}: {reason}")]
+    InvalidHostname {
+        hostname: String,
+        reason: &'static str,
+    },
+    /// A resolv.conf line is unsafe to write.
+    #[error("invalid DNS line {line:?}: {reason}")]
+    InvalidDns { line: String, reason: &'static str },
+    /// The guest hook directory is not an absolute, `..`-free path.
+    #[error("invalid guest hook path {path:?}: {reason}")]
+    InvalidHookPath { path: String, reason: &'static str },
+    /// Kernel modules were asked for; the guest kernel has no module support.
+    #[error(
+        "this guest cannot load kernel modules (its kernel is built without module support); asked for: {names}"
+    )]
+    KernelModules { names: String },
+
+    // The sandbox's state.
+    /// `CreateSandbox` a second time.
+    #[error("the sandbox {id:?} already exists; CreateSandbox is called once per sandbox")]
+    SandboxExists { id: String },
+    /// A request that creates something after `DestroySandbox`.
+    #[error("the sandbox is being destroyed")]
+    SandboxDestroyed,
+    /// `DestroySandbox` a second time.
+    #[error("the sandbox is already being destroyed")]
+    AlreadyDestroying,
+    /// A container asks for the sandbox PID namespace that `CreateSandbox` did not ask for.
+    #[error(
+        "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but CreateSandbox did not ask for one"
+    )]
+    NoSandboxPidns,
+    /// The container holding the sandbox PID namespace has ended, and the namespace with it.
+    #[error("the sandbox pid namespace ended with container {holder}'s init")]
+    SandboxPidnsEnded { holder: String },
+    /// The container's spec could not be pointed at the sandbox PID namespace.
     #[error("{0}")]
-    NotFound(String),
-    /// The request itself is malformed or unacceptable.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The request is valid but the guest is not in a state to carry it out.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The request would create something that exists already.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// A container or process operation failed.
-    #[error(transparent)]
-    Container(#[from] crate::container::ContainerError),
-    /// A storage could not be set up or taken down.
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
-    /// CreateSandbox could not set the guest up.
-    #[error(transparent)]
-    Sandbox(#[from] crate::guest_setup::SandboxError),
+    PidNamespace(#[source] oci_spec::OciSpecError),
+
+    // Carrying a request out.
+    /// `sethostname` failed.
+    #[error("setting the hostname to {hostname:?}: {errno}")]
+    Hostname { hostname: String, errno: Errno },
+    /// The sandbox's resolv.conf could not be put in place or taken away.
+    #[error("installing DNS on {target}: {reason}")]
+    Dns { target: PathBuf, reason: String },
+    /// A sysfs file does not hold what the kernel writes there.
+    #[error("{path}: expected a hexadecimal size, found {found:?}")]
+    BadSysfsValue { path: PathBuf, found: String },
     /// Reading or writing a guest file failed.
     #[error("{path}: {source}")]
     Io {
@@ -35,17 +95,31 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+
+    // The layers below.
+    /// A container or process operation failed.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// A storage could not be set up or taken down.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// Configuring the guest's network failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
-    Hook(#[from] crate::hooks::HookError),
+    Hook(#[from] HookError),
 }
 
-impl From<crate::fs::ConfineError> for AgentError {
-    fn from(error: crate::fs::ConfineError) -> Self {
+impl From<ConfineError> for AgentError {
+    fn from(error: ConfineError) -> Self {
         Self::Storage(error.into())
+    }
+}
+
+impl From<ProcessError> for AgentError {
+    fn from(error: ProcessError) -> Self {
+        Self::Container(error.into())
     }
 }
 

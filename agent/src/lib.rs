@@ -3,28 +3,22 @@
 //! The path of a request: [`server`] accepts it, [`rpc`] turns protobuf into domain calls
 //! on the [`sandbox`], which owns the guest's state: storages ([`storage`], with [`device`]
 //! to find disks, [`mount`] and [`fs`] to mount them confined beneath the agent's
-//! directory), the [`network`], and what [`guest_setup`] did. [`config`] is read once at
-//! start-up;
-//! [`logging`] sends structured logs to the console or to the host over vsock.
-//! Containers live in [`container`] (spec → plan → a re-exec'd helper builds them) and
-//! [`process`] (reaping, stdio); [`runtime_cli`] exposes the same container layer as a
-//! runc-compatible command line (`hull-runtime`) for OCI conformance suites on a host.
+//! directory), the [`network`], and what `CreateSandbox` set up. [`config`] is read once
+//! at start-up; [`logging`] sends structured logs to the console or to the host over vsock.
+//! Containers live in the `hull-container` crate (spec → plan → a re-exec'd helper builds
+//! them; reaping and stdio in `hull_container::process`), which the runc-compatible CLI
+//! `hull-runtime` (its own crate, `runtime/`) shares.
 
 pub mod config;
-pub mod container;
 pub mod debug_console;
 pub mod device;
 pub mod error;
 pub mod fs;
-pub mod guest;
-pub mod guest_setup;
 pub mod hooks;
 pub mod logging;
 pub mod mount;
 pub mod network;
-pub mod process;
 pub mod rpc;
-pub mod runtime_cli;
 pub mod sandbox;
 pub mod server;
 pub mod storage;

@@ -6,7 +6,7 @@
 //! has no controllers enabled, memory/CPU/pids limits cannot be tested here (the VM tests
 //! cover them); the freezer, `cgroup.procs`, `cgroup.kill` and `cpu.stat` work anywhere.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -1449,7 +1449,6 @@ async fn containers_that_ask_share_the_sandbox_pid_namespace() {
 
 #[tokio::test]
 async fn guest_hooks_run_around_the_container_lifecycle() {
-    use std::os::unix::fs::PermissionsExt;
     let agent = HostAgent::start();
     let rootfs = Rootfs::new();
     let client = agent.client().await;
@@ -1531,5 +1530,103 @@ async fn guest_hooks_run_around_the_container_lifecycle() {
         gone.start().await.err().and_then(|e| code(&e)),
         Some(Code::NOT_FOUND)
     );
+    agent.assert_serving().await;
+}
+
+/// A process that cannot run as asked is the request's fault: INVALID_ARGUMENT, with
+/// runc's words, at CreateContainer (the executable is looked up before the start gate),
+/// at StartContainer (when only `execve` finds out) and at ExecProcess.
+#[tokio::test]
+async fn a_process_that_cannot_run_is_an_invalid_argument() {
+    let agent = HostAgent::start();
+    let rootfs = Rootfs::new();
+    let client = agent.client().await;
+    std::fs::write(rootfs.path().join("etc/not-executable"), "data\n").unwrap();
+    let script = rootfs.path().join("bin/no-interpreter");
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = |e: &ClientError, words: &str| {
+        assert_eq!(code(e), Some(Code::INVALID_ARGUMENT), "{e}");
+        assert!(e.to_string().contains(words), "{words:?} not in: {e}");
+    };
+
+    for (args, words) in [
+        (
+            "/bin/nope",
+            "container setup failed: /bin/nope: no such file or directory",
+        ),
+        (
+            "no-such-binary",
+            "container setup failed: no-such-binary: executable file not found in $PATH",
+        ),
+        (
+            "/etc/not-executable",
+            "container setup failed: /etc/not-executable: permission denied",
+        ),
+    ] {
+        let id = unique("noexec");
+        let cgroup = format!("/hull-test/{id}");
+        let e = Ctr::create(&client, &id, spec(rootfs.path(), &cgroup, &[args]))
+            .await
+            .err()
+            .expect("CreateContainer refuses it");
+        refused(&e, words);
+        assert!(
+            !cgroup_root().join("hull-test").join(&id).exists(),
+            "cgroup left behind"
+        );
+    }
+
+    // The file is there, but execve cannot run it: StartContainer says so.
+    let id = unique("nointerp");
+    let cgroup = format!("/hull-test/{id}");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &cgroup, &["/bin/no-interpreter"]),
+    )
+    .await
+    .unwrap();
+    let e = ctr.start().await.unwrap_err();
+    refused(&e, "/bin/no-interpreter: no such file or directory");
+    ctr.remove().await.unwrap();
+
+    let id = unique("execs");
+    let cgroup = format!("/hull-test/{id}");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &cgroup, &["sleep", "1000"]),
+    )
+    .await
+    .unwrap();
+    ctr.start().await.unwrap();
+    let e = ctr
+        .exec("e1", &["no-such-binary"], false)
+        .await
+        .unwrap_err();
+    refused(&e, "no-such-binary: executable file not found in $PATH");
+    let mut process = oci::Process::new();
+    process.Args = vec!["true".into()];
+    process.Env = vec!["PATH=/bin".into()];
+    process.Cwd = "/no/such/dir".into();
+    process.User = Some(oci::User::new()).into();
+    let req = ExecProcessRequest {
+        container_id: id.clone(),
+        exec_id: "e2".into(),
+        process: Some(process).into(),
+        ..Default::default()
+    };
+    let e = client
+        .call_agent("ExecProcess", |a, ctx| a.exec_process(ctx, &req))
+        .await
+        .unwrap_err();
+    refused(&e, "working directory /no/such/dir: ENOENT");
+    // The container is unharmed.
+    ctr.exec("e3", &["true"], false).await.unwrap();
+    assert_eq!(ctr.wait("e3").await, 0);
+    ctr.signal("", 9).await.unwrap();
+    assert_eq!(ctr.wait("").await, 137);
+    ctr.remove().await.unwrap();
     agent.assert_serving().await;
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use hull_agent::device::DeviceWaiter;
 use hull_agent::mount::mount_points;
+use hull_agent::rpc::storage::parse_storage;
 use hull_agent::storage::{StorageError, Storages};
 use hull_protocols::address::AgentAddress;
 use hull_protocols::agent::{CreateSandboxRequest, FSGroup, Storage};
@@ -499,9 +500,7 @@ async fn scenario_reference_counting() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let storages = storages(&run);
-    let shared = storages
-        .parse(&ephemeral(&run.join("sandbox/shm")))
-        .unwrap();
+    let shared = parse_storage(&storages, &ephemeral(&run.join("sandbox/shm"))).unwrap();
 
     let first = storages
         .acquire(std::slice::from_ref(&shared), Some("c1"))
@@ -537,9 +536,7 @@ async fn scenario_reference_counting() {
         .acquire(std::slice::from_ref(&shared), None)
         .await
         .unwrap();
-    let local = storages
-        .parse(&storage("local", &run.join("sandbox/shm")))
-        .unwrap();
+    let local = parse_storage(&storages, &storage("local", &run.join("sandbox/shm"))).unwrap();
     let err = storages.acquire(&[local], None).await.unwrap_err();
     assert!(matches!(err, StorageError::Conflict { .. }), "{err}");
     storages.release(&tmpfs).await.unwrap();
@@ -563,7 +560,7 @@ async fn scenario_container_release() {
     std::fs::write(run.join("layers/base/etc/os-release"), "hull").unwrap();
     let sandbox = storages
         .acquire(
-            &[storages.parse(&ephemeral(&run.join("c1"))).unwrap()],
+            &[parse_storage(&storages, &ephemeral(&run.join("c1"))).unwrap()],
             None,
         )
         .await
@@ -588,7 +585,7 @@ async fn scenario_container_release() {
         },
     ]
     .iter()
-    .map(|s| storages.parse(s).unwrap())
+    .map(|s| parse_storage(&storages, s).unwrap())
     .collect::<Vec<_>>();
     let held = storages.acquire(&container, Some("c1")).await.unwrap();
     assert_eq!(
@@ -617,7 +614,7 @@ async fn scenario_container_release() {
     assert!(err.to_string().contains("needs a container"), "{err}");
     // A failed request takes back what it mounted before failing.
     let mixed = [
-        storages.parse(&ephemeral(&run.join("c1/partial"))).unwrap(),
+        parse_storage(&storages, &ephemeral(&run.join("c1/partial"))).unwrap(),
         container[0].clone(),
     ];
     storages.acquire(&mixed, None).await.unwrap_err();

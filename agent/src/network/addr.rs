@@ -1,7 +1,7 @@
 //! The small values of networking, parsed and validated once: MAC addresses, interface
 //! addresses (`10.0.2.15/24`) and route prefixes (`10.0.2.0/24`, `default`).
 //!
-//! Parsing returns a short reason on failure; [`super::convert`] adds the field name and
+//! Parsing returns a short reason on failure; the RPC layer adds the field name and
 //! the offending value to make the error a request can be answered with.
 
 use std::fmt;

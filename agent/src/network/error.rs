@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// A network request that could not be carried out. [`crate::rpc::status`] turns each
+/// A network request that could not be carried out. The RPC layer turns each
 /// into a ttRPC code: `Invalid` is INVALID_ARGUMENT, `NotFound` NOT_FOUND, `Kernel` by
 /// its errno (EINVAL and its kind INVALID_ARGUMENT), the rest INTERNAL.
 #[derive(Debug, thiserror::Error)]

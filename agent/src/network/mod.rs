@@ -3,7 +3,8 @@
 //! The runtime configures the sandbox's network namespace, which is the agent's own (as
 //! in Kata, containers join it): `UpdateInterface` per NIC, then `UpdateRoutes`, then
 //! `AddARPNeighbors`. Every change is all or nothing: a request is validated whole
-//! before anything is touched ([`convert`]), and a change the kernel refuses midway is
+//! before anything is touched (the RPC layer turns the messages into checked
+//! [`InterfaceSpec`]s, [`RouteEntry`]s and [`NeighborSpec`]s), and a change the kernel refuses midway is
 //! rolled back to the configuration read before it, so a failed request leaves the
 //! network as it was. Changes and listings are serialized by one lock, so a listing
 //! never sees half an update.
@@ -16,7 +17,6 @@
 //! Loopback is brought up once when the agent starts ([`Network::start`]).
 
 pub mod addr;
-pub mod convert;
 mod error;
 pub mod interface;
 pub mod neighbor;

@@ -1,33 +1,30 @@
-//! `grpc.AgentService` handlers.
+//! `grpc.AgentService` handlers: each converts the request (the sibling modules), calls
+//! one method of the [`Sandbox`], and converts the answer back. Errors go through
+//! [`status`].
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AddARPNeighborsRequest, AgentDetails, CloseStdinRequest, CreateContainerRequest,
-    CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest,
-    GuestDetailsRequest, GuestDetailsResponse, Interfaces, ListInterfacesRequest,
-    ListRoutesRequest, OOMEvent, PauseContainerRequest, ReadStreamRequest, ReadStreamResponse,
-    RemoveContainerRequest, ResumeContainerRequest, Routes, SignalProcessRequest,
-    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
-    UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest,
-    WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
+    AddARPNeighborsRequest, CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest,
+    DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
+    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, OOMEvent,
+    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
+    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
+    UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
+    WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
-use super::{oci, status};
-use crate::container::ContainerError;
+use super::status::status;
+use super::{container, network, oci, sandbox};
 use crate::error::AgentError;
-use crate::guest::read_guest_facts;
-use crate::guest_setup::SandboxSpec;
-use crate::network::convert;
-use crate::process::signal_from_number;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{OutputStream, Sandbox};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
@@ -57,40 +54,6 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "GetOOMEvent",
 ];
 
-fn container_err(e: ContainerError) -> ttrpc::Error {
-    status(AgentError::from(e))
-}
-
-const VSOCK_STDIO: &str =
-    "stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin";
-
-/// Request fields this agent does not act on answer INVALID_ARGUMENT instead of being
-/// silently dropped. Per-container `devices` (resolving a host device into the spec) are
-/// not wired to the device layer yet, so they are refused here.
-fn refuse_unsupported_create_fields(req: &CreateContainerRequest) -> Result<(), AgentError> {
-    let refuse = |what: &str| {
-        Err(AgentError::InvalidArgument(format!(
-            "{what} is not supported"
-        )))
-    };
-    if !req.shared_mounts.is_empty() {
-        return refuse("shared_mounts");
-    }
-    if !req.devices.is_empty() {
-        return refuse("CreateContainer devices (the device layer is not wired here yet)");
-    }
-    if req.stdin_port != 0 || req.stdout_port != 0 || req.stderr_port != 0 {
-        return Err(AgentError::InvalidArgument(VSOCK_STDIO.into()));
-    }
-    Ok(())
-}
-
-fn missing(what: &str) -> ttrpc::Error {
-    status(AgentError::InvalidArgument(format!(
-        "the request has no {what}"
-    )))
-}
-
 /// The AgentService implementation.
 pub struct AgentRpc {
     sandbox: Arc<Sandbox>,
@@ -106,6 +69,11 @@ impl AgentRpc {
     }
 }
 
+/// Any error the sandbox's layers answer, as a ttRPC status.
+fn fail(error: impl Into<AgentError>) -> ttrpc::Error {
+    status(error.into())
+}
+
 #[async_trait]
 impl AgentService for AgentRpc {
     async fn get_guest_details(
@@ -113,33 +81,12 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: GuestDetailsRequest,
     ) -> ttrpc::Result<GuestDetailsResponse> {
-        let facts = read_guest_facts(Path::new("/sys")).map_err(status)?;
-        Ok(GuestDetailsResponse {
-            mem_block_size_bytes: if req.mem_block_size {
-                facts.mem_block_size_bytes
-            } else {
-                0
-            },
-            support_mem_hotplug_probe: req.mem_hotplug_probe && facts.mem_hotplug_probe,
-            agent_details: Some(AgentDetails {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                init_daemon: self.under_init,
-                // Filled in as device handlers are built.
-                device_handlers: Vec::new(),
-                storage_handlers: self
-                    .sandbox
-                    .storages()
-                    .drivers()
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
-                supports_seccomp: true,
-                extra_features: Vec::new(),
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        })
+        let details = self.sandbox.guest_details().map_err(fail)?;
+        Ok(sandbox::guest_details_to_proto(
+            &req,
+            details,
+            self.under_init,
+        ))
     }
 
     async fn create_sandbox(
@@ -147,8 +94,8 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        let spec = SandboxSpec::from_proto(&req, self.sandbox.storages()).map_err(status)?;
-        self.sandbox.create(spec).await.map_err(status)?;
+        let request = sandbox::sandbox_request(&req).map_err(fail)?;
+        self.sandbox.create(&request).await.map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -157,7 +104,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         _req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        self.sandbox.destroy().await.map_err(status)?;
+        self.sandbox.destroy().await.map_err(fail)?;
         tracing::info!("sandbox destroyed; the agent will exit");
         Ok(Empty::new())
     }
@@ -167,14 +114,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateInterfaceRequest,
     ) -> ttrpc::Result<Interface> {
-        let spec = convert::interface_spec(req.interface.as_ref()).map_err(net_status)?;
-        let state = self
-            .sandbox
-            .network()
-            .update_interface(&spec)
-            .await
-            .map_err(net_status)?;
-        Ok(convert::interface_to_proto(&state))
+        let spec = network::interface_spec(req.interface.as_ref()).map_err(fail)?;
+        let network = self.sandbox.network();
+        let state = network.update_interface(&spec).await.map_err(fail)?;
+        Ok(network::interface_to_proto(&state))
     }
 
     async fn update_routes(
@@ -182,22 +125,11 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateRoutesRequest,
     ) -> ttrpc::Result<Routes> {
-        let routes = req
-            .routes
-            .as_ref()
-            .map(|r| r.Routes.as_slice())
-            .unwrap_or_default();
-        let specs = convert::route_specs(routes).map_err(net_status)?;
-        let routes = self
-            .sandbox
-            .network()
-            .update_routes(&specs)
-            .await
-            .map_err(net_status)?;
-        Ok(Routes {
-            Routes: routes.iter().map(convert::route_to_proto).collect(),
-            ..Default::default()
-        })
+        let routes = req.routes.as_ref().map(|r| r.Routes.as_slice());
+        let specs = network::route_specs(routes.unwrap_or_default()).map_err(fail)?;
+        let network = self.sandbox.network();
+        let routes = network.update_routes(&specs).await.map_err(fail)?;
+        Ok(network::routes_to_proto(&routes))
     }
 
     async fn list_interfaces(
@@ -205,16 +137,8 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         _req: ListInterfacesRequest,
     ) -> ttrpc::Result<Interfaces> {
-        let list = self
-            .sandbox
-            .network()
-            .list_interfaces()
-            .await
-            .map_err(net_status)?;
-        Ok(Interfaces {
-            Interfaces: list.iter().map(convert::interface_to_proto).collect(),
-            ..Default::default()
-        })
+        let list = self.sandbox.network().list_interfaces().await;
+        Ok(network::interfaces_to_proto(&list.map_err(fail)?))
     }
 
     async fn list_routes(
@@ -222,16 +146,8 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         _req: ListRoutesRequest,
     ) -> ttrpc::Result<Routes> {
-        let list = self
-            .sandbox
-            .network()
-            .list_routes()
-            .await
-            .map_err(net_status)?;
-        Ok(Routes {
-            Routes: list.iter().map(convert::route_to_proto).collect(),
-            ..Default::default()
-        })
+        let list = self.sandbox.network().list_routes().await;
+        Ok(network::routes_to_proto(&list.map_err(fail)?))
     }
 
     async fn add_arp_neighbors(
@@ -239,17 +155,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: AddARPNeighborsRequest,
     ) -> ttrpc::Result<Empty> {
-        let neighbors = req
-            .neighbors
-            .as_ref()
-            .map(|n| n.ARPNeighbors.as_slice())
-            .unwrap_or_default();
-        let specs = convert::neighbor_specs(neighbors).map_err(net_status)?;
-        self.sandbox
-            .network()
-            .add_arp_neighbors(&specs)
-            .await
-            .map_err(net_status)?;
+        let neighbors = req.neighbors.as_ref().map(|n| n.ARPNeighbors.as_slice());
+        let specs = network::neighbor_specs(neighbors.unwrap_or_default()).map_err(fail)?;
+        let network = self.sandbox.network();
+        network.add_arp_neighbors(&specs).await.map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -258,32 +167,8 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        refuse_unsupported_create_fields(&req).map_err(status)?;
-        let mut spec = req
-            .OCI
-            .clone()
-            .into_option()
-            .ok_or_else(|| missing("OCI spec"))?;
-        if let Some(process) = spec.Process.as_mut() {
-            oci::apply_string_user(process, &req.string_user).map_err(status)?;
-        }
-        let spec = oci::spec_from_proto(&spec).map_err(status)?;
-        let storages = req
-            .storages
-            .iter()
-            .map(|s| self.sandbox.storages().parse(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| status(e.into()))?;
-        self.sandbox
-            .create_container(
-                &req.container_id,
-                &req.exec_id,
-                spec,
-                &storages,
-                req.sandbox_pidns,
-            )
-            .await
-            .map_err(status)?;
+        let request = container::container_request(&req).map_err(fail)?;
+        self.sandbox.create_container(request).await.map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -295,7 +180,7 @@ impl AgentService for AgentRpc {
         self.sandbox
             .start_container(&req.container_id)
             .await
-            .map_err(status)?;
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -304,11 +189,12 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        // 0: no bound.
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout.into()));
         self.sandbox
             .remove_container(&req.container_id, timeout)
             .await
-            .map_err(status)?;
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -317,21 +203,11 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        if req.stdin_port != 0 || req.stdout_port != 0 || req.stderr_port != 0 {
-            return Err(status(AgentError::InvalidArgument(VSOCK_STDIO.into())));
-        }
-        let mut process = req
-            .process
-            .clone()
-            .into_option()
-            .ok_or_else(|| missing("process"))?;
-        oci::apply_string_user(&mut process, &req.string_user).map_err(status)?;
-        let process = oci::process_from_proto(&process).map_err(status)?;
+        let process = container::exec_process(&req).map_err(fail)?;
         self.sandbox
-            .containers()
-            .exec(&req.container_id, &req.exec_id, &process)
+            .exec_process(&req.container_id, &req.exec_id, &process)
             .await
-            .map_err(container_err)?;
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -340,11 +216,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        let signal = signal_from_number(req.signal).map_err(|e| container_err(e.into()))?;
-        let containers = self.sandbox.containers();
-        containers
-            .signal(&req.container_id, &req.exec_id, signal)
-            .map_err(container_err)?;
+        let signal = container::signal(req.signal).map_err(fail)?;
+        self.sandbox
+            .signal_process(&req.container_id, &req.exec_id, signal)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -353,13 +228,13 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
-        let containers = self.sandbox.containers();
-        let status = containers
-            .wait(&req.container_id, &req.exec_id)
+        let exit = self
+            .sandbox
+            .wait_process(&req.container_id, &req.exec_id)
             .await
-            .map_err(container_err)?;
+            .map_err(fail)?;
         Ok(WaitProcessResponse {
-            status: status.code(),
+            status: exit.code(),
             ..Default::default()
         })
     }
@@ -369,12 +244,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        let resources = req.resources.as_ref().ok_or_else(|| missing("resources"))?;
-        let resources = oci::resources_from_proto(resources).map_err(status)?;
-        let containers = self.sandbox.containers();
-        containers
-            .update(&req.container_id, &resources)
-            .map_err(container_err)?;
+        let resources = container::resources(req.resources.as_ref()).map_err(fail)?;
+        self.sandbox
+            .update_container(&req.container_id, &resources)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -383,13 +256,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
-        let stats = self
-            .sandbox
-            .containers()
-            .stats(&req.container_id)
-            .map_err(container_err)?;
+        let stats = self.sandbox.container_stats(&req.container_id);
         Ok(StatsContainerResponse {
-            cgroup_stats: Some(oci::stats_to_proto(&stats)).into(),
+            cgroup_stats: Some(oci::stats_to_proto(&stats.map_err(fail)?)).into(),
             ..Default::default()
         })
     }
@@ -400,9 +269,8 @@ impl AgentService for AgentRpc {
         req: PauseContainerRequest,
     ) -> ttrpc::Result<Empty> {
         self.sandbox
-            .containers()
-            .pause(&req.container_id)
-            .map_err(container_err)?;
+            .pause_container(&req.container_id)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -412,9 +280,8 @@ impl AgentService for AgentRpc {
         req: ResumeContainerRequest,
     ) -> ttrpc::Result<Empty> {
         self.sandbox
-            .containers()
-            .resume(&req.container_id)
-            .map_err(container_err)?;
+            .resume_container(&req.container_id)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -423,28 +290,15 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: WriteStreamRequest,
     ) -> ttrpc::Result<WriteStreamResponse> {
-        let process = self
-            .sandbox
-            .containers()
-            .process(&req.container_id, &req.exec_id)
-            .map_err(container_err)?;
+        let (id, exec_id) = (&req.container_id, &req.exec_id);
         // As Kata's runtime-rs: empty data closes stdin.
         let len = if req.data.is_empty() {
-            process
-                .io
-                .close_stdin()
-                .await
-                .map_err(|e| container_err(e.into()))?;
-            0
+            self.sandbox.close_stdin(id, exec_id).await.map(|()| 0)
         } else {
-            process
-                .io
-                .write(&req.data)
-                .await
-                .map_err(|e| container_err(e.into()))?
+            self.sandbox.write_stdin(id, exec_id, &req.data).await
         };
         Ok(WriteStreamResponse {
-            len: u32::try_from(len).unwrap_or(u32::MAX),
+            len: u32::try_from(len.map_err(fail)?).unwrap_or(u32::MAX),
             ..Default::default()
         })
     }
@@ -454,7 +308,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        self.read_stream(req, false).await
+        self.read_output(req, OutputStream::Stdout).await
     }
 
     async fn read_stderr(
@@ -462,7 +316,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        self.read_stream(req, true).await
+        self.read_output(req, OutputStream::Stderr).await
     }
 
     async fn close_stdin(
@@ -470,16 +324,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CloseStdinRequest,
     ) -> ttrpc::Result<Empty> {
-        let process = self
-            .sandbox
-            .containers()
-            .process(&req.container_id, &req.exec_id)
-            .map_err(container_err)?;
-        process
-            .io
-            .close_stdin()
+        self.sandbox
+            .close_stdin(&req.container_id, &req.exec_id)
             .await
-            .map_err(|e| container_err(e.into()))?;
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -488,17 +336,10 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: TtyWinResizeRequest,
     ) -> ttrpc::Result<Empty> {
-        let process = self
-            .sandbox
-            .containers()
-            .process(&req.container_id, &req.exec_id)
-            .map_err(container_err)?;
-        let rows = u16::try_from(req.row).unwrap_or(u16::MAX);
-        let cols = u16::try_from(req.column).unwrap_or(u16::MAX);
-        process
-            .io
-            .resize(rows, cols)
-            .map_err(|e| container_err(e.into()))?;
+        let (rows, cols) = container::window_size(req.row, req.column);
+        self.sandbox
+            .resize_tty(&req.container_id, &req.exec_id, rows, cols)
+            .map_err(fail)?;
         Ok(Empty::new())
     }
 
@@ -507,36 +348,24 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         _req: GetOOMEventRequest,
     ) -> ttrpc::Result<OOMEvent> {
-        let container_id = self.sandbox.containers().next_oom_event().await;
         Ok(OOMEvent {
-            container_id,
+            container_id: self.sandbox.next_oom_event().await,
             ..Default::default()
         })
     }
 }
 
-fn net_status(error: crate::network::NetworkError) -> ttrpc::Error {
-    status(AgentError::from(error))
-}
-
 impl AgentRpc {
-    async fn read_stream(
+    async fn read_output(
         &self,
         req: ReadStreamRequest,
-        stderr: bool,
+        stream: OutputStream,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        let process = self
-            .sandbox
-            .containers()
-            .process(&req.container_id, &req.exec_id)
-            .map_err(container_err)?;
-        let data = process
-            .io
-            .read(stderr, req.len as usize)
-            .await
-            .map_err(|e| container_err(e.into()))?;
+        let read =
+            self.sandbox
+                .read_output(&req.container_id, &req.exec_id, stream, req.len as usize);
         Ok(ReadStreamResponse {
-            data,
+            data: read.await.map_err(fail)?,
             ..Default::default()
         })
     }

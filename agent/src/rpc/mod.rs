@@ -1,14 +1,22 @@
 //! The ttRPC face of the agent: protobuf in, domain calls, protobuf out.
 //!
-//! Handlers stay thin; what they do lives in [`crate::sandbox`] and the modules below it.
-//! Errors become ttRPC statuses in exactly one place, [`status`]. Every AgentService method
+//! Handlers stay thin ([`agent`]): convert the request, call the [`Sandbox`], convert the
+//! answer back. The conversions live beside them, one module per kind of message
+//! ([`sandbox`], [`container`] and [`oci`], [`storage`], [`network`]); they are the only
+//! code of the agent that names protobuf types. Errors become ttRPC statuses in exactly
+//! one place, [`status()`]. Every AgentService method
 //! that hull does not implement yet answers `UNIMPLEMENTED` with its full name (the
 //! generated defaults would answer `NOT_FOUND`, which a runtime could mistake for a
 //! missing container).
 
 mod agent;
+pub mod container;
 mod health;
+pub mod network;
 pub mod oci;
+pub mod sandbox;
+mod status;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,20 +25,11 @@ use async_trait::async_trait;
 use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
-use crate::container::ContainerError;
-use crate::device::DeviceError;
-use crate::error::AgentError;
-use crate::fs::ConfineError;
-use crate::guest_setup::SandboxError;
-use crate::hooks::HookError;
-use crate::mount::MountError;
-use crate::network::NetworkError;
-use crate::process::ProcessError;
 use crate::sandbox::Sandbox;
-use crate::storage::StorageError;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
 pub use health::{API_VERSION, HealthRpc};
+pub use status::status;
 
 /// The ttRPC service name of the agent API.
 pub const AGENT_SERVICE: &str = "grpc.AgentService";
@@ -78,159 +77,6 @@ impl MethodHandler for Unimplemented {
     }
 }
 
-/// The one mapping from domain errors to ttRPC statuses.
-pub fn status(error: AgentError) -> ttrpc::Error {
-    let code = match &error {
-        AgentError::NotFound(_) => Code::NOT_FOUND,
-        AgentError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
-        AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
-        AgentError::AlreadyExists(_) => Code::ALREADY_EXISTS,
-        AgentError::Io { .. } => Code::INTERNAL,
-        AgentError::Container(e) => container_code(e),
-        AgentError::Storage(e) => storage_code(e),
-        AgentError::Sandbox(e) => sandbox_code(e),
-        AgentError::Network(e) => network_code(e),
-        AgentError::Hook(e) => hook_code(e),
-    };
-    tracing::debug!(?code, %error, "request failed");
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
-}
-
-fn hook_code(error: &HookError) -> Code {
-    match error {
-        HookError::Failed { .. } => Code::FAILED_PRECONDITION,
-        HookError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
-        HookError::Read { .. } | HookError::Spawn { .. } => Code::INTERNAL,
-    }
-}
-
-fn sandbox_code(error: &SandboxError) -> Code {
-    match error {
-        SandboxError::AlreadyCreated { .. } | SandboxError::Destroyed => Code::FAILED_PRECONDITION,
-        SandboxError::InvalidHostname { .. }
-        | SandboxError::InvalidDns { .. }
-        | SandboxError::InvalidHookPath { .. } => Code::INVALID_ARGUMENT,
-        SandboxError::KernelModules { .. } => Code::UNIMPLEMENTED,
-        SandboxError::Hostname { .. } | SandboxError::Dns { .. } => Code::INTERNAL,
-    }
-}
-
-fn storage_code(error: &StorageError) -> Code {
-    match error {
-        StorageError::UnsupportedDriver { .. } | StorageError::Invalid { .. } => {
-            Code::INVALID_ARGUMENT
-        }
-        StorageError::Confine(e) => confine_code(e),
-        StorageError::Mount(e) => mount_code(e),
-        StorageError::Device { source, .. } => device_code(source),
-        StorageError::VirtioFsTag { .. } => Code::DEADLINE_EXCEEDED,
-        StorageError::Conflict { .. } => Code::FAILED_PRECONDITION,
-        StorageError::NotHeld { .. } => Code::NOT_FOUND,
-        StorageError::Ownership { .. } | StorageError::Interrupted { .. } => Code::INTERNAL,
-    }
-}
-
-fn confine_code(error: &ConfineError) -> Code {
-    match error {
-        ConfineError::OutsideRoot { .. }
-        | ConfineError::ParentComponent { .. }
-        | ConfineError::NulByte { .. }
-        | ConfineError::IsRoot { .. }
-        | ConfineError::Escapes { .. }
-        | ConfineError::SymlinkLoop { .. }
-        | ConfineError::NotADirectory { .. }
-        | ConfineError::DanglingSymlink { .. }
-        | ConfineError::WrongType { .. } => Code::INVALID_ARGUMENT,
-        ConfineError::NotFound { .. } => Code::NOT_FOUND,
-        ConfineError::Unsupported { .. } | ConfineError::Os { .. } => Code::INTERNAL,
-    }
-}
-
-fn mount_code(error: &MountError) -> Code {
-    use nix::errno::Errno;
-    match error {
-        MountError::InvalidOption { .. } => Code::INVALID_ARGUMENT,
-        MountError::Confine(e) => confine_code(e),
-        MountError::Mount { errno, .. } => match errno {
-            Errno::EINVAL | Errno::ENODEV | Errno::ENOTBLK | Errno::ENOTDIR => {
-                Code::INVALID_ARGUMENT
-            }
-            Errno::ENOENT | Errno::ENXIO => Code::NOT_FOUND,
-            Errno::EPERM | Errno::EACCES | Errno::EROFS => Code::PERMISSION_DENIED,
-            _ => Code::INTERNAL,
-        },
-        MountError::NotMounted { .. } => Code::NOT_FOUND,
-        MountError::Unmount { .. } => Code::INTERNAL,
-    }
-}
-
-fn device_code(error: &DeviceError) -> Code {
-    match error {
-        DeviceError::InvalidPciPath { .. }
-        | DeviceError::InvalidName { .. }
-        | DeviceError::InvalidScsiAddress { .. } => Code::INVALID_ARGUMENT,
-        DeviceError::PciBridge { .. } => Code::NOT_FOUND,
-        DeviceError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
-        DeviceError::BadNode { .. } => Code::FAILED_PRECONDITION,
-        DeviceError::Uevent(_) | DeviceError::Io { .. } => Code::INTERNAL,
-    }
-}
-
-/// Network errors: the request's faults as such, kernel refusals by their errno. A change
-/// whose rollback failed too is INTERNAL: the guest is in neither the old nor the new state.
-fn network_code(error: &NetworkError) -> Code {
-    match error {
-        NetworkError::Invalid { .. } => Code::INVALID_ARGUMENT,
-        NetworkError::NotFound(_) => Code::NOT_FOUND,
-        NetworkError::Kernel { source, .. } => match source.raw_os_error() {
-            // The kernel found the request's values unacceptable.
-            Some(
-                libc::EINVAL
-                | libc::ERANGE
-                | libc::EADDRNOTAVAIL
-                | libc::ENETUNREACH
-                | libc::EHOSTUNREACH
-                | libc::EAFNOSUPPORT
-                | libc::EOPNOTSUPP,
-            ) => Code::INVALID_ARGUMENT,
-            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
-            Some(libc::ENODEV | libc::ESRCH | libc::ENOENT) => Code::NOT_FOUND,
-            Some(libc::EPERM) => Code::PERMISSION_DENIED,
-            // E.g. IPv6 disabled on the link, or a link busy.
-            Some(libc::EACCES | libc::EBUSY | libc::ENETDOWN) => Code::FAILED_PRECONDITION,
-            _ => Code::INTERNAL,
-        },
-        NetworkError::Netlink { .. }
-        | NetworkError::Sysfs { .. }
-        | NetworkError::RollbackFailed { .. } => Code::INTERNAL,
-    }
-}
-
-/// Container and process errors → codes.
-fn container_code(error: &ContainerError) -> Code {
-    match error {
-        ContainerError::InvalidSpec(_) | ContainerError::MissingRootfs(_) => Code::INVALID_ARGUMENT,
-        ContainerError::NoSuchContainer(_) | ContainerError::NoSuchProcess { .. } => {
-            Code::NOT_FOUND
-        }
-        ContainerError::ContainerExists(_) | ContainerError::ProcessExists { .. } => {
-            Code::ALREADY_EXISTS
-        }
-        ContainerError::WrongState { .. } => Code::FAILED_PRECONDITION,
-        ContainerError::Timeout(_) => Code::DEADLINE_EXCEEDED,
-        ContainerError::Process(p) => match p {
-            ProcessError::InvalidSignal(_) => Code::INVALID_ARGUMENT,
-            ProcessError::StdinClosed
-            | ProcessError::NoTerminal
-            | ProcessError::NoSuchStream(_) => Code::FAILED_PRECONDITION,
-            ProcessError::Sys { .. } | ProcessError::Io(_) => Code::INTERNAL,
-        },
-        ContainerError::Helper(_) | ContainerError::SelfExe(_) | ContainerError::Cgroup(_) => {
-            Code::INTERNAL
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,121 +89,5 @@ mod tests {
             assert!(agent.methods.contains_key(*method), "no such RPC: {method}");
         }
         assert!(services.contains_key("grpc.Health"));
-    }
-
-    fn kernel(errno: i32) -> NetworkError {
-        NetworkError::Kernel {
-            what: "step".into(),
-            source: std::io::Error::from_raw_os_error(errno),
-        }
-    }
-
-    #[test]
-    fn errors_map_to_their_codes() {
-        let cases = [
-            (AgentError::NotFound("x".into()), Code::NOT_FOUND),
-            (
-                AgentError::InvalidArgument("x".into()),
-                Code::INVALID_ARGUMENT,
-            ),
-            (
-                AgentError::FailedPrecondition("x".into()),
-                Code::FAILED_PRECONDITION,
-            ),
-            (
-                AgentError::io("/x", std::io::Error::other("boom")),
-                Code::INTERNAL,
-            ),
-            (AgentError::AlreadyExists("x".into()), Code::ALREADY_EXISTS),
-            (
-                ContainerError::NoSuchContainer("c".into()).into(),
-                Code::NOT_FOUND,
-            ),
-            (
-                ContainerError::ContainerExists("c".into()).into(),
-                Code::ALREADY_EXISTS,
-            ),
-            (
-                ContainerError::InvalidSpec("x".into()).into(),
-                Code::INVALID_ARGUMENT,
-            ),
-            (
-                ContainerError::WrongState {
-                    id: "c".into(),
-                    state: crate::container::State::Stopped,
-                    action: "start",
-                }
-                .into(),
-                Code::FAILED_PRECONDITION,
-            ),
-            (
-                ContainerError::Process(ProcessError::InvalidSignal(99)).into(),
-                Code::INVALID_ARGUMENT,
-            ),
-            (
-                StorageError::UnsupportedDriver {
-                    driver: "x".into(),
-                    supported: "y".into(),
-                }
-                .into(),
-                Code::INVALID_ARGUMENT,
-            ),
-            (
-                ConfineError::Escapes {
-                    path: "/run/kata-containers/x".into(),
-                    root: "/run/kata-containers".into(),
-                }
-                .into(),
-                Code::INVALID_ARGUMENT,
-            ),
-            (
-                StorageError::Device {
-                    mount_point: "/m".into(),
-                    source: DeviceError::Timeout {
-                        what: "vdb".into(),
-                        timeout: std::time::Duration::from_secs(3),
-                    },
-                }
-                .into(),
-                Code::DEADLINE_EXCEEDED,
-            ),
-            (
-                SandboxError::AlreadyCreated { id: "s".into() }.into(),
-                Code::FAILED_PRECONDITION,
-            ),
-            (
-                SandboxError::KernelModules { names: "m".into() }.into(),
-                Code::UNIMPLEMENTED,
-            ),
-            (
-                NetworkError::invalid("routes[0].dest", "x", "bad").into(),
-                Code::INVALID_ARGUMENT,
-            ),
-            (
-                NetworkError::NotFound("no link".into()).into(),
-                Code::NOT_FOUND,
-            ),
-            (kernel(libc::EINVAL).into(), Code::INVALID_ARGUMENT),
-            (kernel(libc::EADDRNOTAVAIL).into(), Code::INVALID_ARGUMENT),
-            (kernel(libc::ENETUNREACH).into(), Code::INVALID_ARGUMENT),
-            (kernel(libc::EEXIST).into(), Code::ALREADY_EXISTS),
-            (kernel(libc::ENODEV).into(), Code::NOT_FOUND),
-            (kernel(libc::EACCES).into(), Code::FAILED_PRECONDITION),
-            (kernel(libc::ENOMEM).into(), Code::INTERNAL),
-            (
-                NetworkError::RollbackFailed {
-                    error: Box::new(kernel(libc::EINVAL)),
-                    rollback: Box::new(kernel(libc::EBUSY)),
-                }
-                .into(),
-                Code::INTERNAL,
-            ),
-        ];
-        for (error, code) in cases {
-            match status(error) {
-                ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), code),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
     }
 }

@@ -15,18 +15,19 @@
 
 use std::collections::HashMap;
 
+use hull_container::stats::{BlkioEntry, ContainerStats, MemoryCounter};
 use hull_protocols::oci;
 use hull_protocols::oci_json::{self, OciError};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::error::AgentError;
 
-fn invalid(message: impl Into<String>) -> AgentError {
-    AgentError::InvalidArgument(message.into())
-}
-
-fn converted(error: OciError) -> AgentError {
-    invalid(error.to_string())
+/// A conversion error, for the request field `field`.
+fn converted(field: &'static str) -> impl Fn(OciError) -> AgentError {
+    move |error| AgentError::InvalidRequest {
+        field,
+        reason: error.to_string(),
+    }
 }
 
 /// `CreateContainerRequest.OCI` → a spec.
@@ -48,14 +49,14 @@ pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, AgentError> {
             .as_ref()
             .is_some_and(|r| !r.L3CacheSchema.is_empty())
         {
-            return Err(invalid("Intel RDT is not supported"));
+            return Err(AgentError::Unsupported { what: "Intel RDT" });
         }
         linux.MountLabel.clear();
         if let Some(resources) = linux.Resources.as_mut() {
             guest_resources(resources)?;
         }
     }
-    let mut out = oci_json::spec_from_proto(&spec).map_err(converted)?;
+    let mut out = oci_json::spec_from_proto(&spec).map_err(converted("OCI"))?;
     if let Some(process) = out.process_mut() {
         written_oom_score_adj(process);
     }
@@ -67,9 +68,9 @@ fn guest_resources(resources: &mut oci::LinuxResources) -> Result<(), AgentError
     if let Some(cpu) = resources.CPU.as_ref()
         && (cpu.RealtimeRuntime != 0 || cpu.RealtimePeriod != 0)
     {
-        return Err(invalid(
-            "realtime CPU limits are not supported with cgroup v2",
-        ));
+        return Err(AgentError::Unsupported {
+            what: "a realtime CPU limit (cgroup v2 has none)",
+        });
     }
     resources.Devices.clear();
     resources.Network.clear();
@@ -98,11 +99,10 @@ pub fn apply_string_user(
     if user.uid.is_empty() && user.gid.is_empty() && user.additionalGids.is_empty() {
         return Ok(());
     }
-    let number = |text: &str, what: &str| {
-        text.parse::<u32>().map_err(|_| {
-            invalid(format!(
-                "string_user {what} {text:?}: only numeric ids are supported"
-            ))
+    let number = |text: &str, field: &'static str| {
+        text.parse::<u32>().map_err(|_| AgentError::UserName {
+            field,
+            value: text.to_string(),
         })
     };
     let target = process.User.mut_or_insert_default();
@@ -124,7 +124,7 @@ pub fn apply_string_user(
 
 /// `ExecProcessRequest.process` → a process.
 pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError> {
-    let mut out = oci_json::process_from_proto(process).map_err(converted)?;
+    let mut out = oci_json::process_from_proto(process).map_err(converted("process"))?;
     written_oom_score_adj(&mut out);
     Ok(out)
 }
@@ -133,27 +133,27 @@ pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError>
 pub fn resources_from_proto(resources: &oci::LinuxResources) -> Result<LinuxResources, AgentError> {
     let mut resources = resources.clone();
     guest_resources(&mut resources)?;
-    oci_json::resources_from_proto(&resources).map_err(converted)
+    oci_json::resources_from_proto(&resources).map_err(converted("resources"))
 }
 
-/// cgroup statistics → `CgroupStats`.
-pub fn stats_to_proto(stats: &libcgroups::stats::Stats) -> hull_protocols::agent::CgroupStats {
+/// A container's statistics → `CgroupStats`.
+pub fn stats_to_proto(stats: &ContainerStats) -> hull_protocols::agent::CgroupStats {
     use hull_protocols::agent as pb;
     let cpu = &stats.cpu;
     let memory = &stats.memory;
-    let data = |d: &libcgroups::stats::MemoryData| pb::MemoryData {
+    let data = |d: &MemoryCounter| pb::MemoryData {
         usage: d.usage,
         max_usage: d.max_usage,
         failcnt: d.fail_count,
         limit: d.limit,
         ..Default::default()
     };
-    let blkio = |list: &[libcgroups::stats::BlkioDeviceStat]| -> Vec<pb::BlkioStatsEntry> {
+    let blkio = |list: &[BlkioEntry]| -> Vec<pb::BlkioStatsEntry> {
         list.iter()
             .map(|e| pb::BlkioStatsEntry {
                 major: e.major,
                 minor: e.minor,
-                op: e.op_type.clone().unwrap_or_default(),
+                op: e.op.clone(),
                 value: e.value,
                 ..Default::default()
             })
@@ -177,17 +177,17 @@ pub fn stats_to_proto(stats: &libcgroups::stats::Stats) -> hull_protocols::agent
     pb::CgroupStats {
         cpu_stats: Some(pb::CpuStats {
             cpu_usage: Some(pb::CpuUsage {
-                total_usage: cpu.usage.usage_total,
-                percpu_usage: cpu.usage.per_core_usage_total.clone(),
-                usage_in_kernelmode: cpu.usage.usage_kernel,
-                usage_in_usermode: cpu.usage.usage_user,
+                total_usage: cpu.total_ns,
+                percpu_usage: cpu.per_cpu_ns.clone(),
+                usage_in_kernelmode: cpu.kernel_ns,
+                usage_in_usermode: cpu.user_ns,
                 ..Default::default()
             })
             .into(),
             throttling_data: Some(pb::ThrottlingData {
                 periods: cpu.throttling.periods,
                 throttled_periods: cpu.throttling.throttled_periods,
-                throttled_time: cpu.throttling.throttled_time,
+                throttled_time: cpu.throttling.throttled_ns,
                 ..Default::default()
             })
             .into(),
@@ -196,8 +196,8 @@ pub fn stats_to_proto(stats: &libcgroups::stats::Stats) -> hull_protocols::agent
         .into(),
         memory_stats: Some(pb::MemoryStats {
             cache: memory.cache,
-            usage: Some(data(&memory.memory)).into(),
-            swap_usage: Some(data(&memory.memswap)).into(),
+            usage: Some(data(&memory.usage)).into(),
+            swap_usage: Some(data(&memory.swap)).into(),
             kernel_usage: Some(data(&memory.kernel)).into(),
             use_hierarchy: memory.hierarchy,
             stats: memory.stats.clone(),
@@ -438,7 +438,90 @@ mod tests {
             let mut spec = proto_spec();
             patch(&mut spec);
             let err = spec_from_proto(&spec).unwrap_err();
-            assert!(matches!(err, AgentError::InvalidArgument(_)), "{err}");
+            assert!(
+                matches!(err, AgentError::InvalidRequest { field: "OCI", .. }),
+                "{err}"
+            );
         }
+    }
+
+    #[test]
+    fn stats_fill_kata_cgroup_stats() {
+        use hull_container::stats::{CpuStats, CpuThrottling, HugetlbStats};
+        let entry = BlkioEntry {
+            major: 254,
+            minor: 1,
+            op: "Read".into(),
+            value: 7,
+        };
+        let mut stats = ContainerStats {
+            cpu: CpuStats {
+                total_ns: 1,
+                user_ns: 2,
+                kernel_ns: 3,
+                per_cpu_ns: vec![4],
+                throttling: CpuThrottling {
+                    periods: 5,
+                    throttled_periods: 6,
+                    throttled_ns: 8,
+                },
+            },
+            ..Default::default()
+        };
+        stats.memory.usage = MemoryCounter {
+            usage: 9,
+            max_usage: 10,
+            fail_count: 11,
+            limit: 12,
+        };
+        stats.memory.swap.usage = 13;
+        stats.memory.kernel.usage = 14;
+        stats.memory.cache = 15;
+        stats.memory.hierarchy = true;
+        stats.memory.stats.insert("anon".into(), 16);
+        stats.pids.current = 17;
+        stats.pids.limit = 18;
+        stats.blkio.service_bytes = vec![entry.clone()];
+        stats.blkio.sectors = vec![entry];
+        stats.hugetlb.insert(
+            "2MB".into(),
+            HugetlbStats {
+                usage: 19,
+                max_usage: 20,
+                fail_count: 21,
+            },
+        );
+        let pb = stats_to_proto(&stats);
+        let cpu = &pb.cpu_stats;
+        assert_eq!(cpu.cpu_usage.total_usage, 1);
+        assert_eq!(cpu.cpu_usage.usage_in_usermode, 2);
+        assert_eq!(cpu.cpu_usage.usage_in_kernelmode, 3);
+        assert_eq!(cpu.cpu_usage.percpu_usage, vec![4]);
+        assert_eq!(cpu.throttling_data.periods, 5);
+        assert_eq!(cpu.throttling_data.throttled_periods, 6);
+        assert_eq!(cpu.throttling_data.throttled_time, 8);
+        let memory = &pb.memory_stats;
+        assert_eq!(memory.usage.usage, 9);
+        assert_eq!(memory.usage.max_usage, 10);
+        assert_eq!(memory.usage.failcnt, 11);
+        assert_eq!(memory.usage.limit, 12);
+        assert_eq!(memory.swap_usage.usage, 13);
+        assert_eq!(memory.kernel_usage.usage, 14);
+        assert_eq!(memory.cache, 15);
+        assert!(memory.use_hierarchy);
+        assert_eq!(memory.stats["anon"], 16);
+        assert_eq!(pb.pids_stats.current, 17);
+        assert_eq!(pb.pids_stats.limit, 18);
+        let blkio = &pb.blkio_stats;
+        assert_eq!(blkio.io_service_bytes_recursive.len(), 1);
+        let e = &blkio.io_service_bytes_recursive[0];
+        assert_eq!(
+            (e.major, e.minor, e.op.as_str(), e.value),
+            (254, 1, "Read", 7)
+        );
+        assert_eq!(blkio.sectors_recursive.len(), 1);
+        assert!(blkio.io_serviced_recursive.is_empty());
+        let h = &pb.hugetlb_stats["2MB"];
+        assert_eq!((h.usage, h.max_usage, h.failcnt), (19, 20, 21));
     }
 }

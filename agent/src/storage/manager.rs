@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hull_protocols::agent;
 use tokio::sync::Mutex;
 
-use super::{MountedStorage, StorageContext, StorageError, StorageRegistry, StorageSpec};
+use super::{
+    MountedStorage, StorageContext, StorageError, StorageRegistry, StorageRequest, StorageSpec,
+};
 use crate::device::DeviceWaiter;
 use crate::fs::{ConfinedRoot, Scope};
 use crate::mount::MountError;
@@ -83,9 +84,9 @@ impl Storages {
         self.registry.drivers()
     }
 
-    /// Checks a `Storage` message.
-    pub fn parse(&self, storage: &agent::Storage) -> Result<StorageSpec, StorageError> {
-        StorageSpec::from_proto(storage, &self.registry, &self.run_dir)
+    /// Checks a storage request.
+    pub fn parse(&self, storage: &StorageRequest) -> Result<StorageSpec, StorageError> {
+        StorageSpec::check(storage, &self.registry, &self.run_dir)
     }
 
     /// The agent's directory, opened as a confinement root (created if missing).

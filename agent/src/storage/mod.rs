@@ -34,7 +34,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use manager::{StorageRef, Storages};
-pub use spec::{FsGroup, FsGroupPolicy, StorageSpec};
+pub use spec::{FsGroup, FsGroupPolicy, StorageRequest, StorageSpec};
 
 use crate::device::{DeviceError, DeviceWaiter};
 use crate::fs::{ConfineError, ConfinedRoot};
@@ -254,8 +254,7 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hull_protocols::agent::{FSGroup, Storage};
-    use hull_protocols::types::FSGroupChangePolicy;
+    use spec::StorageRequest as Storage;
     use std::path::Path;
 
     const RUN: &str = "/run/kata-containers";
@@ -269,7 +268,7 @@ mod tests {
     }
 
     fn parse(storage: &Storage) -> Result<StorageSpec, StorageError> {
-        StorageSpec::from_proto(storage, &StorageRegistry::new(), Path::new(RUN))
+        StorageSpec::check(storage, &StorageRegistry::new(), Path::new(RUN))
     }
 
     #[test]
@@ -496,12 +495,10 @@ mod tests {
             source: "tmpfs".into(),
             fstype: "tmpfs".into(),
             options: vec!["size=64m,fsgid=3000".into(), "io.katacontainers.x".into()],
-            fs_group: Some(FSGroup {
-                group_id: 2000,
-                group_change_policy: FSGroupChangePolicy::OnRootMismatch.into(),
-                ..Default::default()
-            })
-            .into(),
+            fs_group: Some(FsGroup {
+                gid: 2000,
+                policy: FsGroupPolicy::OnRootMismatch,
+            }),
             ..storage("ephemeral", "/run/kata-containers/sandbox/ephemeral/v")
         })
         .unwrap();

@@ -1,9 +1,7 @@
-//! The validated form of Kata's `Storage` message.
+//! A storage as the host asked for it ([`StorageRequest`], the RPC layer's translation of
+//! Kata's `Storage` message) and its checked form ([`StorageSpec`]).
 
 use std::path::{Path, PathBuf};
-
-use hull_protocols::agent;
-use hull_protocols::types::FSGroupChangePolicy;
 
 use super::{StorageError, StorageRegistry};
 use crate::fs::{Scope, relative_to};
@@ -13,6 +11,20 @@ use crate::fs::{Scope, relative_to};
 pub const FS_GID_OPTION: &str = "fsgid";
 /// Kata's prefix for options addressed to the agent, never given to the kernel.
 pub const KATA_OPTION_PREFIX: &str = "io.katacontainers.";
+
+/// A storage as the host asked for it, unchecked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageRequest {
+    /// Kata's driver name (`virtio-fs`, `blk`, ...).
+    pub driver: String,
+    pub driver_options: Vec<String>,
+    pub source: String,
+    pub fstype: String,
+    pub options: Vec<String>,
+    pub mount_point: String,
+    pub fs_group: Option<FsGroup>,
+    pub shared: bool,
+}
 
 /// A storage the host asked for, checked: a known driver, a mount point beneath the
 /// agent's directory, fields without NUL bytes, driver-specific fields valid.
@@ -48,10 +60,9 @@ pub enum FsGroupPolicy {
 }
 
 impl StorageSpec {
-    /// Checks a `Storage` message against the registry and the agent's directory
-    /// `run_dir`.
-    pub fn from_proto(
-        storage: &agent::Storage,
+    /// Checks a request against the registry and the agent's directory `run_dir`.
+    pub fn check(
+        storage: &StorageRequest,
         registry: &StorageRegistry,
         run_dir: &Path,
     ) -> Result<Self, StorageError> {
@@ -81,19 +92,6 @@ impl StorageSpec {
                 return Err(invalid(format!("option {option:?} contains a NUL byte")));
             }
         }
-        let fs_group = match storage.fs_group.as_ref() {
-            None => None,
-            Some(group) => Some(FsGroup {
-                gid: group.group_id,
-                policy: match group.group_change_policy.enum_value() {
-                    Ok(FSGroupChangePolicy::Always) => FsGroupPolicy::Always,
-                    Ok(FSGroupChangePolicy::OnRootMismatch) => FsGroupPolicy::OnRootMismatch,
-                    Err(value) => {
-                        return Err(invalid(format!("unknown fs_group change policy {value}")));
-                    }
-                },
-            }),
-        };
         let spec = Self {
             driver: handler.driver(),
             driver_options: storage.driver_options.clone(),
@@ -101,7 +99,7 @@ impl StorageSpec {
             fstype: storage.fstype.clone(),
             options: storage.options.clone(),
             mount_point: run_dir.join(relative),
-            fs_group,
+            fs_group: storage.fs_group,
             shared: storage.shared,
         };
         handler.validate(&spec, run_dir).map_err(invalid)?;

@@ -1,6 +1,7 @@
 //! `hull-runtime`, the runc-compatible CLI, driving real busybox containers on the host:
 //! create / state / start / exec / kill / delete, `run`, `--no-pivot`, a user namespace.
-//! Needs root and a cgroup2 hierarchy (see containers_host.rs).
+//! Needs root and a cgroup2 hierarchy (`HULL_TEST_CGROUP_ROOT`, or `/sys/fs/cgroup/unified`
+//! on a hybrid host, or `/sys/fs/cgroup`).
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

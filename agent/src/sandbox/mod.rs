@@ -1,6 +1,18 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
-//! storages in use, the network, and whether the runtime has asked for the sandbox to
-//! end, and its containers ([`crate::container::Containers`]).
+//! storages in use, the network, its containers ([`hull_container::Containers`]), and
+//! whether the runtime has asked for the sandbox to end.
+//!
+//! Every RPC handler calls one method here with domain values and gets domain values
+//! back; no handler reaches into the containers, storages or processes itself.
+//!
+//! - [`spec`]: `CreateSandbox`'s request and its checks.
+//! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
+//! - [`guest`]: the facts `GetGuestDetails` reports.
+
+pub mod dns;
+pub mod guest;
+pub mod hostname;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,16 +20,22 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hull_container::process::ExitStatus;
+use hull_container::stats::ContainerStats;
+use hull_container::{ContainerError, ContainerSettings, Containers};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::container::{ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
-use crate::guest_setup::{self, SandboxError, SandboxSpec};
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
-use crate::storage::{StorageRef, StorageSpec, Storages};
+use crate::storage::{StorageRef, StorageRequest, Storages};
+
+pub use guest::{GuestFacts, read_guest_facts};
+pub use spec::{SandboxRequest, SandboxSpec};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
@@ -56,6 +74,34 @@ pub struct Sandbox {
 struct PidnsHolder {
     container: String,
     pid: i32,
+}
+
+/// `CreateContainer` as the host asked for it: the spec already converted (with the
+/// agent's policy on it), the storages unchecked.
+#[derive(Debug, Clone)]
+pub struct ContainerRequest {
+    pub id: String,
+    /// The init process's exec id.
+    pub exec_id: String,
+    pub spec: Spec,
+    pub storages: Vec<StorageRequest>,
+    /// Join (or, first, create) the sandbox-wide PID namespace.
+    pub sandbox_pidns: bool,
+}
+
+/// One of a process's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// What `GetGuestDetails` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDetails {
+    pub facts: GuestFacts,
+    /// The storage drivers this agent has.
+    pub storage_drivers: Vec<&'static str>,
 }
 
 /// What `CreateSandbox` recorded for containers.
@@ -116,33 +162,42 @@ impl Sandbox {
         }
     }
 
-    /// The sandbox's containers.
-    pub fn containers(&self) -> &Containers {
-        &self.containers
+    /// `GetGuestDetails`: facts read from sysfs, and what this agent supports.
+    pub fn guest_details(&self) -> Result<GuestDetails, AgentError> {
+        Ok(GuestDetails {
+            facts: read_guest_facts(Path::new("/sys"))?,
+            storage_drivers: self.storages.drivers(),
+        })
     }
 
-    /// `CreateContainer`: mounts the container's storages (held for it until it is
-    /// removed), then creates the container; on an error the storages are released.
-    pub async fn create_container(
-        &self,
-        id: &str,
-        exec_id: &str,
-        spec: oci_spec::runtime::Spec,
-        storages: &[StorageSpec],
-        sandbox_pidns: bool,
-    ) -> Result<(), AgentError> {
+    /// `CreateContainer`: checks and mounts the container's storages (held for it until
+    /// it is removed), then creates the container; on an error the storages are
+    /// released.
+    pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
+        let ContainerRequest {
+            id,
+            exec_id,
+            spec,
+            storages,
+            sandbox_pidns,
+        } = request;
+        let (id, exec_id) = (id.as_str(), exec_id.as_str());
+        let storages = storages
+            .iter()
+            .map(|s| self.storages.parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
         if self.destroying.load(Ordering::SeqCst) {
-            return Err(SandboxError::Destroyed.into());
+            return Err(AgentError::SandboxDestroyed);
         }
         if self.containers.get(id).is_ok() {
-            return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
+            return Err(ContainerError::ContainerExists(id.into()).into());
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match sandbox_pidns {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => spec,
         };
-        let refs = self.storages.acquire(storages, Some(id)).await?;
+        let refs = self.storages.acquire(&storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
                 if !refs.is_empty()
@@ -189,25 +244,20 @@ impl Sandbox {
     /// that asks (it becomes the holder), the holder's for every later one.
     fn in_sandbox_pidns(
         &self,
-        spec: oci_spec::runtime::Spec,
+        spec: Spec,
         holder: Option<&PidnsHolder>,
-    ) -> Result<oci_spec::runtime::Spec, AgentError> {
+    ) -> Result<Spec, AgentError> {
         if !self.info().is_some_and(|info| info.sandbox_pidns) {
-            return Err(AgentError::InvalidArgument(
-                "CreateContainer asks for the sandbox pid namespace (sandbox_pidns), but \
-                 CreateSandbox did not ask for one"
-                    .into(),
-            ));
+            return Err(AgentError::NoSandboxPidns);
         }
         let path = match holder {
             None => None,
             Some(holder) => {
                 let path = PathBuf::from(format!("/proc/{}/ns/pid", holder.pid));
                 if !path.exists() {
-                    return Err(AgentError::FailedPrecondition(format!(
-                        "the sandbox pid namespace ended with container {}'s init",
-                        holder.container
-                    )));
+                    return Err(AgentError::SandboxPidnsEnded {
+                        holder: holder.container.clone(),
+                    });
                 }
                 Some(path)
             }
@@ -285,18 +335,19 @@ impl Sandbox {
         self.info.lock().ok().and_then(|info| info.clone())
     }
 
-    /// Sets the sandbox up: storages, DNS, hostname, in that order; on an error, what was
-    /// done is undone (the hostname, last, cannot fail half-way).
-    pub async fn create(&self, spec: SandboxSpec) -> Result<(), AgentError> {
+    /// `CreateSandbox`: checks the request whole, then sets the sandbox up: storages,
+    /// DNS, hostname, in that order; on an error, what was done is undone (the hostname,
+    /// last, cannot fail half-way).
+    pub async fn create(&self, request: &SandboxRequest) -> Result<(), AgentError> {
+        let spec = SandboxSpec::check(request, &self.storages)?;
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.destroying || self.destroying.load(Ordering::SeqCst) {
-            return Err(SandboxError::Destroyed.into());
+            return Err(AgentError::SandboxDestroyed);
         }
         if lifecycle.created {
-            return Err(SandboxError::AlreadyCreated {
+            return Err(AgentError::SandboxExists {
                 id: self.info().map(|i| i.id).unwrap_or_default(),
-            }
-            .into());
+            });
         }
         let storages = self.storages.acquire(&spec.storages, None).await?;
         let undo_storages = |storages: Vec<StorageRef>| async move {
@@ -306,10 +357,7 @@ impl Sandbox {
         };
         if !spec.dns.is_empty() {
             let installed = match self.storages.root().await {
-                Ok(root) => {
-                    guest_setup::install_dns(&root, &spec.dns, Path::new(guest_setup::RESOLV_CONF))
-                        .map_err(AgentError::from)
-                }
+                Ok(root) => dns::install_dns(&root, &spec.dns, Path::new(dns::RESOLV_CONF)),
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = installed {
@@ -318,15 +366,15 @@ impl Sandbox {
             }
         }
         if let Some(hostname) = &spec.hostname
-            && let Err(e) = guest_setup::set_hostname(hostname)
+            && let Err(e) = hostname::set_hostname(hostname)
         {
             if !spec.dns.is_empty()
-                && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+                && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
             {
                 tracing::warn!(error = %e, "undoing DNS");
             }
             undo_storages(storages).await;
-            return Err(e.into());
+            return Err(e);
         }
         lifecycle.created = true;
         lifecycle.storages = storages;
@@ -365,9 +413,7 @@ impl Sandbox {
     /// running; neither is a teardown that does not finish within 10 s.
     pub async fn destroy(&self) -> Result<(), AgentError> {
         if self.destroying.swap(true, Ordering::SeqCst) {
-            return Err(AgentError::FailedPrecondition(
-                "the sandbox is already being destroyed".into(),
-            ));
+            return Err(AgentError::AlreadyDestroying);
         }
         if tokio::time::timeout(self.teardown_timeout, self.teardown())
             .await
@@ -397,7 +443,7 @@ impl Sandbox {
         let failures = self.storages.release_all().await;
         lifecycle.storages.clear();
         if lifecycle.dns_installed
-            && let Err(e) = guest_setup::remove_dns(Path::new(guest_setup::RESOLV_CONF))
+            && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
         {
             tracing::warn!(error = %e, "removing DNS at the sandbox's end");
         }
@@ -410,15 +456,104 @@ impl Sandbox {
         // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
         let _ = rx.wait_for(|destroyed| *destroyed).await;
     }
+
+    /// `ExecProcess`: runs `process` in container `id`'s namespaces and cgroup.
+    pub async fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &OciProcess,
+    ) -> Result<(), AgentError> {
+        Ok(self.containers.exec(id, exec_id, process).await?)
+    }
+
+    /// `SignalProcess`: an empty `exec_id` signals every process of the container.
+    pub fn signal_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: Signal,
+    ) -> Result<(), AgentError> {
+        Ok(self.containers.signal(id, exec_id, signal)?)
+    }
+
+    /// `WaitProcess`: the exit status once the process has been reaped.
+    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus, AgentError> {
+        Ok(self.containers.wait(id, exec_id).await?)
+    }
+
+    /// `UpdateContainer`: new cgroup limits.
+    pub fn update_container(&self, id: &str, resources: &LinuxResources) -> Result<(), AgentError> {
+        Ok(self.containers.update(id, resources)?)
+    }
+
+    /// `StatsContainer`: the container's cgroup statistics.
+    pub fn container_stats(&self, id: &str) -> Result<ContainerStats, AgentError> {
+        Ok(self.containers.stats(id)?)
+    }
+
+    /// `PauseContainer`: freezes the container's cgroup.
+    pub fn pause_container(&self, id: &str) -> Result<(), AgentError> {
+        Ok(self.containers.pause(id)?)
+    }
+
+    /// `ResumeContainer`: thaws it.
+    pub fn resume_container(&self, id: &str) -> Result<(), AgentError> {
+        Ok(self.containers.resume(id)?)
+    }
+
+    /// `WriteStdin`: writes `data` to a process's stdin; answers how much was taken.
+    pub async fn write_stdin(
+        &self,
+        id: &str,
+        exec_id: &str,
+        data: &[u8],
+    ) -> Result<usize, AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.write(data).await?)
+    }
+
+    /// `CloseStdin`: the process reads end of file.
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.close_stdin().await?)
+    }
+
+    /// `ReadStdout`/`ReadStderr`: up to `len` bytes of a process's output; empty at the
+    /// end of the stream.
+    pub async fn read_output(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stream: OutputStream,
+        len: usize,
+    ) -> Result<Vec<u8>, AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.read(stream == OutputStream::Stderr, len).await?)
+    }
+
+    /// `TtyWinResize`: the size of a process's terminal.
+    pub fn resize_tty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), AgentError> {
+        let process = self.containers.process(id, exec_id)?;
+        Ok(process.io.resize(rows, cols)?)
+    }
+
+    /// `GetOOMEvent`: waits for the next OOM kill in any container; answers its id.
+    pub async fn next_oom_event(&self) -> String {
+        self.containers.next_oom_event().await
+    }
 }
 
 /// `spec` with exactly one PID namespace entry: joining `path`, or new when `None`.
-fn with_pid_namespace(
-    mut spec: oci_spec::runtime::Spec,
-    path: Option<PathBuf>,
-) -> Result<oci_spec::runtime::Spec, AgentError> {
+fn with_pid_namespace(mut spec: Spec, path: Option<PathBuf>) -> Result<Spec, AgentError> {
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
-    let invalid = |e: oci_spec::OciSpecError| AgentError::InvalidArgument(e.to_string());
+    let invalid = AgentError::PidNamespace;
     let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
     if let Some(path) = path {
         builder = builder.path(path);
@@ -456,7 +591,7 @@ mod tests {
         waiter.await.unwrap();
         assert!(matches!(
             sandbox.destroy().await,
-            Err(AgentError::FailedPrecondition(_))
+            Err(AgentError::AlreadyDestroying)
         ));
     }
 
@@ -468,14 +603,12 @@ mod tests {
         })
     }
 
-    fn spec(id: &str) -> SandboxSpec {
-        SandboxSpec {
+    fn spec(id: &str) -> SandboxRequest {
+        SandboxRequest {
             id: id.into(),
-            hostname: None,
-            dns: Vec::new(),
-            storages: Vec::new(),
             sandbox_pidns: true,
-            guest_hook_path: Some("/hooks".into()),
+            guest_hook_path: "/hooks".into(),
+            ..SandboxRequest::default()
         }
     }
 
@@ -484,16 +617,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = sandbox(&dir);
         assert_eq!(sandbox.info(), None);
-        sandbox.create(spec("sb-1")).await.unwrap();
+        sandbox.create(&spec("sb-1")).await.unwrap();
         let info = sandbox.info().unwrap();
         assert_eq!(info.id, "sb-1");
         assert!(info.sandbox_pidns);
         assert_eq!(info.guest_hook_path.as_deref(), Some(Path::new("/hooks")));
-        let err = sandbox.create(spec("sb-2")).await.unwrap_err();
-        assert!(matches!(
-            err,
-            AgentError::Sandbox(SandboxError::AlreadyCreated { .. })
-        ));
+        let err = sandbox.create(&spec("sb-2")).await.unwrap_err();
+        assert!(matches!(err, AgentError::SandboxExists { .. }));
         assert!(err.to_string().contains("sb-1"), "{err}");
         assert_eq!(sandbox.info().unwrap().id, "sb-1");
     }
@@ -503,8 +633,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = sandbox(&dir);
         sandbox.destroy().await.unwrap();
-        let err = sandbox.create(spec("late")).await.unwrap_err();
-        assert!(matches!(err, AgentError::Sandbox(SandboxError::Destroyed)));
+        let err = sandbox.create(&spec("late")).await.unwrap_err();
+        assert!(matches!(err, AgentError::SandboxDestroyed));
         assert!(!dir.path().join("run").exists(), "no storage, no directory");
     }
 
@@ -522,7 +652,7 @@ mod tests {
             .expect("destroyed despite the stuck teardown");
         assert!(matches!(
             sandbox.destroy().await,
-            Err(AgentError::FailedPrecondition(_))
+            Err(AgentError::AlreadyDestroying)
         ));
         drop(held);
     }
@@ -533,16 +663,13 @@ mod tests {
         let sandbox = sandbox(&dir);
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         std::os::unix::fs::symlink("/", dir.path().join("run/out")).unwrap();
-        let local = sandbox
-            .storages()
-            .parse(&hull_protocols::agent::Storage {
-                driver: "local".into(),
-                mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
-                ..Default::default()
-            })
-            .unwrap();
+        let local = StorageRequest {
+            driver: "local".into(),
+            mount_point: dir.path().join("run/out/tmp/x").display().to_string(),
+            ..Default::default()
+        };
         let err = sandbox
-            .create(SandboxSpec {
+            .create(&SandboxRequest {
                 storages: vec![local],
                 ..spec("sb")
             })
@@ -551,6 +678,6 @@ mod tests {
         assert!(err.to_string().contains("resolves outside"), "{err}");
         assert_eq!(sandbox.info(), None);
         // The request can be made again, corrected.
-        sandbox.create(spec("sb")).await.unwrap();
+        sandbox.create(&spec("sb")).await.unwrap();
     }
 }

@@ -19,15 +19,16 @@
 
 use std::net::IpAddr;
 
+use hull_protocols::agent::{Interfaces, Routes};
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
 use protobuf::EnumOrUnknown;
 
-use super::addr::{Family, IpNet, Mac, Prefix};
-use super::error::NetworkError;
-use super::interface::{InterfaceSpec, InterfaceState, LinkSelector};
-use super::neighbor::{NUD_PERMANENT, NeighborSpec};
-use super::route::RouteEntry;
 use crate::device::PciPath;
+use crate::network::addr::{Family, IpNet, Mac, Prefix};
+use crate::network::neighbor::NUD_PERMANENT;
+use crate::network::{
+    InterfaceSpec, InterfaceState, LinkSelector, NeighborSpec, NetworkError, RouteEntry,
+};
 
 /// The kernel's limit on interface names: IFNAMSIZ (16) with its terminating NUL.
 const MAX_IFNAME_LEN: usize = 15;
@@ -104,6 +105,22 @@ pub fn interface_to_proto(state: &InterfaceState) -> Interface {
         hwAddr: state.mac.map(|m| m.to_string()).unwrap_or_default(),
         type_: state.kind.clone(),
         raw_flags: state.flags,
+        ..Default::default()
+    }
+}
+
+/// Links as `ListInterfaces` answers them.
+pub fn interfaces_to_proto(states: &[InterfaceState]) -> Interfaces {
+    Interfaces {
+        Interfaces: states.iter().map(interface_to_proto).collect(),
+        ..Default::default()
+    }
+}
+
+/// Routes as `ListRoutes` and `UpdateRoutes` answer them.
+pub fn routes_to_proto(routes: &[RouteEntry]) -> Routes {
+    Routes {
+        Routes: routes.iter().map(route_to_proto).collect(),
         ..Default::default()
     }
 }

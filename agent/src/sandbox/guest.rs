@@ -21,12 +21,9 @@ pub fn read_guest_facts(sysfs: &Path) -> Result<GuestFacts, AgentError> {
     let memory = sysfs.join(MEMORY_DIR);
     let block_size_path = memory.join("block_size_bytes");
     let mem_block_size_bytes = match std::fs::read_to_string(&block_size_path) {
-        Ok(text) => parse_hex(text.trim()).ok_or_else(|| {
-            AgentError::InvalidArgument(format!(
-                "{}: expected a hexadecimal size, found {:?}",
-                block_size_path.display(),
-                text.trim()
-            ))
+        Ok(text) => parse_hex(text.trim()).ok_or_else(|| AgentError::BadSysfsValue {
+            path: block_size_path.clone(),
+            found: text.trim().to_string(),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(AgentError::io(block_size_path, e)),
