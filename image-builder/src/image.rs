@@ -19,13 +19,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::arch::Arch;
-use crate::attach::{self, Attachment, VerityRoot};
 use crate::disk::{self, Ids, Layout, verity};
 use crate::error::{Error, Result, io_err};
+use crate::guide::GuideInput;
 use crate::manifest::{self, AttachInfo, ImageInfo, KernelInfo, Manifest, RootfsInfo, VerityInfo};
 use crate::mkfs::{self, BLOCK, FsParams, FsType};
 use crate::progress::{Progress, fmt_size};
 use crate::rootfs::{self, RootfsRequest, Tree};
+use crate::vm_args::{self, Attachment, VerityRoot};
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -340,7 +341,7 @@ pub fn build(req: &ImageRequest, output: &Path, progress: &Progress) -> Result<I
             attachment: *a,
             root_device: a.root_device().into(),
             dax: a.dax(req.dax_header, req.verity),
-            cmdline: attach::root_cmdline(*a, req.fs, req.dax_header, verity_root.as_ref()),
+            cmdline: vm_args::root_cmdline(*a, req.fs, req.dax_header, verity_root.as_ref()),
             vmms: a.vmms().iter().map(|s| s.to_string()).collect(),
         })
         .collect();
@@ -373,7 +374,7 @@ fn rootfs_info(tree: &Tree, debug_tools: bool) -> RootfsInfo {
 }
 
 /// Input of the attach guide, from a manifest at `manifest_path`.
-pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<attach::GuideInput> {
+pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<GuideInput> {
     let dir = manifest::dir_of(manifest_path);
     let abs = |rel: &str| -> String {
         let p = dir.join(rel);
@@ -390,7 +391,7 @@ pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<attach::GuideIn
         .artifact("image")
         .ok_or_else(|| bad("no image artifact"))?;
     let info = m.image.as_ref().ok_or_else(|| bad("no image section"))?;
-    Ok(attach::GuideInput {
+    Ok(GuideInput {
         image: abs(&image.path),
         image_bytes: image.bytes,
         fs: info.filesystem,

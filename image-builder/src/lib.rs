@@ -9,17 +9,19 @@
 //!   busybox with `--debug-tools`).
 //! - [`mkfs`], [`disk`], [`image`]: the raw image: ext4 or erofs built rootlessly into a
 //!   file, MBRs and the NVDIMM pfn block written here, optional dm-verity hash tree.
-//! - [`manifest`]: the JSON every build writes; [`attach`]: root command lines and the
-//!   VMM attach guide.
+//! - [`manifest`]: the JSON every build writes.
+//! - [`vm_args`]: the one source of VM command lines (attachments, root command lines,
+//!   memory, QEMU and vmm-lite argument vectors), which the end-to-end harness boots;
+//!   [`guide`]: the attach guide, rendered from them.
 //!
 //! The binary (`src/main.rs`) is a thin clap front end over these modules.
 
 pub mod arch;
-pub mod attach;
 pub mod cache;
 pub mod disk;
 pub mod error;
 pub mod fsutil;
+pub mod guide;
 pub mod image;
 pub mod initrd;
 pub mod kernel;
@@ -27,6 +29,7 @@ pub mod manifest;
 pub mod mkfs;
 pub mod progress;
 pub mod rootfs;
+pub mod vm_args;
 pub mod workspace;
 
 pub use arch::Arch;

@@ -9,13 +9,13 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::attach::Attachment;
 use crate::cache::sha256_file;
 use crate::disk::Layout;
 use crate::error::{Error, Result, io_err};
 use crate::fsutil;
 use crate::mkfs::FsType;
 use crate::rootfs::TreeEntry;
+use crate::vm_args::Attachment;
 
 /// The manifest format written.
 pub const FORMAT: &str = "hull-image-manifest/1";

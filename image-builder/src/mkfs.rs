@@ -48,6 +48,13 @@ impl FsType {
         }
     }
 
+    /// The type named `name` (`ext4`, `erofs`).
+    pub fn from_name(name: &str) -> Option<FsType> {
+        [FsType::Ext4, FsType::Erofs]
+            .into_iter()
+            .find(|fs| fs.name() == name)
+    }
+
     /// Host tools the type needs, with the Debian package that has them.
     pub fn tools(self) -> &'static [(&'static str, &'static str)] {
         match self {
