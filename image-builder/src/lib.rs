@@ -18,6 +18,7 @@
 
 pub mod arch;
 pub mod cache;
+pub mod command;
 pub mod disk;
 pub mod error;
 pub mod fsutil;

@@ -4,7 +4,7 @@
 //! | attachment | QEMU device | guest root device | DAX |
 //! |---|---|---|---|
 //! | `nvdimm` | `nvdimm` (ACPI NFIT) | `/dev/pmem0p1` | yes |
-//! | `virtio-pmem` | `virtio-pmem-pci` (cloud-hypervisor `--pmem`, vmm-lite `--pmem`) | `/dev/pmem0p1` | yes |
+//! | `virtio-pmem` | `virtio-pmem-pci` (cloud-hypervisor, vmm-lite `--pmem`) | `/dev/pmem0p1` | yes |
 //! | `virtio-blk` | `virtio-blk-pci` (cloud-hypervisor `--disk`, Firecracker drive, vmm-lite `--disk`) | `/dev/vda1` | no |
 //!
 //! On virtio-pmem the kernel's pmem driver probes the namespace for a pfn block just as
@@ -16,7 +16,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Vmm;
 use crate::mkfs::FsType;
 
 /// A way of attaching the image.
@@ -64,14 +63,6 @@ impl Attachment {
     /// Whether the image is a persistent-memory region (plugged into guest memory).
     pub fn is_pmem(self) -> bool {
         self != Attachment::VirtioBlk
-    }
-
-    /// The VMMs that offer this attachment.
-    pub fn vmms(self) -> Vec<Vmm> {
-        Vmm::ALL
-            .into_iter()
-            .filter(|vmm| vmm.attachments().contains(&self))
-            .collect()
     }
 }
 
@@ -152,23 +143,5 @@ mod tests {
              sha256 aa bb\" dm-mod.waitfor=/dev/vda1 root=/dev/dm-0 rootfstype=erofs ro"
         );
         assert!(!Attachment::Nvdimm.dax(true, true));
-    }
-
-    #[test]
-    fn vmms_per_attachment() {
-        assert_eq!(Attachment::Nvdimm.vmms(), [Vmm::Qemu]);
-        assert_eq!(
-            Attachment::VirtioPmem.vmms(),
-            [Vmm::Qemu, Vmm::CloudHypervisor, Vmm::VmmLite]
-        );
-        assert_eq!(
-            Attachment::VirtioBlk.vmms(),
-            [
-                Vmm::Qemu,
-                Vmm::CloudHypervisor,
-                Vmm::Firecracker,
-                Vmm::VmmLite
-            ]
-        );
     }
 }

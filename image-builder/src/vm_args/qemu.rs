@@ -8,8 +8,10 @@
 //! read-only `virtio-blk-pci` drive), the command line, vsock, virtio-fs shares, further
 //! disks, the NIC.
 
+use super::attachment::Attachment;
 use super::memory::qemu_memory_arg;
-use super::{Accel, Attachment, Boot, Console, DiskAttach, UserNic, VmArgsError, VmSpec, Vsock};
+use super::spec::{Accel, Boot, Console, DiskAttach, UserNic, VmArgsError, VmSpec, Vsock};
+use super::vmm::Vmm;
 
 impl Accel {
     /// The value for QEMU's `-machine accel=`.
@@ -119,7 +121,7 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
         ]),
         Vsock::Hybrid { .. } => {
             return Err(VmArgsError::Unsupported {
-                vmm: super::Vmm::Qemu,
+                vmm: Vmm::Qemu,
                 what: "serve a hybrid vsock itself (use a vhost-user backend such as \
                        vhost-device-vsock)"
                     .into(),
@@ -190,8 +192,8 @@ pub fn nic_args(nic: &UserNic) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_spec::{harness, image};
-    use super::super::{Disk, FsShare, PortForward};
+    use super::super::spec::test_spec::{harness, image};
+    use super::super::spec::{Disk, FsShare, PortForward};
     use super::*;
 
     fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {

@@ -10,7 +10,9 @@
 //! first), no NVDIMM, no NIC, and it runs on KVM only. Its vsock is hybrid: the host dials
 //! the `uds` socket and sends `CONNECT <port>`, as with Firecracker.
 
-use super::{Accel, Attachment, Boot, Console, DiskAttach, VmArgsError, VmSpec, Vmm, Vsock};
+use super::attachment::Attachment;
+use super::spec::{Accel, Boot, Console, DiskAttach, VmArgsError, VmSpec, Vsock};
+use super::vmm::Vmm;
 
 fn unsupported(what: impl Into<String>) -> VmArgsError {
     VmArgsError::Unsupported {
@@ -84,8 +86,8 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_spec::{harness, image};
-    use super::super::{Disk, FsShare, UserNic};
+    use super::super::spec::test_spec::{harness, image};
+    use super::super::spec::{Disk, FsShare, UserNic};
     use super::*;
 
     fn lite(spec: VmSpec) -> VmSpec {
