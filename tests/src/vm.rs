@@ -28,13 +28,13 @@ use crate::artifacts::{GuestArtifacts, find_program};
 use crate::nic::NicConfig;
 use crate::process::OwnedChild;
 
+pub use hull_image::vm_args::{Attachment, Disk, DiskAttach};
+
 /// How long one Health.Check attempt may take while waiting for the agent.
 const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
-
-pub use hull_image::vm_args::{Attachment, Disk, DiskAttach};
 
 /// A raw image built by `hull-image image` (with its DAX header), attached one way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,11 @@ impl VmConfig {
         self
     }
 
+    /// The socket of vhost-device-vsock, the vhost-user backend of the guest's vsock.
+    pub fn vhost_vsock_socket(dir: &Path) -> PathBuf {
+        dir.join("vhost-vsock.sock")
+    }
+
     /// The socket of the virtiofsd serving share `index`.
     pub fn virtiofsd_socket(dir: &Path, index: usize) -> PathBuf {
         dir.join(format!("virtiofsd-{index}.sock"))
@@ -177,7 +182,7 @@ impl VmConfig {
             cpus: self.cpus,
             accel: self.accel.vm_accel(),
             vsock: Vsock::VhostUser {
-                socket: dir.join("vhost-vsock.sock"),
+                socket: Self::vhost_vsock_socket(dir),
             },
             shares: self
                 .virtio_fs
@@ -223,7 +228,7 @@ impl Vm {
             .tempdir()
             .context("creating the VM's temporary directory")?;
 
-        let vhost_socket = dir.path().join("vhost-vsock.sock");
+        let vhost_socket = VmConfig::vhost_vsock_socket(dir.path());
         let mut backend_cmd = Command::new(&vsock_bin);
         backend_cmd
             .arg("--vm")
