@@ -4,7 +4,6 @@
 //!   landed-option check, cached by content).
 //! - [`initrd`]: a gzip newc initramfs with hull-init and hull-agent, written by our own
 //!   cpio writer (device nodes without root, fixed mtime/owners/inodes).
-//!
 //! - [`rootfs`]: the guest's root tree for a disk image (init, agent, mount points, /etc;
 //!   busybox with `--debug-tools`).
 //! - [`mkfs`], [`disk`], [`image`]: the raw image: ext4 or erofs built rootlessly into a
@@ -14,7 +13,9 @@
 //!   memory, QEMU and vmm-lite argument vectors), which the end-to-end harness boots;
 //!   [`guide`]: the attach guide, rendered from them.
 //!
-//! The binary (`src/main.rs`) is a thin clap front end over these modules.
+//! Each module has its own typed error; [`Error`] gathers them (see [`error`]), and no
+//! module imports one that imports it back. The binary (`src/main.rs`) is a thin clap
+//! front end over these modules.
 
 pub mod arch;
 pub mod cache;

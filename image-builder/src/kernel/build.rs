@@ -87,7 +87,7 @@ fn spawn_reader(
 }
 
 /// Runs `cmd`, appending its merged output to `log`, calling `on_line` for every line and
-/// `on_tick` every `tick`. Fails with [`Error::CommandFailed`] (holding the last
+/// `on_tick` every `tick`. Fails with [`CommandError::Failed`] (holding the last
 /// [`TAIL_LINES`] lines and the log path) when the command exits unsuccessfully.
 pub fn run_logged(
     cmd: &mut Command,
