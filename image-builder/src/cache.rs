@@ -20,8 +20,20 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result, io_err};
-use crate::fsutil;
+use crate::fsutil::{self, IoError, io_err};
+
+/// What can go wrong with the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    /// No cache directory can be derived from the environment.
+    #[error("cannot find a cache directory: set HULL_CACHE, XDG_CACHE_HOME or HOME")]
+    CacheDirUnresolved,
+}
+
+type Result<T, E = CacheError> = std::result::Result<T, E>;
 
 /// Resolves the cache root from an environment lookup (injectable for tests).
 ///
@@ -30,7 +42,7 @@ use crate::fsutil;
 pub fn resolve_cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
     let get = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = get("HULL_CACHE") {
-        return std::path::absolute(&dir).map_err(io_err("resolve", dir));
+        return Ok(std::path::absolute(&dir).map_err(io_err("resolve", dir))?);
     }
     if let Some(xdg) = get("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
         return Ok(xdg.join("hull"));
@@ -38,7 +50,7 @@ pub fn resolve_cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Result<
     if let Some(home) = get("HOME") {
         return Ok(home.join(".cache").join("hull"));
     }
-    Err(Error::CacheDirUnresolved)
+    Err(CacheError::CacheDirUnresolved)
 }
 
 /// Resolves the cache root from the process environment.
@@ -47,7 +59,7 @@ pub fn resolve_cache_dir() -> Result<PathBuf> {
 }
 
 /// Hashes a file's bytes with SHA-256, streaming, returning lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String, IoError> {
     let mut file = fs::File::open(path).map_err(io_err("open", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -220,7 +232,7 @@ mod tests {
             resolve(&all[2..]).unwrap(),
             PathBuf::from("/home/u/.cache/hull")
         );
-        assert!(matches!(resolve(&[]), Err(Error::CacheDirUnresolved)));
+        assert!(matches!(resolve(&[]), Err(CacheError::CacheDirUnresolved)));
     }
 
     #[test]

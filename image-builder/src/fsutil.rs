@@ -4,7 +4,30 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result, io_err};
+/// A filesystem operation failed: what was being done, to which path.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+type Result<T, E = IoError> = std::result::Result<T, E>;
+
+/// Builds a closure that turns an `io::Error` into an [`IoError`] for `path`.
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> IoError {
+    let path = path.into();
+    move |source| IoError {
+        action,
+        path,
+        source,
+    }
+}
 
 /// A file written under a temporary name (`<name>.tmp-<pid>` in the same directory) and
 /// renamed to its final name by [`AtomicFile::commit`]. Dropped without commit, the
@@ -20,7 +43,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates the temporary file next to `dest`. The directory must exist.
     pub fn create(dest: &Path) -> Result<AtomicFile> {
-        let name = dest.file_name().ok_or_else(|| Error::Io {
+        let name = dest.file_name().ok_or_else(|| IoError {
             action: "write",
             path: dest.to_path_buf(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
@@ -49,7 +72,7 @@ impl AtomicFile {
 
     /// The open temporary file, for seeking writers.
     pub fn file_mut(&mut self) -> Result<&mut fs::File> {
-        self.file.as_mut().ok_or_else(|| Error::Io {
+        self.file.as_mut().ok_or_else(|| IoError {
             action: "write",
             path: self.tmp.clone(),
             source: io::Error::other("already committed"),
@@ -58,7 +81,7 @@ impl AtomicFile {
 
     /// Writes all of `data`.
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        let file = self.file.as_mut().ok_or_else(|| Error::Io {
+        let file = self.file.as_mut().ok_or_else(|| IoError {
             action: "write",
             path: self.tmp.clone(),
             source: io::Error::other("already committed"),
@@ -108,12 +131,12 @@ pub fn copy_atomic(src: &Path, dest: &Path) -> Result<u64> {
     let mut input = fs::File::open(src).map_err(io_err("open", src))?;
     let mut out = AtomicFile::create(dest)?;
     let n = {
-        let file = out.file.as_mut().ok_or_else(|| Error::Io {
+        let file = out.file.as_mut().ok_or_else(|| IoError {
             action: "write",
             path: dest.to_path_buf(),
             source: io::Error::other("already committed"),
         })?;
-        io::copy(&mut input, file).map_err(|source| Error::Io {
+        io::copy(&mut input, file).map_err(|source| IoError {
             action: "copy into",
             path: dest.to_path_buf(),
             source,

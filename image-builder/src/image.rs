@@ -19,13 +19,61 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::arch::Arch;
-use crate::attach::{self, Attachment, VerityRoot};
-use crate::disk::{self, Ids, Layout, verity};
-use crate::error::{Error, Result, io_err};
-use crate::manifest::{self, AttachInfo, ImageInfo, KernelInfo, Manifest, RootfsInfo, VerityInfo};
-use crate::mkfs::{self, BLOCK, FsParams, FsType};
+use crate::disk::{self, DiskError, Ids, Layout, verity};
+use crate::fsutil::{IoError, io_err};
+use crate::guide::GuideInput;
+use crate::manifest::{
+    self, AttachInfo, ImageInfo, KernelInfo, Manifest, ManifestError, RootfsInfo, VerityInfo,
+};
+use crate::mkfs::{self, BLOCK, FsParams, FsType, MkfsError};
 use crate::progress::{Progress, fmt_size};
-use crate::rootfs::{self, RootfsRequest, Tree};
+use crate::rootfs::{self, RootfsError, RootfsRequest, Tree};
+use crate::vm_args::{self, Attachment, VerityRoot, Vmm};
+
+/// What can go wrong building a disk image or a root tree.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+
+    #[error(transparent)]
+    Mkfs(#[from] MkfsError),
+
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+
+    /// An input of the image (a kernel artifact) is missing.
+    #[error("{what} {} not found: {hint}", path.display())]
+    MissingInput {
+        what: &'static str,
+        path: PathBuf,
+        hint: String,
+    },
+
+    /// The output cannot be created in its directory.
+    #[error("cannot write into the output directory {} (does it exist, is it writable?)", dir.display())]
+    OutputNotWritable {
+        dir: PathBuf,
+        #[source]
+        source: IoError,
+    },
+
+    /// The output path exists and may not be replaced.
+    #[error("{} already exists and is not empty: remove it, choose another path, or pass --force", path.display())]
+    OutputExists { path: PathBuf },
+
+    /// The image layout cannot be made (a bug or an impossible request).
+    #[error("image layout: {0}")]
+    Layout(String),
+}
+
+type Result<T, E = ImageError> = std::result::Result<T, E>;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -58,19 +106,19 @@ pub fn output_dir(output: &Path) -> PathBuf {
 }
 
 /// A scratch directory beside `output`, so it is on the same filesystem and the user's
-/// disk, not a small /tmp. Fails with [`Error::OutputNotWritable`].
+/// disk, not a small /tmp. Fails with [`ImageError::OutputNotWritable`].
 fn scratch_dir(output: &Path) -> Result<tempfile::TempDir> {
     let dir = output_dir(output);
     tempfile::Builder::new()
         .prefix(".hull-image-work-")
         .tempdir_in(&dir)
-        .map_err(|source| Error::OutputNotWritable {
+        .map_err(|source| ImageError::OutputNotWritable {
             dir: dir.clone(),
-            source: Box::new(Error::Io {
+            source: IoError {
                 action: "create a scratch directory in",
                 path: dir,
                 source,
-            }),
+            },
         })
 }
 
@@ -164,8 +212,8 @@ fn build_ext4(
                     ));
                     return Ok(fs_bytes);
                 }
-                Err(Error::FsFull { .. }) => {}
-                Err(e) => return Err(e),
+                Err(MkfsError::FsFull { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         if let Some(size) = req.size {
@@ -174,15 +222,16 @@ fn build_ext4(
             } else {
                 0
             };
-            return Err(Error::DoesNotFit {
+            return Err(DiskError::DoesNotFit {
                 needed: disk::align_up(fs_offset + wanted + hash, disk::ALIGN)
                     .max(size + disk::ALIGN),
                 size,
-            });
+            }
+            .into());
         }
         total += disk::ALIGN;
     }
-    Err(Error::Layout(format!(
+    Err(ImageError::Layout(format!(
         "ext4 did not fit the tree even at {} bytes",
         total
     )))
@@ -203,7 +252,7 @@ fn kernel_part(dir: &Path, manifest_dir: &Path, m: &mut Manifest) -> Result<(Pat
     let config = dir.join(crate::kernel::CONFIG);
     for p in [&vmlinux, &bzimage, &config] {
         if !p.is_file() {
-            return Err(Error::MissingInput {
+            return Err(ImageError::MissingInput {
                 what: "kernel artifact",
                 path: p.clone(),
                 hint: "build the kernel with `hull-image kernel -o DIR` (or `just kernel`) \
@@ -340,8 +389,8 @@ pub fn build(req: &ImageRequest, output: &Path, progress: &Progress) -> Result<I
             attachment: *a,
             root_device: a.root_device().into(),
             dax: a.dax(req.dax_header, req.verity),
-            cmdline: attach::root_cmdline(*a, req.fs, req.dax_header, verity_root.as_ref()),
-            vmms: a.vmms().iter().map(|s| s.to_string()).collect(),
+            cmdline: vm_args::root_cmdline(*a, req.fs, req.dax_header, verity_root.as_ref()),
+            vmms: Vmm::offering(*a).iter().map(Vmm::to_string).collect(),
         })
         .collect();
     m.image = Some(ImageInfo {
@@ -373,7 +422,7 @@ fn rootfs_info(tree: &Tree, debug_tools: bool) -> RootfsInfo {
 }
 
 /// Input of the attach guide, from a manifest at `manifest_path`.
-pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<attach::GuideInput> {
+pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<GuideInput> {
     let dir = manifest::dir_of(manifest_path);
     let abs = |rel: &str| -> String {
         let p = dir.join(rel);
@@ -382,7 +431,7 @@ pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<attach::GuideIn
             .to_string_lossy()
             .into_owned()
     };
-    let bad = |reason: &str| Error::BadManifest {
+    let bad = |reason: &str| ManifestError::BadManifest {
         path: manifest_path.to_path_buf(),
         reason: reason.into(),
     };
@@ -390,7 +439,7 @@ pub fn guide_input(m: &Manifest, manifest_path: &Path) -> Result<attach::GuideIn
         .artifact("image")
         .ok_or_else(|| bad("no image artifact"))?;
     let info = m.image.as_ref().ok_or_else(|| bad("no image section"))?;
-    Ok(attach::GuideInput {
+    Ok(GuideInput {
         image: abs(&image.path),
         image_bytes: image.bytes,
         fs: info.filesystem,
@@ -418,7 +467,7 @@ pub fn build_rootfs(
     if output.exists() {
         let empty = fs::read_dir(output).is_ok_and(|mut d| d.next().is_none());
         if !empty && !force {
-            return Err(Error::OutputExists {
+            return Err(ImageError::OutputExists {
                 path: output.to_path_buf(),
             });
         }
@@ -452,7 +501,7 @@ fn remove_tree(path: &Path) -> Result<()> {
         Ok(())
     }
     walk(path).map_err(io_err("make removable", path))?;
-    fs::remove_dir_all(path).map_err(io_err("remove", path))
+    Ok(fs::remove_dir_all(path).map_err(io_err("remove", path))?)
 }
 
 /// The default arch-specific rootfs request from paths.

@@ -15,7 +15,7 @@ use hull_image::manifest::{self, Manifest};
 use hull_image::mkfs::FsType;
 use hull_image::progress::{Progress, fmt_duration, fmt_size};
 use hull_image::rootfs::{self, RootfsRequest};
-use hull_image::{Arch, attach, workspace};
+use hull_image::{Arch, guide, workspace};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +45,7 @@ enum Command {
     /// Build a raw disk image (ext4 or erofs) that boots from an NVDIMM/virtio-pmem with
     /// DAX and from virtio-blk, with its manifest; prints how to attach it.
     Image(ImageArgs),
-    /// Print the attach guide (QEMU, cloud-hypervisor, Firecracker, Kata) of a built image.
+    /// Print the attach guide (QEMU, cloud-hypervisor, Firecracker, vmm-lite, Kata) of a built image.
     Attach(AttachArgs),
 }
 
@@ -351,7 +351,7 @@ fn run_image(args: ImageArgs, progress: &Progress) -> anyhow::Result<()> {
         .unwrap_or_default();
     if progress.enabled() {
         let input = image::guide_input(&summary.manifest, &summary.manifest_path)?;
-        eprintln!("\n{}", attach::guide(&input));
+        eprintln!("\n{}", guide::guide(&input));
     }
     println!(
         "{} {} bytes sha256:{}{verity} manifest {}",
@@ -366,7 +366,7 @@ fn run_image(args: ImageArgs, progress: &Progress) -> anyhow::Result<()> {
 fn run_attach(args: AttachArgs) -> anyhow::Result<()> {
     let m = Manifest::read(&args.manifest)?;
     let input = image::guide_input(&m, &args.manifest)?;
-    print!("{}", attach::guide(&input));
+    print!("{}", guide::guide(&input));
     Ok(())
 }
 

@@ -9,13 +9,25 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::attach::Attachment;
 use crate::cache::sha256_file;
 use crate::disk::Layout;
-use crate::error::{Error, Result, io_err};
-use crate::fsutil;
+use crate::fsutil::{self, IoError, io_err};
+
+/// What can go wrong reading or writing a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    /// A manifest cannot be read.
+    #[error("cannot read the manifest {}: {reason}", path.display())]
+    BadManifest { path: PathBuf, reason: String },
+}
+
+type Result<T, E = ManifestError> = std::result::Result<T, E>;
 use crate::mkfs::FsType;
 use crate::rootfs::TreeEntry;
+use crate::vm_args::Attachment;
 
 /// The manifest format written.
 pub const FORMAT: &str = "hull-image-manifest/1";
@@ -142,18 +154,18 @@ impl Manifest {
 
     /// Writes the manifest atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        fsutil::write_atomic(path, self.to_json().as_bytes())
+        Ok(fsutil::write_atomic(path, self.to_json().as_bytes())?)
     }
 
     /// Reads a manifest.
     pub fn read(path: &Path) -> Result<Manifest> {
         let text = fs::read_to_string(path).map_err(io_err("read", path))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::BadManifest {
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| ManifestError::BadManifest {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
         if m.format != FORMAT {
-            return Err(Error::BadManifest {
+            return Err(ManifestError::BadManifest {
                 path: path.to_path_buf(),
                 reason: format!("format `{}`, expected `{FORMAT}`", m.format),
             });
@@ -264,6 +276,9 @@ mod tests {
         );
         assert_eq!(Manifest::read(&p).unwrap(), m);
         fs::write(&p, text.replace(FORMAT, "other/9")).unwrap();
-        assert!(matches!(Manifest::read(&p), Err(Error::BadManifest { .. })));
+        assert!(matches!(
+            Manifest::read(&p),
+            Err(ManifestError::BadManifest { .. })
+        ));
     }
 }

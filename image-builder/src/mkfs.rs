@@ -23,8 +23,45 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result, io_err};
-use crate::kernel::build::display_command;
+use crate::command::{CommandError, display_command};
+use crate::fsutil::{IoError, io_err};
+
+/// What can go wrong building a filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum MkfsError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    #[error(transparent)]
+    Command(#[from] CommandError),
+
+    /// A host tool the build needs is not installed.
+    #[error(
+        "`{tool}` not found on PATH, /usr/sbin or /sbin: install it with `apt-get install {package}` (or `just setup`)"
+    )]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+
+    /// A tree path the filesystem tools cannot be given.
+    #[error("invalid initrd path `{path}`: {reason}")]
+    InvalidEntryPath { path: String, reason: String },
+
+    /// A tool's output is not what the build expects.
+    #[error("image layout: {0}")]
+    Layout(String),
+
+    /// mkfs ran out of space (internal: the builder grows the filesystem and retries).
+    #[error("the {fs} filesystem of {bytes} bytes is too small for the tree: {detail}")]
+    FsFull {
+        fs: &'static str,
+        bytes: u64,
+        detail: String,
+    },
+}
+
+type Result<T, E = MkfsError> = std::result::Result<T, E>;
 
 /// The filesystem block size (DAX needs the page size).
 pub const BLOCK: u64 = 4096;
@@ -46,6 +83,13 @@ impl FsType {
             FsType::Ext4 => "ext4",
             FsType::Erofs => "erofs",
         }
+    }
+
+    /// The type named `name` (`ext4`, `erofs`).
+    pub fn from_name(name: &str) -> Option<FsType> {
+        [FsType::Ext4, FsType::Erofs]
+            .into_iter()
+            .find(|fs| fs.name() == name)
     }
 
     /// Host tools the type needs, with the Debian package that has them.
@@ -79,7 +123,7 @@ pub fn find_tool(name: &'static str, package: &'static str) -> Result<PathBuf> {
             p.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-        .ok_or(Error::ToolMissing {
+        .ok_or(MkfsError::ToolMissing {
             tool: name,
             package,
         })
@@ -139,7 +183,7 @@ const TAIL: usize = 20;
 fn run(cmd: &mut Command) -> Result<String> {
     let command = display_command(cmd);
     tracing::debug!("running {command}");
-    let out = cmd.output().map_err(|source| Error::CommandSpawn {
+    let out = cmd.output().map_err(|source| CommandError::Spawn {
         command: command.clone(),
         source,
     })?;
@@ -148,12 +192,13 @@ fn run(cmd: &mut Command) -> Result<String> {
     if !out.status.success() {
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         let tail = lines[lines.len().saturating_sub(TAIL)..].to_vec();
-        return Err(Error::CommandFailed {
+        return Err(CommandError::Failed {
             command,
             status: out.status,
             log: None,
             tail,
-        });
+        }
+        .into());
     }
     Ok(text)
 }
@@ -175,9 +220,9 @@ pub const MKE2FS_CONF: &str = "\
 ";
 
 /// Whether mke2fs's output says the content did not fit.
-fn ext4_out_of_space(err: &Error) -> bool {
+fn ext4_out_of_space(err: &MkfsError) -> bool {
     match err {
-        Error::CommandFailed { tail, .. } => tail.iter().any(|l| {
+        MkfsError::Command(CommandError::Failed { tail, .. }) => tail.iter().any(|l| {
             l.contains("Could not allocate")
                 || l.contains("No space left")
                 || l.contains("too small")
@@ -189,7 +234,7 @@ fn ext4_out_of_space(err: &Error) -> bool {
 
 /// Builds an ext4 filesystem of exactly `bytes` (a multiple of 4 KiB) holding `tree`,
 /// into `out`; `paths` are the tree's entries (absolute guest paths) for the ownership
-/// and time pass. `work` is a scratch directory. Fails with [`Error::FsFull`] when the
+/// and time pass. `work` is a scratch directory. Fails with [`MkfsError::FsFull`] when the
 /// tree does not fit.
 pub fn ext4(
     tree: &Path,
@@ -240,7 +285,7 @@ pub fn ext4(
     match result {
         Ok(_) => {}
         Err(e) if ext4_out_of_space(&e) => {
-            return Err(Error::FsFull {
+            return Err(MkfsError::FsFull {
                 fs: "ext4",
                 bytes,
                 detail: e.to_string(),
@@ -254,7 +299,7 @@ pub fn ext4(
     all.extend(paths.iter().map(String::as_str));
     for path in all {
         if path.contains(['"', '\n', '\\']) {
-            return Err(Error::InvalidEntryPath {
+            return Err(MkfsError::InvalidEntryPath {
                 path: path.to_string(),
                 reason: "ext4 images cannot hold `\"`, `\\` or a newline in a path".into(),
             });
@@ -290,7 +335,7 @@ pub fn ext4(
         .map(str::to_string)
         .collect();
     if !errors.is_empty() {
-        return Err(Error::Layout(format!(
+        return Err(MkfsError::Layout(format!(
             "debugfs could not normalise {}: {}",
             out.display(),
             errors.join("; ")
@@ -310,7 +355,7 @@ pub fn ext4_used_bytes(img: &Path) -> Result<u64> {
     };
     match (field("Block count"), field("Free blocks")) {
         (Some(total), Some(free)) if free <= total => Ok((total - free) * BLOCK),
-        _ => Err(Error::Layout(format!(
+        _ => Err(MkfsError::Layout(format!(
             "cannot read the block counts of {} from dumpe2fs",
             img.display()
         ))),
@@ -327,7 +372,7 @@ pub fn erofs(tree: &Path, out: &Path, p: &FsParams) -> Result<u64> {
         .args(["--all-root", "-x-1", "-Enoinline_data", "--quiet"])
         .arg(out)
         .arg(tree))?;
-    crate::fsutil::file_size(out)
+    Ok(crate::fsutil::file_size(out)?)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use hull_image::vm_args;
+
 /// The accelerator a guest boots with, and why it was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accel {
@@ -20,20 +22,22 @@ pub enum Accel {
 }
 
 impl Accel {
+    /// The accelerator as hull-image's VM description names it.
+    pub fn vm_accel(&self) -> vm_args::Accel {
+        match self {
+            Accel::Kvm => vm_args::Accel::Kvm,
+            Accel::Tcg { .. } => vm_args::Accel::Tcg,
+        }
+    }
+
     /// The value for QEMU's `-machine accel=`.
     pub fn qemu_name(&self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg { .. } => "tcg",
-        }
+        self.vm_accel().qemu_name()
     }
 
     /// The value for QEMU's `-cpu`.
     pub fn qemu_cpu(&self) -> &'static str {
-        match self {
-            Accel::Kvm => "host",
-            Accel::Tcg { .. } => "max",
-        }
+        self.vm_accel().qemu_cpu()
     }
 }
 

@@ -12,6 +12,7 @@
 use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::{Context, Result};
+use hull_image::vm_args::{self, PortForward, UserNic};
 use hull_protocols::agent::{Routes, UpdateInterfaceRequest, UpdateRoutesRequest};
 use hull_protocols::client::AgentClient;
 use hull_protocols::types::{IPAddress, IPFamily, Interface, Route};
@@ -133,27 +134,29 @@ impl NicConfig {
         Ok(())
     }
 
+    /// The NIC as hull-image's VM description names it.
+    pub fn user_nic(&self) -> UserNic {
+        UserNic {
+            mac: self.mac.clone(),
+            pci_slot: self.pci_slot,
+            network: (Ipv4Addr::new(10, 0, 2, 0), GUEST_PREFIX_LEN),
+            gateway: GATEWAY,
+            dns: DNS,
+            forwards: self
+                .forwards
+                .iter()
+                .map(|f| PortForward {
+                    host_port: f.host_port,
+                    guest_port: f.guest_port,
+                })
+                .collect(),
+            reach_host: self.reach_host,
+        }
+    }
+
     /// QEMU's `-netdev` and `-device` arguments.
     pub fn qemu_args(&self) -> Vec<String> {
-        let mut netdev = format!(
-            "user,id=n0,net=10.0.2.0/{GUEST_PREFIX_LEN},host={GATEWAY},dns={DNS},restrict={}",
-            if self.reach_host { "off" } else { "on" }
-        );
-        for f in &self.forwards {
-            netdev.push_str(&format!(
-                ",hostfwd=tcp:127.0.0.1:{}-:{}",
-                f.host_port, f.guest_port
-            ));
-        }
-        vec![
-            "-netdev".into(),
-            netdev,
-            "-device".into(),
-            format!(
-                "virtio-net-pci,netdev=n0,mac={},addr={:#x}",
-                self.mac, self.pci_slot
-            ),
-        ]
+        vm_args::qemu::nic_args(&self.user_nic())
     }
 }
 

@@ -24,6 +24,22 @@
 //!
 //! Missing directories are created one component at a time with `mkdirat(2)` on the fd
 //! of the confined parent, so creation cannot be redirected either.
+//!
+//! ## Why this is not `pathrs`
+//!
+//! The agent depends on `pathrs` (0.2) already: the container helper resolves mount
+//! destinations inside a rootfs with it, where the rootfs acting as `/` is what is wanted.
+//! It cannot do this module's main job: it has a single resolution mode,
+//! `RESOLVE_IN_ROOT` (its `openat2` resolver always passes `RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS`, its user-space fallback emulates the same, and
+//! `ResolverFlags` offers only `NO_SYMLINKS`). Every storage mount point is resolved
+//! with [`Scope::Beneath`], which needs `RESOLVE_BENEATH`: a symlink planted in a share
+//! that points at `/etc` must make the request fail ([`ConfineError::Escapes`], the
+//! kernel's `EXDEV`), not be re-rooted quietly to `<root>/etc` and mounted over; the
+//! tests below (`a_symlink_to_slash_is_an_escape`,
+//! `a_relative_symlink_to_a_sibling_outside_is_an_escape`) check that refusal. For [`Scope::InRoot`] alone `pathrs` would do what
+//! `ConfinedRoot::open_at` does with one flag changed, so both scopes stay on the one
+//! `openat2` call here rather than on two implementations behind one type.
 
 use std::ffi::OsStr;
 use std::fs::File;

@@ -6,7 +6,7 @@
 //! reads only the LBA fields; the CHS fields are filled the conventional way (255 heads,
 //! 63 sectors per track, saturating at cylinder 1023) so that other tools do not complain.
 
-use crate::error::{Error, Result};
+use super::error::{DiskError, Result};
 
 /// Bytes per sector of the partition table.
 pub const SECTOR: u64 = 512;
@@ -29,12 +29,12 @@ impl Partition {
     /// A Linux partition covering `[start, start + len)` bytes; both must be whole
     /// sectors and the end must be addressable with 32-bit LBAs.
     pub fn linux(start: u64, len: u64) -> Result<Partition> {
-        let too_big = || Error::ImageTooLarge {
+        let too_big = || DiskError::ImageTooLarge {
             bytes: start.saturating_add(len),
             max: u64::from(u32::MAX) * SECTOR,
         };
         if start % SECTOR != 0 || len % SECTOR != 0 || len == 0 {
-            return Err(Error::Layout(format!(
+            return Err(DiskError::Layout(format!(
                 "partition [{start}, +{len}) is not made of whole, non-zero 512-byte sectors"
             )));
         }
@@ -144,7 +144,7 @@ mod tests {
         assert!(Partition::linux(512, 0).is_err());
         assert!(matches!(
             Partition::linux(512, 3 << 40),
-            Err(Error::ImageTooLarge { .. })
+            Err(DiskError::ImageTooLarge { .. })
         ));
     }
 }

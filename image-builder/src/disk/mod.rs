@@ -13,6 +13,7 @@
 //! `end_trunc = 0`. Without the pfn header (`--no-dax-header`) the image is a plain disk:
 //! MBR at 0 and the filesystem at 1 MiB.
 
+mod error;
 pub mod mbr;
 pub mod pfn;
 pub mod verity;
@@ -23,8 +24,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, io_err};
-use crate::fsutil::AtomicFile;
+pub use self::error::DiskError;
+use self::error::Result;
+use crate::fsutil::{AtomicFile, io_err};
 
 pub const MIB: u64 = 1 << 20;
 /// Image size granularity (and pfn data alignment).
@@ -70,7 +72,7 @@ impl Layout {
             FS_OFFSET_PLAIN
         };
         if fs_bytes == 0 || fs_bytes % mbr::SECTOR != 0 || hash_bytes % mbr::SECTOR != 0 {
-            return Err(Error::Layout(format!(
+            return Err(DiskError::Layout(format!(
                 "filesystem ({fs_bytes} bytes) and hash tree ({hash_bytes} bytes) must be \
                  non-empty whole sectors"
             )));
@@ -81,7 +83,7 @@ impl Layout {
             Some(size) => {
                 check_size(size)?;
                 if size < needed {
-                    return Err(Error::DoesNotFit {
+                    return Err(DiskError::DoesNotFit {
                         needed: align_up(needed, ALIGN),
                         size,
                     });
@@ -134,7 +136,7 @@ impl Layout {
 /// A user-given image size must be a positive multiple of 2 MiB.
 pub fn check_size(size: u64) -> Result<()> {
     if size == 0 || size % ALIGN != 0 {
-        return Err(Error::InvalidSize {
+        return Err(DiskError::InvalidSize {
             size,
             reason: "it must be a positive multiple of 2 MiB (a pmem device whose size is \
                      not 2 MiB-aligned does not probe)"
@@ -162,14 +164,14 @@ pub fn write_image(
 ) -> Result<()> {
     let fs_len = crate::fsutil::file_size(fs_image)?;
     if fs_len != layout.fs_bytes {
-        return Err(Error::Layout(format!(
+        return Err(DiskError::Layout(format!(
             "{} is {fs_len} bytes, the layout expects {}",
             fs_image.display(),
             layout.fs_bytes
         )));
     }
     if hash_tree.map_or(0, |t| t.len() as u64) != layout.hash_bytes {
-        return Err(Error::Layout(
+        return Err(DiskError::Layout(
             "hash tree size does not match the layout".into(),
         ));
     }
@@ -194,7 +196,7 @@ pub fn write_image(
         }
     }
     out.set_mode(0o644)?;
-    out.commit()
+    Ok(out.commit()?)
 }
 
 #[cfg(test)]
@@ -268,14 +270,14 @@ mod tests {
         assert_eq!(l.total_bytes, 64 * MIB);
         assert_eq!(l.partition_bytes(), 61 * MIB);
         match Layout::plan(true, 5 * MIB, 0, Some(6 * MIB)) {
-            Err(Error::DoesNotFit { needed, size }) => {
+            Err(DiskError::DoesNotFit { needed, size }) => {
                 assert_eq!((needed, size), (8 * MIB, 6 * MIB))
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             Layout::plan(true, MIB, 0, Some(9 * MIB)),
-            Err(Error::InvalidSize { .. })
+            Err(DiskError::InvalidSize { .. })
         ));
     }
 

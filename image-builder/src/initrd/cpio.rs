@@ -13,7 +13,32 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::error::{Error, Result};
+use crate::fsutil::IoError;
+
+/// What can go wrong building a newc archive.
+#[derive(Debug, thiserror::Error)]
+pub enum CpioError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    /// Two entries of an initrd or root tree want the same path.
+    #[error("{path} is in the tree twice ({reason})")]
+    DuplicateEntry { path: String, reason: String },
+
+    /// An entry path is not acceptable.
+    #[error("invalid initrd path `{path}`: {reason}")]
+    InvalidEntryPath { path: String, reason: String },
+
+    /// A value does not fit the newc cpio format.
+    #[error("{what} {value} does not fit a newc cpio header (at most {max})")]
+    CpioOverflow {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
+}
+
+type Result<T, E = CpioError> = std::result::Result<T, E>;
 
 pub const MAGIC: &[u8; 6] = b"070701";
 pub const HEADER_LEN: usize = 110;
@@ -91,7 +116,7 @@ fn pad4(n: usize) -> usize {
 }
 
 fn to_u32(what: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::CpioOverflow {
+    u32::try_from(v).map_err(|_| CpioError::CpioOverflow {
         what,
         value: v as u64,
         max: u64::from(u32::MAX),
@@ -142,7 +167,7 @@ impl<W: Write> Writer<W> {
         ] {
             header.extend_from_slice(format!("{field:08X}").as_bytes());
         }
-        let io = |source| Error::Io {
+        let io = |source| IoError {
             action: "write cpio entry",
             path: name.into(),
             source,
@@ -164,7 +189,7 @@ impl<W: Write> Writer<W> {
         };
         self.write_record(h, TRAILER, &[])?;
         let rem = (self.offset % 512) as usize;
-        let io = |source| Error::Io {
+        let io = |source| IoError {
             action: "write cpio trailer",
             path: TRAILER.into(),
             source,
@@ -179,7 +204,7 @@ impl<W: Write> Writer<W> {
 
 /// Checks an archive path: relative (no leading `/`), no empty, `.` or `..` components.
 pub fn check_path(path: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidEntryPath {
+    let bad = |reason: &str| CpioError::InvalidEntryPath {
         path: path.to_string(),
         reason: reason.to_string(),
     };
@@ -232,7 +257,7 @@ impl Archive {
                     kind: Kind::Dir, ..
                 }) => {}
                 Some(_) => {
-                    return Err(Error::DuplicateEntry {
+                    return Err(CpioError::DuplicateEntry {
                         path: comps[..i].join("/"),
                         reason: format!("it is not a directory, but {path} is below it"),
                     });
@@ -249,7 +274,7 @@ impl Archive {
                 self.entries.insert(comps, entry);
                 Ok(())
             }
-            Some(_) => Err(Error::DuplicateEntry {
+            Some(_) => Err(CpioError::DuplicateEntry {
                 path: path.to_string(),
                 reason: "added twice".to_string(),
             }),
@@ -448,17 +473,17 @@ pub(crate) mod tests {
         a.add("etc/passwd", file(0o644, b"")).unwrap();
         assert!(matches!(
             a.add("etc/passwd", file(0o644, b"")),
-            Err(Error::DuplicateEntry { .. })
+            Err(CpioError::DuplicateEntry { .. })
         ));
         assert!(matches!(
             a.add("etc/passwd/x", file(0o644, b"")),
-            Err(Error::DuplicateEntry { .. })
+            Err(CpioError::DuplicateEntry { .. })
         ));
         for bad in ["", "/abs", "a//b", "a/../b", "./a", "a/"] {
             assert!(
                 matches!(
                     a.add(bad, file(0o644, b"")),
-                    Err(Error::InvalidEntryPath { .. })
+                    Err(CpioError::InvalidEntryPath { .. })
                 ),
                 "{bad:?}"
             );

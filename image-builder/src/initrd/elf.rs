@@ -1,6 +1,7 @@
-//! Just enough ELF parsing to tell whether an executable can run in the initrd: it must be
-//! an ELF executable for the guest's machine with no `PT_INTERP` program header (a static
-//! or static-pie binary; the initrd has no dynamic loader or libc).
+//! Whether an executable can run in the initrd: it must be an ELF executable for the
+//! guest's machine with no `PT_INTERP` program header (a static or static-pie binary; the
+//! initrd has no dynamic loader or libc). The headers are read by the `object` crate (ELF
+//! reader only); see the README for why that crate and not our own parser.
 
 /// What the initrd cares about in an ELF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,10 +15,9 @@ pub struct ElfInfo {
     pub interpreter: Option<String>,
 }
 
-const PT_INTERP: u32 = 3;
-const ET_EXEC: u16 = 2;
-const ET_DYN: u16 = 3;
-const PN_XNUM: u16 = 0xffff;
+use object::Endianness;
+use object::elf::{ET_DYN, ET_EXEC, FileHeader32, FileHeader64, PT_INTERP};
+use object::read::elf::{FileHeader, ProgramHeader};
 
 /// A human name for an `e_machine` value.
 pub fn machine_name(machine: u16) -> String {
@@ -31,115 +31,45 @@ pub fn machine_name(machine: u16) -> String {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    le: bool,
-}
-
-impl Reader<'_> {
-    fn slice(&self, off: u64, len: usize) -> Result<&[u8], String> {
-        let start = usize::try_from(off).map_err(|_| "offset out of range".to_string())?;
-        start
-            .checked_add(len)
-            .and_then(|end| self.bytes.get(start..end))
-            .ok_or_else(|| {
-                format!(
-                    "truncated (needs bytes {start}..{})",
-                    start.saturating_add(len)
-                )
-            })
-    }
-
-    fn u16(&self, off: u64) -> Result<u16, String> {
-        let b: [u8; 2] = self.slice(off, 2)?.try_into().map_err(|_| "short read")?;
-        Ok(if self.le {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        })
-    }
-
-    fn u32(&self, off: u64) -> Result<u32, String> {
-        let b: [u8; 4] = self.slice(off, 4)?.try_into().map_err(|_| "short read")?;
-        Ok(if self.le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    }
-
-    fn u64(&self, off: u64) -> Result<u64, String> {
-        let b: [u8; 8] = self.slice(off, 8)?.try_into().map_err(|_| "short read")?;
-        Ok(if self.le {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
-        })
-    }
-}
-
-/// Parses the ELF header and program headers. The error says why the bytes are not a
-/// usable ELF executable.
+/// Parses the ELF header and program headers (with the `object` crate's ELF reader). The
+/// error says why the bytes are not a usable ELF executable.
 pub fn parse(bytes: &[u8]) -> Result<ElfInfo, String> {
     if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
         return Err("no ELF magic number".into());
     }
-    let is_64 = match bytes[4] {
-        1 => false,
-        2 => true,
-        c => return Err(format!("unknown ELF class {c}")),
-    };
-    let le = match bytes[5] {
-        1 => true,
-        2 => false,
-        d => return Err(format!("unknown ELF data encoding {d}")),
-    };
-    let r = Reader { bytes, le };
-    let e_type = r.u16(16)?;
+    match bytes[4] {
+        1 => inspect::<FileHeader32<Endianness>>(bytes),
+        2 => inspect::<FileHeader64<Endianness>>(bytes),
+        c => Err(format!("unknown ELF class {c}")),
+    }
+}
+
+fn inspect<H: FileHeader<Endian = Endianness>>(bytes: &[u8]) -> Result<ElfInfo, String> {
+    let header = H::parse(bytes).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let e_type = header.e_type(endian);
     if e_type != ET_EXEC && e_type != ET_DYN {
         return Err(format!(
             "ELF type {e_type} is not an executable (a relocatable object or core file?)"
         ));
     }
-    let machine = r.u16(18)?;
-    let (phoff, phentsize, phnum) = if is_64 {
-        (r.u64(32)?, r.u16(54)?, r.u16(56)?)
-    } else {
-        (u64::from(r.u32(28)?), r.u16(42)?, r.u16(44)?)
-    };
-    if phnum == PN_XNUM {
-        return Err("more than 65534 program headers are not supported".into());
-    }
-    if phnum == 0 {
+    let program_headers = header
+        .program_headers(endian, bytes)
+        .map_err(|e| e.to_string())?;
+    if program_headers.is_empty() {
         return Err("no program headers: not an executable".into());
     }
-    let min_entsize = if is_64 { 56 } else { 32 };
-    if usize::from(phentsize) < min_entsize {
-        return Err(format!("program header size {phentsize} is too small"));
-    }
     let mut interpreter = None;
-    for i in 0..u64::from(phnum) {
-        let ph = phoff
-            .checked_add(i * u64::from(phentsize))
-            .ok_or("program header offset overflows")?;
-        if r.u32(ph)? != PT_INTERP {
-            continue;
+    for ph in program_headers {
+        if let Some(path) = ph.interpreter(endian, bytes).map_err(|e| e.to_string())? {
+            interpreter = Some(String::from_utf8_lossy(path).into_owned());
+            break;
         }
-        let (offset, filesz) = if is_64 {
-            (r.u64(ph + 8)?, r.u64(ph + 32)?)
-        } else {
-            (u64::from(r.u32(ph + 4)?), u64::from(r.u32(ph + 16)?))
-        };
-        let len = usize::try_from(filesz).map_err(|_| "PT_INTERP too large")?;
-        let raw = r.slice(offset, len.min(4096))?;
-        let text = raw.split(|&b| b == 0).next().unwrap_or_default();
-        interpreter = Some(String::from_utf8_lossy(text).into_owned());
-        break;
     }
     Ok(ElfInfo {
-        is_64,
+        is_64: header.is_type_64(),
         e_type,
-        machine,
+        machine: header.e_machine(endian),
         interpreter,
     })
 }
@@ -251,6 +181,7 @@ mod tests {
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = 1;
         b[5] = 2;
+        b[6] = 1; // EI_VERSION: EV_CURRENT, as in every real ELF file
         b[16..18].copy_from_slice(&2u16.to_be_bytes());
         b[18..20].copy_from_slice(&8u16.to_be_bytes()); // MIPS
         b[28..32].copy_from_slice(&52u32.to_be_bytes());
@@ -258,7 +189,7 @@ mod tests {
         b[44..46].copy_from_slice(&1u16.to_be_bytes());
         b[52..56].copy_from_slice(&3u32.to_be_bytes());
         b[56..60].copy_from_slice(&84u32.to_be_bytes());
-        b[68..72].copy_from_slice(&3u32.to_be_bytes());
+        b[68..72].copy_from_slice(&4u32.to_be_bytes()); // "/ld" and its NUL
         b[84..87].copy_from_slice(b"/ld");
         let info = parse(&b).unwrap();
         assert!(!info.is_64);

@@ -4,6 +4,7 @@
 pub mod compress;
 pub mod cpio;
 pub mod elf;
+mod error;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -12,9 +13,10 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
+pub use self::error::InitrdError;
+use self::error::Result;
 use crate::arch::Arch;
-use crate::error::{Error, Result, io_err};
-use crate::fsutil::AtomicFile;
+use crate::fsutil::{AtomicFile, io_err};
 use cpio::{Archive, Entry, Kind};
 
 /// Where the agent lives in the initrd.
@@ -36,11 +38,11 @@ pub struct Extra {
 }
 
 impl FromStr for Extra {
-    type Err = Error;
+    type Err = InitrdError;
 
     /// Splits at the last `:` (host paths are likelier to hold one than initrd paths).
     fn from_str(spec: &str) -> Result<Extra> {
-        let bad = |reason: &str| Error::InvalidExtra {
+        let bad = |reason: &str| InitrdError::InvalidExtra {
             spec: spec.to_string(),
             reason: reason.to_string(),
         };
@@ -89,7 +91,7 @@ pub struct InitrdSummary {
 pub fn mtime_from_source_date_epoch(value: Option<&str>) -> Result<u32> {
     match value.map(str::trim) {
         None | Some("") => Ok(0),
-        Some(v) => v.parse::<u32>().map_err(|_| Error::SourceDateEpoch {
+        Some(v) => v.parse::<u32>().map_err(|_| InitrdError::SourceDateEpoch {
             value: v.to_string(),
         }),
     }
@@ -101,35 +103,35 @@ pub fn read_static_executable(what: &'static str, path: &Path, arch: Arch) -> Re
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::MissingInput {
+            return Err(InitrdError::MissingInput {
                 what,
                 path: path.to_path_buf(),
                 hint: GUEST_BUILD_HINT.to_string(),
             });
         }
-        Err(e) => return Err(io_err("stat", path)(e)),
+        Err(e) => return Err(io_err("stat", path)(e).into()),
     };
     if !meta.is_file() {
-        return Err(Error::NotAFile {
+        return Err(InitrdError::NotAFile {
             what,
             path: path.to_path_buf(),
         });
     }
     let bytes = fs::read(path).map_err(io_err("read", path))?;
-    let info = elf::parse(&bytes).map_err(|reason| Error::NotElf {
+    let info = elf::parse(&bytes).map_err(|reason| InitrdError::NotElf {
         what,
         path: path.to_path_buf(),
         reason,
     })?;
     if let Some(interpreter) = info.interpreter {
-        return Err(Error::DynamicElf {
+        return Err(InitrdError::DynamicElf {
             what,
             path: path.to_path_buf(),
             interpreter,
         });
     }
     if info.machine != arch.elf_machine() || !info.is_64 {
-        return Err(Error::WrongArch {
+        return Err(InitrdError::WrongArch {
             what,
             path: path.to_path_buf(),
             found: format!(
@@ -240,16 +242,16 @@ pub fn read_extras(extras: &[Extra]) -> Result<Vec<(String, u32, Vec<u8>)>> {
         let meta = match fs::metadata(&extra.src) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::MissingInput {
+                return Err(InitrdError::MissingInput {
                     what: "--extra file",
                     path: extra.src.clone(),
                     hint: "check the SRC of --extra SRC:DST".to_string(),
                 });
             }
-            Err(e) => return Err(io_err("stat", &extra.src)(e)),
+            Err(e) => return Err(io_err("stat", &extra.src)(e).into()),
         };
         if !meta.is_file() {
-            return Err(Error::NotAFile {
+            return Err(InitrdError::NotAFile {
                 what: "--extra file",
                 path: extra.src.clone(),
             });
@@ -285,9 +287,9 @@ pub fn build(req: &InitrdRequest, output: &Path) -> Result<InitrdSummary> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut out = AtomicFile::create(output).map_err(|e| Error::OutputNotWritable {
+    let mut out = AtomicFile::create(output).map_err(|e| InitrdError::OutputNotWritable {
         dir: dir.clone(),
-        source: Box::new(e),
+        source: e,
     })?;
     out.write_all(&bytes)?;
     out.set_mode(0o644)?;
@@ -332,7 +334,7 @@ mod tests {
             "src:/a//b",
         ] {
             assert!(
-                matches!(bad.parse::<Extra>(), Err(Error::InvalidExtra { .. })),
+                matches!(bad.parse::<Extra>(), Err(InitrdError::InvalidExtra { .. })),
                 "{bad}"
             );
         }
@@ -412,7 +414,13 @@ mod tests {
             vec![("init".into(), 0o755, b"x".to_vec())],
         )
         .unwrap_err();
-        assert!(matches!(err, Error::DuplicateEntry { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                InitrdError::Cpio(cpio::CpioError::DuplicateEntry { .. })
+            ),
+            "{err:?}"
+        );
     }
 
     fn inputs(dir: &Path) -> InitrdRequest {
@@ -483,7 +491,7 @@ mod tests {
             &out,
         )
         .unwrap_err();
-        assert!(matches!(err, Error::DynamicElf { .. }), "{err:?}");
+        assert!(matches!(err, InitrdError::DynamicElf { .. }), "{err:?}");
         assert!(err.to_string().contains("ld-linux"), "{err}");
 
         let script = dir.path().join("script");
@@ -496,7 +504,7 @@ mod tests {
             &out,
         )
         .unwrap_err();
-        assert!(matches!(err, Error::NotElf { .. }), "{err:?}");
+        assert!(matches!(err, InitrdError::NotElf { .. }), "{err:?}");
 
         let arm = dir.path().join("arm");
         fs::write(&arm, elf::synthesize(183, None)).unwrap();
@@ -518,7 +526,7 @@ mod tests {
             &out,
         )
         .unwrap_err();
-        assert!(matches!(err, Error::NotAFile { .. }), "{err:?}");
+        assert!(matches!(err, InitrdError::NotAFile { .. }), "{err:?}");
 
         // Nothing was written under the final name, and no temporary file is left.
         assert!(!out.exists());

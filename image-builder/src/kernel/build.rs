@@ -11,8 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::error::{KernelError, Result};
 use crate::arch::Arch;
-use crate::error::{Error, Result, io_err};
+use crate::command::{CommandError, display_command};
+use crate::fsutil::io_err;
 
 /// Lines of output kept for a failure message.
 pub const TAIL_LINES: usize = 40;
@@ -44,16 +46,6 @@ const SCRUBBED_ENV: &[&str] = &[
     "KBUILD_BUILD_HOST",
     "KBUILD_BUILD_VERSION",
 ];
-
-/// Renders a command for messages: program and arguments, space-separated.
-pub fn display_command(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&arg.to_string_lossy());
-    }
-    s
-}
 
 /// Kills and reaps the child if the run ends early (error, panic).
 struct ChildGuard {
@@ -95,7 +87,7 @@ fn spawn_reader(
 }
 
 /// Runs `cmd`, appending its merged output to `log`, calling `on_line` for every line and
-/// `on_tick` every `tick`. Fails with [`Error::CommandFailed`] (holding the last
+/// `on_tick` every `tick`. Fails with [`CommandError::Failed`] (holding the last
 /// [`TAIL_LINES`] lines and the log path) when the command exits unsuccessfully.
 pub fn run_logged(
     cmd: &mut Command,
@@ -116,7 +108,7 @@ pub fn run_logged(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::CommandSpawn {
+    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
         command: command.clone(),
         source,
     })?;
@@ -155,7 +147,7 @@ pub fn run_logged(
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();
     }
-    let status = guard.child.wait().map_err(|source| Error::CommandSpawn {
+    let status = guard.child.wait().map_err(|source| CommandError::Spawn {
         command: command.clone(),
         source,
     })?;
@@ -164,12 +156,13 @@ pub fn run_logged(
     if status.success() {
         Ok(())
     } else {
-        Err(Error::CommandFailed {
+        Err(CommandError::Failed {
             command,
             status,
             log: Some(log.to_path_buf()),
             tail: tail.into(),
-        })
+        }
+        .into())
     }
 }
 
@@ -196,7 +189,7 @@ pub fn extract(
     }
     match dirs.as_slice() {
         [one] if one.is_dir() => Ok(one.clone()),
-        _ => Err(Error::UnexpectedSourceLayout {
+        _ => Err(KernelError::UnexpectedSourceLayout {
             tarball: tarball.to_path_buf(),
             found: dirs
                 .iter()
@@ -270,12 +263,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(seen.len(), 51);
         match &err {
-            Error::CommandFailed {
+            KernelError::Command(CommandError::Failed {
                 command,
                 status,
                 log: Some(l),
                 tail,
-            } => {
+            }) => {
                 assert!(command.starts_with("sh -c"));
                 assert_eq!(status.code(), Some(3));
                 assert_eq!(l, &log);
@@ -304,7 +297,10 @@ mod tests {
             || {},
         )
         .unwrap_err();
-        assert!(matches!(err, Error::CommandSpawn { .. }), "{err:?}");
+        assert!(
+            matches!(err, KernelError::Command(CommandError::Spawn { .. })),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("hull-no-such-program"));
     }
 

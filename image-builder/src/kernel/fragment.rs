@@ -11,7 +11,50 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::arch::Arch;
-use crate::error::{Error, Result, io_err};
+use crate::fsutil::{IoError, io_err};
+
+/// What can go wrong reading the kernel config fragments.
+#[derive(Debug, thiserror::Error)]
+pub enum FragmentError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    /// The kernel-config folder is not there.
+    #[error(
+        "kernel config folder {} not found: pass --config-dir DIR (the repository's \
+         `kernel-config/` folder)",
+        path.display()
+    )]
+    ConfigDirMissing { path: PathBuf },
+
+    /// The kernel-config folder holds no fragment.
+    #[error("no kernel config fragment (*.conf) in {}", dir.display())]
+    NoFragments { dir: PathBuf },
+
+    /// A fragment line is not of the accepted form.
+    #[error("{file}:{line}: {reason}: `{text}`")]
+    FragmentSyntax {
+        file: String,
+        line: usize,
+        text: String,
+        reason: String,
+    },
+
+    /// Two fragments ask for different values of one option.
+    #[error(
+        "{option} is requested as `{first_value}` at {first} and as `{second_value}` at {second}: \
+         remove one of them"
+    )]
+    ConflictingOption {
+        option: String,
+        first: String,
+        first_value: String,
+        second: String,
+        second_value: String,
+    },
+}
+
+type Result<T, E = FragmentError> = std::result::Result<T, E>;
 
 /// File name of the opt-in debug fragment.
 pub const DEBUG_FRAGMENT: &str = "debug.conf.opt";
@@ -80,7 +123,7 @@ pub fn parse_fragment(label: &str, text: &str) -> Result<Vec<Requirement>> {
     let mut out = Vec::new();
     for (idx, raw) in text.lines().enumerate() {
         let line = idx + 1;
-        let syntax = |reason: &str| Error::FragmentSyntax {
+        let syntax = |reason: &str| FragmentError::FragmentSyntax {
             file: label.to_string(),
             line,
             text: raw.to_string(),
@@ -213,7 +256,7 @@ fn parse_value(v: &str) -> std::result::Result<Value, String> {
 /// Returns `(label, path)` pairs.
 pub fn discover(config_dir: &Path, arch: Arch, debug: bool) -> Result<Vec<(String, PathBuf)>> {
     if !config_dir.is_dir() {
-        return Err(Error::ConfigDirMissing {
+        return Err(FragmentError::ConfigDirMissing {
             path: config_dir.to_path_buf(),
         });
     }
@@ -244,7 +287,7 @@ pub fn discover(config_dir: &Path, arch: Arch, debug: bool) -> Result<Vec<(Strin
         }
     }
     if found.is_empty() {
-        return Err(Error::NoFragments {
+        return Err(FragmentError::NoFragments {
             dir: config_dir.to_path_buf(),
         });
     }
@@ -253,11 +296,12 @@ pub fn discover(config_dir: &Path, arch: Arch, debug: bool) -> Result<Vec<(Strin
     if debug {
         let path = config_dir.join(DEBUG_FRAGMENT);
         if !path.is_file() {
-            return Err(Error::Io {
+            return Err(IoError {
                 action: "read the debug fragment",
                 path,
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            }
+            .into());
         }
         out.push((DEBUG_FRAGMENT.to_string(), path));
     }
@@ -277,7 +321,7 @@ pub fn merge(files: Vec<(String, PathBuf, String)>) -> Result<FragmentSet> {
                 Some(&i) => {
                     let first = &requirements[i];
                     if first.value != req.value {
-                        return Err(Error::ConflictingOption {
+                        return Err(FragmentError::ConflictingOption {
                             option: req.name.clone(),
                             first: first.location(),
                             first_value: first.value.to_string(),
@@ -380,7 +424,7 @@ mod tests {
     fn malformed(line: &str) -> String {
         let text = format!("CONFIG_OK=y\n{line}\n");
         match parse_fragment("bad.conf", &text) {
-            Err(e @ Error::FragmentSyntax { .. }) => {
+            Err(e @ FragmentError::FragmentSyntax { .. }) => {
                 let msg = e.to_string();
                 assert!(msg.starts_with("bad.conf:2: "), "{msg}");
                 msg
@@ -488,11 +532,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
             discover(&dir.path().join("nope"), Arch::X86_64, false),
-            Err(Error::ConfigDirMissing { .. })
+            Err(FragmentError::ConfigDirMissing { .. })
         ));
         assert!(matches!(
             discover(dir.path(), Arch::X86_64, false),
-            Err(Error::NoFragments { .. })
+            Err(FragmentError::NoFragments { .. })
         ));
     }
 

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod check;
+mod error;
 pub mod fragment;
 pub mod key;
 
@@ -12,10 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use self::error::KernelError;
+use self::error::Result;
 use crate::arch::Arch;
 use crate::cache::Cache;
-use crate::error::{Error, Result, io_err};
-use crate::fsutil;
+use crate::fsutil::{self, IoError, io_err};
 use crate::progress::{CompileCounter, Progress, fmt_duration, fmt_size};
 
 /// Debian's kernel source tarball (`apt-get install linux-source-6.1`).
@@ -120,7 +122,7 @@ pub fn ensure_built(
     progress: &Progress,
 ) -> Result<CachedKernel> {
     if !req.source.is_file() {
-        return Err(Error::KernelSourceMissing {
+        return Err(KernelError::KernelSourceMissing {
             path: req.source.clone(),
         });
     }
@@ -309,7 +311,7 @@ fn build_in(
     ];
     for (src, name) in &sources {
         if !src.is_file() {
-            return Err(Error::BuildOutputMissing { path: src.clone() });
+            return Err(KernelError::BuildOutputMissing { path: src.clone() });
         }
         fs::copy(src, stage.join(name)).map_err(io_err("copy", src))?;
     }
@@ -343,7 +345,7 @@ fn build_in(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let json = serde_json::to_string_pretty(&record).map_err(|e| Error::Io {
+    let json = serde_json::to_string_pretty(&record).map_err(|e| IoError {
         action: "serialize",
         path: stage.join(BUILD_RECORD),
         source: e.into(),
@@ -373,7 +375,7 @@ fn commit_entry(stage: &Path, entry: &Path, work: &Path) -> Result<()> {
             tracing::debug!("another build stored {} first", entry.display());
             Ok(())
         }
-        Err(e) => Err(io_err("rename into place", entry)(e)),
+        Err(e) => Err(io_err("rename into place", entry)(e).into()),
     }
 }
 
@@ -413,7 +415,7 @@ pub fn write_manifest(kernel: &CachedKernel, out_dir: &Path) -> Result<()> {
         release: kernel.record.as_ref().map(|r| r.kernel_release.clone()),
         cache_key: Some(kernel.key.clone()),
     });
-    m.write(&out_dir.join(MANIFEST))
+    Ok(m.write(&out_dir.join(MANIFEST))?)
 }
 
 /// Human summary of installed artifacts: `bzImage 3.9 MB, vmlinux 20.1 MB, config 40.2 kB`.
@@ -550,7 +552,7 @@ bzImage:\n\t@echo '  CC      init/main.o'\n\t@echo '  LD      vmlinux'\n\tmkdir 
         let req = request(dir.path(), tarball);
         let cache = Cache::new(dir.path().join("cache"));
         let err = ensure_built(&req, &cache, &Progress::new(false)).unwrap_err();
-        let Error::OptionsNotLanded(nl) = &err else {
+        let KernelError::OptionsNotLanded(nl) = &err else {
             panic!("unexpected {err:?}");
         };
         assert_eq!(nl.mismatches.len(), 2);
@@ -585,7 +587,13 @@ bzImage:\n\t@echo '  CC      init/main.o'\n\t@echo '  LD      vmlinux'\n\tmkdir 
         let cache = Cache::new(dir.path().join("cache"));
         let err = ensure_built(&req, &cache, &Progress::new(false)).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, Error::CommandFailed { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                KernelError::Command(crate::command::CommandError::Failed { .. })
+            ),
+            "{err:?}"
+        );
         assert!(msg.contains("make -C"), "{msg}");
         assert!(msg.contains("bzImage"), "{msg}");
         assert!(msg.contains("boom"), "{msg}");

@@ -27,9 +27,33 @@ use sha2::{Digest, Sha256};
 use hull_common::DEBUG_CONSOLE_MARKER;
 
 use crate::arch::Arch;
-use crate::error::{Error, Result, io_err};
-use crate::initrd::cpio::{Archive, Entry, Kind};
-use crate::initrd::{self, AGENT_PATH, Extra};
+use crate::command::CommandError;
+use crate::fsutil::{IoError, io_err};
+use crate::initrd::cpio::{Archive, CpioError, Entry, Kind};
+use crate::initrd::{self, AGENT_PATH, Extra, InitrdError};
+
+/// What can go wrong assembling or writing the root tree.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    #[error(transparent)]
+    Command(#[from] CommandError),
+
+    /// A guest binary or extra file is missing or unusable (checked as for the initrd).
+    #[error(transparent)]
+    Input(#[from] InitrdError),
+
+    #[error(transparent)]
+    Cpio(#[from] CpioError),
+
+    /// The tree cannot be written (a bug or an impossible request).
+    #[error("image layout: {0}")]
+    Layout(String),
+}
+
+type Result<T, E = RootfsError> = std::result::Result<T, E>;
 
 /// Where init lives on a root image (the kernel's first choice without `init=`).
 pub const INIT_PATH: &str = "sbin/init";
@@ -156,12 +180,12 @@ pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
     let out = Command::new(busybox)
         .arg("--list")
         .output()
-        .map_err(|source| Error::CommandSpawn {
+        .map_err(|source| CommandError::Spawn {
             command: format!("{} --list", busybox.display()),
             source,
         })?;
     if !out.status.success() {
-        return Err(Error::CommandFailed {
+        return Err(CommandError::Failed {
             command: format!("{} --list", busybox.display()),
             status: out.status,
             log: None,
@@ -169,7 +193,8 @@ pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
                 .lines()
                 .map(str::to_string)
                 .collect(),
-        });
+        }
+        .into());
     }
     let mut applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -195,14 +220,15 @@ pub fn assemble(req: &RootfsRequest) -> Result<Tree> {
         None => None,
         Some(path) => {
             let bytes = match initrd::read_static_executable("busybox", path, req.arch) {
-                Err(Error::MissingInput { what, path, .. }) => {
-                    return Err(Error::MissingInput {
+                Err(InitrdError::MissingInput { what, path, .. }) => {
+                    return Err(InitrdError::MissingInput {
                         what,
                         path,
                         hint: "--debug-tools needs Debian's static busybox: \
                                `apt-get install busybox-static` (or pass --busybox PATH)"
                             .into(),
-                    });
+                    }
+                    .into());
                 }
                 other => other?,
             };
@@ -274,7 +300,7 @@ pub fn describe(archive: Archive) -> Tree {
 /// Sets atime and mtime of `path` itself (not a symlink's target) to `secs`.
 fn set_times(path: &Path, secs: u32) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Io {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| IoError {
         action: "set the times of",
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"),
@@ -295,9 +321,7 @@ fn set_times(path: &Path, secs: u32) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(io_err("set the times of", path)(
-            std::io::Error::last_os_error(),
-        ));
+        return Err(io_err("set the times of", path)(std::io::Error::last_os_error()).into());
     }
     Ok(())
 }
@@ -323,7 +347,7 @@ pub fn materialize(archive: &Archive, dir: &Path, mtime: u32) -> Result<()> {
                 written.push((dest, None));
             }
             Kind::CharDev { .. } | Kind::BlockDev { .. } => {
-                return Err(Error::Layout(format!(
+                return Err(RootfsError::Layout(format!(
                     "/{path} is a device node, which a rootless build cannot create"
                 )));
             }
@@ -461,7 +485,10 @@ mod tests {
             vec![("sbin/init".into(), 0o755, b"x".to_vec())],
         )
         .unwrap_err();
-        assert!(matches!(err, Error::DuplicateEntry { .. }), "{err:?}");
+        assert!(
+            matches!(err, RootfsError::Cpio(CpioError::DuplicateEntry { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ async fn boot_figures(
             let boot = ImageBoot::new(path.clone(), fs, attachment)?;
             let label = format!(
                 "{fs} on {attachment}{}",
-                if attachment.dax() { " (DAX)" } else { "" }
+                if boot.dax() { " (DAX)" } else { "" }
             );
             let image_config = config.clone().with_image(boot);
             let series = boot_series(&label, &image_config, args.boots, &mut off).await?;

@@ -1,0 +1,286 @@
+//! What a guest is booted with, whatever the VMM: [`VmSpec`] and its parts.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use super::attachment::Attachment;
+use super::vmm::Vmm;
+
+/// What can go wrong while describing a VM or turning it into a command line.
+#[derive(Debug, thiserror::Error)]
+pub enum VmArgsError {
+    /// The VMM has no way to do what the description asks.
+    #[error("{vmm} cannot {what}")]
+    Unsupported { vmm: Vmm, what: String },
+
+    /// A persistent-memory image must be a whole number of 2 MiB blocks.
+    #[error("{}: {bytes} bytes is not a multiple of 2 MiB, as virtio-pmem needs", path.display())]
+    PmemSize { path: PathBuf, bytes: u64 },
+
+    /// An image to attach cannot be read.
+    #[error("cannot read the size of {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The size a persistent-memory region must be a multiple of.
+pub const PMEM_ALIGN: u64 = 2 << 20;
+
+/// Everything a guest is booted with, whatever the VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// The kernel: a bzImage for QEMU and vmm-lite.
+    pub kernel: PathBuf,
+    /// What the guest's root comes from.
+    pub boot: Boot,
+    /// The whole kernel command line.
+    pub cmdline: String,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub vsock: Vsock,
+    /// virtio-fs shares, each served by a vhost-user daemon (virtiofsd) on its socket.
+    pub shares: Vec<FsShare>,
+    /// Further images, always read-only.
+    pub disks: Vec<Disk>,
+    pub nic: Option<UserNic>,
+    pub console: Console,
+}
+
+/// Hardware virtualization or software emulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    #[default]
+    Kvm,
+    /// QEMU's TCG (the only choice where `/dev/kvm` cannot run a stock Linux guest).
+    Tcg,
+}
+
+/// What the guest's root comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// An initramfs, unpacked into RAM.
+    Initrd(PathBuf),
+    /// A disk image built by `hull-image image`, attached one way.
+    Image(RootImage),
+}
+
+/// A root image and how it is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootImage {
+    pub path: PathBuf,
+    /// Its size: a pmem memory backend takes it explicitly.
+    pub bytes: u64,
+    pub attachment: Attachment,
+}
+
+/// How the guest's virtio-vsock reaches the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vsock {
+    /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): host programs use `AF_VSOCK`.
+    Kernel { cid: u32 },
+    /// A vhost-user backend (such as `vhost-device-vsock`) listening on `socket`; the
+    /// backend owns the guest CID and the hybrid-vsock socket the host dials.
+    VhostUser { socket: PathBuf },
+    /// A hybrid vsock served by the VMM itself: the host dials `uds` and sends
+    /// `CONNECT <port>`.
+    Hybrid { cid: u32, uds: PathBuf },
+}
+
+/// A virtio-fs share: the guest mounts `tag`, a vhost-user daemon serves `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsShare {
+    pub tag: String,
+    pub socket: PathBuf,
+}
+
+/// A raw disk image attached read-only (never writable: the host's image must stay
+/// intact).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub image: PathBuf,
+    pub attach: DiskAttach,
+}
+
+/// How a [`Disk`] reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskAttach {
+    /// virtio-blk; on PCI at this slot of the root bus, so the guest finds it by the Kata
+    /// PCI path `{slot:02x}` (keep it clear of the slots QEMU assigns itself, from 01 up).
+    /// A virtio-mmio VMM has no slots and attaches disks in order.
+    VirtioBlk { slot: u8 },
+    /// virtio-pmem of `size` bytes (the image's size, a multiple of 2 MiB): the guest sees
+    /// `/dev/pmemN`.
+    VirtioPmem { size: u64 },
+}
+
+impl Disk {
+    /// `image` as virtio-blk at `slot`.
+    pub fn virtio_blk(image: impl Into<PathBuf>, slot: u8) -> Self {
+        Self {
+            image: image.into(),
+            attach: DiskAttach::VirtioBlk { slot },
+        }
+    }
+
+    /// `image` as virtio-pmem; its size must be a multiple of 2 MiB.
+    pub fn virtio_pmem(image: impl Into<PathBuf>) -> Result<Self, VmArgsError> {
+        let image = image.into();
+        let bytes = file_size(&image)?;
+        if bytes == 0 || bytes % PMEM_ALIGN != 0 {
+            return Err(VmArgsError::PmemSize { path: image, bytes });
+        }
+        Ok(Self {
+            image,
+            attach: DiskAttach::VirtioPmem { size: bytes },
+        })
+    }
+}
+
+/// The size of the file at `path`.
+pub fn file_size(path: &Path) -> Result<u64, VmArgsError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| VmArgsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A NIC on user-mode networking (QEMU's slirp): no tap device, bridge or privilege.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNic {
+    /// The NIC's MAC, colon-separated hex.
+    pub mac: String,
+    /// Its slot on the root PCI bus.
+    pub pci_slot: u8,
+    /// The network's address and prefix length (the guest is expected inside it).
+    pub network: (Ipv4Addr, u8),
+    /// The router, which is the host's loopback as the guest sees it.
+    pub gateway: Ipv4Addr,
+    pub dns: Ipv4Addr,
+    /// Host TCP ports of 127.0.0.1 forwarded to guest ports.
+    pub forwards: Vec<PortForward>,
+    /// Whether the guest may open connections itself (else it can only answer).
+    pub reach_host: bool,
+}
+
+/// A TCP port of 127.0.0.1 on the host forwarded to a guest port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Console {
+    /// The VMM's standard output.
+    #[default]
+    Stdio,
+    File(PathBuf),
+}
+
+impl VmSpec {
+    /// The root image, when the guest boots from one.
+    pub fn root_image(&self) -> Option<&RootImage> {
+        match &self.boot {
+            Boot::Image(image) => Some(image),
+            Boot::Initrd(_) => None,
+        }
+    }
+
+    /// The sizes of every persistent-memory region: the root image when it is attached
+    /// as NVDIMM or virtio-pmem, and every virtio-pmem disk.
+    pub fn pmem_region_sizes(&self) -> Vec<u64> {
+        let root = self
+            .root_image()
+            .filter(|image| image.attachment.is_pmem())
+            .map(|image| image.bytes);
+        let disks = self.disks.iter().filter_map(|d| match d.attach {
+            DiskAttach::VirtioPmem { size } => Some(size),
+            DiskAttach::VirtioBlk { .. } => None,
+        });
+        root.into_iter().chain(disks).collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_spec {
+    use super::*;
+    use crate::vm_args::attachment::Attachment;
+
+    /// A spec like the harness's: initrd, TCG, vhost-user vsock, console to a file.
+    pub fn harness() -> VmSpec {
+        VmSpec {
+            kernel: "/k/bzImage".into(),
+            boot: Boot::Initrd("/k/initrd.img".into()),
+            cmdline: "console=ttyS0 panic=-1 reboot=acpi agent.log=debug".into(),
+            memory_mib: 256,
+            cpus: 1,
+            accel: Accel::Tcg,
+            vsock: Vsock::VhostUser {
+                socket: "/run/x/vhost-vsock.sock".into(),
+            },
+            shares: Vec::new(),
+            disks: Vec::new(),
+            nic: None,
+            console: Console::File("/run/x/console.log".into()),
+        }
+    }
+
+    /// `harness()` booting an 8 MiB ext4 image attached as `attachment`.
+    pub fn image(attachment: Attachment) -> VmSpec {
+        VmSpec {
+            boot: Boot::Image(RootImage {
+                path: "/b/rootfs.ext4.img".into(),
+                bytes: 8 << 20,
+                attachment,
+            }),
+            ..harness()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm_args::attachment::Attachment;
+
+    #[test]
+    fn pmem_images_must_be_2mib_multiples() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("odd.img");
+        std::fs::write(&image, vec![0u8; 4096]).unwrap();
+        let err = Disk::virtio_pmem(&image).unwrap_err();
+        assert!(err.to_string().contains("2 MiB"), "{err}");
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(4 << 20).unwrap();
+        assert_eq!(
+            Disk::virtio_pmem(&image).unwrap().attach,
+            DiskAttach::VirtioPmem { size: 4 << 20 }
+        );
+        let missing = Disk::virtio_pmem(dir.path().join("none")).unwrap_err();
+        assert!(missing.to_string().contains("none"), "{missing}");
+    }
+
+    #[test]
+    fn pmem_regions_are_the_pmem_root_and_pmem_disks() {
+        assert!(test_spec::harness().pmem_region_sizes().is_empty());
+        assert!(
+            test_spec::image(Attachment::VirtioBlk)
+                .pmem_region_sizes()
+                .is_empty()
+        );
+        let mut spec = test_spec::image(Attachment::Nvdimm);
+        spec.disks.push(Disk::virtio_blk("/d/blk.img", 0x10));
+        spec.disks.push(Disk {
+            image: "/d/pmem.img".into(),
+            attach: DiskAttach::VirtioPmem { size: 4 << 20 },
+        });
+        assert_eq!(spec.pmem_region_sizes(), [8 << 20, 4 << 20]);
+    }
+}
