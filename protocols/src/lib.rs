@@ -28,8 +28,6 @@
 //! - [`client`]: [`client::AgentClient`], a typed client with per-call timeouts.
 //! - [`oci_json`]: the OCI runtime spec both ways, `config.json` ⇄ [`oci`].
 
-#![warn(missing_docs)]
-
 #[allow(
     missing_docs,
     unreachable_pub,
@@ -37,6 +35,7 @@
     clippy::all,
     clippy::pedantic,
     clippy::nursery,
+    clippy::restriction,
     rustdoc::all
 )]
 mod generated {
