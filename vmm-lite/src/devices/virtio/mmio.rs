@@ -303,9 +303,22 @@ impl MmioTransport {
             self.needs_reset();
             return;
         }
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(q.state()))
+            .collect::<Result<Vec<_>, _>>();
+        let queues = match queues {
+            Ok(queues) => queues,
+            Err(error) => {
+                tracing::warn!(%error, "virtio-mmio: the driver set up an invalid queue");
+                self.needs_reset();
+                return;
+            }
+        };
         let activation = Activation {
             mem: self.mem.clone(),
-            queues: self.queues.clone(),
+            queues,
             interrupt: self.interrupt.clone(),
             acked_features: self.driver_features,
         };
@@ -348,7 +361,11 @@ impl BusDevice for MmioTransport {
             return;
         }
         if data.len() != 4 {
-            tracing::debug!(offset, len = data.len(), "virtio-mmio: register read not 32-bit");
+            tracing::debug!(
+                offset,
+                len = data.len(),
+                "virtio-mmio: register read not 32-bit"
+            );
             data.fill(0);
             return;
         }
@@ -361,7 +378,11 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            tracing::debug!(offset, len = data.len(), "virtio-mmio: register write not 32-bit");
+            tracing::debug!(
+                offset,
+                len = data.len(),
+                "virtio-mmio: register write not 32-bit"
+            );
             return;
         };
         self.write_register(offset, u32::from_le_bytes(bytes));
@@ -446,7 +467,11 @@ pub(crate) mod tests {
     fn bring_up(t: &mut MmioTransport, features: u64) {
         wr(t, reg::STATUS, 0);
         wr(t, reg::STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr(t, reg::STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+        wr(
+            t,
+            reg::STATUS,
+            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
+        );
         wr(t, reg::DRIVER_FEATURES_SEL, 0);
         wr(t, reg::DRIVER_FEATURES, features as u32);
         wr(t, reg::DRIVER_FEATURES_SEL, 1);
@@ -499,7 +524,10 @@ pub(crate) mod tests {
         let mut t = setup(dev.clone());
         bring_up(&mut t, VIRTIO_F_VERSION_1 | 1);
         assert!(t.is_active());
-        assert_eq!(dev.lock().unwrap().activated, Some((1, VIRTIO_F_VERSION_1 | 1)));
+        assert_eq!(
+            dev.lock().unwrap().activated,
+            Some((1, VIRTIO_F_VERSION_1 | 1))
+        );
         assert_eq!(rd(&mut t, reg::STATUS) & VIRTIO_CONFIG_S_DRIVER_OK, 4);
         assert_eq!(rd(&mut t, reg::QUEUE_READY), 1);
         // Queue setup is frozen while running.

@@ -17,7 +17,10 @@
 //! event loop (the device is its own [`MutEventSubscriber`]). [`VirtioMmioSlot`] packs that
 //! for the builder.
 
+pub mod blk;
 pub mod mmio;
+pub mod pmem;
+pub mod vsock;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
