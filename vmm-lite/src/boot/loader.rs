@@ -6,6 +6,7 @@
 //! Linux 64-bit boot protocol). Both get the same e820 map, command line and initrd.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use linux_loader::cmdline::Cmdline;
@@ -76,23 +77,23 @@ pub fn load(
     };
     let mut file = File::open(kernel).map_err(|e| kernel_err(e.to_string()))?;
     let highmem = Some(GuestAddress(HIMEM_START));
-    let (result, entry) = match Elf::load(mem, None, &mut file, highmem) {
-        Ok(result) => {
-            let entry = match result.pvh_boot_cap {
-                PvhBootCapability::PvhEntryPresent(addr) => Entry::Pvh { eip: addr.0 },
-                _ => Entry::Linux64 {
-                    rip: result.kernel_load.0,
-                },
-            };
-            (result, entry)
-        }
-        Err(loader::Error::Elf(loader::elf::Error::InvalidElfMagicNumber)) => {
-            let result = BzImage::load(mem, None, &mut file, highmem)
-                .map_err(|e| kernel_err(format!("neither an ELF vmlinux nor a bzImage: {e}")))?;
-            let rip = result.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET;
-            (result, Entry::Linux64 { rip })
-        }
-        Err(e) => return Err(kernel_err(e.to_string())),
+    let mut magic = [0u8; 4];
+    let is_elf = file.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF";
+    let (result, entry) = if is_elf {
+        let result = Elf::load(mem, None, &mut file, highmem)
+            .map_err(|e| kernel_err(format!("as an ELF vmlinux: {e}")))?;
+        let entry = match result.pvh_boot_cap {
+            PvhBootCapability::PvhEntryPresent(addr) => Entry::Pvh { eip: addr.0 },
+            _ => Entry::Linux64 {
+                rip: result.kernel_load.0,
+            },
+        };
+        (result, entry)
+    } else {
+        let result = BzImage::load(mem, None, &mut file, highmem)
+            .map_err(|e| kernel_err(format!("not an ELF vmlinux, and as a bzImage: {e}")))?;
+        let rip = result.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET;
+        (result, Entry::Linux64 { rip })
     };
 
     let initrd = match initrd {

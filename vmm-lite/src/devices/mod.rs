@@ -14,27 +14,93 @@ pub mod legacy;
 pub mod serial;
 pub mod virtio;
 
-use vm_memory::GuestMemoryMmap;
+use std::sync::{Arc, Mutex};
 
+use event_manager::MutEventSubscriber;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::layout;
 use crate::config::VmConfig;
 use crate::error::{Error, Result};
-use bus::{MmioDeviceSlot, VmExit};
+use bus::{DeviceMemory, MmioDeviceSlot, SharedDevice, VmExit};
+use virtio::VirtioMmioSlot;
 
-/// The virtio devices `config` asks for, in command-line order: disks, pmem, vsock, fs.
+/// The virtio devices `config` asks for, in this order: disks, pmem, vsock, fs. Device
+/// memory (pmem) is placed from [`layout::device_memory_start`] upward, 1 GiB aligned.
 pub fn create_virtio_devices(
     config: &VmConfig,
-    _mem: &GuestMemoryMmap,
+    mem: &GuestMemoryMmap,
     _exit: &VmExit,
 ) -> Result<Vec<Box<dyn MmioDeviceSlot>>> {
-    let slots: Vec<Box<dyn MmioDeviceSlot>> = Vec::new();
-    if !config.disks.is_empty()
-        || !config.pmems.is_empty()
-        || config.vsock.is_some()
-        || !config.fs.is_empty()
-    {
+    let device_err = |what: &str, e: &dyn std::fmt::Display| Error::Device(format!("{what}: {e}"));
+    let mut slots: Vec<Box<dyn MmioDeviceSlot>> = Vec::new();
+    for disk in &config.disks {
+        let block = virtio::blk::Block::new(&disk.path, disk.read_only)
+            .map_err(|e| device_err("virtio-blk", &e))?;
+        let slot = VirtioMmioSlot::new("blk", block, mem.clone())
+            .map_err(|e| device_err("virtio-blk", &e))?;
+        slots.push(Box::new(slot));
+    }
+    let mut next_memory = layout::device_memory_start(config.mem_bytes);
+    for pmem in &config.pmems {
+        let device = virtio::pmem::Pmem::new(&pmem.path, true, GuestAddress(next_memory))
+            .map_err(|e| device_err("virtio-pmem", &e))?;
+        let region = device.region();
+        next_memory = (region.guest_address.0 + region.size).next_multiple_of(1 << 30);
+        let slot = VirtioMmioSlot::new("pmem", device, mem.clone())
+            .map_err(|e| device_err("virtio-pmem", &e))?;
+        slots.push(Box::new(WithMemory {
+            slot,
+            memory: DeviceMemory {
+                guest_addr: region.guest_address.0,
+                host_addr: region.host_address,
+                len: region.size,
+                read_only: region.read_only,
+            },
+        }));
+    }
+    if let Some(vsock) = &config.vsock {
+        let device = virtio::vsock::Vsock::new(vsock.cid, &vsock.uds)
+            .map_err(|e| device_err("virtio-vsock", &e))?;
+        let slot = VirtioMmioSlot::new("vsock", device, mem.clone())
+            .map_err(|e| device_err("virtio-vsock", &e))?;
+        slots.push(Box::new(slot));
+    }
+    if !config.fs.is_empty() {
         return Err(Error::Config(
-            "virtio devices are not wired into vmm-lite yet".into(),
+            "vhost-user-fs (--fs) is not wired into vmm-lite yet".into(),
         ));
     }
     Ok(slots)
+}
+
+/// A slot plus the device memory it needs mapped (virtio-pmem).
+struct WithMemory {
+    slot: VirtioMmioSlot,
+    memory: DeviceMemory,
+}
+
+impl MmioDeviceSlot for WithMemory {
+    fn transport(&self) -> SharedDevice {
+        self.slot.transport()
+    }
+    fn queue_events(&self) -> Vec<&EventFd> {
+        self.slot.queue_events()
+    }
+    fn interrupt_event(&self) -> &EventFd {
+        self.slot.interrupt_event()
+    }
+    fn subscriber(&self) -> Option<Arc<Mutex<dyn MutEventSubscriber + Send>>> {
+        self.slot.subscriber()
+    }
+    fn name(&self) -> &str {
+        self.slot.name()
+    }
+    fn cmdline_extra(&self) -> Vec<String> {
+        self.slot.cmdline_extra()
+    }
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        Some(self.memory)
+    }
 }
