@@ -3,7 +3,7 @@
 
 use tracing::{debug, error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ShutdownAction};
 use crate::shutdown::{self, Reason};
 use crate::signals::{self, Signals};
 use crate::{console, hostname, logger, mountinfo, mounts, supervisor, uptime_ms};
@@ -23,7 +23,7 @@ pub fn run() -> ! {
     );
     if let Err(e) = blocked {
         error!(error = %e, "cannot set up signal handling");
-        shutdown::run(Reason::BootFailure, None);
+        shutdown::run(Reason::BootFailure, None, ShutdownAction::default());
     }
 
     let mounted = mounts::mount_all();
@@ -31,7 +31,7 @@ pub fn run() -> ! {
     let fds = console::reattach(fds);
     if let Err(e) = mounted {
         error!(error = %e, "required mount failed");
-        shutdown::run(Reason::BootFailure, None);
+        shutdown::run(Reason::BootFailure, None, ShutdownAction::default());
     }
     if fds.any_detached() {
         warn!("/dev/console cannot be opened, log lines may be lost");
@@ -43,6 +43,7 @@ pub fn run() -> ! {
         debug = config.debug,
         hostname = config.hostname.as_str(),
         agent_restarts = config.agent_restarts,
+        shutdown = config.shutdown.as_str(),
         "config"
     );
     match hostname::set(&config.hostname) {
@@ -58,12 +59,12 @@ pub fn run() -> ! {
         Ok(s) => s,
         Err(e) => {
             error!(error = %e, "cannot set up signal handling");
-            shutdown::run(Reason::BootFailure, None);
+            shutdown::run(Reason::BootFailure, None, ShutdownAction::default());
         }
     };
     info!(uptime_ms = uptime_ms(), "boot complete");
     let reason = supervisor::run(&signals, config.agent_restarts);
-    shutdown::run(reason, Some(&signals))
+    shutdown::run(reason, Some(&signals), config.shutdown)
 }
 
 /// One line saying what `/` is (type, device, options: `dax=always` shows a DAX root).

@@ -11,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, sync};
 use tracing::{debug, error, info, warn};
 
+use crate::config::ShutdownAction;
 use crate::mountinfo::{self, MountEntry};
 use crate::reaper::{self, ReapOutcome};
 use crate::signals::Signals;
@@ -54,8 +55,8 @@ fn ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Shuts the machine down. Never returns.
-pub fn run(reason: Reason, signals: Option<&Signals>) -> ! {
+/// Shuts the machine down, ending with `action`. Never returns.
+pub fn run(reason: Reason, signals: Option<&Signals>, action: ShutdownAction) -> ! {
     let start = Instant::now();
     match reason {
         Reason::Signal(signal) => info!(
@@ -83,7 +84,7 @@ pub fn run(reason: Reason, signals: Option<&Signals>) -> ! {
     remount_root_read_only(mountinfo::root(&entries), start);
     sync();
 
-    power_off(start)
+    power_off(start, action)
 }
 
 /// SIGTERM to all, wait, SIGKILL to what is left, wait again.
@@ -227,15 +228,23 @@ fn drain_console() {
     }
 }
 
-fn power_off(start: Instant) -> ! {
-    info!(
-        elapsed_ms = ms(start),
-        uptime_ms = uptime_ms(),
-        "powering off"
-    );
-    drain_console();
-    let Err(e) = reboot(RebootMode::RB_POWER_OFF);
-    error!(error = %e, "power-off failed, rebooting instead");
+fn power_off(start: Instant, action: ShutdownAction) -> ! {
+    if action == ShutdownAction::PowerOff {
+        info!(
+            elapsed_ms = ms(start),
+            uptime_ms = uptime_ms(),
+            "powering off"
+        );
+        drain_console();
+        let Err(e) = reboot(RebootMode::RB_POWER_OFF);
+        error!(error = %e, "power-off failed, rebooting instead");
+    } else {
+        info!(
+            elapsed_ms = ms(start),
+            uptime_ms = uptime_ms(),
+            "rebooting (hull.shutdown=reboot)"
+        );
+    }
     drain_console();
     let Err(e) = reboot(RebootMode::RB_AUTOBOOT);
     error!(error = %e, "reboot failed too, halting here");
