@@ -557,15 +557,18 @@ impl Vsock {
         used
     }
 
-    /// Take every packet the guest queued for sending.
+    /// Take every packet the guest queued for sending. The buffers go back to the guest
+    /// only after their packets were handled, so a driver that saw its buffer used knows
+    /// the bytes reached the host socket (or its buffer).
     fn process_tx(&mut self, ops: &mut EventOps) {
-        let Some(mut active) = self.active.take() else {
+        let Some(active) = self.active.as_mut() else {
             return;
         };
         let mem = active.mem.clone();
+        let mut heads = Vec::new();
         let mut packets = Vec::new();
         while let Some(chain) = active.queues[TX].pop_descriptor_chain(&mem) {
-            let head = chain.head_index();
+            heads.push(chain.head_index());
             if let Ok(mut reader) = chain.reader(&mem) {
                 let mut hdr = [0u8; HDR_LEN];
                 if reader.read_exact(&mut hdr).is_ok() {
@@ -577,16 +580,20 @@ impl Vsock {
                     }
                 }
             }
+        }
+        for (hdr, payload) in packets {
+            self.guest_packet(ops, hdr, &payload);
+        }
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        for &head in &heads {
             if let Err(error) = active.queues[TX].add_used(&mem, head, 0) {
                 tracing::error!(%error, "vsock: cannot return a transmit buffer");
             }
         }
-        if !packets.is_empty() {
+        if !heads.is_empty() {
             active.interrupt.signal_used_queue();
-        }
-        self.active = Some(active);
-        for (hdr, payload) in packets {
-            self.guest_packet(ops, hdr, &payload);
         }
     }
 
