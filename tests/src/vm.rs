@@ -30,6 +30,47 @@ const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
+/// Which VMM boots the guest: `HULL_VMM=qemu` (the default) or `HULL_VMM=vmm-lite` (the
+/// bundled VMM; needs hardware KVM to boot Linux in reasonable time). vmm-lite is found at
+/// `HULL_VMM_LITE`, on `PATH`, or in the workspace's `target/{release,debug}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Vmm {
+    #[default]
+    Qemu,
+    VmmLite,
+}
+
+impl Vmm {
+    /// From `HULL_VMM`; an unknown value is an error naming the choices.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("HULL_VMM").ok().as_deref() {
+            None | Some("") | Some("qemu") => Ok(Self::Qemu),
+            Some("vmm-lite") => Ok(Self::VmmLite),
+            Some(other) => bail!("HULL_VMM={other:?}: expected qemu or vmm-lite"),
+        }
+    }
+
+    fn program(&self) -> Result<PathBuf> {
+        match self {
+            Self::Qemu => Ok(find_program("qemu-system-x86_64")?),
+            Self::VmmLite => {
+                if let Some(path) = std::env::var_os("HULL_VMM_LITE") {
+                    return Ok(PathBuf::from(path));
+                }
+                if let Ok(path) = find_program("vmm-lite") {
+                    return Ok(path);
+                }
+                let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+                ["release", "debug"]
+                    .iter()
+                    .map(|profile| target.join(profile).join("vmm-lite"))
+                    .find(|path| path.is_file())
+                    .context("vmm-lite not found (HULL_VMM_LITE, PATH, target/): run `cargo build --release -p vmm-lite`")
+            }
+        }
+    }
+}
+
 /// How the guest's disk image is attached (always read-only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Attachment {
@@ -153,6 +194,8 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     /// A NIC on QEMU user networking; none by default.
     pub nic: Option<NicConfig>,
+    /// QEMU or vmm-lite (`HULL_VMM`).
+    pub vmm: Vmm,
 }
 
 /// A host directory the guest mounts by tag (`mount -t virtiofs TAG`).
@@ -223,6 +266,7 @@ impl VmConfig {
             virtio_fs: Vec::new(),
             disks: Vec::new(),
             nic: None,
+            vmm: Vmm::from_env().unwrap_or_else(|e| panic!("{e:#}")),
         }
     }
 
@@ -272,7 +316,11 @@ impl VmConfig {
 
     /// The kernel command line the guest gets.
     pub fn kernel_cmdline(&self) -> String {
-        let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=acpi");
+        let mut cmdline = String::from(match self.vmm {
+            Vmm::Qemu => "console=ttyS0 panic=-1 reboot=acpi",
+            // No ACPI: init reboots, and the reset goes through the i8042, which ends vmm-lite.
+            Vmm::VmmLite => "console=ttyS0 panic=-1 reboot=k hull.shutdown=reboot",
+        });
         if let BootMedium::Image(image) = &self.medium {
             cmdline.push(' ');
             cmdline.push_str(&image.root_cmdline());
@@ -282,6 +330,69 @@ impl VmConfig {
             cmdline.push_str(extra);
         }
         cmdline
+    }
+
+    /// vmm-lite's arguments (its vsock is built in: the hybrid socket is `vm.vsock`).
+    pub fn vmm_lite_args(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut args: Vec<String> = vec![
+            "--kernel".into(),
+            self.artifacts.kernel.display().to_string(),
+            "--mem".into(),
+            format!("{}M", self.memory_mib),
+            "--vcpus".into(),
+            self.cpus.to_string(),
+            "--console".into(),
+            dir.join("console.log").display().to_string(),
+            "--vsock".into(),
+            format!(
+                "uds={},cid={}",
+                dir.join("vm.vsock").display(),
+                self.guest_cid
+            ),
+            "--append".into(),
+            self.kernel_cmdline(),
+        ];
+        match &self.medium {
+            BootMedium::Initrd => args.extend([
+                "--initrd".into(),
+                self.artifacts.initrd.display().to_string(),
+            ]),
+            BootMedium::Image(i) => match i.attachment {
+                Attachment::VirtioPmem => {
+                    args.extend(["--pmem".into(), i.path.display().to_string()])
+                }
+                Attachment::VirtioBlk => {
+                    args.extend(["--disk".into(), format!("{},ro", i.path.display())])
+                }
+                Attachment::Nvdimm => {
+                    bail!("vmm-lite has no NVDIMM: attach the image as virtio-pmem")
+                }
+            },
+        }
+        for disk in &self.disks {
+            match disk.attach {
+                DiskAttach::VirtioBlk { .. } => {
+                    args.extend(["--disk".into(), format!("{},ro", disk.image.display())])
+                }
+                DiskAttach::VirtioPmem { .. } => {
+                    args.extend(["--pmem".into(), disk.image.display().to_string()])
+                }
+            }
+        }
+        for (i, share) in self.virtio_fs.iter().enumerate() {
+            args.extend([
+                "--fs".into(),
+                format!(
+                    "tag={},socket={}",
+                    share.tag,
+                    Self::virtiofsd_socket(dir, i).display()
+                ),
+            ]);
+        }
+        if self.nic.is_some() {
+            bail!("vmm-lite has no network device yet: boot this guest with HULL_VMM=qemu");
+        }
+        Ok(args)
     }
 
     /// QEMU's arguments, with the given run directory holding sockets and logs.
@@ -404,8 +515,12 @@ impl VmConfig {
 
 /// A running guest. See the module documentation for what dropping it does.
 pub struct Vm {
-    qemu: OwnedChild,
-    vsock_backend: OwnedChild,
+    /// QEMU or vmm-lite.
+    vmm: OwnedChild,
+    /// Its log file in the run directory.
+    vmm_log: &'static str,
+    /// vhost-device-vsock, for QEMU (vmm-lite's vsock is built in).
+    vsock_backend: Option<OwnedChild>,
     virtiofsd: Vec<OwnedChild>,
     started: Instant,
     accel: Accel,
@@ -415,32 +530,19 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts the vsock backend and QEMU. Returns once QEMU is running; the guest is
+    /// Starts the vsock backend and QEMU (or vmm-lite, see [`Vmm`]). Returns once the VMM runs; the guest is
     /// still booting (see [`Vm::wait_for_agent`]).
     pub fn boot(config: &VmConfig) -> Result<Self> {
-        let qemu_bin = find_program("qemu-system-x86_64")?;
-        let vsock_bin = find_program("vhost-device-vsock")?;
+        let vmm_bin = config.vmm.program()?;
         let dir = tempfile::Builder::new()
             .prefix("hull-vm-")
             .tempdir()
             .context("creating the VM's temporary directory")?;
 
-        let vhost_socket = dir.path().join("vhost-vsock.sock");
-        let mut backend_cmd = Command::new(&vsock_bin);
-        backend_cmd
-            .arg("--vm")
-            .arg(format!(
-                "guest-cid={},uds-path={},socket={}",
-                config.guest_cid,
-                dir.path().join("vm.vsock").display(),
-                vhost_socket.display()
-            ))
-            .stdout(log_file(dir.path(), "vhost-device-vsock.log")?)
-            .stderr(log_file(dir.path(), "vhost-device-vsock.log")?);
-        let mut vsock_backend = OwnedChild::spawn("vhost-device-vsock", backend_cmd)
-            .with_context(|| format!("starting {}", vsock_bin.display()))?;
-        wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
-            .context("waiting for vhost-device-vsock's socket")?;
+        let vsock_backend = match config.vmm {
+            Vmm::Qemu => Some(start_vsock_backend(config, dir.path())?),
+            Vmm::VmmLite => None,
+        };
 
         let mut virtiofsd = Vec::new();
         if !config.virtio_fs.is_empty() {
@@ -462,17 +564,26 @@ impl Vm {
             }
         }
 
-        let mut qemu_cmd = Command::new(&qemu_bin);
-        qemu_cmd
-            .args(config.qemu_args(dir.path()))
-            .stdout(log_file(dir.path(), "qemu.log")?)
-            .stderr(log_file(dir.path(), "qemu.log")?);
+        let (vmm_args, vmm_name, vmm_log) = match config.vmm {
+            Vmm::Qemu => (config.qemu_args(dir.path()), "qemu", "qemu.log"),
+            Vmm::VmmLite => (
+                config.vmm_lite_args(dir.path())?,
+                "vmm-lite",
+                "vmm-lite.log",
+            ),
+        };
+        let mut vmm_cmd = Command::new(&vmm_bin);
+        vmm_cmd
+            .args(vmm_args)
+            .stdout(log_file(dir.path(), vmm_log)?)
+            .stderr(log_file(dir.path(), vmm_log)?);
         let started = Instant::now();
-        let qemu = OwnedChild::spawn("qemu", qemu_cmd)
-            .with_context(|| format!("starting {}", qemu_bin.display()))?;
+        let vmm = OwnedChild::spawn(vmm_name, vmm_cmd)
+            .with_context(|| format!("starting {}", vmm_bin.display()))?;
         tracing::debug!(dir = %dir.path().display(), accel = %config.accel, "guest booting");
         Ok(Self {
-            qemu,
+            vmm,
+            vmm_log,
             vsock_backend,
             virtiofsd,
             started,
@@ -524,8 +635,8 @@ impl Vm {
         let address = self.agent_address();
         let mut last_error = String::from("no attempt made");
         while self.started.elapsed() < deadline {
-            if let Some(status) = self.qemu.try_status()? {
-                bail!("QEMU exited ({status}) before the agent answered");
+            if let Some(status) = self.vmm.try_status()? {
+                bail!("the VMM exited ({status}) before the agent answered");
             }
             // Each attempt is short and uses a fresh connection: a connection that the
             // vsock backend accepted but never delivers must not eat the whole deadline.
@@ -559,16 +670,18 @@ impl Vm {
         client.destroy_sandbox().await.context("DestroySandbox")?;
         let status = self.wait_for_exit(timeout)?;
         if !status.success() {
-            bail!("QEMU exited with {status} after DestroySandbox");
+            bail!("the VMM exited with {status} after DestroySandbox");
         }
         Ok(asked.elapsed())
     }
 
     /// Waits up to `timeout` for QEMU to exit by itself (the guest powered off).
     pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        match self.qemu.wait_timeout(timeout)? {
+        match self.vmm.wait_timeout(timeout)? {
             Some(status) => Ok(status),
-            None => bail!("QEMU still running {timeout:?} after it was asked to power off"),
+            None => {
+                bail!("the VMM still running {timeout:?} after the guest was asked to power off")
+            }
         }
     }
 
@@ -599,7 +712,10 @@ impl Vm {
             .collect();
         let logs = [
             ("guest console".to_string(), "console.log".to_string()),
-            ("qemu".to_string(), "qemu.log".to_string()),
+            (
+                self.vmm_log.trim_end_matches(".log").to_string(),
+                self.vmm_log.to_string(),
+            ),
             (
                 "vhost-device-vsock".to_string(),
                 "vhost-device-vsock.log".to_string(),
@@ -623,8 +739,10 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        self.qemu.kill();
-        self.vsock_backend.kill();
+        self.vmm.kill();
+        if let Some(backend) = &mut self.vsock_backend {
+            backend.kill();
+        }
         for daemon in &mut self.virtiofsd {
             daemon.kill();
         }
@@ -635,6 +753,28 @@ impl Drop for Vm {
             );
         }
     }
+}
+
+/// vhost-device-vsock for QEMU: the guest's vsock as the hybrid socket `vm.vsock`.
+fn start_vsock_backend(config: &VmConfig, dir: &Path) -> Result<OwnedChild> {
+    let vsock_bin = find_program("vhost-device-vsock")?;
+    let vhost_socket = dir.join("vhost-vsock.sock");
+    let mut backend_cmd = Command::new(&vsock_bin);
+    backend_cmd
+        .arg("--vm")
+        .arg(format!(
+            "guest-cid={},uds-path={},socket={}",
+            config.guest_cid,
+            dir.join("vm.vsock").display(),
+            vhost_socket.display()
+        ))
+        .stdout(log_file(dir, "vhost-device-vsock.log")?)
+        .stderr(log_file(dir, "vhost-device-vsock.log")?);
+    let mut vsock_backend = OwnedChild::spawn("vhost-device-vsock", backend_cmd)
+        .with_context(|| format!("starting {}", vsock_bin.display()))?;
+    wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
+        .context("waiting for vhost-device-vsock's socket")?;
+    Ok(vsock_backend)
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
@@ -690,6 +830,7 @@ mod tests {
             virtio_fs: Vec::new(),
             disks: Vec::new(),
             nic: None,
+            vmm: Vmm::Qemu,
         }
     }
 
@@ -708,6 +849,43 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn vmm_lite_args_carry_the_same_guest() {
+        let lite = |c: VmConfig| VmConfig {
+            vmm: Vmm::VmmLite,
+            ..c
+        };
+        let args = lite(config()).vmm_lite_args(Path::new("/run/x")).unwrap();
+        assert_eq!(value_after(&args, "--kernel"), ["/k/bzImage"]);
+        assert_eq!(value_after(&args, "--initrd"), ["/k/initrd.img"]);
+        assert_eq!(value_after(&args, "--mem"), ["256M"]);
+        assert_eq!(value_after(&args, "--vsock"), ["uds=/run/x/vm.vsock,cid=3"]);
+        assert_eq!(value_after(&args, "--console"), ["/run/x/console.log"]);
+        let append = value_after(&args, "--append").join(" ");
+        assert!(append.contains("reboot=k hull.shutdown=reboot"), "{append}");
+        assert!(!append.contains("reboot=acpi"), "{append}");
+        assert!(append.ends_with("agent.log=debug"), "{append}");
+
+        let args = lite(image(Attachment::VirtioPmem))
+            .vmm_lite_args(Path::new("/run/x"))
+            .unwrap();
+        assert_eq!(value_after(&args, "--pmem"), ["/b/rootfs.ext4.img"]);
+        assert!(value_after(&args, "--initrd").is_empty());
+        let args = lite(image(Attachment::VirtioBlk))
+            .vmm_lite_args(Path::new("/run/x"))
+            .unwrap();
+        assert_eq!(value_after(&args, "--disk"), ["/b/rootfs.ext4.img,ro"]);
+        assert!(
+            value_after(&args, "--append")[0].contains("root=/dev/vda1"),
+            "{args:?}"
+        );
+        assert!(
+            lite(image(Attachment::Nvdimm))
+                .vmm_lite_args(Path::new("/run/x"))
+                .is_err()
+        );
     }
 
     #[test]
