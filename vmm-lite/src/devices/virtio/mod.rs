@@ -16,8 +16,18 @@
 //! Each device lives in an `Arc<Mutex<_>>` shared by the transport (vCPU threads) and the
 //! event loop (the device is its own [`MutEventSubscriber`]). [`VirtioMmioSlot`] packs that
 //! for the builder.
+//!
+//! # For the builder
+//!
+//! Each device is built from its backend and wrapped with [`VirtioMmioSlot::new`]:
+//! [`blk::Block::new`] (path, read-only), [`pmem::Pmem::new`] (path, read-only, a 2 MiB
+//! aligned guest address; map [`pmem::Pmem::region`] as a KVM slot), [`vsock::Vsock::new`]
+//! (guest CID, Unix socket path) and [`fs::Fs::new`] (virtiofsd's socket, tag, request
+//! queues). virtio-fs needs guest RAM that is fd-backed and shared (a memfd mapped
+//! `MAP_SHARED`): vhost-user hands the backend that fd; activation fails otherwise.
 
 pub mod blk;
+pub mod fs;
 pub mod mmio;
 pub mod pmem;
 pub mod vsock;

@@ -1,0 +1,300 @@
+//! The vhost-user-fs frontend against a fake backend that speaks the wire protocol on a
+//! real Unix socket: the message sequence, the file descriptors passed (memory table,
+//! kick, call) and the call → interrupt path.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use event_manager::{EventManager, SubscriberOps};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+
+use super::*;
+use crate::devices::virtio::GuestMemory;
+use virtio_queue::Queue;
+
+const GET_FEATURES: u32 = 1;
+const SET_FEATURES: u32 = 2;
+const SET_OWNER: u32 = 3;
+const SET_MEM_TABLE: u32 = 5;
+const SET_VRING_NUM: u32 = 8;
+const SET_VRING_ADDR: u32 = 9;
+const SET_VRING_BASE: u32 = 10;
+const GET_VRING_BASE: u32 = 11;
+const SET_VRING_KICK: u32 = 12;
+const SET_VRING_CALL: u32 = 13;
+const GET_PROTOCOL_FEATURES: u32 = 15;
+const SET_PROTOCOL_FEATURES: u32 = 16;
+const GET_QUEUE_NUM: u32 = 17;
+const SET_VRING_ENABLE: u32 = 18;
+
+/// One request the fake backend received.
+struct Message {
+    code: u32,
+    body: Vec<u8>,
+    fds: Vec<File>,
+}
+
+/// Receive a 12-byte header and the file descriptors sent with it.
+fn recv_header(sock: &UnixStream) -> Option<([u8; 12], Vec<File>)> {
+    let mut header = [0u8; 12];
+    let mut cmsg = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: header.as_mut_ptr().cast(),
+        iov_len: header.len(),
+    };
+    // SAFETY: msghdr is plain data; zero is a valid start.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    // SAFETY: the iovec and control buffers outlive the call and their lengths are right.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_WAITALL) };
+    if n != 12 {
+        return None;
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel just wrote into `cmsg`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    // The kernel gave us these descriptors: we own them now.
+                    fds.push(File::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((header, fds))
+}
+
+/// A backend offering VERSION_1 | PROTOCOL_FEATURES and protocol feature MQ with
+/// `queues` queues; it reports every request on `tx`.
+fn fake_backend(listener: UnixListener, queues: u64, tx: mpsc::Sender<Message>) {
+    let Ok((mut sock, _)) = listener.accept() else {
+        return;
+    };
+    while let Some((header, fds)) = recv_header(&sock) {
+        let code = u32::from_le_bytes(header[0..4].try_into().unwrap());
+        let size = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; size];
+        if sock.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply: Option<Vec<u8>> = match code {
+            GET_FEATURES => Some((VIRTIO_F_VERSION_1 | 1 << 30).to_le_bytes().to_vec()),
+            GET_PROTOCOL_FEATURES => Some(1u64.to_le_bytes().to_vec()), // MQ
+            GET_QUEUE_NUM => Some(queues.to_le_bytes().to_vec()),
+            GET_VRING_BASE => Some([&body[..4], &0u32.to_le_bytes()[..]].concat()),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            let mut out = Vec::new();
+            out.extend_from_slice(&code.to_le_bytes());
+            out.extend_from_slice(&5u32.to_le_bytes()); // version 1, reply
+            out.extend_from_slice(&(reply.len() as u32).to_le_bytes());
+            out.extend_from_slice(&reply);
+            if std::io::Write::write_all(&mut sock, &out).is_err() {
+                return;
+            }
+        }
+        if tx.send(Message { code, body, fds }).is_err() {
+            return;
+        }
+    }
+}
+
+fn shared_memory() -> GuestMemory {
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(0x10_0000).unwrap();
+    GuestMemoryMmap::from_ranges_with_files([(
+        GuestAddress(0),
+        0x10_0000,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .unwrap()
+}
+
+fn ready_queue(base: u64) -> Queue {
+    let mut q = Queue::new(QUEUE_SIZE).unwrap();
+    q.set_size(16);
+    q.set_desc_table_address(Some(base as u32), Some(0));
+    q.set_avail_ring_address(Some(base as u32 + 0x1000), Some(0));
+    q.set_used_ring_address(Some(base as u32 + 0x2000), Some(0));
+    q.set_ready(true);
+    q
+}
+
+#[test]
+fn frontend_negotiates_sends_the_memory_table_and_wires_kick_and_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let backend = std::thread::spawn(move || fake_backend(listener, 2, tx));
+    let recv = || rx.recv_timeout(Duration::from_secs(5)).unwrap();
+
+    let fs = Fs::new(&path, "kataShared", 1).unwrap();
+    assert_eq!(fs.device_type(), 26);
+    assert_eq!(
+        fs.features(),
+        VIRTIO_F_VERSION_1,
+        "vhost-only bits are hidden"
+    );
+    let mut tag = [0u8; TAG_LEN + 4];
+    fs.read_config(0, &mut tag);
+    assert_eq!(&tag[..10], b"kataShared");
+    assert!(tag[10..TAG_LEN].iter().all(|&b| b == 0));
+    assert_eq!(u32::from_le_bytes(tag[TAG_LEN..].try_into().unwrap()), 1);
+    let codes: Vec<u32> = (0..5).map(|_| recv().code).collect();
+    assert_eq!(
+        codes,
+        [
+            SET_OWNER,
+            GET_FEATURES,
+            GET_PROTOCOL_FEATURES,
+            SET_PROTOCOL_FEATURES,
+            GET_QUEUE_NUM
+        ]
+    );
+
+    let fs = Arc::new(Mutex::new(fs));
+    let mut em = EventManager::<Arc<Mutex<Fs>>>::new().unwrap();
+    em.add_subscriber(fs.clone());
+    let mem = shared_memory();
+    let interrupt = Interrupt::new().unwrap();
+    fs.lock()
+        .unwrap()
+        .activate(Activation {
+            mem: mem.clone(),
+            queues: vec![ready_queue(0x1_0000), ready_queue(0x2_0000)],
+            interrupt: interrupt.clone(),
+            acked_features: VIRTIO_F_VERSION_1,
+        })
+        .unwrap();
+
+    let features = recv();
+    assert_eq!(features.code, SET_FEATURES);
+    assert_eq!(
+        u64::from_le_bytes(features.body[..8].try_into().unwrap()),
+        VIRTIO_F_VERSION_1 | 1 << 30
+    );
+    let table = recv();
+    assert_eq!(table.code, SET_MEM_TABLE);
+    assert_eq!(table.fds.len(), 1, "guest RAM's fd goes with the table");
+    // The region: guest address 0, size 1 MiB, our mapping's address.
+    let region = &table.body[8..];
+    assert_eq!(u64::from_le_bytes(region[0..8].try_into().unwrap()), 0);
+    assert_eq!(
+        u64::from_le_bytes(region[8..16].try_into().unwrap()),
+        0x10_0000
+    );
+    let hva = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+    assert_eq!(u64::from_le_bytes(region[16..24].try_into().unwrap()), hva);
+
+    let mut calls = Vec::new();
+    let mut kicks = Vec::new();
+    for queue in 0..2u32 {
+        let num = recv();
+        assert_eq!(num.code, SET_VRING_NUM);
+        assert_eq!(
+            &num.body[..8],
+            &[&queue.to_le_bytes()[..], &16u32.to_le_bytes()[..]].concat()[..]
+        );
+        let addr = recv();
+        assert_eq!(addr.code, SET_VRING_ADDR);
+        // vhost_vring_addr: index, flags, desc, used, avail, log (u64s after two u32s).
+        let desc = u64::from_le_bytes(addr.body[8..16].try_into().unwrap());
+        let base = if queue == 0 { 0x1_0000 } else { 0x2_0000 };
+        assert_eq!(
+            desc,
+            hva + base,
+            "ring addresses are in the VMM's address space"
+        );
+        assert_eq!(recv().code, SET_VRING_BASE);
+        let call = recv();
+        assert_eq!((call.code, call.fds.len()), (SET_VRING_CALL, 1));
+        let kick = recv();
+        assert_eq!((kick.code, kick.fds.len()), (SET_VRING_KICK, 1));
+        assert_eq!(recv().code, SET_VRING_ENABLE);
+        calls.extend(call.fds);
+        kicks.extend(kick.fds);
+    }
+
+    // A guest notify (the ioeventfd) reaches the backend's kick fd.
+    fs.lock().unwrap().queue_events()[1].write(1).unwrap();
+    let mut value = [0u8; 8];
+    (&kicks[1]).read_exact(&mut value).unwrap();
+    assert_eq!(u64::from_ne_bytes(value), 1);
+    // A backend call becomes the used-buffer interrupt.
+    std::io::Write::write_all(&mut &calls[1], &1u64.to_ne_bytes()).unwrap();
+    em.run_with_timeout(1000).unwrap();
+    assert_eq!(interrupt.status(), 1);
+    assert_eq!(interrupt.event().read().unwrap(), 1);
+
+    // Reset stops both rings.
+    fs.lock().unwrap().reset();
+    assert_eq!(recv().code, GET_VRING_BASE);
+    assert_eq!(recv().code, GET_VRING_BASE);
+    drop(em);
+    drop(fs);
+    backend.join().unwrap();
+}
+
+#[test]
+fn guest_memory_that_is_not_shared_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (tx, _rx) = mpsc::channel();
+    let backend = std::thread::spawn(move || fake_backend(listener, 2, tx));
+    let mut fs = Fs::new(&path, "tag", 1).unwrap();
+    let anonymous = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+    let err = fs
+        .activate(Activation {
+            mem: anonymous,
+            queues: vec![ready_queue(0x1_0000), ready_queue(0x2_0000)],
+            interrupt: Interrupt::new().unwrap(),
+            acked_features: VIRTIO_F_VERSION_1,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("memfd"), "{err}");
+    drop(fs);
+    backend.join().unwrap();
+}
+
+#[test]
+fn bad_tags_queue_counts_and_missing_backends_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nobody.sock");
+    let err = Fs::new(&missing, "tag", 1).err().unwrap().to_string();
+    assert!(
+        err.contains("nobody.sock") && err.contains("connecting"),
+        "{err}"
+    );
+    let long = "x".repeat(37);
+    assert!(matches!(
+        Fs::new(&missing, &long, 1),
+        Err(FsError::BadTag(_))
+    ));
+    assert!(matches!(Fs::new(&missing, "", 1), Err(FsError::BadTag(_))));
+    assert!(matches!(Fs::new(&missing, "t", 0), Err(FsError::NoQueues)));
+    // A backend that serves fewer queues than asked.
+    let path = dir.path().join("small.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (tx, _rx) = mpsc::channel();
+    let backend = std::thread::spawn(move || fake_backend(listener, 2, tx));
+    let err = Fs::new(&path, "tag", 4).err().unwrap().to_string();
+    assert!(err.contains("2 queues, 5 are needed"), "{err}");
+    backend.join().unwrap();
+}
