@@ -199,6 +199,11 @@ impl Vm {
         })
     }
 
+    /// A handle that stops the VM from another thread: `request(ExitReason::Stopped)`.
+    pub fn exit_handle(&self) -> VmExit {
+        self.exit.clone()
+    }
+
     /// The kernel command line as the guest gets it.
     pub fn cmdline(&self) -> &str {
         &self.cmdline

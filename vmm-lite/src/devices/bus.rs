@@ -48,7 +48,7 @@ pub trait BusDevice: Send {
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
 /// What the builder needs to place one virtio-mmio device (see the module doc).
-pub trait MmioDeviceSlot {
+pub trait MmioDeviceSlot: Send {
     /// The virtio-mmio transport serving the device's 4 KiB register window.
     fn transport(&self) -> SharedDevice;
     /// One eventfd per queue, indexed by queue number: the builder registers each as a
@@ -96,6 +96,8 @@ pub enum ExitReason {
     Done(u32),
     /// A device failed and cannot go on; the message says which and why.
     DeviceError(String),
+    /// The VMM's owner stopped the VM ([`crate::Vm::exit_handle`]).
+    Stopped,
     /// A vCPU stopped on something the guest cannot recover from (triple fault, KVM internal
     /// error, failed VM entry); the message says which vCPU and what.
     VcpuFault(String),

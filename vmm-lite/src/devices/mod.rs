@@ -67,10 +67,12 @@ pub fn create_virtio_devices(
             .map_err(|e| device_err("virtio-vsock", &e))?;
         slots.push(Box::new(slot));
     }
-    if !config.fs.is_empty() {
-        return Err(Error::Config(
-            "vhost-user-fs (--fs) is not wired into vmm-lite yet".into(),
-        ));
+    for fs in &config.fs {
+        let device = virtio::fs::Fs::new(&fs.socket, &fs.tag, 1)
+            .map_err(|e| device_err("vhost-user-fs", &e))?;
+        let slot = VirtioMmioSlot::new("fs", device, mem.clone())
+            .map_err(|e| device_err("vhost-user-fs", &e))?;
+        slots.push(Box::new(slot));
     }
     Ok(slots)
 }
