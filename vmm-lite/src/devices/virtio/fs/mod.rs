@@ -303,5 +303,7 @@ impl MutEventSubscriber for Fs {
     }
 }
 
+#[cfg(any(test, feature = "payload"))]
+pub mod fake_backend;
 #[cfg(test)]
 mod tests;

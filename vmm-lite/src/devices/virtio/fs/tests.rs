@@ -2,116 +2,19 @@
 //! real Unix socket: the message sequence, the file descriptors passed (memory table,
 //! kick, call) and the call → interrupt path.
 
-use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc;
+use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_manager::{EventManager, SubscriberOps};
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
 use super::*;
 use crate::devices::virtio::GuestMemory;
 use virtio_queue::Queue;
 
-const GET_FEATURES: u32 = 1;
-const SET_FEATURES: u32 = 2;
-const SET_OWNER: u32 = 3;
-const SET_MEM_TABLE: u32 = 5;
-const SET_VRING_NUM: u32 = 8;
-const SET_VRING_ADDR: u32 = 9;
-const SET_VRING_BASE: u32 = 10;
-const GET_VRING_BASE: u32 = 11;
-const SET_VRING_KICK: u32 = 12;
-const SET_VRING_CALL: u32 = 13;
-const GET_PROTOCOL_FEATURES: u32 = 15;
-const SET_PROTOCOL_FEATURES: u32 = 16;
-const GET_QUEUE_NUM: u32 = 17;
-const SET_VRING_ENABLE: u32 = 18;
-
-/// One request the fake backend received.
-struct Message {
-    code: u32,
-    body: Vec<u8>,
-    fds: Vec<File>,
-}
-
-/// Receive a 12-byte header and the file descriptors sent with it.
-fn recv_header(sock: &UnixStream) -> Option<([u8; 12], Vec<File>)> {
-    let mut header = [0u8; 12];
-    let mut cmsg = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: header.as_mut_ptr().cast(),
-        iov_len: header.len(),
-    };
-    // SAFETY: msghdr is plain data; zero is a valid start.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cmsg);
-    // SAFETY: the iovec and control buffers outlive the call and their lengths are right.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_WAITALL) };
-    if n != 12 {
-        return None;
-    }
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel just wrote into `cmsg`.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..count {
-                    // The kernel gave us these descriptors: we own them now.
-                    fds.push(File::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Some((header, fds))
-}
-
-/// A backend offering VERSION_1 | PROTOCOL_FEATURES and protocol feature MQ with
-/// `queues` queues; it reports every request on `tx`.
-fn fake_backend(listener: UnixListener, queues: u64, tx: mpsc::Sender<Message>) {
-    let Ok((mut sock, _)) = listener.accept() else {
-        return;
-    };
-    while let Some((header, fds)) = recv_header(&sock) {
-        let code = u32::from_le_bytes(header[0..4].try_into().unwrap());
-        let size = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; size];
-        if sock.read_exact(&mut body).is_err() {
-            return;
-        }
-        let reply: Option<Vec<u8>> = match code {
-            GET_FEATURES => Some((VIRTIO_F_VERSION_1 | 1 << 30).to_le_bytes().to_vec()),
-            GET_PROTOCOL_FEATURES => Some(1u64.to_le_bytes().to_vec()), // MQ
-            GET_QUEUE_NUM => Some(queues.to_le_bytes().to_vec()),
-            GET_VRING_BASE => Some([&body[..4], &0u32.to_le_bytes()[..]].concat()),
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            let mut out = Vec::new();
-            out.extend_from_slice(&code.to_le_bytes());
-            out.extend_from_slice(&5u32.to_le_bytes()); // version 1, reply
-            out.extend_from_slice(&(reply.len() as u32).to_le_bytes());
-            out.extend_from_slice(&reply);
-            if std::io::Write::write_all(&mut sock, &out).is_err() {
-                return;
-            }
-        }
-        if tx.send(Message { code, body, fds }).is_err() {
-            return;
-        }
-    }
-}
+use super::fake_backend::{FakeBackend, MARKER, code::*};
 
 fn shared_memory() -> GuestMemory {
     let file = tempfile::tempfile().unwrap();
@@ -139,9 +42,13 @@ fn frontend_negotiates_sends_the_memory_table_and_wires_kick_and_call() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fs.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let backend = std::thread::spawn(move || fake_backend(listener, 2, tx));
-    let recv = || rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let backend = FakeBackend::spawn(listener, 2, false);
+    let recv = || {
+        backend
+            .messages
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+    };
 
     let fs = Fs::new(&path, "kataShared", 1).unwrap();
     assert_eq!(fs.device_type(), 26);
@@ -247,7 +154,7 @@ fn frontend_negotiates_sends_the_memory_table_and_wires_kick_and_call() {
     assert_eq!(recv().code, GET_VRING_BASE);
     drop(em);
     drop(fs);
-    backend.join().unwrap();
+    backend.join();
 }
 
 #[test]
@@ -255,8 +162,7 @@ fn guest_memory_that_is_not_shared_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fs.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    let (tx, _rx) = mpsc::channel();
-    let backend = std::thread::spawn(move || fake_backend(listener, 2, tx));
+    let backend = FakeBackend::spawn(listener, 2, false);
     let mut fs = Fs::new(&path, "tag", 1).unwrap();
     let anonymous = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
     let err = fs
@@ -270,7 +176,7 @@ fn guest_memory_that_is_not_shared_is_refused() {
         .to_string();
     assert!(err.contains("memfd"), "{err}");
     drop(fs);
-    backend.join().unwrap();
+    backend.join();
 }
 
 #[test]
@@ -292,9 +198,57 @@ fn bad_tags_queue_counts_and_missing_backends_are_clear_errors() {
     // A backend that serves fewer queues than asked.
     let path = dir.path().join("small.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    let (tx, _rx) = mpsc::channel();
-    let backend = std::thread::spawn(move || fake_backend(listener, 2, tx));
+    let backend = FakeBackend::spawn(listener, 2, false);
     let err = Fs::new(&path, "tag", 4).err().unwrap().to_string();
     assert!(err.contains("2 queues, 5 are needed"), "{err}");
-    backend.join().unwrap();
+    backend.join();
+}
+
+#[test]
+fn a_serving_backend_finds_the_rings_and_buffers_through_the_memory_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.sock");
+    let backend = FakeBackend::spawn(UnixListener::bind(&path).unwrap(), 2, true);
+    let fs = Arc::new(Mutex::new(Fs::new(&path, "tag", 1).unwrap()));
+    let mut em = EventManager::<Arc<Mutex<Fs>>>::new().unwrap();
+    em.add_subscriber(fs.clone());
+    let mem = shared_memory();
+    // Queue 1: one chain, a readable then a writable buffer.
+    let (desc, avail) = (0x2_0000u64, 0x2_1000u64);
+    mem.write_obj(0x5_0000u64, GuestAddress(desc)).unwrap();
+    mem.write_obj(16u32, GuestAddress(desc + 8)).unwrap();
+    mem.write_obj(1u16, GuestAddress(desc + 12)).unwrap(); // NEXT
+    mem.write_obj(1u16, GuestAddress(desc + 14)).unwrap();
+    mem.write_obj(0x6_0000u64, GuestAddress(desc + 16)).unwrap();
+    mem.write_obj(16u32, GuestAddress(desc + 24)).unwrap();
+    mem.write_obj(2u16, GuestAddress(desc + 28)).unwrap(); // WRITE
+    mem.write_obj(0u16, GuestAddress(avail + 4)).unwrap();
+    mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
+    let interrupt = Interrupt::new().unwrap();
+    fs.lock()
+        .unwrap()
+        .activate(Activation {
+            mem: mem.clone(),
+            queues: vec![ready_queue(0x1_0000), ready_queue(0x2_0000)],
+            interrupt: interrupt.clone(),
+            acked_features: VIRTIO_F_VERSION_1,
+        })
+        .unwrap();
+    fs.lock().unwrap().queue_events()[1].write(1).unwrap();
+    for _ in 0..100 {
+        em.run_with_timeout(50).unwrap();
+        if interrupt.status() != 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        interrupt.status(),
+        1,
+        "the backend's call became the interrupt"
+    );
+    assert_eq!(mem.read_obj::<u16>(GuestAddress(0x2_2002)).unwrap(), 1);
+    assert_eq!(mem.read_obj::<u32>(GuestAddress(0x6_0000)).unwrap(), MARKER);
+    drop(em);
+    drop(fs);
+    backend.join();
 }
