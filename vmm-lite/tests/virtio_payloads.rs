@@ -688,3 +688,98 @@ fn fs_payload_gets_a_buffer_used_by_the_vhost_user_backend() {
     assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
     backend.join();
 }
+
+/// virtiofsd, found on PATH or in the hull tool cache; killed on drop.
+struct Virtiofsd {
+    child: std::process::Child,
+}
+
+impl Virtiofsd {
+    fn start(socket: &std::path::Path, shared: &std::path::Path) -> Self {
+        let cache = std::env::var_os("HULL_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hull")));
+        let candidates = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain(cache.map(|c| c.join("tools/bin")))
+            .map(|dir| dir.join("virtiofsd"))
+            .collect::<Vec<_>>();
+        let Some(bin) = candidates.iter().find(|p| p.is_file()) else {
+            panic!(
+                "this test needs virtiofsd (on PATH or in $HULL_CACHE/tools/bin): run `just setup`"
+            );
+        };
+        let child = std::process::Command::new(bin)
+            .arg(format!("--socket-path={}", socket.display()))
+            .arg(format!("--shared-dir={}", shared.display()))
+            .args([
+                "--sandbox",
+                "none",
+                "--cache",
+                "never",
+                "--log-level",
+                "error",
+            ])
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut me = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("virtiofsd exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "virtiofsd did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        me
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real virtiofsd behind vmm-lite's vhost-user-fs: the payload sends FUSE_INIT on the
+/// request queue and gets virtiofsd's answer (FUSE 7.x, no error) with the interrupt.
+#[test]
+fn fs_payload_gets_fuse_init_answered_by_virtiofsd() {
+    use vmm_lite::config::FsConfig;
+    require_kvm();
+    let dir = TempDir::new("virtiofsd");
+    let shared = dir.0.join("share");
+    std::fs::create_dir_all(&shared).unwrap();
+    let socket = dir.0.join("fs.sock");
+    let _daemon = Virtiofsd::start(&socket, &shared);
+    let mut d = Driver::new();
+    d.bring_up(26, 2);
+    // fuse_in_header (40 bytes) + fuse_init_in (major, minor, max_readahead, flags).
+    const REQ: u64 = 0x30_0000;
+    const RESP: u64 = 0x30_1000;
+    d.store32(REQ, 56); // len
+    d.store32(REQ + 4, 26); // FUSE_INIT
+    d.store32(REQ + 8, 1); // unique
+    d.store32(REQ + 40, 7); // major
+    d.store32(REQ + 44, 31); // minor
+    d.store32(RESP + 4, 0xdead);
+    d.descriptor(1, 0, REQ, 56, DESC_F_NEXT, 1);
+    d.descriptor(1, 1, RESP, 80, DESC_F_WRITE, 0);
+    d.offer(1, 0, 0);
+    d.notify(1);
+    d.expect_interrupt(13);
+    d.wait_used(14, 1, 1);
+    d.expect_mem32(15, RESP + 4, 0); // fuse_out_header.error
+    d.expect_mem32(16, RESP + 8, 1); // unique echoed
+    d.expect_mem32(17, RESP + 16, 7); // fuse_init_out.major
+    let run = d.run(|c| {
+        c.fs.push(FsConfig {
+            tag: "share".into(),
+            socket: socket.clone(),
+        })
+    });
+    assert_eq!(run.code(), Some(0), "{run:?}");
+}
