@@ -295,6 +295,19 @@ impl Vsock {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
+        if let State::AwaitingResponse { deadline } = conn.state
+            && set.intersects(EventSet::HANG_UP | EventSet::ERROR)
+        {
+            // The host gave up before the guest answered: forget the request, and if the
+            // guest already has it, reset the connection it may accept.
+            self.control.retain(|c| c.key != key);
+            if deadline.is_some() {
+                self.reset_connection(key);
+            } else {
+                self.close(key);
+            }
+            return;
+        }
         if set
             .intersects(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR)
         {

@@ -590,3 +590,30 @@ fn a_megabyte_guest_to_a_slow_host_flows_by_credit_updates() {
     assert_eq!(got.len(), TOTAL);
     assert!(got == data, "the bytes arrived altered or out of order");
 }
+
+#[test]
+fn a_host_that_hangs_up_before_the_answer_is_forgotten() {
+    let mut g = Guest::new();
+    // Hung up before the guest saw the request: nothing reaches the guest.
+    {
+        let dev = g.dev.clone();
+        let mut guard = dev.lock().unwrap();
+        guard.reset(); // no receive buffers: the request stays queued
+        drop(guard);
+    }
+    let host = g.host_connect(1024);
+    drop(host);
+    g.run();
+    assert!(g.dev.lock().unwrap().conns.is_empty());
+    assert!(g.dev.lock().unwrap().control.is_empty());
+}
+
+#[test]
+fn a_host_that_hangs_up_after_the_request_gets_the_guest_an_rst() {
+    let mut g = Guest::new();
+    let host = g.host_connect(1024);
+    let (req, _) = g.expect("REQUEST", |h| h.op == op::REQUEST);
+    drop(host);
+    g.expect("RST", |h| h.op == op::RST && h.src_port == req.src_port);
+    assert!(g.dev.lock().unwrap().conns.is_empty());
+}
