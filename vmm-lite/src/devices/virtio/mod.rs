@@ -29,6 +29,7 @@
 pub mod blk;
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod pmem;
 pub mod vsock;
 
