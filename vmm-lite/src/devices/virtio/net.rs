@@ -359,7 +359,9 @@ mod tests {
         }
     }
 
-    fn setup() -> (
+    /// The device, its event loop, the other end of its "tap", guest memory, the rx and
+    /// tx rings and the interrupt.
+    type Setup = (
         Arc<Mutex<Net>>,
         EventManager<Arc<Mutex<Net>>>,
         UnixDatagram,
@@ -367,7 +369,9 @@ mod tests {
         Ring,
         Ring,
         Arc<Interrupt>,
-    ) {
+    );
+
+    fn setup() -> Setup {
         let (ours, wire) = UnixDatagram::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         wire.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
