@@ -22,8 +22,8 @@
 //! Each device is built from its backend and wrapped with [`VirtioMmioSlot::new`]:
 //! [`blk::Block::new`] (path, read-only), [`pmem::Pmem::new`] (path, read-only, a 2 MiB
 //! aligned guest address; map [`pmem::Pmem::region`] as a KVM slot), [`vsock::Vsock::new`]
-//! (guest CID, Unix socket path) and [`fs::Fs::new`] (virtiofsd's socket, tag, request
-//! queues). virtio-fs needs guest RAM that is fd-backed and shared (a memfd mapped
+//! (guest CID, Unix socket path), [`fs::Fs::new`] (virtiofsd's socket, tag, request
+//! queues) and [`net::Net::new`] (a tap from [`net::open_tap`], a MAC address). virtio-fs needs guest RAM that is fd-backed and shared (a memfd mapped
 //! `MAP_SHARED`): vhost-user hands the backend that fd; activation fails otherwise.
 
 pub mod blk;
