@@ -149,13 +149,15 @@ fn elf(code: &[u8], addr: u64, pvh_entry: Option<u32>) -> Vec<u8> {
     const EHDR: usize = 64;
     const PHDR: usize = 56;
     const CODE_OFFSET: usize = 0x1000;
+    // The note's descriptor is 8 bytes in an ELF64 (as Linux's `_ASM_PTR`), and the PT_NOTE
+    // alignment is 4: QEMU aligns the name by the segment's p_align to find it.
     let note: Vec<u8> = match pvh_entry {
         Some(entry) => [
-            4u32.to_le_bytes(),  // namesz ("Xen\0")
-            4u32.to_le_bytes(),  // descsz
-            18u32.to_le_bytes(), // XEN_ELFNOTE_PHYS32_ENTRY
-            *b"Xen\0",
-            entry.to_le_bytes(),
+            &4u32.to_le_bytes()[..], // namesz ("Xen\0")
+            &8u32.to_le_bytes(),     // descsz
+            &18u32.to_le_bytes(),    // XEN_ELFNOTE_PHYS32_ENTRY
+            b"Xen\0",
+            &u64::from(entry).to_le_bytes(),
         ]
         .concat(),
         None => Vec::new(),
@@ -176,7 +178,13 @@ fn elf(code: &[u8], addr: u64, pvh_entry: Option<u32>) -> Vec<u8> {
     out.extend((PHDR as u16).to_le_bytes());
     out.extend(phnum.to_le_bytes());
     out.extend([0u8; 6]); // e_shentsize, e_shnum, e_shstrndx
-    let phdr = |out: &mut Vec<u8>, kind: u32, flags: u32, offset: usize, vaddr: u64, len: usize| {
+    let phdr = |out: &mut Vec<u8>,
+                kind: u32,
+                flags: u32,
+                offset: usize,
+                vaddr: u64,
+                len: usize,
+                align: u64| {
         out.extend(kind.to_le_bytes());
         out.extend(flags.to_le_bytes());
         out.extend((offset as u64).to_le_bytes());
@@ -184,11 +192,11 @@ fn elf(code: &[u8], addr: u64, pvh_entry: Option<u32>) -> Vec<u8> {
         out.extend(vaddr.to_le_bytes());
         out.extend((len as u64).to_le_bytes());
         out.extend((len as u64).to_le_bytes());
-        out.extend(0x1000u64.to_le_bytes());
+        out.extend(align.to_le_bytes());
     };
-    phdr(&mut out, 1, 7, CODE_OFFSET, addr, code.len()); // PT_LOAD, RWX
+    phdr(&mut out, 1, 7, CODE_OFFSET, addr, code.len(), 0x1000); // PT_LOAD, RWX
     if !note.is_empty() {
-        phdr(&mut out, 4, 4, note_offset, 0, note.len()); // PT_NOTE
+        phdr(&mut out, 4, 4, note_offset, 0, note.len(), 4); // PT_NOTE
     }
     out.extend(&note);
     out.resize(CODE_OFFSET, 0);
