@@ -79,6 +79,11 @@ impl FakeBackend {
     /// Accept one front end on `listener`; announce `queues` queues; serve the rings if
     /// `serve`.
     pub fn spawn(listener: UnixListener, queues: u64, serve: bool) -> Self {
+        Self::spawn_limited(listener, queues, serve, usize::MAX)
+    }
+
+    /// Like [`FakeBackend::spawn`], but hang up after `limit` requests.
+    pub fn spawn_limited(listener: UnixListener, queues: u64, serve: bool, limit: usize) -> Self {
         let (tx, messages) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(Mutex::new(Served::default()));
@@ -88,7 +93,7 @@ impl FakeBackend {
             let served = served.clone();
             threads.push(std::thread::spawn(move || {
                 if let Ok((sock, _)) = listener.accept() {
-                    protocol(sock, queues, serve.then_some(&served), &tx);
+                    protocol(sock, queues, serve.then_some(&served), &tx, limit);
                 }
                 stop.store(true, Ordering::SeqCst);
             }));
@@ -167,8 +172,13 @@ fn protocol(
     queues: u64,
     served: Option<&Arc<Mutex<Served>>>,
     tx: &mpsc::Sender<Message>,
+    limit: usize,
 ) {
-    while let Some((header, fds)) = recv_header(&sock) {
+    let mut count = 0;
+    while count < limit
+        && let Some((header, fds)) = recv_header(&sock)
+    {
+        count += 1;
         let code = u32_at(&header, 0);
         let mut body = vec![0u8; u32_at(&header, 8) as usize];
         if sock.read_exact(&mut body).is_err() {

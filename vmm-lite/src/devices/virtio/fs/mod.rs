@@ -28,6 +28,8 @@ use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::bus::{ExitReason, VmExit};
+
 use super::{
     ActivateError, Activation, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, read_config_bytes,
 };
@@ -88,6 +90,7 @@ pub struct Fs {
     /// Queues handed to the backend, so a reset can stop them.
     started: Vec<usize>,
     interrupt: Option<Arc<Interrupt>>,
+    exit: Option<VmExit>,
 }
 
 impl Fs {
@@ -123,7 +126,14 @@ impl Fs {
             config,
             started: Vec::new(),
             interrupt: None,
+            exit: None,
         })
+    }
+
+    /// End the VM with a device error if the backend hangs up (virtiofsd died: the guest's
+    /// file system would hang otherwise).
+    pub fn exit_on_backend_loss(&mut self, exit: VmExit) {
+        self.exit = Some(exit);
     }
 
     /// SET_OWNER, features, protocol features, queue count. Returns the guest-visible
@@ -285,6 +295,11 @@ impl VirtioDevice for Fs {
 
 impl MutEventSubscriber for Fs {
     fn init(&mut self, ops: &mut EventOps) {
+        // Only the hang-up: replies on this socket belong to the frontend's own reads.
+        let hangup = EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
+        if let Err(error) = ops.add(Events::new_raw(self.frontend.as_raw_fd(), hangup)) {
+            tracing::error!(?error, "virtio-fs: cannot watch the backend socket");
+        }
         for call in &self.call_events {
             if let Err(error) = ops.add(Events::new(call, EventSet::IN)) {
                 tracing::error!(?error, "virtio-fs: cannot watch a backend call");
@@ -292,13 +307,23 @@ impl MutEventSubscriber for Fs {
         }
     }
 
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
         if let Some(index) = self
             .call_events
             .iter()
             .position(|e| e.as_raw_fd() == events.fd())
         {
             self.backend_called(index);
+        } else if events.fd() == self.frontend.as_raw_fd() {
+            let message = format!(
+                "virtio-fs: the vhost-user backend at {} hung up",
+                self.socket.display()
+            );
+            tracing::error!("{message}");
+            if let Some(exit) = &self.exit {
+                exit.request(ExitReason::DeviceError(message));
+            }
+            let _ = ops.remove(Events::empty_raw(self.frontend.as_raw_fd()));
         }
     }
 }

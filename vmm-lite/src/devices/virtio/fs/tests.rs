@@ -252,3 +252,34 @@ fn a_serving_backend_finds_the_rings_and_buffers_through_the_memory_table() {
     drop(fs);
     backend.join();
 }
+
+#[test]
+fn a_backend_that_hangs_up_ends_the_vm_with_a_device_error() {
+    use crate::devices::bus::{ExitReason, VmExit};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.sock");
+    // The backend answers the handshake (5 requests), then dies.
+    let backend = FakeBackend::spawn_limited(UnixListener::bind(&path).unwrap(), 2, false, 5);
+    let mut fs = Fs::new(&path, "tag", 1).unwrap();
+    let exit = VmExit::new().unwrap();
+    fs.exit_on_backend_loss(exit.clone());
+    let fs = Arc::new(Mutex::new(fs));
+    let mut em = EventManager::<Arc<Mutex<Fs>>>::new().unwrap();
+    em.add_subscriber(fs.clone());
+    backend.join();
+    for _ in 0..10 {
+        em.run_with_timeout(100).unwrap();
+        if exit.reason().is_some() {
+            break;
+        }
+    }
+    match exit.reason() {
+        Some(ExitReason::DeviceError(message)) => {
+            assert!(
+                message.contains("hung up") && message.contains("fs.sock"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a device error, got {other:?}"),
+    }
+}
