@@ -66,8 +66,8 @@ impl Attachment {
     pub fn vmms(self) -> &'static [&'static str] {
         match self {
             Attachment::Nvdimm => &["qemu"],
-            Attachment::VirtioPmem => &["qemu", "cloud-hypervisor"],
-            Attachment::VirtioBlk => &["qemu", "cloud-hypervisor", "firecracker"],
+            Attachment::VirtioPmem => &["qemu", "cloud-hypervisor", "vmm-lite"],
+            Attachment::VirtioBlk => &["qemu", "cloud-hypervisor", "firecracker", "vmm-lite"],
         }
     }
 }
@@ -160,7 +160,8 @@ fn sh(word: &str) -> String {
 }
 
 /// The attach guide: exact command lines for QEMU (nvdimm, virtio-pmem, virtio-blk),
-/// cloud-hypervisor (pmem, disk), Firecracker (drive) and Kata's `configuration.toml`.
+/// cloud-hypervisor (pmem, disk), Firecracker (drive), vmm-lite (pmem, disk) and Kata's
+/// `configuration.toml`.
 pub fn guide(input: &GuideInput) -> String {
     let img = sh(&input.image);
     let size = input.image_bytes;
@@ -262,6 +263,28 @@ pub fn guide(input: &GuideInput) -> String {
          # hull-fc.json:\n{}\n",
         serde_json::to_string_pretty(&fc).unwrap_or_default()
     );
+    // vmm-lite has no ACPI: init reboots (hull.shutdown=reboot) through the i8042 (reboot=k,
+    // which vmm-lite adds), and vmm-lite exits 0.
+    let lite = |a| {
+        sh(&format!(
+            "console=ttyS0 hull.shutdown=reboot {}",
+            cmdline_for(input, a)
+        ))
+    };
+    let lite_common = format!(
+        "vmm-lite --kernel {bz} --mem {mem}M --vcpus 1 --vsock uds=/tmp/hull-vmm-lite.vsock,cid=3 \\\n    "
+    );
+    let _ = writeln!(
+        g,
+        "## vmm-lite, virtio-pmem{} (this repository's VMM)\n{lite_common}--append {} \\\n    --pmem {img}\n",
+        if input.dax_header { " (DAX)" } else { "" },
+        lite(Attachment::VirtioPmem)
+    );
+    let _ = writeln!(
+        g,
+        "## vmm-lite, virtio-blk\n{lite_common}--append {} \\\n    --disk {img},ro\n",
+        lite(Attachment::VirtioBlk)
+    );
     let _ = writeln!(
         g,
         "## Kata Containers, configuration.toml (Kata adds root= itself: pmem0p1 on NVDIMM/virtio-pmem, vda1 on virtio-blk)\n\
@@ -353,6 +376,9 @@ mod tests {
             "kernel = \"/b/kernel/bzImage\"",
             "image = \"/b/rootfs.ext4.img\"",
             "rootfs_type = \"ext4\"",
+            "vmm-lite --kernel /b/kernel/bzImage --mem 256M",
+            "'console=ttyS0 hull.shutdown=reboot root=/dev/pmem0p1 rootfstype=ext4 ro rootflags=dax' \\\n    --pmem /b/rootfs.ext4.img",
+            "--disk /b/rootfs.ext4.img,ro",
         ] {
             assert!(g.contains(want), "missing {want:?} in\n{g}");
         }

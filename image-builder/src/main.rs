@@ -45,7 +45,7 @@ enum Command {
     /// Build a raw disk image (ext4 or erofs) that boots from an NVDIMM/virtio-pmem with
     /// DAX and from virtio-blk, with its manifest; prints how to attach it.
     Image(ImageArgs),
-    /// Print the attach guide (QEMU, cloud-hypervisor, Firecracker, Kata) of a built image.
+    /// Print the attach guide (QEMU, cloud-hypervisor, Firecracker, vmm-lite, Kata) of a built image.
     Attach(AttachArgs),
 }
 
