@@ -635,6 +635,14 @@ impl Vsock {
     }
 }
 
+impl Drop for Vsock {
+    /// The socket file goes with the device, so a later VMM (or a host dialer) does not
+    /// find a dead socket.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.uds_path);
+    }
+}
+
 /// Parse `CONNECT <port>\n`; returns the port and any bytes after the line.
 fn parse_connect(line: &[u8]) -> Option<(u32, Vec<u8>)> {
     let end = line.iter().position(|&b| b == b'\n')?;

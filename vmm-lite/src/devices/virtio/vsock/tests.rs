@@ -617,3 +617,20 @@ fn a_host_that_hangs_up_after_the_request_gets_the_guest_an_rst() {
     g.expect("RST", |h| h.op == op::RST && h.src_port == req.src_port);
     assert!(g.dev.lock().unwrap().conns.is_empty());
 }
+
+#[test]
+fn the_socket_file_is_removed_with_the_device_and_a_stale_one_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.sock");
+    let stale = UnixListener::bind(&path).unwrap();
+    drop(stale); // leaves the file behind
+    let dev = Vsock::new(GUEST_CID, &path).unwrap();
+    assert!(UnixStream::connect(&path).is_ok());
+    drop(dev);
+    assert!(!path.exists());
+    // A path that is not a socket is never removed.
+    std::fs::write(&path, b"not a socket").unwrap();
+    let err = Vsock::new(GUEST_CID, &path).err().unwrap().to_string();
+    assert!(err.contains("v.sock"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
