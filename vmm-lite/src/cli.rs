@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use vmm_lite::config::{Console, DiskConfig, FsConfig, PmemConfig, VsockConfig};
+use vmm_lite::config::{Console, DiskConfig, FsConfig, NetConfig, PmemConfig, VsockConfig};
 use vmm_lite::{ExitReason, Vm, VmConfig};
 
 /// A small VMM on the rust-vmm crates that boots hull guests.
@@ -41,6 +41,9 @@ struct Args {
     /// vhost-user-fs device: `tag=TAG,socket=PATH` (virtiofsd's socket); repeatable.
     #[arg(long, value_name = "tag=TAG,socket=PATH", value_parser = parse_fs)]
     fs: Vec<FsConfig>,
+    /// virtio-net on a host tap: `tap=NAME[,mac=02:00:00:00:00:01]`; repeatable.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    net: Vec<NetConfig>,
     /// Write the serial console to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     console: Option<PathBuf>,
@@ -105,6 +108,7 @@ fn config_from(args: Args) -> anyhow::Result<VmConfig> {
         .collect();
     config.vsock = args.vsock;
     config.fs = args.fs;
+    config.net = args.net;
     config.debug_exit = args.debug_exit;
     config.watchdog = timeout;
     Ok(config)
@@ -193,6 +197,35 @@ fn parse_fs(s: &str) -> Result<FsConfig, String> {
     })
 }
 
+fn parse_net(s: &str) -> Result<NetConfig, String> {
+    let mut tap = None;
+    // Locally administered, unicast.
+    let mut mac = [0x02, 0, 0, 0, 0, 0x01];
+    for (key, value) in pairs(s)? {
+        match key {
+            "tap" => tap = Some(value.to_string()),
+            "mac" => {
+                let bytes: Vec<u8> = value
+                    .split(':')
+                    .map(|b| u8::from_str_radix(b, 16))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("mac {value:?} is not like 02:00:00:00:00:01"))?;
+                mac = bytes
+                    .try_into()
+                    .map_err(|_| format!("mac {value:?} needs six bytes"))?;
+                if mac[0] & 1 != 0 {
+                    return Err(format!("mac {value:?} is a multicast address"));
+                }
+            }
+            other => return Err(format!("unknown net option {other:?} (tap, mac)")),
+        }
+    }
+    Ok(NetConfig {
+        tap: tap.ok_or("net needs tap=NAME")?,
+        mac,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +259,14 @@ mod tests {
         let f = parse_fs("tag=kataShared,socket=/tmp/fs.sock").unwrap();
         assert_eq!(f.tag, "kataShared");
         assert!(parse_fs("socket=/x").is_err());
+        let n = parse_net("tap=tap0,mac=02:aa:bb:cc:dd:ee").unwrap();
+        assert_eq!(
+            (n.tap.as_str(), n.mac),
+            ("tap0", [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])
+        );
+        assert!(parse_net("tap=t,mac=01:00:00:00:00:00").is_err());
+        assert!(parse_net("tap=t,mac=02:00").is_err());
+        assert!(parse_net("mac=02:00:00:00:00:01").is_err());
     }
 
     #[test]

@@ -59,6 +59,15 @@ pub struct FsConfig {
     pub socket: PathBuf,
 }
 
+/// virtio-net on a host tap device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The tap's name (created if missing, which needs CAP_NET_ADMIN).
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+}
+
 /// A VM's configuration.
 #[derive(Debug)]
 pub struct VmConfig {
@@ -76,6 +85,7 @@ pub struct VmConfig {
     pub pmems: Vec<PmemConfig>,
     pub vsock: Option<VsockConfig>,
     pub fs: Vec<FsConfig>,
+    pub net: Vec<NetConfig>,
     /// Register the test "done" port (0xf4); for payloads, never for Linux.
     pub debug_exit: bool,
     /// Stop the guest with [`crate::Error::Watchdog`] if it has not ended by then.
@@ -96,6 +106,7 @@ impl VmConfig {
             pmems: Vec::new(),
             vsock: None,
             fs: Vec::new(),
+            net: Vec::new(),
             debug_exit: false,
             watchdog: None,
         }

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use bus::{DeviceMemory, MmioDeviceSlot, SharedDevice, VmExit};
 use virtio::VirtioMmioSlot;
 
-/// The virtio devices `config` asks for, in this order: disks, pmem, vsock, fs. Device
+/// The virtio devices `config` asks for, in this order: disks, pmem, vsock, fs, net. Device
 /// memory (pmem) is placed from [`layout::device_memory_start`] upward, 1 GiB aligned.
 pub fn create_virtio_devices(
     config: &VmConfig,
@@ -72,6 +72,15 @@ pub fn create_virtio_devices(
             .map_err(|e| device_err("vhost-user-fs", &e))?;
         let slot = VirtioMmioSlot::new("fs", device, mem.clone())
             .map_err(|e| device_err("vhost-user-fs", &e))?;
+        slots.push(Box::new(slot));
+    }
+    for net in &config.net {
+        let (tap, _name) =
+            virtio::net::open_tap(&net.tap).map_err(|e| device_err("virtio-net", &e))?;
+        let device =
+            virtio::net::Net::new(tap, net.mac).map_err(|e| device_err("virtio-net", &e))?;
+        let slot = VirtioMmioSlot::new("net", device, mem.clone())
+            .map_err(|e| device_err("virtio-net", &e))?;
         slots.push(Box::new(slot));
     }
     Ok(slots)
