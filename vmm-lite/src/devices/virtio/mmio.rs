@@ -103,10 +103,11 @@ impl MmioTransport {
                 .queue_max_sizes()
                 .iter()
                 .map(|&max| {
-                    // A max size that is not a power of two is a bug of ours; fall back to
-                    // the largest legal size.
-                    Queue::new(max).unwrap_or_else(|_| {
-                        Queue::new(256).unwrap_or_else(|_| unreachable!("256 is a valid size"))
+                    // A size that is not a power of two is a bug of ours: the queue then
+                    // reads as absent (QueueNumMax 0) rather than ending the VMM.
+                    Queue::new(max).unwrap_or_else(|error| {
+                        tracing::error!(%error, max, "virtio-mmio: invalid queue size");
+                        Queue::default()
                     })
                 })
                 .collect()
