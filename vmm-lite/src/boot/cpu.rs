@@ -297,6 +297,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpuid_gets_apic_ids_hypervisor_bit_and_topology() {
+        use kvm_bindings::kvm_cpuid_entry2;
+        let entry = |function, index| kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        };
+        let supported =
+            CpuId::from_entries(&[entry(1, 0), entry(4, 0), entry(0xb, 0), entry(0xb, 1)]).unwrap();
+        let cpuid = cpuid_for(&supported, 2, 3);
+        let e = cpuid.as_slice();
+        assert_eq!(e[0].ebx >> 24, 2, "APIC id");
+        assert_eq!((e[0].ebx >> 16) & 0xff, 3, "logical processors");
+        assert_ne!(e[0].ecx & (1 << 31), 0, "hypervisor bit");
+        assert_ne!(e[0].edx & (1 << 28), 0, "HTT");
+        assert_eq!(e[1].eax >> 26, 2, "cores per package - 1");
+        assert_eq!((e[2].ebx, e[2].edx), (1, 2), "SMT level");
+        assert_eq!((e[3].eax, e[3].ebx, e[3].edx), (2, 3, 2), "core level");
+        assert_eq!(cpuid_for(&supported, 0, 1).as_slice()[0].edx & (1 << 28), 0);
+    }
+
+    #[test]
     fn gdt_entries_decode_to_flat_long_mode_segments() {
         let code = segment(gdt()[1], 1);
         assert_eq!((code.base, code.limit, code.selector), (0, 0xffff_ffff, 8));
