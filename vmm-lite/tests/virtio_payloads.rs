@@ -783,3 +783,172 @@ fn fs_payload_gets_fuse_init_answered_by_virtiofsd() {
     });
     assert_eq!(run.code(), Some(0), "{run:?}");
 }
+
+/// A raw packet socket on interface `ifindex` for the test's ethertype.
+struct PacketSocket(std::os::fd::OwnedFd);
+
+const ETHERTYPE: u16 = 0x88b5; // IEEE local experimental
+
+impl PacketSocket {
+    fn bind(ifindex: i32) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        let proto = i32::from(ETHERTYPE.to_be());
+        // SAFETY: plain socket(2) call; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor we own.
+        let sock = Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        // SAFETY: sockaddr_ll is plain data; all zeroes is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ETHERTYPE.to_be();
+        addr.sll_ifindex = ifindex;
+        // SAFETY: binding our socket to an address we own, with its size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: SO_RCVTIMEO reads a timeval of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        Ok(sock)
+    }
+
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: send(2) reads `frame` for its length.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn recv(&self) -> Option<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let mut buf = vec![0u8; 2048];
+        // SAFETY: recv(2) writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        (n > 0).then(|| {
+            buf.truncate(n as usize);
+            buf
+        })
+    }
+}
+
+/// virtio-net on a real tap: the host sends an Ethernet frame into the tap, the guest
+/// receives it ("ping") and answers with a broadcast frame ("pong") the host reads.
+#[test]
+fn net_payload_exchanges_frames_with_the_host_through_a_tap() {
+    use vmm_lite::config::NetConfig;
+    require_kvm();
+    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    let tap = format!("vmmlt{}", std::process::id() % 100_000);
+    let mut d = Driver::new();
+    d.bring_up(1, 2);
+    d.expect_reg(
+        10,
+        CONFIG,
+        u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]),
+    );
+    // Receive: one buffer of 1526 bytes (12-byte header + a full frame).
+    d.descriptor(0, 0, 0x30_0000, 1526, DESC_F_WRITE, 0);
+    d.offer(0, 0, 0);
+    d.notify(0);
+    d.wait_used(11, 0, 1);
+    d.expect_interrupt(12);
+    d.expect_mem32(13, 0x30_0000 + 12 + 14, u32::from_le_bytes(*b"ping"));
+    // Transmit: header, broadcast destination, our MAC, the ethertype, "pong".
+    const TX: u64 = 0x31_0000;
+    for (i, byte) in [0xffu8; 6]
+        .iter()
+        .chain(MAC.iter())
+        .chain(ETHERTYPE.to_be_bytes().iter())
+        .chain(b"pong".iter())
+        .enumerate()
+    {
+        d.store8(TX + 12 + i as u64, u32::from(*byte));
+    }
+    d.descriptor(1, 0, TX, 12 + 14 + 4 + 30, 0, 0); // padded to the Ethernet minimum
+    d.offer(1, 0, 0);
+    d.notify(1);
+    d.wait_used(14, 1, 1);
+
+    let host_tap = tap.clone();
+    let host = std::thread::spawn(move || -> Result<Vec<u8>, String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let sys = PathBuf::from(format!("/sys/class/net/{host_tap}"));
+        while !sys.exists() {
+            if Instant::now() > deadline {
+                return Err("the tap never appeared".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // No IPv6 chatter into the guest's one buffer; then link up.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{host_tap}/disable_ipv6"),
+            "1",
+        );
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", &host_tap, "up"])
+            .status()
+            .map_err(|e| format!("ip link set up: {e}"))?;
+        if !up.success() {
+            return Err(format!("ip link set {host_tap} up: {up}"));
+        }
+        let ifindex: i32 = std::fs::read_to_string(sys.join("ifindex"))
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse()
+            .map_err(|e| format!("ifindex: {e}"))?;
+        let sock = PacketSocket::bind(ifindex).map_err(|e| format!("packet socket: {e}"))?;
+        let mut ping = Vec::new();
+        ping.extend_from_slice(&MAC);
+        ping.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+        ping.extend_from_slice(&ETHERTYPE.to_be_bytes());
+        ping.extend_from_slice(b"ping");
+        ping.resize(60, 0);
+        sock.send(&ping).map_err(|e| format!("send: {e}"))?;
+        while Instant::now() < deadline {
+            if let Some(frame) = sock.recv()
+                && frame.get(14..18) == Some(&b"pong"[..])
+            {
+                return Ok(frame);
+            }
+        }
+        Err("no pong from the guest".into())
+    });
+    let run = d.run(|c| {
+        c.net.push(NetConfig {
+            tap: tap.clone(),
+            mac: MAC,
+        })
+    });
+    let host = host.join().unwrap();
+    assert_eq!(run.code(), Some(0), "{run:?}; host: {host:?}");
+    let frame = host.unwrap();
+    assert_eq!(&frame[6..12], &MAC, "the guest's source MAC");
+    assert!(
+        !PathBuf::from(format!("/sys/class/net/{tap}")).exists(),
+        "the tap outlived the VM"
+    );
+}
