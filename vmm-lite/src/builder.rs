@@ -23,7 +23,7 @@ use crate::config::{Console, VmConfig};
 use crate::devices::bus::{Bus, ExitReason, MmioDeviceSlot, SharedDevice, VmExit};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::legacy::{DONE_LEN, DONE_PORT, DebugExit};
-use crate::devices::serial::{COM1_BASE, COM1_GSI, COM1_LEN, SerialDevice};
+use crate::devices::serial::{COM1_BASE, COM1_GSI, COM1_LEN, SerialActivity, SerialDevice};
 use crate::error::{Error, Result};
 use crate::vcpu::{self, Vcpu};
 
@@ -42,6 +42,7 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     subscribers: Vec<Subscriber>,
     exit: VmExit,
+    serial_activity: SerialActivity,
     watchdog: Option<Duration>,
     cmdline: String,
     _vm: Arc<VmFd>,
@@ -95,6 +96,7 @@ impl Vm {
             .map_err(Error::kvm("KVM_IRQFD for the serial port"))?;
         let console = open_console(std::mem::replace(&mut config.console, Console::Discard))?;
         let serial = SerialDevice::new(serial_irq, console, exit.clone());
+        let serial_activity = serial.activity();
         insert(&mut pio, Arc::new(Mutex::new(serial)), COM1_BASE, COM1_LEN)?;
         insert(
             &mut pio,
@@ -187,6 +189,7 @@ impl Vm {
             vcpus,
             subscribers,
             exit,
+            serial_activity,
             watchdog: config.watchdog,
             cmdline: cmdline
                 .as_cstring()
@@ -202,6 +205,11 @@ impl Vm {
     /// A handle that stops the VM from another thread: `request(ExitReason::Stopped)`.
     pub fn exit_handle(&self) -> VmExit {
         self.exit.clone()
+    }
+
+    /// The count of the guest's writes to COM1's registers.
+    pub fn serial_activity(&self) -> SerialActivity {
+        self.serial_activity.clone()
     }
 
     /// The kernel command line as the guest gets it.

@@ -5,6 +5,8 @@
 //! is not wired: hull talks to its guest over vsock, the console is for logs.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -29,10 +31,25 @@ impl Trigger for IrqTrigger {
     }
 }
 
+/// How often the guest wrote to the UART's registers (data and control alike): evidence
+/// that a guest configured the port even when it printed nothing yet (Linux's decompressor
+/// programs COM1 for `earlyprintk=serial` and, built without KASLR or verbose boot, prints
+/// nothing).
+#[derive(Clone, Default, Debug)]
+pub struct SerialActivity(Arc<AtomicU64>);
+
+impl SerialActivity {
+    /// Register writes so far.
+    pub fn register_writes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The serial port as a bus device.
 pub struct SerialDevice {
     uart: Serial<IrqTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
     exit: VmExit,
+    activity: SerialActivity,
 }
 
 impl SerialDevice {
@@ -42,7 +59,13 @@ impl SerialDevice {
         Self {
             uart: Serial::new(IrqTrigger(irq), out),
             exit,
+            activity: SerialActivity::default(),
         }
+    }
+
+    /// A handle on the count of the guest's register writes.
+    pub fn activity(&self) -> SerialActivity {
+        self.activity.clone()
     }
 }
 
@@ -59,6 +82,7 @@ impl BusDevice for SerialDevice {
         let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) else {
             return;
         };
+        self.activity.0.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = self.uart.write(offset, value) {
             self.exit.request(ExitReason::DeviceError(format!(
                 "serial console: cannot write the guest's output: {err:?}"
@@ -101,12 +125,14 @@ mod tests {
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let exit = VmExit::new().unwrap();
         let mut dev = SerialDevice::new(irq.try_clone().unwrap(), Box::new(sink.clone()), exit);
+        let activity = dev.activity();
         // IER: enable the "transmit holding register empty" interrupt.
         dev.write(COM1_BASE, 1, &[0x02]);
         for b in b"hi" {
             dev.write(COM1_BASE, 0, &[*b]);
         }
         assert_eq!(&*sink.0.lock().unwrap(), b"hi");
+        assert_eq!(activity.register_writes(), 3);
         assert!(irq.read().unwrap() >= 1);
         // LSR says the transmitter is empty.
         let mut lsr = [0u8];
