@@ -31,7 +31,7 @@ use virtio::VirtioMmioSlot;
 pub fn create_virtio_devices(
     config: &VmConfig,
     mem: &GuestMemoryMmap,
-    _exit: &VmExit,
+    exit: &VmExit,
 ) -> Result<Vec<Box<dyn MmioDeviceSlot>>> {
     let device_err = |what: &str, e: &dyn std::fmt::Display| Error::Device(format!("{what}: {e}"));
     let mut slots: Vec<Box<dyn MmioDeviceSlot>> = Vec::new();
@@ -68,8 +68,9 @@ pub fn create_virtio_devices(
         slots.push(Box::new(slot));
     }
     for fs in &config.fs {
-        let device = virtio::fs::Fs::new(&fs.socket, &fs.tag, 1)
+        let mut device = virtio::fs::Fs::new(&fs.socket, &fs.tag, 1)
             .map_err(|e| device_err("vhost-user-fs", &e))?;
+        device.exit_on_backend_loss(exit.clone());
         let slot = VirtioMmioSlot::new("fs", device, mem.clone())
             .map_err(|e| device_err("vhost-user-fs", &e))?;
         slots.push(Box::new(slot));
