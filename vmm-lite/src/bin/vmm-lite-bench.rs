@@ -63,14 +63,15 @@ fn rss_kib(pid: u32) -> Result<u64> {
 fn measure(mut cmd: Command, console: &Path) -> Result<(Duration, u64)> {
     let _ = std::fs::remove_file(console);
     let start = Instant::now();
-    let log = console.with_extension("stderr");
+    // The VMM's stderr, removed on every way out.
+    let log = TempFile::with_bytes("bench.stderr", b"")?;
     let mut child = Killed(
         cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(&log.0)?)
             .spawn()
             .context("starting the VMM")?,
     );
-    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    let stderr = || std::fs::read_to_string(&log.0).unwrap_or_default();
     let first = loop {
         if std::fs::metadata(console).is_ok_and(|m| m.len() > 0) {
             break start.elapsed();
@@ -85,7 +86,6 @@ fn measure(mut cmd: Command, console: &Path) -> Result<(Duration, u64)> {
     };
     std::thread::sleep(Duration::from_millis(200));
     let rss = rss_kib(child.0.id())?;
-    let _ = std::fs::remove_file(&log);
     let text = std::fs::read_to_string(console).unwrap_or_default();
     if !text.starts_with(LINE.trim_end()) {
         bail!("unexpected console output {text:?}");
