@@ -74,7 +74,17 @@ init-smoke: guest
 # The whole test suite: lints, unit and host tests, init's namespace smoke test, the VM tests.
 test: setup artifacts lint init-smoke
     cargo test --locked --workspace
+    @scripts/hw-kvm.sh --note
 
-# Sizes, image build times, boot times (initrd vs DAX image) and container figures, printed as a table.
+# The full Linux boot under vmm-lite (initrd, pmem and blk images; agent, a container, power-off, exit 0). Needs hardware KVM: fails at once where there is none.
+test-kvm:
+    scripts/hw-kvm.sh
+    {{just_executable()}} setup artifacts
+    cargo build --locked --release -p vmm-lite
+    HULL_VMM=vmm-lite HULL_VMM_LITE={{justfile_directory()}}/target/release/vmm-lite cargo test --locked --release -p hull-e2e --test vmm_lite -- --ignored
+
+# Sizes, image build times, boot times (initrd vs DAX image) and container figures, printed as a table; then vmm-lite next to QEMU (size, first serial byte, RSS).
 bench boots="5": setup artifacts
     cargo run --locked --release -q -p hull-e2e --bin hull-bench -- --boots {{boots}}
+    cargo build --locked --release -q -p vmm-lite --features payload
+    target/release/vmm-lite-bench --runs {{boots}}

@@ -8,7 +8,7 @@ use hull_common::cmdline::PROC_CMDLINE;
 use hull_common::mountinfo::{self, MountInfoEntry};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ShutdownAction};
 use crate::shutdown::{self, Reason};
 use crate::signals::{self, Signals};
 use crate::{console, fs, hostname, logger, mounts, supervisor, uptime_ms};
@@ -27,7 +27,7 @@ pub fn run() -> ! {
     );
     if let Err(e) = blocked {
         error!(error = %e, "cannot set up signal handling");
-        shutdown::run(Reason::BootFailure, None);
+        shutdown::run(Reason::BootFailure, None, ShutdownAction::default());
     }
 
     let mounted = mounts::mount_all();
@@ -35,7 +35,7 @@ pub fn run() -> ! {
     let fds = console::reattach(fds);
     if let Err(e) = mounted {
         error!(error = %e, "required mount failed");
-        shutdown::run(Reason::BootFailure, None);
+        shutdown::run(Reason::BootFailure, None, ShutdownAction::default());
     }
     if fds.any_detached() {
         warn!("/dev/console cannot be opened, log lines may be lost");
@@ -47,6 +47,7 @@ pub fn run() -> ! {
         debug = config.debug,
         hostname = config.hostname.as_str(),
         agent_restarts = config.agent_restarts,
+        shutdown = config.shutdown.as_str(),
         "config"
     );
     match hostname::set(&config.hostname) {
@@ -61,7 +62,7 @@ pub fn run() -> ! {
     let signals = Signals::new();
     info!(uptime_ms = uptime_ms(), "boot complete");
     let reason = supervisor::run(&signals, config.agent_restarts);
-    shutdown::run(reason, Some(&signals))
+    shutdown::run(reason, Some(&signals), config.shutdown)
 }
 
 /// One line saying what `/` is (type, device, options: `dax=always` shows a DAX root).

@@ -8,6 +8,7 @@
 //! | `hull.debug`, `hull.debug=1\|0\|true\|false\|yes\|no\|on\|off` | debug-level log lines | off |
 //! | `hull.hostname=NAME` | hostname, 1..64 of `[A-Za-z0-9.-]` | `hull` |
 //! | `hull.agent_restarts=N` | agent restarts after crashes, 0..=100 | 5 |
+//! | `hull.shutdown=poweroff\|reboot` | how init ends the machine: `reboot` for VMMs without ACPI power-off that end on the guest's reset (vmm-lite, Firecracker; with `reboot=k`) | `poweroff` |
 //!
 //! Everything else is ignored: kernel parameters, and `agent.*`, which belong
 //! to the agent (it reads /proc/cmdline itself). Unknown `hull.*` keys and bad
@@ -30,6 +31,27 @@ pub struct Config {
     pub debug: bool,
     pub hostname: String,
     pub agent_restarts: u32,
+    pub shutdown: ShutdownAction,
+}
+
+/// How init ends the machine once everything is stopped and synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownAction {
+    /// `reboot(RB_POWER_OFF)` (ACPI S5 under QEMU), rebooting if that fails.
+    #[default]
+    PowerOff,
+    /// `reboot(RB_AUTOBOOT)`: without ACPI the kernel cannot power off (it would halt
+    /// forever), but a reset through the i8042 (`reboot=k`) ends the VMM.
+    Reboot,
+}
+
+impl ShutdownAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PowerOff => "poweroff",
+            Self::Reboot => "reboot",
+        }
+    }
 }
 
 impl Default for Config {
@@ -38,6 +60,7 @@ impl Default for Config {
             debug: false,
             hostname: DEFAULT_HOSTNAME.to_owned(),
             agent_restarts: DEFAULT_AGENT_RESTARTS,
+            shutdown: ShutdownAction::PowerOff,
         }
     }
 }
@@ -46,10 +69,11 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "hull.debug={} hull.hostname={} hull.agent_restarts={}",
+            "hull.debug={} hull.hostname={} hull.agent_restarts={} hull.shutdown={}",
             u8::from(self.debug),
             self.hostname,
-            self.agent_restarts
+            self.agent_restarts,
+            self.shutdown.as_str()
         )
     }
 }
@@ -72,6 +96,10 @@ pub enum ConfigWarning {
     BadRestarts(String),
     #[error("hull.agent_restarts={0} is above the maximum, using {MAX_AGENT_RESTARTS}")]
     RestartsClamped(String),
+    #[error(
+        "invalid hull.shutdown value {0:?} (expected poweroff or reboot), keeping the previous value"
+    )]
+    BadShutdown(String),
     #[error("unknown parameter {0:?} ignored")]
     UnknownKey(String),
 }
@@ -120,6 +148,11 @@ pub fn parse(cmdline: &str) -> (Config, Vec<ConfigWarning>) {
                     Err(_) => warnings.push(ConfigWarning::BadRestarts(text.to_owned())),
                 }
             }
+            "shutdown" => match value {
+                Some("poweroff") => config.shutdown = ShutdownAction::PowerOff,
+                Some("reboot") => config.shutdown = ShutdownAction::Reboot,
+                other => warnings.push(ConfigWarning::BadShutdown(other.unwrap_or("").to_owned())),
+            },
             _ => warnings.push(ConfigWarning::UnknownKey(key.to_owned())),
         }
     }
@@ -149,7 +182,26 @@ mod tests {
             debug,
             hostname: hostname.to_owned(),
             agent_restarts,
+            ..Config::default()
         }
+    }
+
+    #[test]
+    fn shutdown_action() {
+        assert_eq!(parse("").0.shutdown, ShutdownAction::PowerOff);
+        assert_eq!(
+            parse("reboot=k hull.shutdown=reboot").0.shutdown,
+            ShutdownAction::Reboot
+        );
+        assert_eq!(
+            parse("hull.shutdown=reboot hull.shutdown=poweroff")
+                .0
+                .shutdown,
+            ShutdownAction::PowerOff
+        );
+        let (c, w) = parse("hull.shutdown=halt");
+        assert_eq!(c.shutdown, ShutdownAction::PowerOff);
+        assert_eq!(w, vec![ConfigWarning::BadShutdown("halt".into())]);
     }
 
     #[test]

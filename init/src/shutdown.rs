@@ -13,6 +13,7 @@ use rustix::system::{RebootCommand, reboot};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{self, Instant, millis};
+use crate::config::ShutdownAction;
 use crate::reaper::{self, ReapOutcome, signal_name};
 use crate::signals::Signals;
 use crate::{console, fs, uptime_ms};
@@ -93,8 +94,8 @@ pub fn unmount_order(entries: &[MountInfoEntry]) -> Vec<&MountInfoEntry> {
         .collect()
 }
 
-/// Shuts the machine down. Never returns.
-pub fn run(reason: Reason, signals: Option<&Signals>) -> ! {
+/// Shuts the machine down, ending with `action`. Never returns.
+pub fn run(reason: Reason, signals: Option<&Signals>, action: ShutdownAction) -> ! {
     let start = Instant::now();
     match reason {
         Reason::Signal(signal) => info!(
@@ -119,7 +120,7 @@ pub fn run(reason: Reason, signals: Option<&Signals>) -> ! {
     remount_root_read_only(root(&entries), start);
     rustix::fs::sync();
 
-    power_off(start)
+    power_off(start, action)
 }
 
 /// SIGTERM to all, wait, SIGKILL to what is left, wait again.
@@ -266,15 +267,23 @@ fn drain_console() {
     }
 }
 
-fn power_off(start: Instant) -> ! {
-    info!(
-        elapsed_ms = ms(start),
-        uptime_ms = uptime_ms(),
-        "powering off"
-    );
-    drain_console();
-    if let Err(e) = reboot(RebootCommand::PowerOff) {
-        error!(error = %e, "power-off failed, rebooting instead");
+fn power_off(start: Instant, action: ShutdownAction) -> ! {
+    if action == ShutdownAction::PowerOff {
+        info!(
+            elapsed_ms = ms(start),
+            uptime_ms = uptime_ms(),
+            "powering off"
+        );
+        drain_console();
+        if let Err(e) = reboot(RebootCommand::PowerOff) {
+            error!(error = %e, "power-off failed, rebooting instead");
+        }
+    } else {
+        info!(
+            elapsed_ms = ms(start),
+            uptime_ms = uptime_ms(),
+            "rebooting (hull.shutdown=reboot)"
+        );
     }
     drain_console();
     if let Err(e) = reboot(RebootCommand::Restart) {

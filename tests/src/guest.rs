@@ -110,7 +110,7 @@ impl SandboxGuest {
     /// through another client).
     pub fn wait_powered_off(mut self) -> Result<()> {
         let status = self.vm.wait_for_exit(POWER_OFF_DEADLINE)?;
-        anyhow::ensure!(status.success(), "QEMU exited with {status}");
+        anyhow::ensure!(status.success(), "the VMM exited with {status}");
         let Self { vm, share, .. } = self;
         vm.finish();
         drop(share);

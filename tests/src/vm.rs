@@ -1,9 +1,10 @@
-//! A hull guest under QEMU, owned by the test that booted it.
+//! A hull guest under QEMU (or vmm-lite, `HULL_VMM=vmm-lite`), owned by the test that
+//! booted it.
 //!
 //! [`Vm::boot`] starts `vhost-device-vsock` (the host end of the guest's virtio-vsock,
-//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake), one `virtiofsd`
-//! per virtio-fs share asked for, and QEMU with the kernel and initrd, its serial console
-//! going to a file. Disk images can be attached read-only as virtio-blk (at a fixed PCI
+//! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake; vmm-lite serves that
+//! socket itself), one `virtiofsd` per virtio-fs share asked for, and the VMM with the
+//! kernel and initrd, its serial console going to a file. Disk images can be attached read-only as virtio-blk (at a fixed PCI
 //! slot, so a Kata PCI path names them) or virtio-pmem. Everything lives in a temporary
 //! directory. QEMU's arguments come from hull-image's [`vm_args`] (the description
 //! [`VmConfig::spec`] fills in), the same that `hull-image attach` prints for users.
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hull_image::mkfs::FsType;
-use hull_image::vm_args::{self, Boot, Console, FsShare, RootImage, VmSpec, Vmm, Vsock};
+use hull_image::vm_args::{self, Boot, Console, FsShare, RootImage, VmSpec, Vsock};
 use hull_protocols::address::AgentAddress;
 use hull_protocols::client::{AgentClient, DEFAULT_CALL_TIMEOUT};
 use tempfile::TempDir;
@@ -28,7 +29,44 @@ use crate::artifacts::{GuestArtifacts, find_program};
 use crate::nic::NicConfig;
 use crate::process::OwnedChild;
 
-pub use hull_image::vm_args::{Attachment, Disk, DiskAttach};
+pub use hull_image::vm_args::{Attachment, Disk, DiskAttach, Vmm};
+
+/// Which VMM boots guests: `HULL_VMM=qemu` (the default) or `HULL_VMM=vmm-lite` (the
+/// bundled VMM; it needs hardware KVM to boot Linux in reasonable time). An unknown value
+/// is an error naming the choices.
+pub fn vmm_from_env() -> Result<Vmm> {
+    match std::env::var("HULL_VMM").ok().as_deref() {
+        None | Some("") | Some("qemu") => Ok(Vmm::Qemu),
+        Some("vmm-lite") => Ok(Vmm::VmmLite),
+        Some(other) => bail!("HULL_VMM={other:?}: expected qemu or vmm-lite"),
+    }
+}
+
+/// The program that runs `vmm`: QEMU from `PATH`; vmm-lite from `HULL_VMM_LITE`, `PATH`
+/// or the workspace's `target/{release,debug}`.
+fn vmm_program(vmm: Vmm) -> Result<PathBuf> {
+    match vmm {
+        Vmm::Qemu => Ok(find_program("qemu-system-x86_64")?),
+        Vmm::VmmLite => {
+            if let Some(path) = std::env::var_os("HULL_VMM_LITE") {
+                return Ok(PathBuf::from(path));
+            }
+            if let Ok(path) = find_program("vmm-lite") {
+                return Ok(path);
+            }
+            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+            ["release", "debug"]
+                .iter()
+                .map(|profile| target.join(profile).join("vmm-lite"))
+                .find(|path| path.is_file())
+                .context(
+                    "vmm-lite not found (HULL_VMM_LITE, PATH, target/): \
+                     run `cargo build --release -p vmm-lite`",
+                )
+        }
+        other => bail!("the harness boots guests with QEMU or vmm-lite, not {other}"),
+    }
+}
 
 /// How long one Health.Check attempt may take while waiting for the agent.
 const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -94,6 +132,8 @@ pub enum BootMedium {
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub artifacts: GuestArtifacts,
+    /// QEMU (the default) or vmm-lite; see [`vmm_from_env`].
+    pub vmm: Vmm,
     pub accel: Accel,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -118,10 +158,12 @@ pub struct VirtioFsShare {
 }
 
 impl VmConfig {
-    /// Defaults: the located artifacts, the probed accelerator, 256 MiB, one vCPU.
+    /// Defaults: the located artifacts, the VMM `HULL_VMM` names (QEMU when unset; an
+    /// unknown value fails at [`Vm::boot`]), the probed accelerator, 256 MiB, one vCPU.
     pub fn new(artifacts: GuestArtifacts) -> Self {
         Self {
             artifacts,
+            vmm: vmm_from_env().unwrap_or(Vmm::Qemu),
             accel: crate::accel::detect(),
             memory_mib: 256,
             cpus: 1,
@@ -152,7 +194,12 @@ impl VmConfig {
 
     /// The kernel command line the guest gets.
     pub fn kernel_cmdline(&self) -> String {
-        let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=acpi");
+        let mut cmdline = String::from(match self.vmm {
+            // No ACPI under vmm-lite: init reboots, and the reset through the i8042
+            // (vmm-lite adds `reboot=k`) ends the VMM.
+            Vmm::VmmLite => "console=ttyS0 panic=-1 hull.shutdown=reboot",
+            _ => "console=ttyS0 panic=-1 reboot=acpi",
+        });
         if let BootMedium::Image(image) = &self.medium {
             cmdline.push(' ');
             cmdline.push_str(&image.root_cmdline());
@@ -165,7 +212,8 @@ impl VmConfig {
     }
 
     /// The VM as hull-image's [`VmSpec`] describes it, with the given run directory
-    /// holding sockets and logs: vsock through vhost-device-vsock, the console to a file.
+    /// holding sockets and logs: vsock through vhost-device-vsock (QEMU) or vmm-lite's own
+    /// hybrid socket, the console to a file.
     pub fn spec(&self, dir: &Path) -> VmSpec {
         VmSpec {
             kernel: self.artifacts.kernel.clone(),
@@ -180,9 +228,18 @@ impl VmConfig {
             cmdline: self.kernel_cmdline(),
             memory_mib: u64::from(self.memory_mib),
             cpus: self.cpus,
-            accel: self.accel.vm_accel(),
-            vsock: Vsock::VhostUser {
-                socket: Self::vhost_vsock_socket(dir),
+            accel: match self.vmm {
+                Vmm::VmmLite => vm_args::Accel::Kvm,
+                _ => self.accel.vm_accel(),
+            },
+            vsock: match self.vmm {
+                Vmm::VmmLite => Vsock::Hybrid {
+                    cid: self.guest_cid,
+                    uds: dir.join("vm.vsock"),
+                },
+                _ => Vsock::VhostUser {
+                    socket: Self::vhost_vsock_socket(dir),
+                },
             },
             shares: self
                 .virtio_fs
@@ -203,12 +260,21 @@ impl VmConfig {
     pub fn qemu_args(&self, dir: &Path) -> Result<Vec<String>> {
         Ok(Vmm::Qemu.argv(&self.spec(dir))?)
     }
+
+    /// The arguments of the configured VMM ([`VmConfig::vmm`]).
+    pub fn vmm_args(&self, dir: &Path) -> Result<Vec<String>> {
+        Ok(self.vmm.argv(&self.spec(dir))?)
+    }
 }
 
 /// A running guest. See the module documentation for what dropping it does.
 pub struct Vm {
-    qemu: OwnedChild,
-    vsock_backend: OwnedChild,
+    /// QEMU or vmm-lite.
+    vmm: OwnedChild,
+    /// Its log file's name in the run directory.
+    vmm_log: &'static str,
+    /// vhost-device-vsock, for QEMU (vmm-lite serves the hybrid socket itself).
+    vsock_backend: Option<OwnedChild>,
     virtiofsd: Vec<OwnedChild>,
     started: Instant,
     accel: Accel,
@@ -218,32 +284,20 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts the vsock backend and QEMU. Returns once QEMU is running; the guest is
-    /// still booting (see [`Vm::wait_for_agent`]).
+    /// Starts the vsock backend and the VMM. Returns once the VMM is running; the guest
+    /// is still booting (see [`Vm::wait_for_agent`]).
     pub fn boot(config: &VmConfig) -> Result<Self> {
-        let qemu_bin = find_program("qemu-system-x86_64")?;
-        let vsock_bin = find_program("vhost-device-vsock")?;
+        vmm_from_env()?;
+        let vmm_bin = vmm_program(config.vmm)?;
         let dir = tempfile::Builder::new()
             .prefix("hull-vm-")
             .tempdir()
             .context("creating the VM's temporary directory")?;
 
-        let vhost_socket = VmConfig::vhost_vsock_socket(dir.path());
-        let mut backend_cmd = Command::new(&vsock_bin);
-        backend_cmd
-            .arg("--vm")
-            .arg(format!(
-                "guest-cid={},uds-path={},socket={}",
-                config.guest_cid,
-                dir.path().join("vm.vsock").display(),
-                vhost_socket.display()
-            ))
-            .stdout(log_file(dir.path(), "vhost-device-vsock.log")?)
-            .stderr(log_file(dir.path(), "vhost-device-vsock.log")?);
-        let mut vsock_backend = OwnedChild::spawn("vhost-device-vsock", backend_cmd)
-            .with_context(|| format!("starting {}", vsock_bin.display()))?;
-        wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
-            .context("waiting for vhost-device-vsock's socket")?;
+        let vsock_backend = match config.vmm {
+            Vmm::Qemu => Some(start_vsock_backend(config, dir.path())?),
+            _ => None,
+        };
 
         let mut virtiofsd = Vec::new();
         if !config.virtio_fs.is_empty() {
@@ -265,17 +319,22 @@ impl Vm {
             }
         }
 
-        let mut qemu_cmd = Command::new(&qemu_bin);
-        qemu_cmd
-            .args(config.qemu_args(dir.path())?)
-            .stdout(log_file(dir.path(), "qemu.log")?)
-            .stderr(log_file(dir.path(), "qemu.log")?);
+        let (vmm_name, vmm_log) = match config.vmm {
+            Vmm::VmmLite => ("vmm-lite", "vmm-lite.log"),
+            _ => ("qemu", "qemu.log"),
+        };
+        let mut vmm_cmd = Command::new(&vmm_bin);
+        vmm_cmd
+            .args(config.vmm_args(dir.path())?)
+            .stdout(log_file(dir.path(), vmm_log)?)
+            .stderr(log_file(dir.path(), vmm_log)?);
         let started = Instant::now();
-        let qemu = OwnedChild::spawn("qemu", qemu_cmd)
-            .with_context(|| format!("starting {}", qemu_bin.display()))?;
-        tracing::debug!(dir = %dir.path().display(), accel = %config.accel, "guest booting");
+        let vmm = OwnedChild::spawn(vmm_name, vmm_cmd)
+            .with_context(|| format!("starting {}", vmm_bin.display()))?;
+        tracing::debug!(dir = %dir.path().display(), accel = %config.accel, vmm = %config.vmm, "guest booting");
         Ok(Self {
-            qemu,
+            vmm,
+            vmm_log,
             vsock_backend,
             virtiofsd,
             started,
@@ -327,8 +386,8 @@ impl Vm {
         let address = self.agent_address();
         let mut last_error = String::from("no attempt made");
         while self.started.elapsed() < deadline {
-            if let Some(status) = self.qemu.try_status()? {
-                bail!("QEMU exited ({status}) before the agent answered");
+            if let Some(status) = self.vmm.try_status()? {
+                bail!("the VMM exited ({status}) before the agent answered");
             }
             // Each attempt is short and uses a fresh connection: a connection that the
             // vsock backend accepted but never delivers must not eat the whole deadline.
@@ -362,16 +421,16 @@ impl Vm {
         client.destroy_sandbox().await.context("DestroySandbox")?;
         let status = self.wait_for_exit(timeout)?;
         if !status.success() {
-            bail!("QEMU exited with {status} after DestroySandbox");
+            bail!("the VMM exited with {status} after DestroySandbox");
         }
         Ok(asked.elapsed())
     }
 
-    /// Waits up to `timeout` for QEMU to exit by itself (the guest powered off).
+    /// Waits up to `timeout` for the VMM to exit by itself (the guest powered off).
     pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        match self.qemu.wait_timeout(timeout)? {
+        match self.vmm.wait_timeout(timeout)? {
             Some(status) => Ok(status),
-            None => bail!("QEMU still running {timeout:?} after it was asked to power off"),
+            None => bail!("the VMM still runs {timeout:?} after it was asked to power off"),
         }
     }
 
@@ -402,7 +461,10 @@ impl Vm {
             .collect();
         let logs = [
             ("guest console".to_string(), "console.log".to_string()),
-            ("qemu".to_string(), "qemu.log".to_string()),
+            (
+                self.vmm_log.trim_end_matches(".log").to_string(),
+                self.vmm_log.to_string(),
+            ),
             (
                 "vhost-device-vsock".to_string(),
                 "vhost-device-vsock.log".to_string(),
@@ -426,8 +488,10 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        self.qemu.kill();
-        self.vsock_backend.kill();
+        self.vmm.kill();
+        if let Some(backend) = &mut self.vsock_backend {
+            backend.kill();
+        }
         for daemon in &mut self.virtiofsd {
             daemon.kill();
         }
@@ -438,6 +502,28 @@ impl Drop for Vm {
             );
         }
     }
+}
+
+/// Starts vhost-device-vsock, QEMU's vsock backend, serving the hybrid socket `vm.vsock`.
+fn start_vsock_backend(config: &VmConfig, dir: &Path) -> Result<OwnedChild> {
+    let vsock_bin = find_program("vhost-device-vsock")?;
+    let vhost_socket = VmConfig::vhost_vsock_socket(dir);
+    let mut backend_cmd = Command::new(&vsock_bin);
+    backend_cmd
+        .arg("--vm")
+        .arg(format!(
+            "guest-cid={},uds-path={},socket={}",
+            config.guest_cid,
+            dir.join("vm.vsock").display(),
+            vhost_socket.display()
+        ))
+        .stdout(log_file(dir, "vhost-device-vsock.log")?)
+        .stderr(log_file(dir, "vhost-device-vsock.log")?);
+    let mut vsock_backend = OwnedChild::spawn("vhost-device-vsock", backend_cmd)
+        .with_context(|| format!("starting {}", vsock_bin.display()))?;
+    wait_for_path(&vhost_socket, Duration::from_secs(10), &mut vsock_backend)
+        .context("waiting for vhost-device-vsock's socket")?;
+    Ok(vsock_backend)
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
@@ -485,6 +571,7 @@ mod tests {
             accel: Accel::Tcg {
                 reason: "test".into(),
             },
+            vmm: Vmm::Qemu,
             memory_mib: 256,
             cpus: 1,
             guest_cid: 3,
@@ -675,6 +762,42 @@ mod tests {
         assert_eq!(
             config().kernel_cmdline(),
             "console=ttyS0 panic=-1 reboot=acpi agent.log=debug"
+        );
+    }
+
+    #[test]
+    fn vmm_lite_args_carry_the_same_guest() {
+        let lite = |c: VmConfig| VmConfig {
+            vmm: Vmm::VmmLite,
+            ..c
+        };
+        let args = lite(config()).vmm_args(Path::new("/run/x")).unwrap();
+        assert_eq!(value_after(&args, "--kernel"), ["/k/bzImage"]);
+        assert_eq!(value_after(&args, "--initrd"), ["/k/initrd.img"]);
+        assert_eq!(value_after(&args, "--mem"), ["256M"]);
+        assert_eq!(value_after(&args, "--vsock"), ["uds=/run/x/vm.vsock,cid=3"]);
+        let append = value_after(&args, "--append").join(" ");
+        assert!(append.contains("hull.shutdown=reboot"), "{append}");
+        assert!(!append.contains("reboot=acpi"), "{append}");
+        assert!(append.ends_with("agent.log=debug"), "{append}");
+
+        let args = lite(image(Attachment::VirtioPmem))
+            .vmm_args(Path::new("/run/x"))
+            .unwrap();
+        assert_eq!(value_after(&args, "--pmem"), ["/b/rootfs.ext4.img"]);
+        assert!(value_after(&args, "--initrd").is_empty());
+        let args = lite(image(Attachment::VirtioBlk))
+            .vmm_args(Path::new("/run/x"))
+            .unwrap();
+        assert_eq!(value_after(&args, "--disk"), ["/b/rootfs.ext4.img,ro"]);
+        assert!(
+            value_after(&args, "--append")[0].contains("root=/dev/vda1"),
+            "{args:?}"
+        );
+        assert!(
+            lite(image(Attachment::Nvdimm))
+                .vmm_args(Path::new("/run/x"))
+                .is_err()
         );
     }
 }
