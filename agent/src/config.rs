@@ -50,10 +50,15 @@ pub use hull_common::DEBUG_CONSOLE_MARKER;
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// An option's value did not parse or is not allowed.
     #[error("invalid value {value:?} for {key}: {reason}")]
     Invalid {
+        /// The option as the user spelled it: a command-line key (`agent.log`) or an
+        /// environment variable (`HULL_AGENT_LOG`).
         key: String,
+        /// The value given, verbatim.
         value: String,
+        /// Why it was refused.
         reason: String,
     },
 }
@@ -61,10 +66,15 @@ pub enum ConfigError {
 /// The log level names the agent accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    /// `trace`: the most verbose.
     Trace,
+    /// `debug` (also set by `hull.debug`).
     Debug,
+    /// `info`, the default.
     Info,
+    /// `warn` (or `warning`).
     Warn,
+    /// `error` (or `critical`, `fatal`): failures only.
     Error,
 }
 
@@ -97,12 +107,19 @@ impl From<LogLevel> for tracing::Level {
 /// Everything the agent reads from its environment, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
+    /// The most verbose level logged (`agent.log`, `hull.debug`, `HULL_AGENT_LOG`).
     pub log_level: LogLevel,
+    /// The host vsock port logs are sent to (`agent.log_vport`); `None` logs to the
+    /// console.
     pub log_vport: Option<u32>,
+    /// Where the ttRPC server listens (`agent.server_addr`, `HULL_AGENT_SERVER_ADDR`).
     pub server_addr: AgentAddress,
     /// Asked for on the command line; see [`AgentConfig::debug_console_enabled`].
     pub debug_console_requested: bool,
+    /// The vsock port the debug console listens on (`agent.debug_console_vport`).
     pub debug_console_vport: u32,
+    /// How long to wait for a hot-plugged device to appear (`agent.hotplug_timeout`,
+    /// whole seconds).
     pub hotplug_timeout: Duration,
     /// The agent's directory; every storage's mount point is beneath it.
     pub run_dir: PathBuf,

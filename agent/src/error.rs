@@ -22,44 +22,78 @@ pub enum AgentError {
     // The request itself.
     /// A field the method needs is absent.
     #[error("the request has no {field}")]
-    MissingField { field: &'static str },
+    MissingField {
+        /// The field's name, as the error message shows it.
+        field: &'static str,
+    },
     /// A field holds a value this agent cannot use.
     #[error("{field}: {reason}")]
-    InvalidRequest { field: &'static str, reason: String },
+    InvalidRequest {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The request asks for something this agent does not do.
     #[error("{what} is not supported")]
-    Unsupported { what: &'static str },
+    Unsupported {
+        /// The feature asked for, in words.
+        what: &'static str,
+    },
     /// A process's stdio was asked for over vsock ports.
     #[error("stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin")]
     VsockStdio,
     /// `StringUser` names a user or group: this agent does not read the container's
     /// `/etc/passwd`.
     #[error("string_user {field} {value:?}: only numeric ids are supported")]
-    UserName { field: &'static str, value: String },
+    UserName {
+        /// Which id: `uid`, `gid` or `additional gid`.
+        field: &'static str,
+        /// The non-numeric value given.
+        value: String,
+    },
 
     // CreateSandbox's fields.
     /// The hostname is not one the kernel takes.
     #[error("invalid hostname {hostname:?}: {reason}")]
     InvalidHostname {
+        /// The hostname asked for.
         hostname: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// A resolv.conf line is unsafe to write.
     #[error("invalid DNS line {line:?}: {reason}")]
-    InvalidDns { line: String, reason: &'static str },
+    InvalidDns {
+        /// The line as the host sent it.
+        line: String,
+        /// What makes it unsafe.
+        reason: &'static str,
+    },
     /// The guest hook directory is not an absolute, `..`-free path.
     #[error("invalid guest hook path {path:?}: {reason}")]
-    InvalidHookPath { path: String, reason: &'static str },
+    InvalidHookPath {
+        /// The path as the host sent it.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Kernel modules were asked for; the guest kernel has no module support.
     #[error(
         "this guest cannot load kernel modules (its kernel is built without module support); asked for: {names}"
     )]
-    KernelModules { names: String },
+    KernelModules {
+        /// The modules asked for, comma-separated.
+        names: String,
+    },
 
     // The sandbox's state.
     /// `CreateSandbox` a second time.
     #[error("the sandbox {id:?} already exists; CreateSandbox is called once per sandbox")]
-    SandboxExists { id: String },
+    SandboxExists {
+        /// The existing sandbox's id.
+        id: String,
+    },
     /// A request that creates something after `DestroySandbox`.
     #[error("the sandbox is being destroyed")]
     SandboxDestroyed,
@@ -73,7 +107,10 @@ pub enum AgentError {
     NoSandboxPidns,
     /// The container holding the sandbox PID namespace has ended, and the namespace with it.
     #[error("the sandbox pid namespace ended with container {holder}'s init")]
-    SandboxPidnsEnded { holder: String },
+    SandboxPidnsEnded {
+        /// The id of the container whose init held the namespace.
+        holder: String,
+    },
     /// The container's spec could not be pointed at the sandbox PID namespace.
     #[error("{0}")]
     PidNamespace(#[source] oci_spec::OciSpecError),
@@ -81,17 +118,35 @@ pub enum AgentError {
     // Carrying a request out.
     /// `sethostname` failed.
     #[error("setting the hostname to {hostname:?}: {errno}")]
-    Hostname { hostname: String, errno: Errno },
+    Hostname {
+        /// The hostname asked for.
+        hostname: String,
+        /// `sethostname`'s error.
+        errno: Errno,
+    },
     /// The sandbox's resolv.conf could not be put in place or taken away.
     #[error("installing DNS on {target}: {reason}")]
-    Dns { target: PathBuf, reason: String },
+    Dns {
+        /// The resolv.conf being bind-mounted over or unmounted (normally
+        /// `/etc/resolv.conf`).
+        target: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// A sysfs file does not hold what the kernel writes there.
     #[error("{path}: expected a hexadecimal size, found {found:?}")]
-    BadSysfsValue { path: PathBuf, found: String },
+    BadSysfsValue {
+        /// The sysfs file read.
+        path: PathBuf,
+        /// Its contents, trimmed.
+        found: String,
+    },
     /// Reading or writing a guest file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },

@@ -30,8 +30,12 @@ const STDERR_KEPT: u64 = 4096;
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
+    /// After the container is created, before its process starts; a failure fails
+    /// `CreateContainer`.
     Prestart,
+    /// After `StartContainer`; a failure is only logged.
     Poststart,
+    /// After `RemoveContainer`; a failure is only logged.
     Poststop,
 }
 
@@ -48,38 +52,61 @@ impl HookKind {
 /// A hook that could not be found or did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// A hook folder could not be listed.
     #[error("guest hooks in {path}: {source}")]
     Read {
+        /// The folder, e.g. `<guest_hook_path>/prestart`.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// A hook could not be started.
     #[error("{kind:?} hook {hook}: {source}")]
     Spawn {
+        /// When it was to run.
         kind: HookKind,
+        /// The hook's executable.
         hook: PathBuf,
+        /// Why it could not be started.
         #[source]
         source: std::io::Error,
     },
+    /// A hook exited unsuccessfully.
     #[error("{kind:?} hook {hook} failed with exit status {code}: {stderr}")]
     Failed {
+        /// When it ran.
         kind: HookKind,
+        /// The hook's executable.
         hook: PathBuf,
+        /// Its exit code, or 128 + the signal that killed it.
         code: i32,
+        /// The start of its standard error (up to 4 KiB), trimmed.
         stderr: String,
     },
+    /// A hook ran longer than [`HOOK_TIMEOUT`] and was killed.
     #[error("{kind:?} hook {hook} did not finish within {HOOK_TIMEOUT:?} and was killed")]
-    Timeout { kind: HookKind, hook: PathBuf },
+    Timeout {
+        /// When it ran.
+        kind: HookKind,
+        /// The hook's executable.
+        hook: PathBuf,
+    },
 }
 
 /// The OCI state a hook reads on its standard input.
 #[derive(Debug, Clone, Serialize)]
 pub struct HookState {
+    /// The OCI runtime spec version the state follows (`ociVersion`).
     #[serde(rename = "ociVersion")]
     pub oci_version: String,
+    /// The container's id.
     pub id: String,
+    /// The container's OCI status: `created`, `running` or `stopped`.
     pub status: String,
+    /// The container's init process, in the agent's PID namespace; 0 once it is gone.
     pub pid: i32,
+    /// The container's bundle directory, `<run dir>/<container id>`.
     pub bundle: PathBuf,
 }
 

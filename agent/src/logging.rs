@@ -27,8 +27,11 @@ pub enum LogOutput {
     Console,
     /// Lines wait in this queue for [`forward_logs`] to send them to the host.
     VsockPort {
+        /// The vsock port to listen on (`agent.log_vport`).
         port: u32,
+        /// The queue of formatted log lines, one event each.
         lines: mpsc::Receiver<Vec<u8>>,
+        /// How many lines were dropped because the queue was full.
         dropped: Arc<AtomicU64>,
     },
 }

@@ -27,7 +27,9 @@ pub enum MountError {
     /// A mount option the agent refuses.
     #[error("mount option {option:?}: {reason}")]
     InvalidOption {
+        /// The option as given.
         option: String,
+        /// Why it is refused.
         reason: &'static str,
     },
     /// The target could not be resolved inside its root.
@@ -36,17 +38,29 @@ pub enum MountError {
     /// `mount(2)` failed.
     #[error("mounting {what} ({fstype}) on {target}: {errno}")]
     Mount {
+        /// The source: a device, a tag, or the bind source's path.
         what: String,
+        /// The file system type; empty for a bind mount.
         fstype: String,
+        /// The mount point, as resolved beneath its root.
         target: PathBuf,
+        /// `mount(2)`'s error.
         errno: Errno,
     },
     /// `umount2(2)` failed.
     #[error("unmounting {target}: {errno}")]
-    Unmount { target: PathBuf, errno: Errno },
+    Unmount {
+        /// The mount point, as resolved beneath its root.
+        target: PathBuf,
+        /// `umount2(2)`'s error.
+        errno: Errno,
+    },
     /// Nothing is mounted there.
     #[error("{target}: not a mount point")]
-    NotMounted { target: PathBuf },
+    NotMounted {
+        /// The path, as resolved beneath its root.
+        target: PathBuf,
+    },
 }
 
 impl From<MountOptionError> for MountError {
@@ -79,7 +93,11 @@ const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
 /// sources, which are then given to the kernel by fd).
 #[derive(Debug, Clone, Copy)]
 pub enum MountSource<'a> {
+    /// A source the kernel interprets for the file system: a device node, a virtio-fs
+    /// tag, `tmpfs`.
     Name(&'a str),
+    /// A file or directory already resolved inside its root, given to the kernel by fd
+    /// (bind mounts).
     Path(&'a ConfinedPath),
 }
 

@@ -15,14 +15,19 @@ use crate::sandbox::Sandbox;
 /// Why the agent could not serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The server address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address (`agent.server_addr`).
         addr: AgentAddress,
+        /// ttRPC's error.
         #[source]
         source: ttrpc::Error,
     },
+    /// The bound server failed to start accepting.
     #[error("cannot start the ttRPC server: {0}")]
     Start(#[source] ttrpc::Error),
+    /// The SIGTERM or SIGINT handler could not be installed.
     #[error("cannot install the signal handler: {0}")]
     Signal(#[source] std::io::Error),
 }

@@ -29,32 +29,68 @@ pub use uevent::{Uevent, UeventError, UeventSocket, UeventSource};
 /// Why a device could not be found.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    /// The host's PCI path does not parse.
     #[error("invalid PCI path {path:?}: {reason}")]
-    InvalidPciPath { path: String, reason: String },
-    #[error("PCI path {path}: cannot read the bus behind bridge {bridge}: {reason}")]
-    PciBridge {
+    InvalidPciPath {
+        /// The path as the host sent it.
         path: String,
-        bridge: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
+    /// A bridge on the PCI path has no single bus behind it in sysfs (not there yet,
+    /// or not a bridge).
+    #[error("PCI path {path}: cannot read the bus behind bridge {bridge}: {reason}")]
+    PciBridge {
+        /// The whole PCI path being resolved.
+        path: String,
+        /// The bridge's `pci_bus/` directory in sysfs.
+        bridge: PathBuf,
+        /// Why its bus could not be read.
+        reason: String,
+    },
+    /// A device name is not one plain path component under `/dev`.
     #[error("invalid device name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name (or `/dev` path) given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A SCSI address is not `TARGET:LUN`.
     #[error("invalid SCSI address {address:?}: expected TARGET:LUN (two decimal numbers)")]
-    InvalidScsiAddress { address: String },
+    InvalidScsiAddress {
+        /// The address as the host sent it.
+        address: String,
+    },
+    /// The device did not show up before the hot-plug timeout.
     #[error("{what} did not appear within {timeout:?} (agent.hotplug_timeout)")]
-    Timeout { what: String, timeout: Duration },
+    Timeout {
+        /// The device waited for, in words.
+        what: String,
+        /// How long the agent waited (`agent.hotplug_timeout`).
+        timeout: Duration,
+    },
+    /// The device appeared, but its node under `/dev` is missing or not a block device.
     #[error("{what} appeared as {name}, but {node} is {problem} (is devtmpfs mounted on /dev?)")]
     BadNode {
+        /// The device waited for, in words.
         what: String,
+        /// The kernel name it appeared under (`vda`).
         name: String,
+        /// The device node looked at.
         node: PathBuf,
+        /// What is wrong with the node: missing, or not a block device.
         problem: &'static str,
     },
+    /// The uevent socket could not be opened or read.
     #[error("cannot watch for devices: {0}")]
     Uevent(#[from] UeventError),
+    /// A file under `/dev` or sysfs could not be examined.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -68,7 +104,12 @@ pub enum BlockQuery {
     /// A block device by its kernel name (`vda`, `pmem0`).
     Name(String),
     /// A SCSI disk by target and LUN, on channel 0 of any SCSI host.
-    Scsi { target: u32, lun: u32 },
+    Scsi {
+        /// The SCSI target ID.
+        target: u32,
+        /// The logical unit number.
+        lun: u32,
+    },
 }
 
 impl BlockQuery {

@@ -23,7 +23,9 @@ const FUNCTION_MAX: u8 = 7;
 /// One element of a PCI path: a slot and a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotFunction {
+    /// The slot (device number) on its bus, 0 to 0x1f.
     pub slot: u8,
+    /// The function within the slot, 0 to 7.
     pub function: u8,
 }
 

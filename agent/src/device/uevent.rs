@@ -27,14 +27,17 @@ const MESSAGE_MAX: usize = 8192;
 /// One kernel uevent, the fields the agent uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Uevent {
+    /// `ACTION`: `add`, `remove`, `change`, `bind`, ...
     pub action: String,
     /// Relative to `/sys`, e.g. `/devices/pci0000:00/0000:00:05.0/virtio3/block/vdb`.
     pub devpath: String,
+    /// `SUBSYSTEM`, e.g. `block`, `pci`, `virtio`.
     pub subsystem: String,
     /// Relative to `/dev`, e.g. `vdb`; empty for devices without a node.
     pub devname: String,
     /// `disk` or `partition` for block devices.
     pub devtype: String,
+    /// `SEQNUM`, the kernel's event counter; 0 when missing or unparsable.
     pub seqnum: u64,
 }
 
@@ -79,6 +82,7 @@ pub enum UeventError {
     /// The socket's buffer overflowed: events were lost (look at sysfs again).
     #[error("uevents were lost (receive buffer overflow)")]
     Overflow,
+    /// The socket could not be opened, bound or read.
     #[error("uevent socket: {0}")]
     Io(#[from] io::Error),
 }

@@ -72,46 +72,89 @@ pub enum Scope {
 pub enum ConfineError {
     /// An absolute path that does not start with the root.
     #[error("{path}: must be under {root}")]
-    OutsideRoot { path: PathBuf, root: PathBuf },
+    OutsideRoot {
+        /// The path requested.
+        path: PathBuf,
+        /// The root it had to be under.
+        root: PathBuf,
+    },
     /// A `..` component in the request.
     #[error("{path}: '..' is not allowed in a guest path")]
-    ParentComponent { path: PathBuf },
+    ParentComponent {
+        /// The path requested.
+        path: PathBuf,
+    },
     /// A NUL byte in the request.
     #[error("{path:?}: the path contains a NUL byte")]
-    NulByte { path: PathBuf },
+    NulByte {
+        /// The path requested.
+        path: PathBuf,
+    },
     /// The request names the root itself where something beneath it is required.
     #[error("{path}: must name something beneath {root}, not the directory itself")]
-    IsRoot { path: PathBuf, root: PathBuf },
+    IsRoot {
+        /// The path requested.
+        path: PathBuf,
+        /// The root it names.
+        root: PathBuf,
+    },
     /// Resolving the path would leave the root: an absolute symlink, or a symlink or
     /// mount whose `..` climbs past the root.
     #[error("{path}: resolves outside {root} (through a symlink that points outside)")]
-    Escapes { path: PathBuf, root: PathBuf },
+    Escapes {
+        /// The path requested.
+        path: PathBuf,
+        /// The root it would leave.
+        root: PathBuf,
+    },
     /// A symlink loop, too many symlinks, or a `/proc` magic link.
     #[error("{path}: too many levels of symbolic links (a symlink loop or a /proc magic link)")]
-    SymlinkLoop { path: PathBuf },
+    SymlinkLoop {
+        /// The path requested.
+        path: PathBuf,
+    },
     /// A component that must be a directory is not one.
     #[error("{path}: a component of the path is not a directory")]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path requested.
+        path: PathBuf,
+    },
     /// A symlink on the way points at something that does not exist.
     #[error("{path}: {component} is a symlink to a missing target")]
-    DanglingSymlink { path: PathBuf, component: PathBuf },
+    DanglingSymlink {
+        /// The path requested.
+        path: PathBuf,
+        /// The dangling symlink, as a path under the root.
+        component: PathBuf,
+    },
     /// The path does not exist.
     #[error("{path}: no such file or directory")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path requested.
+        path: PathBuf,
+    },
     /// The path exists but is not the kind of file asked for.
     #[error("{path}: expected {expected}")]
     WrongType {
+        /// The path requested.
         path: PathBuf,
+        /// The kind of file wanted, e.g. `a regular file`.
         expected: &'static str,
     },
     /// The kernel has no `openat2(2)`.
     #[error("this kernel has no openat2(2) (Linux 5.6 or later), needed to confine {path}")]
-    Unsupported { path: PathBuf },
+    Unsupported {
+        /// The path that was to be resolved.
+        path: PathBuf,
+    },
     /// Any other failure of a system call.
     #[error("{path}: {operation}: {errno}")]
     Os {
+        /// The path being worked on.
         path: PathBuf,
+        /// The system call or step that failed, e.g. `open`, `mkdir`.
         operation: &'static str,
+        /// Its error.
         errno: Errno,
     },
 }

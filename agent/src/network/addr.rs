@@ -11,7 +11,9 @@ use std::str::FromStr;
 /// The address family of an address, prefix or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// IPv4 (`AF_INET`).
     V4,
+    /// IPv6 (`AF_INET6`).
     V6,
 }
 
@@ -97,7 +99,9 @@ impl fmt::Display for Mac {
 /// multicast, the IPv4 limited broadcast) are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
+    /// The interface's address, host bits included.
     pub addr: IpAddr,
+    /// The length of the on-link network's prefix, in bits.
     pub prefix_len: u8,
 }
 
@@ -125,6 +129,7 @@ impl IpNet {
         Ok(Self { addr, prefix_len })
     }
 
+    /// The address's family.
     pub fn family(&self) -> Family {
         Family::of(&self.addr)
     }
@@ -145,7 +150,9 @@ impl fmt::Display for IpNet {
 /// default route of its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Prefix {
+    /// The network address (host bits zero); the unspecified address for a default route.
     pub addr: IpAddr,
+    /// The prefix length in bits; 0 for a default route.
     pub len: u8,
 }
 
@@ -176,10 +183,12 @@ impl Prefix {
         Ok(Self { addr, len })
     }
 
+    /// The prefix's family.
     pub fn family(&self) -> Family {
         Family::of(&self.addr)
     }
 
+    /// Whether this is a default route's destination (length 0).
     pub fn is_default(&self) -> bool {
         self.len == 0
     }

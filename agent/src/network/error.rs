@@ -12,7 +12,9 @@ pub enum NetworkError {
     Invalid {
         /// Where in the request, e.g. `interface.IPAddresses[1]`, `routes[0].dest`.
         field: String,
+        /// The value found there, as text.
         value: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// The request names a link that the guest does not have; nothing was changed.
@@ -23,23 +25,33 @@ pub enum NetworkError {
     Kernel {
         /// What was being done, e.g. `setting the MTU of eth0 to 70000`.
         what: String,
+        /// The kernel's errno, as an I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The netlink conversation itself failed (socket, unexpected message).
     #[error("{what}: netlink: {reason}")]
-    Netlink { what: String, reason: String },
+    Netlink {
+        /// What was being done.
+        what: String,
+        /// How the conversation failed.
+        reason: String,
+    },
     /// Reading sysfs failed.
     #[error("{path}: {source}")]
     Sysfs {
+        /// The sysfs file.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// A change failed and putting the previous configuration back failed too.
     #[error("{error}; restoring the previous configuration failed as well: {rollback}")]
     RollbackFailed {
+        /// The change's failure.
         error: Box<NetworkError>,
+        /// The rollback's failure; the guest's network may now be half-changed.
         rollback: Box<NetworkError>,
     },
 }

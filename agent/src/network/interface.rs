@@ -40,6 +40,7 @@ impl std::fmt::Display for LinkSelector {
 /// A validated `UpdateInterface` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceSpec {
+    /// Which link to configure.
     pub selector: LinkSelector,
     /// The MAC the link must carry, when it was found other than by MAC.
     pub mac: Option<Mac>,
@@ -57,8 +58,11 @@ pub struct InterfaceSpec {
 /// A link as `ListInterfaces` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceState {
+    /// The link's kernel name.
     pub name: String,
+    /// Its hardware address; `None` when it has no six-byte one (an IP tunnel, say).
     pub mac: Option<Mac>,
+    /// Its MTU, in bytes.
     pub mtu: u32,
     /// The configured addresses: everything but the kernel's own autoconfiguration.
     pub addresses: Vec<IpNet>,

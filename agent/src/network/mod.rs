@@ -60,7 +60,9 @@ impl Default for NetworkSettings {
 /// What [`Network::start`] did with the loopback link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loopback {
+    /// `lo` was down and has been brought up.
     BroughtUp,
+    /// `lo` was up already; nothing was changed.
     AlreadyUp,
 }
 
@@ -80,6 +82,7 @@ impl Default for Network {
 }
 
 impl Network {
+    /// A network with `settings`; nothing is opened until [`Network::start`].
     pub fn new(settings: NetworkSettings) -> Self {
         Self {
             settings,

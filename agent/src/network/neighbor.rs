@@ -20,6 +20,7 @@ pub const NUD_PERMANENT: u16 = 0x80;
 /// A validated neighbour entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighborSpec {
+    /// The neighbour's IP address.
     pub ip: IpAddr,
     /// The link the neighbour is on.
     pub device: String,

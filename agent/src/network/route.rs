@@ -31,6 +31,7 @@ use super::netlink::{Link, Netlink};
 pub struct RouteEntry {
     /// The destination; length 0 is the default route.
     pub dest: Prefix,
+    /// The next hop; `None` for a route to a directly attached network.
     pub gateway: Option<IpAddr>,
     /// The link the route goes out of.
     pub device: String,
@@ -45,6 +46,7 @@ pub struct RouteEntry {
 }
 
 impl RouteEntry {
+    /// The route's family, its destination's.
     pub fn family(&self) -> Family {
         self.dest.family()
     }

@@ -61,6 +61,8 @@ pub struct AgentRpc {
 }
 
 impl AgentRpc {
+    /// Serves `sandbox`. `under_init` (the agent was started by hull-init) is reported
+    /// to the host as `GetGuestDetails`' `init_daemon`.
     pub fn new(sandbox: Arc<Sandbox>, under_init: bool) -> Self {
         Self {
             sandbox,

@@ -80,10 +80,14 @@ struct PidnsHolder {
 /// agent's policy on it), the storages unchecked.
 #[derive(Debug, Clone)]
 pub struct ContainerRequest {
+    /// The container's id, unique in the sandbox.
     pub id: String,
     /// The init process's exec id.
     pub exec_id: String,
+    /// The container's OCI spec.
     pub spec: Spec,
+    /// Storages to mount (or share) before the container is created; held until it is
+    /// removed.
     pub storages: Vec<StorageRequest>,
     /// Join (or, first, create) the sandbox-wide PID namespace.
     pub sandbox_pidns: bool,
@@ -92,13 +96,16 @@ pub struct ContainerRequest {
 /// One of a process's output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {
+    /// Standard output (`ReadStdout`).
     Stdout,
+    /// Standard error (`ReadStderr`).
     Stderr,
 }
 
 /// What `GetGuestDetails` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestDetails {
+    /// What the guest kernel offers for memory hotplug.
     pub facts: GuestFacts,
     /// The storage drivers this agent has.
     pub storage_drivers: Vec<&'static str>,
@@ -107,7 +114,9 @@ pub struct GuestDetails {
 /// What `CreateSandbox` recorded for containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxInfo {
+    /// The sandbox's id, as the host named it.
     pub id: String,
+    /// The hostname `CreateSandbox` set; `None` when the guest's was kept.
     pub hostname: Option<String>,
     /// Containers asking for it join one sandbox-wide PID namespace.
     pub sandbox_pidns: bool,

@@ -15,12 +15,19 @@ use crate::storage::{StorageRequest, StorageSpec, Storages};
 /// `CreateSandbox` as the host asked for it, unchecked. Empty strings mean "not given".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxRequest {
+    /// The sandbox's id.
     pub id: String,
+    /// The hostname to set.
     pub hostname: String,
     /// `resolv.conf` lines.
     pub dns: Vec<String>,
+    /// Storages the sandbox itself holds (shared volumes, the virtio-fs share), mounted
+    /// before anything else.
     pub storages: Vec<StorageRequest>,
+    /// Whether containers asking for it share one sandbox-wide PID namespace.
     pub sandbox_pidns: bool,
+    /// The guest directory holding guest hooks (`prestart/`, `poststart/`,
+    /// `poststop/`).
     pub guest_hook_path: String,
     /// Names of kernel modules to load.
     pub kernel_modules: Vec<String>,
@@ -29,12 +36,15 @@ pub struct SandboxRequest {
 /// A checked [`SandboxRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxSpec {
+    /// The sandbox's id.
     pub id: String,
     /// `None`: keep the guest's hostname.
     pub hostname: Option<String>,
     /// `resolv.conf` lines; empty: keep the guest's.
     pub dns: Vec<String>,
+    /// The sandbox's storages, checked.
     pub storages: Vec<StorageSpec>,
+    /// Whether containers asking for it share one sandbox-wide PID namespace.
     pub sandbox_pidns: bool,
     /// `None`: no guest hooks.
     pub guest_hook_path: Option<PathBuf>,

@@ -45,23 +45,34 @@ use crate::mount::{MountError, MountOptions, MountSource};
 pub enum StorageError {
     /// The driver is not one this agent has.
     #[error("unsupported storage driver {driver:?}; supported: {supported}")]
-    UnsupportedDriver { driver: String, supported: String },
+    UnsupportedDriver {
+        /// The driver asked for.
+        driver: String,
+        /// The drivers this agent has, comma-separated.
+        supported: String,
+    },
     /// A field of the storage is invalid for its driver.
     #[error("storage {mount_point:?} (driver {driver}): {reason}")]
     Invalid {
+        /// The storage's mount point, as given.
         mount_point: String,
+        /// The storage's driver.
         driver: String,
+        /// What is wrong.
         reason: String,
     },
     /// The mount point (or a layer) escapes the agent's directory, or cannot be made.
     #[error(transparent)]
     Confine(#[from] ConfineError),
+    /// A mount option was refused, or mounting or unmounting failed.
     #[error(transparent)]
     Mount(#[from] MountError),
     /// The device behind the storage did not show up.
     #[error("storage {mount_point}: {source}")]
     Device {
+        /// The storage's mount point.
         mount_point: PathBuf,
+        /// Why the device was not found.
         #[source]
         source: DeviceError,
     },
@@ -71,9 +82,13 @@ pub enum StorageError {
          (no share with this tag appeared within {timeout:?}, agent.hotplug_timeout)"
     )]
     VirtioFsTag {
+        /// The storage's mount point.
         mount_point: PathBuf,
+        /// The share's tag (the storage's source).
         tag: String,
+        /// The last mount attempt's failure.
         reason: Box<MountError>,
+        /// How long the agent waited for the share (`agent.hotplug_timeout`).
         timeout: std::time::Duration,
     },
     /// Another storage already occupies the mount point.
@@ -82,27 +97,41 @@ pub enum StorageError {
          refusing {driver} storage from {requested_source:?}"
     )]
     Conflict {
+        /// The contested mount point.
         mount_point: PathBuf,
+        /// The driver of the storage already there.
         existing_driver: &'static str,
+        /// The source of the storage already there.
         existing_source: String,
+        /// The driver of the storage refused.
         driver: &'static str,
+        /// The source of the storage refused.
         requested_source: String,
     },
     /// A release for a mount point nobody holds.
     #[error("no storage is held at {mount_point}")]
-    NotHeld { mount_point: PathBuf },
+    NotHeld {
+        /// The mount point.
+        mount_point: PathBuf,
+    },
     /// Changing ownership or permissions of the storage failed.
     #[error("storage {mount_point}: {operation} {path}: {errno}")]
     Ownership {
+        /// The storage's mount point.
         mount_point: PathBuf,
+        /// The step that failed, e.g. `chown`, `chmod`.
         operation: &'static str,
+        /// The file it failed on.
         path: PathBuf,
+        /// Its error.
         errno: nix::errno::Errno,
     },
     /// The worker thread doing the mount went away.
     #[error("storage {mount_point}: the mount was interrupted: {reason}")]
     Interrupted {
+        /// The storage's mount point.
         mount_point: PathBuf,
+        /// What became of the thread (it panicked or was cancelled).
         reason: String,
     },
 }
@@ -111,6 +140,8 @@ pub enum StorageError {
 pub struct StorageContext<'a> {
     /// The agent's directory; every mount point is beneath it.
     pub root: &'a Arc<ConfinedRoot>,
+    /// Waits for the block devices behind `blk`, `mmioblk`, `scsi` and `nvdimm`
+    /// storages.
     pub devices: &'a DeviceWaiter,
     /// The container the storage is for; `None` for sandbox storages.
     pub container_id: Option<&'a str>,

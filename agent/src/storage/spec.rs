@@ -17,12 +17,24 @@ pub const KATA_OPTION_PREFIX: &str = "io.katacontainers.";
 pub struct StorageRequest {
     /// Kata's driver name (`virtio-fs`, `blk`, ...).
     pub driver: String,
+    /// Driver-specific options; no driver here uses them, they are only checked for
+    /// NUL bytes.
     pub driver_options: Vec<String>,
+    /// Driver-specific source: a share tag, a PCI path, a device path, ... (see the
+    /// module's table); unused by some drivers.
     pub source: String,
+    /// The file system type, e.g. `ext4` for a block storage; each driver checks what
+    /// it accepts.
     pub fstype: String,
+    /// `mount(8)` options, each possibly comma-separated, Kata's `fsgid=` and
+    /// `io.katacontainers.*` options included.
     pub options: Vec<String>,
+    /// Where to mount, as the host wrote it.
     pub mount_point: String,
+    /// Group ownership to apply once mounted.
     pub fs_group: Option<FsGroup>,
+    /// Kata's flag that several containers may use the storage; carried along, not
+    /// acted on: any storage is shared by mount point.
     pub shared: bool,
 }
 
@@ -32,21 +44,30 @@ pub struct StorageRequest {
 pub struct StorageSpec {
     /// Kata's driver name, from the registry.
     pub driver: &'static str,
+    /// As requested ([`StorageRequest::driver_options`]).
     pub driver_options: Vec<String>,
+    /// As requested, without NUL bytes; valid for the driver.
     pub source: String,
+    /// As requested, without NUL bytes.
     pub fstype: String,
+    /// As requested, without NUL bytes; [`StorageSpec::mount_options`] are those meant
+    /// for the kernel.
     pub options: Vec<String>,
     /// Absolute, lexically normal (no `.`, `..` or trailing `/`), beneath the agent's
     /// directory. Symlinks are resolved only when mounting.
     pub mount_point: PathBuf,
+    /// Group ownership to apply once mounted.
     pub fs_group: Option<FsGroup>,
+    /// As requested ([`StorageRequest::shared`]).
     pub shared: bool,
 }
 
 /// Group ownership to give a volume (Kubernetes `fsGroup`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsGroup {
+    /// The group every file of the volume is given.
     pub gid: u32,
+    /// Whether to walk the tree every time or only when its root is not right yet.
     pub policy: FsGroupPolicy,
 }
 
