@@ -8,8 +8,11 @@ use alloc::vec::Vec;
 /// The kernel command line as the running kernel reports it.
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
 
+/// One kernel command-line parameter, borrowed from the command line it was split from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Param<'a> {
+    /// The text before the first `=` (the whole parameter if there is none), outer
+    /// quotes removed.
     pub key: &'a str,
     /// `None` for a bare `key`, `Some("")` for `key=`.
     pub value: Option<&'a str>,

@@ -22,9 +22,13 @@ pub const PROC_SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfoEntry {
+    /// Unique ID of the mount (field 1; may be reused after it is unmounted).
     pub id: u32,
+    /// ID of the parent mount, or of this mount itself at the top of the tree (field 2).
     pub parent: u32,
+    /// Major number of the device the filesystem lives on (field 3, before the `:`).
     pub major: u32,
+    /// Minor number of the device the filesystem lives on (field 3, after the `:`).
     pub minor: u32,
     /// The directory of the filesystem that forms the root of this mount (decoded).
     pub root: Vec<u8>,
@@ -34,6 +38,7 @@ pub struct MountInfoEntry {
     pub options: String,
     /// `shared:N`, `master:N`, `propagate_from:N`, `unbindable`, in order.
     pub optional_fields: Vec<String>,
+    /// Filesystem type, e.g. `ext4`, `overlay`, `fuse.sshfs` (field 9).
     pub fstype: String,
     /// The mount source (decoded; non-UTF-8 bytes replaced).
     pub source: String,
@@ -49,7 +54,12 @@ pub enum MountInfoError {
     MissingField(&'static str),
     /// A numeric field holds something else.
     #[error("mountinfo {field} {value:?} is not a number")]
-    BadNumber { field: &'static str, value: String },
+    BadNumber {
+        /// Which field, e.g. `"mount ID"` or `"major"`.
+        field: &'static str,
+        /// The text found there (non-UTF-8 bytes replaced).
+        value: String,
+    },
     /// The device field is not `major:minor`.
     #[error("mountinfo device {0:?} is not major:minor")]
     BadDevice(String),

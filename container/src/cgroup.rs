@@ -25,10 +25,18 @@ use crate::stats::{
 /// What can go wrong with a cgroup.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// `linux.cgroupsPath` climbs out with `..` or names the cgroup root itself.
     #[error("invalid cgroupsPath {0:?}")]
     InvalidPath(String),
+    /// `libcgroups` failed on the cgroup (creating, joining, limiting, freezing, reading
+    /// or removing it).
     #[error("cgroup {path}: {message}")]
-    Manager { path: PathBuf, message: String },
+    Manager {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The error `libcgroups` reported.
+        message: String,
+    },
 }
 
 /// One container's cgroup.

@@ -75,20 +75,41 @@ pub enum ContainerError {
     /// The spec (or a process) is malformed or asks for something unsupported.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// No container has this id.
     #[error("container {0} does not exist")]
     NoSuchContainer(String),
+    /// The container has no process with this exec id (or it has been forgotten).
     #[error("container {container} has no process {exec_id}")]
-    NoSuchProcess { container: String, exec_id: String },
+    NoSuchProcess {
+        /// The container's id.
+        container: String,
+        /// The exec id asked for.
+        exec_id: String,
+    },
+    /// A container with this id exists, or is being created.
     #[error("container {0} already exists")]
     ContainerExists(String),
+    /// The exec id is taken by another process of the container (one that exited is
+    /// forgotten 30 s after it was waited for), or is the init process's (or empty).
     #[error("container {container} already has a process {exec_id}")]
-    ProcessExists { container: String, exec_id: String },
+    ProcessExists {
+        /// The container's id.
+        container: String,
+        /// The exec id asked for.
+        exec_id: String,
+    },
+    /// The request does not fit the container's current state (e.g. starting a running
+    /// container, pausing a stopped one).
     #[error("container {id} is {state}: cannot {action}")]
     WrongState {
+        /// The container's id.
         id: String,
+        /// The state it was in.
         state: State,
+        /// What was asked, for the message: `"start"`, `"pause"`, ...
         action: &'static str,
     },
+    /// The planned rootfs (`root.path`, resolved against the bundle) is not a directory.
     #[error("rootfs {0} does not exist or is not a directory")]
     MissingRootfs(PathBuf),
     /// The helper could not build the container process, and says why.
@@ -97,12 +118,16 @@ pub enum ContainerError {
     /// The launcher lost its helper, or could not do its own part of the setup.
     #[error("container setup failed: {0}")]
     Helper(String),
+    /// This binary could not be copied into the sealed memfd helpers are run from.
     #[error("cannot prepare the helper binary: {0}")]
     SelfExe(String),
+    /// The container's cgroup could not be created, limited, frozen, read or removed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// A process could not be signalled, reaped, or given its stdio.
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The container's processes outlived the removal timeout; the message says which.
     #[error("{0}")]
     Timeout(String),
 }
@@ -110,9 +135,13 @@ pub enum ContainerError {
 /// A container's life, as OCI names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Set up, the init process waiting at its start gate for [`Containers::start`].
     Created,
+    /// The gate was opened and the workload `execve`d; also after [`Containers::resume`].
     Running,
+    /// Every process frozen through the cgroup freezer ([`Containers::pause`]).
     Paused,
+    /// The init process has exited and been reaped, or its start failed.
     Stopped,
 }
 
@@ -130,7 +159,11 @@ impl std::fmt::Display for State {
 /// Settings of the container layer.
 #[derive(Debug, Clone)]
 pub struct ContainerSettings {
+    /// Where bundles live: a container's is `<container_base>/<id>/`, against which a
+    /// relative `root.path` is resolved (the agent's run dir, `/run/kata-containers`).
     pub container_base: PathBuf,
+    /// The cgroup v2 mount containers' cgroups are made under (`/sys/fs/cgroup` in the
+    /// guest).
     pub cgroup_root: PathBuf,
 }
 
@@ -142,6 +175,7 @@ const OOM_QUEUE: usize = 128;
 
 /// A container the agent created.
 pub struct Container {
+    /// The container's id, as `CreateContainer` gave it.
     pub id: String,
     plan: ContainerPlan,
     cgroup: Arc<Cgroup>,
@@ -243,6 +277,7 @@ fn blocking_failed(e: tokio::task::JoinError) -> ContainerError {
 }
 
 impl Containers {
+    /// An empty table; the helper binary is copied on the first create.
     pub fn new(settings: ContainerSettings) -> Self {
         let (oom_tx, oom_rx) = mpsc::channel(OOM_QUEUE);
         Self {

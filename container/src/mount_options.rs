@@ -30,7 +30,9 @@ use nix::mount::MsFlags;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mount option {option:?}: {reason}")]
 pub struct MountOptionError {
+    /// The offending option, as written (one comma-separated piece).
     pub option: String,
+    /// Why it is refused, for the message.
     pub reason: &'static str,
 }
 
@@ -38,8 +40,13 @@ pub struct MountOptionError {
 /// after it (in order), and the file-system-specific rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
+    /// The `MS_*` flags for `mount(2)`, after every flag option has set or cleared its
+    /// bit (`MS_BIND | MS_REC` for `rbind`).
     pub flags: MsFlags,
+    /// Propagation changes (`MS_SHARED`, `MS_REC | MS_SLAVE`, ...), in the order given,
+    /// each one a separate `mount(2)` after the mount.
     pub propagation: Vec<MsFlags>,
+    /// The file-system-specific options, in order, untouched (`size=64m`, ...).
     pub data: Vec<String>,
 }
 

@@ -23,43 +23,72 @@ use super::seccomp::{self, SeccompProgram};
 /// to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ContainerPlan {
+    /// The container's id (checked by [`validate_id`]).
     pub id: String,
     /// The rootfs, absolute, in the agent's mount namespace.
     pub rootfs: PathBuf,
+    /// `root.readonly`: `/` is remounted read-only once the rest is set up.
     pub readonly_rootfs: bool,
+    /// The spec's mounts, in its order.
     pub mounts: Vec<MountPlan>,
+    /// The namespaces to create or join, each kind at most once; always a mount
+    /// namespace. A network namespace shared with the sandbox is left out.
     pub namespaces: Vec<NamespacePlan>,
+    /// `linux.uidMappings`, written for a new user namespace (empty without one).
     pub uid_mappings: Vec<IdMapping>,
+    /// `linux.gidMappings`, written for a new user namespace (empty without one).
     pub gid_mappings: Vec<IdMapping>,
+    /// Set in the container's own UTS namespace; `None` when unset or when the UTS
+    /// namespace is joined (a shared one keeps its name).
     pub hostname: Option<String>,
+    /// The NIS domain name, as `hostname`.
     pub domainname: Option<String>,
+    /// `linux.maskedPaths`, normalised: covered by an empty read-only tmpfs (directories)
+    /// or `/dev/null` (files); missing ones are skipped.
     pub masked_paths: Vec<PathBuf>,
+    /// `linux.readonlyPaths`, normalised: bind-mounted over themselves read-only.
     pub readonly_paths: Vec<PathBuf>,
     /// Propagation of the container's `/` after setup (`MS_*` bits); default rslave.
     pub rootfs_propagation: u64,
+    /// `linux.sysctl`: dotted name (`net.ipv4.ip_forward`) → value, written under
+    /// `/proc/sys` inside the container's namespaces.
     pub sysctl: BTreeMap<String, String>,
+    /// `linux.devices`: nodes made in the container's `/dev` (bound from the agent's
+    /// `/dev` where `mknod` is not allowed).
     pub devices: Vec<DevicePlan>,
     /// `MS_MOVE` + `chroot` instead of `pivot_root` (forced; the helper also falls back
     /// to it by itself when `/` is an initramfs).
     pub no_pivot: bool,
+    /// The init process.
     pub process: ProcessPlan,
 }
 
 /// A namespace to create (`path: None`) or join.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NamespacePlan {
+    /// Which namespace.
     pub kind: NamespaceKind,
+    /// The namespace file to join (absolute, e.g. `/proc/<pid>/ns/ipc`); `None` for a
+    /// new one.
     pub path: Option<PathBuf>,
 }
 
+/// The kinds of namespace a container can have (`time` is not supported).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NamespaceKind {
+    /// User and group ids, and the capabilities that go with them.
     User,
+    /// The mount table; every container has its own.
     Mount,
+    /// Process ids.
     Pid,
+    /// System V IPC and POSIX message queues.
     Ipc,
+    /// Hostname and NIS domain name.
     Uts,
+    /// Network devices, addresses, routes, ports.
     Network,
+    /// The view of the cgroup hierarchy (the container's cgroup becomes its root).
     Cgroup,
 }
 
@@ -92,10 +121,14 @@ impl NamespaceKind {
     }
 }
 
+/// One line of a user namespace's `uid_map` or `gid_map`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IdMapping {
+    /// First id of the range inside the container.
     pub container_id: u32,
+    /// The id it maps to outside (in the agent's user namespace).
     pub host_id: u32,
+    /// How many consecutive ids the range holds.
     pub size: u32,
 }
 
@@ -104,7 +137,12 @@ pub struct IdMapping {
 pub struct MountPlan {
     /// Absolute, inside the container, without `..`.
     pub destination: PathBuf,
+    /// What to mount: the path for a bind mount (always set; relative ones resolved
+    /// against the bundle), a device or a name otherwise; `None` mounts the filesystem
+    /// type's name as the source.
     pub source: Option<PathBuf>,
+    /// Filesystem type (`proc`, `tmpfs`, ...; `bind` or empty for a bind mount; `cgroup`
+    /// becomes `cgroup2`).
     pub fstype: String,
     /// `MS_*` flags for the mount call (for a bind mount: applied by a remount).
     pub flags: u64,
@@ -115,6 +153,7 @@ pub struct MountPlan {
 }
 
 impl MountPlan {
+    /// Whether this is a bind mount (`MS_BIND` set, by the `bind` type or option).
     pub fn is_bind(&self) -> bool {
         self.flags & MsFlags::MS_BIND.bits() != 0
     }
@@ -123,43 +162,69 @@ impl MountPlan {
 /// A device node to create in the container.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DevicePlan {
+    /// Where the node goes, absolute inside the container, normalised.
     pub path: PathBuf,
     /// `c`, `b` or `p`.
     pub kind: char,
+    /// Device major number (ignored for a FIFO).
     pub major: u64,
+    /// Device minor number (ignored for a FIFO).
     pub minor: u64,
+    /// Permission bits of the node (`fileMode`, default `0o666`); the type bits are
+    /// ignored.
     pub mode: u32,
+    /// Owner of the node (default 0).
     pub uid: u32,
+    /// Group of the node (default 0).
     pub gid: u32,
 }
 
 /// The process to run, for a container's init process as for an exec'd one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProcessPlan {
+    /// The command line, never empty; `args[0]` is looked up in the `PATH` of `env` (or
+    /// a default one) when it has no `/`.
     pub args: Vec<String>,
+    /// The environment, `KEY=value` strings, exactly as the process gets it.
     pub env: Vec<String>,
+    /// Working directory inside the container, absolute and normalised.
     pub cwd: PathBuf,
+    /// User id the process runs as (in the container's user namespace).
     pub uid: u32,
+    /// Group id the process runs as.
     pub gid: u32,
+    /// Supplementary groups (`setgroups`).
     pub additional_gids: Vec<u32>,
+    /// File mode creation mask; `None` keeps the inherited one.
     pub umask: Option<u32>,
+    /// Whether the process gets a terminal (a pty as its controlling terminal and stdio)
+    /// rather than pipes.
     pub terminal: bool,
     /// `None`: leave the capability sets as they are (root keeps all).
     pub capabilities: Option<CapabilitiesPlan>,
     /// (resource number, soft, hard)
     pub rlimits: Vec<(i32, u64, u64)>,
+    /// Set `PR_SET_NO_NEW_PRIVS` before the seccomp filter and `execve`.
     pub no_new_privileges: bool,
+    /// Written to `/proc/self/oom_score_adj` (-1000..=1000); `None` inherits it.
     pub oom_score_adj: Option<i32>,
+    /// The compiled `linux.seccomp` profile (exec'd processes get the container's);
+    /// `None` for no filter.
     pub seccomp: Option<SeccompProgram>,
 }
 
 /// Capability names (`CAP_*`) per set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CapabilitiesPlan {
+    /// The bounding set: every other capability is dropped from it.
     pub bounding: Vec<String>,
+    /// The effective set after the switch to the process's user.
     pub effective: Vec<String>,
+    /// The inheritable set.
     pub inheritable: Vec<String>,
+    /// The permitted set (set last: it only shrinks).
     pub permitted: Vec<String>,
+    /// Raised into the ambient set where the kernel allows (failures are only logged).
     pub ambient: Vec<String>,
 }
 
@@ -173,6 +238,8 @@ pub struct PlanOptions {
     /// one with a path (a host's netns file, which Kata's runtime strips) is refused. The
     /// runtime CLI on a host honours the spec instead.
     pub share_sandbox_network: bool,
+    /// Copied to [`ContainerPlan::no_pivot`]: the runtime CLI's `--no-pivot`; the agent
+    /// never sets it.
     pub no_pivot: bool,
 }
 

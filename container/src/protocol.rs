@@ -35,12 +35,17 @@ const MAX_MESSAGE: usize = 16 << 20;
 pub enum Request {
     /// Create a container: namespaces, rootfs, then wait at the start gate.
     Init {
+        /// The container to build, with its init process.
         plan: Box<ContainerPlan>,
+        /// How the init process is told to start.
         gate: Gate,
     },
     /// Run a process in the namespaces of the running process `init_pid`.
     Exec {
+        /// The container's init process, as a pid of the launcher's PID namespace: its
+        /// `/proc/<pid>/ns/*` are joined.
         init_pid: i32,
+        /// The process to run.
         process: Box<ProcessPlan>,
     },
 }
@@ -59,17 +64,26 @@ pub enum Gate {
 /// Launcher → helper, after the request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Command {
+    /// The launcher wrote the helper's `uid_map` and `gid_map` (answers `NeedIdMaps`).
     IdMapsWritten,
+    /// The launcher registered the `ChildPid` with its reaper: stage 1 may exit.
     Ack,
+    /// Open the start gate: `execve` the workload.
     Start,
 }
 
 /// Helper → launcher.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Report {
+    /// Stage 1 created a user namespace and waits for its id maps to be written from
+    /// outside.
     NeedIdMaps,
+    /// The pid of stage 2, the future container process, in the launcher's PID
+    /// namespace.
     ChildPid(i32),
+    /// An init process is set up and waits at its start gate.
     Ready,
+    /// Setup failed; the helper exits.
     Error(SetupError),
 }
 

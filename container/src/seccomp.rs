@@ -41,6 +41,8 @@ use super::ContainerError;
 pub struct SeccompProgram {
     /// Each filter as (code, jt, jf, k) instructions.
     pub filters: Vec<Vec<(u16, u8, u8, u32)>>,
+    /// `SECCOMP_FILTER_FLAG_*` bits from the profile's `flags`, passed to `seccomp(2)`
+    /// with every filter.
     pub flags: u32,
 }
 

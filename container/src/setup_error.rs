@@ -29,34 +29,75 @@ pub enum SetupError {
     /// has no slash (`searched_path`), or at the path given.
     #[error("{executable}: {}", not_found(*.searched_path))]
     ExecutableNotFound {
+        /// `args[0]` of the process as given, or the path found in `PATH` when `execve`
+        /// itself reports it missing.
         executable: String,
+        /// Whether `PATH` was searched (the name has no slash).
         searched_path: bool,
     },
     /// The executable exists but may not be executed (not a regular file, or no execute
     /// permission for the process's user).
     #[error("{executable}: permission denied")]
-    PermissionDenied { executable: String },
+    PermissionDenied {
+        /// The name as given, or the path found.
+        executable: String,
+    },
     /// The working directory cannot be created or entered.
     #[error("working directory {}: {reason}", .cwd.display())]
-    InvalidCwd { cwd: PathBuf, reason: String },
+    InvalidCwd {
+        /// The process's `cwd`, inside the container.
+        cwd: PathBuf,
+        /// The system's error.
+        reason: String,
+    },
     /// `execve` failed for another reason; `errno` is its error number.
     #[error("execve {executable}: {}", nix::errno::Errno::from_raw(*.errno))]
-    Exec { executable: String, errno: i32 },
+    Exec {
+        /// The path `execve` was given.
+        executable: String,
+        /// The error number `execve` returned.
+        errno: i32,
+    },
     /// Creating, joining or configuring a namespace (hostname, sysctls) failed.
     #[error("{step}: {reason}")]
-    Namespace { step: String, reason: String },
+    Namespace {
+        /// What was being done, e.g. `sethostname`, `mounting /proc`.
+        step: String,
+        /// The system's error.
+        reason: String,
+    },
     /// Building or entering the container's filesystem failed.
     #[error("{step}: {reason}")]
-    Rootfs { step: String, reason: String },
+    Rootfs {
+        /// What was being done, e.g. `sethostname`, `mounting /proc`.
+        step: String,
+        /// The system's error.
+        reason: String,
+    },
     /// Switching to the process's user, groups or capabilities failed.
     #[error("{step}: {reason}")]
-    Credentials { step: String, reason: String },
+    Credentials {
+        /// What was being done, e.g. `sethostname`, `mounting /proc`.
+        step: String,
+        /// The system's error.
+        reason: String,
+    },
     /// Another setting of the process (rlimits, seccomp, terminal, ...) failed.
     #[error("{step}: {reason}")]
-    Process { step: String, reason: String },
+    Process {
+        /// What was being done, e.g. `sethostname`, `mounting /proc`.
+        step: String,
+        /// The system's error.
+        reason: String,
+    },
     /// The helper's own machinery failed: a message, `fork`, a pipe.
     #[error("{step}: {reason}")]
-    Protocol { step: String, reason: String },
+    Protocol {
+        /// What was being done, e.g. `sethostname`, `mounting /proc`.
+        step: String,
+        /// The system's error.
+        reason: String,
+    },
 }
 
 fn not_found(searched_path: bool) -> &'static str {

@@ -22,16 +22,28 @@ pub use stdio::{ChildStdio, ProcessIo};
 /// What can go wrong with a process or its stdio.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    /// A system call failed (making pipes or a terminal, signalling, becoming the
+    /// subreaper).
     #[error("{what}: {errno}")]
-    Sys { what: &'static str, errno: Errno },
+    Sys {
+        /// The call, or what it was for.
+        what: &'static str,
+        /// The error it returned.
+        errno: Errno,
+    },
+    /// Reading or writing the stdio failed, or the reaper thread could not be started.
     #[error("{0}")]
     Io(#[source] std::io::Error),
+    /// Stdin was closed (by `CloseStdin`), or the process closed its end.
     #[error("stdin is closed")]
     StdinClosed,
+    /// A terminal request (resizing) for a process on pipes.
     #[error("the process has no terminal")]
     NoTerminal,
+    /// The stream does not exist (stderr of a process on a terminal); says why.
     #[error("{0}")]
     NoSuchStream(&'static str),
+    /// A signal number from the wire that is no signal of this system.
     #[error("invalid signal number {0}")]
     InvalidSignal(u32),
 }
@@ -51,6 +63,8 @@ pub struct Process {
 }
 
 impl Process {
+    /// A process just started: `exit` is the reaper's watch on `pid`, `io` the agent's
+    /// side of its stdio.
     pub fn new(exec_id: String, pid: i32, io: ProcessIo, exit: ExitWatch, reaper: Reaper) -> Self {
         Self {
             exec_id,

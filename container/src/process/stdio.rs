@@ -25,8 +25,11 @@ pub const MAX_READ: usize = 1 << 20;
 
 /// The ends the new process gets as its fds 0, 1 and 2.
 pub struct ChildStdio {
+    /// Fd 0: the read end of the stdin pipe, or the terminal's slave side.
     pub stdin: OwnedFd,
+    /// Fd 1: the write end of the stdout pipe, or the terminal's slave side.
     pub stdout: OwnedFd,
+    /// Fd 2: the write end of the stderr pipe, or the terminal's slave side.
     pub stderr: OwnedFd,
 }
 
@@ -320,6 +323,7 @@ mod tests {
     async fn a_terminal_echoes_and_resizes() {
         let (io, child) = ProcessIo::terminal(24, 80).unwrap();
         io.resize(40, 120).unwrap();
+        // SAFETY: `winsize` is four `c_ushort`s: all zeroes is a valid value.
         let mut size: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: valid terminal fd and a winsize to fill.
         let rc = unsafe { libc::ioctl(child.stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
