@@ -6,6 +6,7 @@ use std::fmt;
 /// architecture (arm64: `Image`, `ARCH=arm64`) would plug in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum Arch {
+    /// 64-bit x86: kernel `ARCH=x86_64`, boot image `bzImage`, ELF machine `EM_X86_64`.
     #[default]
     #[value(name = "x86_64")]
     X86_64,

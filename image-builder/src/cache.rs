@@ -25,6 +25,7 @@ use crate::fsutil::{self, IoError, io_err};
 /// What can go wrong with the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// A file or directory of the cache could not be read or written.
     #[error(transparent)]
     Io(#[from] IoError),
 
@@ -82,6 +83,7 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache rooted at `root` (nothing is created until something is written).
     pub fn new(root: impl Into<PathBuf>) -> Cache {
         Cache { root: root.into() }
     }
@@ -91,10 +93,13 @@ impl Cache {
         Ok(Cache::new(resolve_cache_dir()?))
     }
 
+    /// The cache's root directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// `<root>/kernel`: everything the kernel builds keep (finished kernels, work directories,
+    /// source hashes, the object count).
     pub fn kernel_dir(&self) -> PathBuf {
         self.root.join("kernel")
     }

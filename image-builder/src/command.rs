@@ -11,7 +11,9 @@ pub enum CommandError {
     /// A command could not be started at all.
     #[error("cannot run `{command}`")]
     Spawn {
+        /// The command line, as [`display_command`] renders it.
         command: String,
+        /// Why the program could not be started (not found, not executable...).
         #[source]
         source: io::Error,
     },
@@ -19,7 +21,9 @@ pub enum CommandError {
     /// A command ran and failed.
     #[error("{}", failed_message(command, status, log.as_ref(), tail))]
     Failed {
+        /// The command line, as [`display_command`] renders it.
         command: String,
+        /// Its exit status (a code, or the signal that killed it).
         status: ExitStatus,
         /// Full log of the command, when it was captured to a file.
         log: Option<PathBuf>,

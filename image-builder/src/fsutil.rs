@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action} {}", path.display())]
 pub struct IoError {
+    /// What was being done, as the verb of the message (`open`, `rename into place`...).
     pub action: &'static str,
+    /// The file or directory it was done to.
     pub path: PathBuf,
+    /// The OS error.
     #[source]
     pub source: io::Error,
 }

@@ -17,15 +17,21 @@ use crate::vm_args::{
 /// What the guide needs: absolute paths and the per-attachment command lines.
 #[derive(Debug, Clone)]
 pub struct GuideInput {
+    /// Absolute path of the image file.
     pub image: String,
+    /// Size of the image file in bytes (what the pmem and NVDIMM devices are sized to).
     pub image_bytes: u64,
+    /// The image's root filesystem.
     pub fs: FsType,
+    /// Whether the image carries the DAX header (pfn block and second MBR).
     pub dax_header: bool,
     /// `None`: no kernel given; the guide shows placeholders.
     pub vmlinux: Option<String>,
+    /// Absolute path of the kernel's `bzImage`; `None` shows a placeholder.
     pub bzimage: Option<String>,
     /// (attachment, root command line).
     pub cmdlines: Vec<(Attachment, String)>,
+    /// The dm-verity root hash in hex, when the image was built with `--verity`.
     pub verity_root_hash: Option<String>,
 }
 

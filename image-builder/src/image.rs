@@ -33,40 +33,53 @@ use crate::vm_args::{self, Attachment, VerityRoot, Vmm};
 /// What can go wrong building a disk image or a root tree.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// A file or directory could not be read or written.
     #[error(transparent)]
     Io(#[from] IoError),
 
+    /// The root tree could not be assembled or written out.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
 
+    /// The filesystem could not be made.
     #[error(transparent)]
     Mkfs(#[from] MkfsError),
 
+    /// The image could not be laid out or written.
     #[error(transparent)]
     Disk(#[from] DiskError),
 
+    /// The manifest could not be read or written.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
 
     /// An input of the image (a kernel artifact) is missing.
     #[error("{what} {} not found: {hint}", path.display())]
     MissingInput {
+        /// What the input is, for the message (`kernel artifact`).
         what: &'static str,
+        /// Where it was looked for.
         path: PathBuf,
+        /// How to produce it.
         hint: String,
     },
 
     /// The output cannot be created in its directory.
     #[error("cannot write into the output directory {} (does it exist, is it writable?)", dir.display())]
     OutputNotWritable {
+        /// The output's directory.
         dir: PathBuf,
+        /// Why a scratch directory could not be created in it.
         #[source]
         source: IoError,
     },
 
     /// The output path exists and may not be replaced.
     #[error("{} already exists and is not empty: remove it, choose another path, or pass --force", path.display())]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The output path (`-o`).
+        path: PathBuf,
+    },
 
     /// The image layout cannot be made (a bug or an impossible request).
     #[error("image layout: {0}")]
@@ -78,25 +91,38 @@ type Result<T, E = ImageError> = std::result::Result<T, E>;
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct ImageRequest {
+    /// The root tree to put in the image.
     pub rootfs: RootfsRequest,
+    /// The root filesystem (`--fs`).
     pub fs: FsType,
+    /// Whether to write the NVDIMM pfn block and second MBR, for pmem with DAX (not
+    /// `--no-dax-header`).
     pub dax_header: bool,
+    /// Whether to append a dm-verity hash tree (`--verity`).
     pub verity: bool,
     /// A fixed image size (a multiple of 2 MiB); `None`: content plus a small margin.
     pub size: Option<u64>,
     /// A `hull-image kernel` output directory, recorded in the manifest.
     pub kernel_dir: Option<PathBuf>,
+    /// Timestamp of every file and of the filesystem, in seconds since the Unix epoch
+    /// (`SOURCE_DATE_EPOCH`, or 0); also part of the identifier seed.
     pub epoch: u32,
+    /// Where to write the manifest.
     pub manifest: PathBuf,
 }
 
 /// What was built.
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
+    /// The image written.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub bytes: u64,
+    /// Its SHA-256, lowercase hex.
     pub sha256: String,
+    /// Where the manifest was written.
     pub manifest_path: PathBuf,
+    /// The manifest written.
     pub manifest: Manifest,
 }
 

@@ -16,12 +16,18 @@ use crate::fsutil::{self, IoError, io_err};
 /// What can go wrong reading or writing a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The manifest could not be written, or an artifact read to hash it.
     #[error(transparent)]
     Io(#[from] IoError),
 
     /// A manifest cannot be read.
     #[error("cannot read the manifest {}: {reason}", path.display())]
-    BadManifest { path: PathBuf, reason: String },
+    BadManifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong with it (unparsable JSON, another format, a missing section).
+        reason: String,
+    },
 }
 
 type Result<T, E = ManifestError> = std::result::Result<T, E>;
@@ -39,7 +45,9 @@ pub struct Artifact {
     pub role: String,
     /// Relative to the manifest's directory.
     pub path: String,
+    /// Size of the file in bytes.
     pub bytes: u64,
+    /// SHA-256 of the file, lowercase hex.
     pub sha256: String,
 }
 
@@ -48,6 +56,8 @@ pub struct Artifact {
 pub struct KernelInfo {
     /// SHA-256 of the kernel's `.config`.
     pub config_sha256: String,
+    /// The kernel's release string (`include/config/kernel.release`), when the build record
+    /// (for an image, the kernel directory's manifest) gives it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub release: Option<String>,
     /// hull-image's cache key of the build (inputs: source, fragments, arch, debug).
@@ -58,11 +68,15 @@ pub struct KernelInfo {
 /// The root tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootfsInfo {
+    /// Number of entries in the tree, directories and symlinks included.
     pub entries: usize,
+    /// Sum of the sizes of the tree's regular files, in bytes.
     pub file_bytes: u64,
     /// SHA-256 of the canonical JSON of `tree`.
     pub tree_sha256: String,
+    /// Whether busybox and its applets are in the tree (`--debug-tools`).
     pub debug_tools: bool,
+    /// Every entry of the tree, in archive order (parents first).
     pub tree: Vec<TreeEntry>,
 }
 
@@ -70,13 +84,21 @@ pub struct RootfsInfo {
 /// partition 1, at `hash_start_block`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerityInfo {
+    /// The root hash, lowercase hex (what the kernel command line's dm table carries).
     pub root_hash: String,
+    /// The salt, lowercase hex.
     pub salt: String,
+    /// The digest algorithm (`sha256`).
     pub algorithm: String,
+    /// The dm-verity hash format version (1: the salt goes before the data).
     pub format_version: u32,
+    /// Size of a data block, in bytes.
     pub data_block_size: u64,
+    /// Size of a hash block, in bytes.
     pub hash_block_size: u64,
+    /// Number of data blocks the tree covers (the whole filesystem).
     pub data_blocks: u64,
+    /// Where the hash tree starts, in hash blocks from the start of partition 1.
     pub hash_start_block: u64,
     /// The dm table, `{dev}` standing for the partition.
     pub table: String,
@@ -85,12 +107,18 @@ pub struct VerityInfo {
 /// The disk image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
+    /// The root filesystem, `ext4` or `erofs`.
     pub filesystem: FsType,
+    /// The filesystem's UUID (derived from the inputs), in the usual 8-4-4-4-12 form.
     pub fs_uuid: String,
+    /// The MBR disk signature, 8 hex digits.
     pub disk_signature: String,
+    /// The pfn block's UUID; absent without the DAX header.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pfn_uuid: Option<String>,
+    /// Where the headers, the filesystem and the hash tree are in the file.
     pub layout: Layout,
+    /// The dm-verity parameters; absent without `--verity`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verity: Option<VerityInfo>,
 }
@@ -98,34 +126,48 @@ pub struct ImageInfo {
 /// The kernel command line for one way of attaching the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachInfo {
+    /// The attachment this entry is for.
     pub attachment: Attachment,
+    /// The partition the guest mounts as `/` (`/dev/pmem0p1`, `/dev/vda1`).
     pub root_device: String,
+    /// Whether the root is mapped with DAX this way.
     pub dax: bool,
     /// What to add to the kernel command line (besides the console).
     pub cmdline: String,
+    /// The VMMs that can attach the image this way (`qemu`, `cloud-hypervisor`...).
     pub vmms: Vec<String>,
 }
 
 /// A build's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The manifest format, [`FORMAT`].
     pub format: String,
     /// `image`, `rootfs`, `initrd` or `kernel`.
     pub kind: String,
+    /// The guest architecture's name (`x86_64`).
     pub arch: String,
+    /// The `SOURCE_DATE_EPOCH` the build gave every entry it wrote, in seconds (0 when
+    /// unset; always 0 for a kernel).
     pub source_date_epoch: u32,
+    /// The files built.
     pub artifacts: Vec<Artifact>,
+    /// The kernel (a `kernel` build, or an image given `--kernel`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub kernel: Option<KernelInfo>,
+    /// The root tree (`rootfs` and `image` builds).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rootfs: Option<RootfsInfo>,
+    /// The disk image (`image` builds).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub image: Option<ImageInfo>,
+    /// The root command line for each attachment (`image` builds).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub attach: Vec<AttachInfo>,
 }
 
 impl Manifest {
+    /// An empty manifest of `kind` for `arch`, in the current [`FORMAT`].
     pub fn new(kind: &str, arch: &str, source_date_epoch: u32) -> Manifest {
         Manifest {
             format: FORMAT.into(),

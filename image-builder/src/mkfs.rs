@@ -29,9 +29,11 @@ use crate::fsutil::{IoError, io_err};
 /// What can go wrong building a filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum MkfsError {
+    /// A file of the build could not be read or written.
     #[error(transparent)]
     Io(#[from] IoError),
 
+    /// `mkfs.*` or `debugfs` could not be started, or failed.
     #[error(transparent)]
     Command(#[from] CommandError),
 
@@ -40,13 +42,20 @@ pub enum MkfsError {
         "`{tool}` not found on PATH, /usr/sbin or /sbin: install it with `apt-get install {package}` (or `just setup`)"
     )]
     ToolMissing {
+        /// The program.
         tool: &'static str,
+        /// The Debian package that has it.
         package: &'static str,
     },
 
     /// A tree path the filesystem tools cannot be given.
     #[error("invalid initrd path `{path}`: {reason}")]
-    InvalidEntryPath { path: String, reason: String },
+    InvalidEntryPath {
+        /// The path, relative to the root of the tree.
+        path: String,
+        /// Why the tool cannot take it.
+        reason: String,
+    },
 
     /// A tool's output is not what the build expects.
     #[error("image layout: {0}")]
@@ -55,8 +64,11 @@ pub enum MkfsError {
     /// mkfs ran out of space (internal: the builder grows the filesystem and retries).
     #[error("the {fs} filesystem of {bytes} bytes is too small for the tree: {detail}")]
     FsFull {
+        /// The filesystem type (`ext4`).
         fs: &'static str,
+        /// The size it was given, in bytes.
         bytes: u64,
+        /// The tool's failure, with its last output lines.
         detail: String,
     },
 }
@@ -72,12 +84,15 @@ pub const BLOCK: u64 = 4096;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
+    /// ext4 without a journal (the default).
     #[default]
     Ext4,
+    /// erofs, uncompressed, for DAX.
     Erofs,
 }
 
 impl FsType {
+    /// The name used on the command line and in the manifest (`ext4`, `erofs`).
     pub fn name(self) -> &'static str {
         match self {
             FsType::Ext4 => "ext4",
@@ -169,6 +184,7 @@ pub fn fmt_uuid(id: &[u8; 16]) -> String {
 /// Identifiers and times of one filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsParams {
+    /// The filesystem UUID.
     pub uuid: [u8; 16],
     /// ext4's directory hash seed.
     pub hash_seed: [u8; 16],

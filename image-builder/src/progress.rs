@@ -34,6 +34,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A reporter that prints when `enabled` (false with `-q`); its clock starts now.
     pub fn new(enabled: bool) -> Progress {
         Progress {
             enabled,
@@ -85,6 +86,7 @@ pub struct Phase<'a> {
 }
 
 impl Phase<'_> {
+    /// Time since the phase started.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }
@@ -123,6 +125,7 @@ pub struct CompileCounter {
 const COUNTED_TAGS: &[&str] = &["CC", "AS", "LD", "AR"];
 
 impl CompileCounter {
+    /// A counter at zero expecting `estimate` objects (at least 1, so percentages are defined).
     pub fn new(estimate: u64) -> CompileCounter {
         CompileCounter {
             done: 0,

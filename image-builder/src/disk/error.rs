@@ -5,6 +5,7 @@ use crate::fsutil::IoError;
 /// What can go wrong laying out or writing a disk image.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// A file could not be read, written or resized.
     #[error(transparent)]
     Io(#[from] IoError),
 
@@ -14,11 +15,21 @@ pub enum DiskError {
 
     /// The image would exceed what an MBR can address.
     #[error("the image would be {bytes} bytes; an MBR partition table addresses at most {max}")]
-    ImageTooLarge { bytes: u64, max: u64 },
+    ImageTooLarge {
+        /// Size the image would have, in bytes.
+        bytes: u64,
+        /// The most a 32-bit-LBA partition table can address, in bytes.
+        max: u64,
+    },
 
     /// `--size` is not usable.
     #[error("invalid --size {size}: {reason}")]
-    InvalidSize { size: u64, reason: String },
+    InvalidSize {
+        /// The size given, in bytes.
+        size: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The content does not fit the requested image size.
     #[error(
@@ -27,7 +38,12 @@ pub enum DiskError {
         needed.div_ceil(1 << 20),
         needed.div_ceil(1 << 20).div_ceil(2) * 2
     )]
-    DoesNotFit { needed: u64, size: u64 },
+    DoesNotFit {
+        /// Bytes the image needs (headers, filesystem, hash tree), rounded up to 2 MiB.
+        needed: u64,
+        /// The size given with `--size`, in bytes.
+        size: u64,
+    },
 }
 
 pub(crate) type Result<T, E = DiskError> = std::result::Result<T, E>;

@@ -20,8 +20,11 @@ pub const ENTRY_OFFSET: usize = 446;
 /// One primary partition, in sectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partition {
+    /// First sector of the partition.
     pub start_lba: u32,
+    /// Length of the partition in sectors.
     pub sectors: u32,
+    /// The MBR partition type ([`TYPE_LINUX`]).
     pub kind: u8,
 }
 

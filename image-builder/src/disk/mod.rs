@@ -28,6 +28,7 @@ pub use self::error::DiskError;
 use self::error::Result;
 use crate::fsutil::{AtomicFile, io_err};
 
+/// One mebibyte, the unit of the layout.
 pub const MIB: u64 = 1 << 20;
 /// Image size granularity (and pfn data alignment).
 pub const ALIGN: u64 = 2 * MIB;
@@ -48,12 +49,16 @@ pub fn align_up(n: u64, to: u64) -> u64 {
 /// Where everything goes in one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
+    /// Whether the image carries the NVDIMM pfn block and second MBR (not `--no-dax-header`).
     pub dax_header: bool,
     /// Offset of partition 1 and of the filesystem in the file.
     pub fs_offset: u64,
+    /// Size of the filesystem in bytes, a whole number of sectors.
     pub fs_bytes: u64,
     /// The dm-verity hash tree, right after the filesystem (0 without verity).
     pub hash_bytes: u64,
+    /// Size of the whole file in bytes: a multiple of 2 MiB, at least the header, filesystem
+    /// and hash tree.
     pub total_bytes: u64,
 }
 
@@ -149,7 +154,10 @@ pub fn check_size(size: u64) -> Result<()> {
 /// Identifiers written into the headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ids {
+    /// The MBR disk signature (partition 1's `PARTUUID` is `<signature as %08x>-01`),
+    /// derived from the image inputs.
     pub disk_signature: u32,
+    /// The pfn block's uuid, derived from the image inputs.
     pub pfn_uuid: [u8; 16],
 }
 

@@ -38,13 +38,16 @@ pub const SIGNATURE: &[u8; 16] = b"NVDIMM_PFN_INFO\0";
 pub const MODE_RAM: u32 = 1;
 /// Offset of the checksum field.
 pub const CHECKSUM_OFFSET: usize = 4088;
-/// The version written.
+/// The major version written.
 pub const VERSION_MAJOR: u16 = 0;
+/// The minor version written: 2, so that `start_pad`, `end_trunc` and `align` are read
+/// and `page_size`/`page_struct_size` are not.
 pub const VERSION_MINOR: u16 = 2;
 
 /// What varies between info blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PfnInfo {
+    /// The block's own uuid, derived from the image inputs.
     pub uuid: [u8; 16],
     /// Where the data (what `/dev/pmemN` shows) starts in the namespace.
     pub dataoff: u64,

@@ -33,12 +33,16 @@ pub const ALGORITHM: &str = "sha256";
 /// A computed tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerityTree {
+    /// The salt put before every hashed block (image builds derive [`SALT_LEN`] bytes from
+    /// their inputs).
     pub salt: Vec<u8>,
+    /// Number of data blocks (4 KiB) the tree covers: the filesystem's size in blocks.
     pub data_blocks: u64,
     /// Number of hash levels.
     pub levels: u32,
     /// The hash blocks as stored on the hash device (top level first).
     pub hash_blocks: Vec<u8>,
+    /// The root hash: the digest of the top level's single block.
     pub root_hash: [u8; DIGEST],
 }
 
@@ -125,10 +129,12 @@ pub fn build(mut data: impl Read, data_blocks: u64, salt: &[u8]) -> std::io::Res
 }
 
 impl VerityTree {
+    /// [`VerityTree::root_hash`] in lowercase hex, as the dm table and the manifest show it.
     pub fn root_hash_hex(&self) -> String {
         hex::encode(self.root_hash)
     }
 
+    /// [`VerityTree::salt`] in lowercase hex, as the dm table takes it.
     pub fn salt_hex(&self) -> String {
         hex::encode(&self.salt)
     }

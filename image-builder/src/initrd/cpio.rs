@@ -18,46 +18,83 @@ use crate::fsutil::IoError;
 /// What can go wrong building a newc archive.
 #[derive(Debug, thiserror::Error)]
 pub enum CpioError {
+    /// An archive entry could not be written to its stream.
     #[error(transparent)]
     Io(#[from] IoError),
 
     /// Two entries of an initrd or root tree want the same path.
     #[error("{path} is in the tree twice ({reason})")]
-    DuplicateEntry { path: String, reason: String },
+    DuplicateEntry {
+        /// The path, relative to the root of the tree.
+        path: String,
+        /// How the two entries collide.
+        reason: String,
+    },
 
     /// An entry path is not acceptable.
     #[error("invalid initrd path `{path}`: {reason}")]
-    InvalidEntryPath { path: String, reason: String },
+    InvalidEntryPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A value does not fit the newc cpio format.
     #[error("{what} {value} does not fit a newc cpio header (at most {max})")]
     CpioOverflow {
+        /// The header field, for the message (`file size`, `name length`).
         what: &'static str,
+        /// The value that does not fit.
         value: u64,
+        /// The largest value the field holds.
         max: u64,
     },
 }
 
 type Result<T, E = CpioError> = std::result::Result<T, E>;
 
+/// The magic of a newc header (no checksum; `070702` would be the crc variant).
 pub const MAGIC: &[u8; 6] = b"070701";
+/// Length of a newc header: the magic and 13 fields of 8 hex digits.
 pub const HEADER_LEN: usize = 110;
+/// The name of the entry that ends an archive.
 pub const TRAILER: &str = "TRAILER!!!";
 
+/// File type bits of a directory, in a header's `mode`.
 pub const S_IFDIR: u32 = 0o040000;
+/// File type bits of a regular file, in a header's `mode`.
 pub const S_IFREG: u32 = 0o100000;
+/// File type bits of a symbolic link, in a header's `mode`.
 pub const S_IFLNK: u32 = 0o120000;
+/// File type bits of a character device, in a header's `mode`.
 pub const S_IFCHR: u32 = 0o020000;
+/// File type bits of a block device, in a header's `mode`.
 pub const S_IFBLK: u32 = 0o060000;
 
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// A directory.
     Dir,
+    /// A regular file, with its contents.
     File(Vec<u8>),
+    /// A symbolic link, with its target (stored as the entry's data).
     Symlink(String),
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    /// A character device node (created by the kernel's unpacker, so no root is needed here).
+    CharDev {
+        /// The device's major number.
+        major: u32,
+        /// The device's minor number.
+        minor: u32,
+    },
+    /// A block device node.
+    BlockDev {
+        /// The device's major number.
+        major: u32,
+        /// The device's minor number.
+        minor: u32,
+    },
 }
 
 impl Kind {
@@ -92,22 +129,34 @@ impl Kind {
 pub struct Entry {
     /// Permission bits (`0o755`, `0o1777`...), without the file type.
     pub perm: u32,
+    /// What the entry is, and its contents or device numbers.
     pub kind: Kind,
 }
 
 /// The fixed header fields of one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {
+    /// Inode number; [`Archive::write`] numbers entries 1, 2, 3... in archive order.
     pub ino: u32,
+    /// File type and permission bits (`S_IF*` | perm).
     pub mode: u32,
+    /// Owner uid (always 0 here).
     pub uid: u32,
+    /// Owner gid (always 0 here).
     pub gid: u32,
+    /// Link count: 2 for directories, 1 otherwise.
     pub nlink: u32,
+    /// Modification time, in seconds since the Unix epoch.
     pub mtime: u32,
+    /// Length of the data in bytes; [`Writer::write_record`] sets it from the data.
     pub filesize: u32,
+    /// Major number of the device holding the file (0 here).
     pub devmajor: u32,
+    /// Minor number of the device holding the file (0 here).
     pub devminor: u32,
+    /// Major number of a device node (`rdev`); 0 for other entries.
     pub rdevmajor: u32,
+    /// Minor number of a device node (`rdev`); 0 for other entries.
     pub rdevminor: u32,
 }
 
@@ -130,6 +179,7 @@ pub struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
+    /// A writer at the start of `out` (offset 0).
     pub fn new(out: W) -> Writer<W> {
         Writer { out, offset: 0 }
     }
@@ -231,6 +281,7 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// An empty archive.
     pub fn new() -> Archive {
         Archive::default()
     }
@@ -291,10 +342,12 @@ impl Archive {
         self.entries.iter().map(|(c, e)| (c.join("/"), e))
     }
 
+    /// Number of entries, implied parent directories included.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the archive has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

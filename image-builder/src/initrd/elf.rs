@@ -6,6 +6,7 @@
 /// What the initrd cares about in an ELF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfInfo {
+    /// Whether the file is ELFCLASS64.
     pub is_64: bool,
     /// `e_type`: 2 = ET_EXEC, 3 = ET_DYN (PIE or static-pie).
     pub e_type: u16,

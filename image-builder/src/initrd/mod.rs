@@ -32,6 +32,7 @@ pub const GUEST_BUILD_HINT: &str = "build the guest binaries with `just guest` (
 /// or rootfs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extra {
+    /// The host file to copy.
     pub src: PathBuf,
     /// Absolute path in the initrd.
     pub dst: String,
@@ -68,9 +69,13 @@ impl FromStr for Extra {
 /// What goes into the initrd.
 #[derive(Debug, Clone)]
 pub struct InitrdRequest {
+    /// hull-init, put at `/init` (`--init`).
     pub init: PathBuf,
+    /// hull-agent, put at `/usr/bin/hull-agent` (`--agent`).
     pub agent: PathBuf,
+    /// Host files to add (`--extra SRC:DST`).
     pub extras: Vec<Extra>,
+    /// The guest architecture the binaries must be built for.
     pub arch: Arch,
     /// Modification time of every entry (`SOURCE_DATE_EPOCH`, or 0).
     pub mtime: u32,
@@ -79,9 +84,13 @@ pub struct InitrdRequest {
 /// The result of writing an initrd.
 #[derive(Debug, Clone)]
 pub struct InitrdSummary {
+    /// The initrd written.
     pub path: PathBuf,
+    /// Its size in bytes (compressed).
     pub bytes: u64,
+    /// Its SHA-256, lowercase hex.
     pub sha256: String,
+    /// Number of archive entries, directories included.
     pub entries: usize,
     /// Size of the uncompressed cpio archive.
     pub cpio_bytes: u64,

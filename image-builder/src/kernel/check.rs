@@ -34,7 +34,9 @@ pub fn parse_dotconfig(text: &str) -> HashMap<String, Value> {
 /// One requested option that did not land.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
+    /// The option, with the `CONFIG_` prefix.
     pub name: String,
+    /// The value the fragment asked for.
     pub requested: Value,
     /// `None` when `.config` does not mention the option at all.
     pub actual: Option<Value>,
@@ -48,6 +50,7 @@ pub struct Mismatch {
 /// Every requested option that did not land, with a readable report as `Display`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct NotLanded {
+    /// The options that did not land, in request order.
     pub mismatches: Vec<Mismatch>,
     /// Total number of requested options.
     pub requested: usize,

@@ -16,6 +16,7 @@ use crate::fsutil::{IoError, io_err};
 /// What can go wrong reading the kernel config fragments.
 #[derive(Debug, thiserror::Error)]
 pub enum FragmentError {
+    /// A fragment file or the config folder could not be read.
     #[error(transparent)]
     Io(#[from] IoError),
 
@@ -25,18 +26,28 @@ pub enum FragmentError {
          `kernel-config/` folder)",
         path.display()
     )]
-    ConfigDirMissing { path: PathBuf },
+    ConfigDirMissing {
+        /// The folder given (`--config-dir`, or the checkout's `kernel-config/`).
+        path: PathBuf,
+    },
 
     /// The kernel-config folder holds no fragment.
     #[error("no kernel config fragment (*.conf) in {}", dir.display())]
-    NoFragments { dir: PathBuf },
+    NoFragments {
+        /// The config folder.
+        dir: PathBuf,
+    },
 
     /// A fragment line is not of the accepted form.
     #[error("{file}:{line}: {reason}: `{text}`")]
     FragmentSyntax {
+        /// Fragment label (file name relative to the config folder).
         file: String,
+        /// 1-based line number.
         line: usize,
+        /// The line as written.
         text: String,
+        /// What is wrong with it.
         reason: String,
     },
 
@@ -46,10 +57,15 @@ pub enum FragmentError {
          remove one of them"
     )]
     ConflictingOption {
+        /// The option, with the `CONFIG_` prefix.
         option: String,
+        /// `file:line` of the first request.
         first: String,
+        /// The value first requested.
         first_value: String,
+        /// `file:line` of the second request.
         second: String,
+        /// The value second requested.
         second_value: String,
     },
 }
@@ -82,6 +98,7 @@ impl fmt::Display for Value {
 pub struct Requirement {
     /// Full symbol name, with the `CONFIG_` prefix.
     pub name: String,
+    /// The value requested.
     pub value: Value,
     /// Fragment label (file name relative to the config folder).
     pub file: String,
@@ -101,14 +118,19 @@ impl Requirement {
 pub struct Fragment {
     /// Name relative to the config folder, e.g. `00-base.conf` or `x86_64/arch.conf`.
     pub label: String,
+    /// Where the file was read from.
     pub path: PathBuf,
+    /// The file's text, as read.
     pub text: String,
+    /// The options it requests, in line order.
     pub requirements: Vec<Requirement>,
 }
 
 /// All fragments of one build, merged.
 #[derive(Debug, Clone)]
 pub struct FragmentSet {
+    /// The fragments in merge order: by file name across the config folder and its arch
+    /// folder, the debug fragment last.
     pub fragments: Vec<Fragment>,
     /// Every distinct requested option, in first-request order.
     pub requirements: Vec<Requirement>,

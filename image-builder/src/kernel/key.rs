@@ -16,8 +16,11 @@ pub struct KeyInputs<'a> {
     pub source_sha256: &'a str,
     /// The merged fragment text handed to kconfig.
     pub merged_fragments: &'a str,
+    /// The guest architecture.
     pub arch: Arch,
+    /// Whether the debug fragment is included (`--debug`).
     pub debug: bool,
+    /// The recipe version, normally [`RECIPE_VERSION`].
     pub recipe_version: u32,
 }
 

@@ -30,9 +30,13 @@ pub const DEFAULT_OBJECT_ESTIMATE: u64 = 1811;
 /// How often the compile phase prints a progress line.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Artifact file names, in the cache entry and in the output directory.
+/// Artifact file names, in the cache entry and in the output directory: the compressed
+/// boot image.
 pub const BZIMAGE: &str = "bzImage";
+/// Artifact file name: the uncompressed ELF kernel (for VMMs that boot it directly, and
+/// for symbols).
 pub const VMLINUX: &str = "vmlinux";
+/// Artifact file name: the kernel's final `.config`.
 pub const CONFIG: &str = "config";
 /// Metadata of a cache entry.
 pub const BUILD_RECORD: &str = "build.json";
@@ -47,6 +51,7 @@ pub struct KernelRequest {
     pub source: PathBuf,
     /// The folder of config fragments.
     pub config_dir: PathBuf,
+    /// The guest architecture (`--arch`).
     pub arch: Arch,
     /// Adds `debug.conf.opt`.
     pub debug: bool,
@@ -62,24 +67,37 @@ pub struct KernelRequest {
 /// Inputs and results of one build, stored as `build.json` in its cache entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildRecord {
+    /// [`key::RECIPE_VERSION`] of the build.
     pub recipe_version: u32,
+    /// The cache key (hex SHA-256, see [`key`]), also the entry's directory name.
     pub key: String,
+    /// The guest architecture's name.
     pub arch: String,
+    /// Whether the debug fragment was included.
     pub debug: bool,
+    /// The source tarball, as given.
     pub source_path: PathBuf,
+    /// SHA-256 (hex) of the source tarball.
     pub source_sha256: String,
     /// Fragment labels in application order.
     pub fragments: Vec<String>,
+    /// Number of distinct options the fragments request.
     pub options_requested: usize,
     /// `include/config/kernel.release` of the built tree.
     pub kernel_release: String,
+    /// `make -j` value of the compile.
     pub jobs: usize,
     /// Objects compiled (CC/AS/LD/AR lines).
     pub objects: u64,
+    /// Seconds spent unpacking the source tarball.
     pub seconds_extract: f64,
+    /// Seconds spent in `make allnoconfig` with the fragments.
     pub seconds_configure: f64,
+    /// Seconds spent in `make bzImage` (the check between is not counted).
     pub seconds_compile: f64,
+    /// Size of the built `bzImage`, in bytes.
     pub bzimage_bytes: u64,
+    /// Size of the built `vmlinux`, in bytes.
     pub vmlinux_bytes: u64,
     /// When the build finished, in seconds since the Unix epoch.
     pub built_at_unix: u64,
@@ -88,14 +106,18 @@ pub struct BuildRecord {
 /// A kernel in the cache.
 #[derive(Debug, Clone)]
 pub struct CachedKernel {
+    /// The cache key (hex SHA-256, see [`key`]).
     pub key: String,
+    /// The cache entry's directory, holding the artifacts.
     pub entry: PathBuf,
     /// Whether it was already in the cache (no build ran).
     pub hit: bool,
+    /// The entry's `build.json`; `None` when a cached entry's record is unreadable.
     pub record: Option<BuildRecord>,
 }
 
 impl CachedKernel {
+    /// Path of the artifact `name` ([`BZIMAGE`], [`VMLINUX`], [`CONFIG`]...) in the entry.
     pub fn artifact(&self, name: &str) -> PathBuf {
         self.entry.join(name)
     }

@@ -35,9 +35,11 @@ use crate::initrd::{self, AGENT_PATH, Extra, InitrdError};
 /// What can go wrong assembling or writing the root tree.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// A file of the tree could not be read or written.
     #[error(transparent)]
     Io(#[from] IoError),
 
+    /// `busybox --list` could not be run, or failed.
     #[error(transparent)]
     Command(#[from] CommandError),
 
@@ -45,6 +47,7 @@ pub enum RootfsError {
     #[error(transparent)]
     Input(#[from] InitrdError),
 
+    /// Two entries want one path, or a path is invalid.
     #[error(transparent)]
     Cpio(#[from] CpioError),
 
@@ -70,11 +73,15 @@ const DEBUG_CONSOLE_NOTE: &[u8] = b"built with --debug-tools: agent.debug_consol
 /// What goes into the tree.
 #[derive(Debug, Clone)]
 pub struct RootfsRequest {
+    /// hull-init, put at `/sbin/init` (`--init`).
     pub init: PathBuf,
+    /// hull-agent, put at `/usr/bin/hull-agent` (`--agent`).
     pub agent: PathBuf,
     /// `Some(path)` adds busybox and its applet links (`--debug-tools`).
     pub busybox: Option<PathBuf>,
+    /// Host files to add (`--extra SRC:DST`).
     pub extras: Vec<Extra>,
+    /// The guest architecture the binaries must be built for.
     pub arch: Arch,
 }
 
@@ -88,10 +95,14 @@ pub struct TreeEntry {
     pub kind: String,
     /// Permission bits in octal, e.g. `0755`.
     pub mode: String,
+    /// Size in bytes, for files.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bytes: Option<u64>,
+    /// SHA-256 of the contents, lowercase hex, for files.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
+    /// The link target, for symlinks (`major:minor` for a device node, which a root tree
+    /// never holds).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target: Option<String>,
 }
@@ -99,7 +110,9 @@ pub struct TreeEntry {
 /// The tree's description and what the image builder needs to know about it.
 #[derive(Debug, Clone)]
 pub struct Tree {
+    /// The tree's entries, in memory, as they will be written.
     pub archive: Archive,
+    /// What the manifest lists: one [`TreeEntry`] per archive entry, in archive order.
     pub entries: Vec<TreeEntry>,
     /// SHA-256 over the canonical JSON of `entries`: the tree's identity.
     pub digest: String,

@@ -31,6 +31,7 @@ pub enum Attachment {
 }
 
 impl Attachment {
+    /// Every attachment, in the order the manifest and the guide list them.
     pub const ALL: [Attachment; 3] = [
         Attachment::Nvdimm,
         Attachment::VirtioPmem,

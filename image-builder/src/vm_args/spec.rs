@@ -11,16 +11,28 @@ use super::vmm::Vmm;
 pub enum VmArgsError {
     /// The VMM has no way to do what the description asks.
     #[error("{vmm} cannot {what}")]
-    Unsupported { vmm: Vmm, what: String },
+    Unsupported {
+        /// The VMM.
+        vmm: Vmm,
+        /// What it was asked to do, as the end of "{vmm} cannot ...".
+        what: String,
+    },
 
     /// A persistent-memory image must be a whole number of 2 MiB blocks.
     #[error("{}: {bytes} bytes is not a multiple of 2 MiB, as virtio-pmem needs", path.display())]
-    PmemSize { path: PathBuf, bytes: u64 },
+    PmemSize {
+        /// The image.
+        path: PathBuf,
+        /// Its size in bytes.
+        bytes: u64,
+    },
 
     /// An image to attach cannot be read.
     #[error("cannot read the size of {}", path.display())]
     Io {
+        /// The image.
         path: PathBuf,
+        /// Why its size could not be read.
         #[source]
         source: std::io::Error,
     },
@@ -38,21 +50,28 @@ pub struct VmSpec {
     pub boot: Boot,
     /// The whole kernel command line.
     pub cmdline: String,
+    /// Guest RAM in MiB (persistent-memory regions come on top, see [`super::memory`]).
     pub memory_mib: u64,
+    /// Number of virtual CPUs.
     pub cpus: u32,
+    /// Whether the VMM uses KVM or emulates.
     pub accel: Accel,
+    /// How the guest's virtio-vsock reaches the host.
     pub vsock: Vsock,
     /// virtio-fs shares, each served by a vhost-user daemon (virtiofsd) on its socket.
     pub shares: Vec<FsShare>,
     /// Further images, always read-only.
     pub disks: Vec<Disk>,
+    /// A NIC on user-mode networking; `None` for no network.
     pub nic: Option<UserNic>,
+    /// Where the serial console goes.
     pub console: Console,
 }
 
 /// Hardware virtualization or software emulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Accel {
+    /// KVM (`/dev/kvm`): the default, and the only choice of vmm-lite.
     #[default]
     Kvm,
     /// QEMU's TCG (the only choice where `/dev/kvm` cannot run a stock Linux guest).
@@ -71,9 +90,11 @@ pub enum Boot {
 /// A root image and how it is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootImage {
+    /// The image file.
     pub path: PathBuf,
     /// Its size: a pmem memory backend takes it explicitly.
     pub bytes: u64,
+    /// How the guest sees it.
     pub attachment: Attachment,
 }
 
@@ -81,19 +102,32 @@ pub struct RootImage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vsock {
     /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): host programs use `AF_VSOCK`.
-    Kernel { cid: u32 },
+    Kernel {
+        /// The guest's CID.
+        cid: u32,
+    },
     /// A vhost-user backend (such as `vhost-device-vsock`) listening on `socket`; the
     /// backend owns the guest CID and the hybrid-vsock socket the host dials.
-    VhostUser { socket: PathBuf },
+    VhostUser {
+        /// The backend's vhost-user socket.
+        socket: PathBuf,
+    },
     /// A hybrid vsock served by the VMM itself: the host dials `uds` and sends
     /// `CONNECT <port>`.
-    Hybrid { cid: u32, uds: PathBuf },
+    Hybrid {
+        /// The guest's CID.
+        cid: u32,
+        /// The Unix socket on the host that the VMM listens on.
+        uds: PathBuf,
+    },
 }
 
 /// A virtio-fs share: the guest mounts `tag`, a vhost-user daemon serves `socket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsShare {
+    /// The tag the guest mounts (`mount -t virtiofs TAG DIR`).
     pub tag: String,
+    /// The vhost-user socket the daemon listens on.
     pub socket: PathBuf,
 }
 
@@ -101,7 +135,9 @@ pub struct FsShare {
 /// intact).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
+    /// The image file.
     pub image: PathBuf,
+    /// How the guest sees it.
     pub attach: DiskAttach,
 }
 
@@ -111,10 +147,16 @@ pub enum DiskAttach {
     /// virtio-blk; on PCI at this slot of the root bus, so the guest finds it by the Kata
     /// PCI path `{slot:02x}` (keep it clear of the slots QEMU assigns itself, from 01 up).
     /// A virtio-mmio VMM has no slots and attaches disks in order.
-    VirtioBlk { slot: u8 },
+    VirtioBlk {
+        /// The device's slot on the root PCI bus.
+        slot: u8,
+    },
     /// virtio-pmem of `size` bytes (the image's size, a multiple of 2 MiB): the guest sees
     /// `/dev/pmemN`.
-    VirtioPmem { size: u64 },
+    VirtioPmem {
+        /// The region's size in bytes.
+        size: u64,
+    },
 }
 
 impl Disk {
@@ -161,6 +203,7 @@ pub struct UserNic {
     pub network: (Ipv4Addr, u8),
     /// The router, which is the host's loopback as the guest sees it.
     pub gateway: Ipv4Addr,
+    /// The DNS server the guest is told about, inside [`UserNic::network`].
     pub dns: Ipv4Addr,
     /// Host TCP ports of 127.0.0.1 forwarded to guest ports.
     pub forwards: Vec<PortForward>,
@@ -171,7 +214,9 @@ pub struct UserNic {
 /// A TCP port of 127.0.0.1 on the host forwarded to a guest port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortForward {
+    /// The port on the host's 127.0.0.1.
     pub host_port: u16,
+    /// The guest port it reaches.
     pub guest_port: u16,
 }
 
@@ -181,6 +226,7 @@ pub enum Console {
     /// The VMM's standard output.
     #[default]
     Stdio,
+    /// A file on the host, which the VMM writes the console output to.
     File(PathBuf),
 }
 

@@ -5,14 +5,18 @@ use super::attachment::Attachment;
 /// A virtual machine monitor hull guests run under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Vmm {
+    /// QEMU (`qemu-system-x86_64`): every attachment, argv from [`crate::vm_args::qemu`].
     Qemu,
+    /// cloud-hypervisor: virtio-pmem and virtio-blk; the guide writes its command line.
     CloudHypervisor,
+    /// Firecracker: virtio-blk only; the guide writes its configuration.
     Firecracker,
     /// The VMM bundled with hull (`vmm-lite/`): virtio-mmio devices, hybrid vsock.
     VmmLite,
 }
 
 impl Vmm {
+    /// Every VMM, in the order the manifest and the guide list them.
     pub const ALL: [Vmm; 4] = [
         Vmm::Qemu,
         Vmm::CloudHypervisor,
