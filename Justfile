@@ -72,6 +72,6 @@ init-smoke: guest
 test: setup artifacts lint init-smoke
     cargo test --locked --workspace
 
-# Sizes, image build times, boot times (initrd vs DAX image) and container figures, printed as a table.
-bench boots="5": setup artifacts
-    cargo run --locked --release -q -p hull-e2e --bin hull-bench -- --boots {{boots}}
+# Sizes, boot (against a bare initrd), memory, stdio (against raw vsock) and container figures as a table; e.g. `./run bench --boots 2 --runs 2`.
+bench *args: setup artifacts
+    cargo run --locked --release -q -p hull-e2e --bin hull-bench -- {{args}}
