@@ -14,7 +14,7 @@ use hull_e2e::guest::SandboxGuest;
 use super::table::{Table, median, ratio, spread};
 
 /// How many spawns one fork+exec sample averages.
-const SPAWNS: u32 = 200;
+const SPAWNS: u32 = 50;
 
 pub async fn figures(
     guest: &SandboxGuest,

@@ -4,17 +4,20 @@
 //! smallest `-m` that still boots and runs a busybox container.
 //!
 //! The guest is read from inside: an inspector container in the guest's PID namespace
-//! (a busybox shell reading `/proc`), which needs no agent change. Its own shell is
-//! counted in MemTotal − MemAvailable, so its PSS is printed beside.
+//! (a busybox shell reading `/proc`, with `CAP_SYS_PTRACE` added to Docker's default
+//! capabilities: reading another process's `smaps_rollup` needs it), which needs no
+//! agent change. Its own shell is counted in MemTotal − MemAvailable, so its PSS is
+//! printed beside.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use hull_e2e::bundle::ContainerSpec;
+use hull_e2e::bundle::{ContainerSpec, guest_rootfs};
 use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::VmConfig;
+use hull_protocols::oci_json;
 
 use super::table::{Table, kib};
 
@@ -86,9 +89,18 @@ pub fn parse(text: &str) -> Result<Snapshot> {
 
 async fn inspect(guest: &SandboxGuest, id: &str) -> Result<Snapshot> {
     guest.busybox_rootfs(id)?;
-    let spec = ContainerSpec::shell(INSPECT)
+    let mut config = ContainerSpec::shell(INSPECT)
         .in_guest_pid_namespace()
-        .to_proto(id)?;
+        .config_json(&guest_rootfs(id));
+    for set in ["bounding", "effective", "permitted"] {
+        config["process"]["capabilities"][set]
+            .as_array_mut()
+            .context("the spec's capability sets")?
+            .push("CAP_SYS_PTRACE".into());
+    }
+    let spec = oci_json::spec_to_proto(&oci_json::spec_from_config_json(
+        config.to_string().as_bytes(),
+    )?)?;
     let run = Container::run(&guest.client, id, spec).await?;
     ensure!(
         run.status == 0,
