@@ -206,7 +206,7 @@ pub async fn smallest_guest(config: &VmConfig, table: &mut Table) -> Result<()> 
                 eprintln!("smallest guest: {mib} MiB failed: {why}");
                 failure = format!(
                     "{mib} MiB failed: {}",
-                    why.chars().take(80).collect::<String>()
+                    why.chars().take(60).collect::<String>()
                 );
                 lo = Some(mid);
             }
