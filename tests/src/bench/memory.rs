@@ -33,7 +33,8 @@ const ATTEMPT_DEADLINE: Duration = Duration::from_secs(90);
 const INSPECT: &str = "echo @meminfo; cat /proc/meminfo; \
     echo @init; cat /proc/1/smaps_rollup; \
     for p in /proc/[0-9]*; do \
-      if [ \"$(cat $p/comm 2>/dev/null)\" = hull-agent ]; then echo @agent; cat $p/smaps_rollup; fi; \
+      if [ \"$(cat $p/comm 2>/dev/null)\" = hull-agent ]; then \
+        echo @agent; cat $p/smaps_rollup; echo @agent-maps; cat $p/smaps; fi; \
     done; \
     echo @inspector; cat /proc/$$/smaps_rollup";
 
@@ -43,6 +44,29 @@ pub struct Snapshot {
     pub used_kib: u64,
     /// (Rss, Pss) per process: `init`, `agent`, `inspector`.
     pub processes: HashMap<String, (u64, u64)>,
+    /// The agent's Rss by mapping (its binary, `[heap]`, `[stack]`, `anonymous`), largest
+    /// first.
+    pub agent_maps: Vec<(String, u64)>,
+}
+
+/// Sums `Rss` of `/proc/<pid>/smaps` by what is mapped.
+pub fn rss_by_mapping(smaps: &str) -> Vec<(String, u64)> {
+    let mut sums: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut tokens = line.split_whitespace();
+        let first = tokens.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let path = tokens.nth(4).unwrap_or("anonymous");
+            current = path.rsplit('/').next().unwrap_or(path).to_string();
+        } else if first == "Rss:" {
+            let kib: u64 = tokens.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *sums.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut sums: Vec<(String, u64)> = sums.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    sums.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    sums
 }
 
 /// `Field:   123 kB` lines of one section.
@@ -84,6 +108,7 @@ pub fn parse(text: &str) -> Result<Snapshot> {
     Ok(Snapshot {
         used_kib: total.saturating_sub(*available),
         processes,
+        agent_maps: rss_by_mapping(sections.get("agent-maps").copied().unwrap_or_default()),
     })
 }
 
@@ -126,6 +151,15 @@ fn rows(table: &mut Table, when: &str, s: &Snapshot) {
                 format!("  {label} RSS / PSS (smaps_rollup)"),
                 format!("{} / {}", kib(*rss), kib(*pss)),
             );
+        }
+        if name == "agent" && !s.agent_maps.is_empty() {
+            let maps: Vec<String> = s
+                .agent_maps
+                .iter()
+                .take(4)
+                .map(|(what, size)| format!("{what} {}", kib(*size)))
+                .collect();
+            table.push("    hull-agent RSS by mapping", maps.join(", "));
         }
     }
 }
@@ -238,5 +272,21 @@ mod tests {
         assert_eq!(s.processes["agent"], (3000, 2500));
         assert_eq!(s.processes["init"], (1000, 900));
         assert!(parse("@meminfo\nMemTotal: 1 kB\n").is_err());
+    }
+
+    #[test]
+    fn sums_rss_by_mapping() {
+        let smaps = "00400000-00500000 r-xp 00000000 00:02 12 /usr/bin/hull-agent\nRss: 1500 kB\n\
+            00600000-00700000 rw-p 00000000 00:00 0 \nRss: 200 kB\n\
+            00800000-00900000 rw-p 00000000 00:00 0 [heap]\nRss: 700 kB\n\
+            00a00000-00b00000 r--p 00100000 00:02 12 /usr/bin/hull-agent\nRss: 100 kB\n";
+        assert_eq!(
+            rss_by_mapping(smaps),
+            [
+                ("hull-agent".to_string(), 1600),
+                ("[heap]".to_string(), 700),
+                ("anonymous".to_string(), 200)
+            ]
+        );
     }
 }
