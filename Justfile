@@ -83,8 +83,8 @@ test-kvm:
     cargo build --locked --release -p vmm-lite
     HULL_VMM=vmm-lite HULL_VMM_LITE={{justfile_directory()}}/target/release/vmm-lite cargo test --locked --release -p hull-e2e --test vmm_lite -- --ignored
 
-# Sizes, image build times, boot times (initrd vs DAX image) and container figures, printed as a table; then vmm-lite next to QEMU (size, first serial byte, RSS).
-bench boots="5": setup artifacts
-    cargo run --locked --release -q -p hull-e2e --bin hull-bench -- --boots {{boots}}
+# Sizes, boot (against a bare initrd), memory, stdio (against raw vsock) and container figures as a table, then vmm-lite next to QEMU (size, first serial byte, RSS); e.g. `./run bench --boots 2 --runs 2`.
+bench *args: setup artifacts
+    cargo run --locked --release -q -p hull-e2e --bin hull-bench -- {{args}}
     cargo build --locked --release -q -p vmm-lite --features payload
-    target/release/vmm-lite-bench --runs {{boots}}
+    target/release/vmm-lite-bench --runs 3
