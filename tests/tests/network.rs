@@ -9,11 +9,7 @@ use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::nic::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX_LEN, NicConfig};
 use hull_e2e::vm::{Vm, VmConfig};
-use hull_protocols::agent::{
-    ARPNeighbors, AddARPNeighborsRequest, ListInterfacesRequest, ListRoutesRequest, Routes,
-    UpdateInterfaceRequest, UpdateRoutesRequest,
-};
-use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::client::ClientError;
 use hull_protocols::ttrpc::Code;
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
 
@@ -53,54 +49,6 @@ fn default_route() -> Route {
         family: IPFamily::v4.into(),
         ..Default::default()
     }
-}
-
-async fn update_interface(client: &AgentClient, i: &Interface) -> Result<Interface, ClientError> {
-    let req = UpdateInterfaceRequest {
-        interface: Some(i.clone()).into(),
-        ..Default::default()
-    };
-    client
-        .call_agent("AgentService.UpdateInterface", |agent, ctx| {
-            agent.update_interface(ctx, &req)
-        })
-        .await
-}
-
-async fn update_routes(client: &AgentClient, routes: &[Route]) -> Result<Routes, ClientError> {
-    let req = UpdateRoutesRequest {
-        routes: Some(Routes {
-            Routes: routes.to_vec(),
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
-    client
-        .call_agent("AgentService.UpdateRoutes", |agent, ctx| {
-            agent.update_routes(ctx, &req)
-        })
-        .await
-}
-
-async fn list_interfaces(client: &AgentClient) -> Result<Vec<Interface>> {
-    let req = ListInterfacesRequest::new();
-    Ok(client
-        .call_agent("AgentService.ListInterfaces", |agent, ctx| {
-            agent.list_interfaces(ctx, &req)
-        })
-        .await?
-        .Interfaces)
-}
-
-async fn list_routes(client: &AgentClient) -> Result<Vec<Route>> {
-    let req = ListRoutesRequest::new();
-    Ok(client
-        .call_agent("AgentService.ListRoutes", |agent, ctx| {
-            agent.list_routes(ctx, &req)
-        })
-        .await?
-        .Routes)
 }
 
 /// The listed interface carrying `mac`.
@@ -147,7 +95,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     );
 
     // Before: loopback up, the NIC present but untouched.
-    let before = list_interfaces(&client).await?;
+    let before = client.list_interfaces().await?;
     let lo = before
         .iter()
         .find(|i| i.name == "lo")
@@ -160,7 +108,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         "the NIC has addresses already: {nic:?}"
     );
     ensure!(
-        list_routes(&client).await?.is_empty(),
+        client.list_routes().await?.is_empty(),
         "routes before any were set"
     );
 
@@ -172,10 +120,11 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         IPAddresses: vec![ipv4(&GUEST_ADDRESS.to_string(), GUEST_PREFIX_LEN)],
         ..Default::default()
     };
-    let answered = update_interface(&client, &wanted)
+    let answered = client
+        .update_interface(wanted.clone())
         .await
         .context("UpdateInterface")?;
-    let listed = configured(list_interfaces(&client).await?);
+    let listed = configured(client.list_interfaces().await?);
     let eth0 = by_mac(&listed, MAC)?;
     let answered = configured(vec![answered]).remove(0);
     ensure!(eth0 == &answered, "listed {eth0:?}\nanswered {answered:?}");
@@ -191,15 +140,15 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         "virtio-net has no link kind: {eth0:?}"
     );
 
-    let routes = update_routes(&client, &[default_route()])
+    let routes = client
+        .update_routes(vec![default_route()])
         .await
-        .context("UpdateRoutes")?
-        .Routes;
+        .context("UpdateRoutes")?;
     ensure!(
         routes == [default_route()],
         "UpdateRoutes answered {routes:#?}"
     );
-    ensure!(list_routes(&client).await? == routes, "ListRoutes differs");
+    ensure!(client.list_routes().await? == routes, "ListRoutes differs");
 
     let neighbor = ARPNeighbor {
         toIPAddress: Some(ipv4(&GATEWAY.to_string(), 32)).into(),
@@ -207,18 +156,8 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         lladdr: GATEWAY_MAC.into(),
         ..Default::default()
     };
-    let req = AddARPNeighborsRequest {
-        neighbors: Some(ARPNeighbors {
-            ARPNeighbors: vec![neighbor],
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
     client
-        .call_agent("AgentService.AddARPNeighbors", |agent, ctx| {
-            agent.add_arp_neighbors(ctx, &req)
-        })
+        .add_arp_neighbors(vec![neighbor])
         .await
         .context("AddARPNeighbors")?;
 
@@ -229,7 +168,8 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         mtu: 1400,
         ..wanted.clone()
     };
-    let answered = update_interface(&client, &by_path)
+    let answered = client
+        .update_interface(by_path.clone())
         .await
         .with_context(|| format!("UpdateInterface by PCI path {pci_path}"))?;
     ensure!(
@@ -237,19 +177,19 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         "{answered:?}"
     );
     ensure!(
-        list_routes(&client).await? == routes,
+        client.list_routes().await? == routes,
         "an MTU change lost the routes"
     );
 
     // Bad requests: refused precisely, nothing changed, the agent still serving.
-    let interfaces = configured(list_interfaces(&client).await?);
+    let interfaces = configured(client.list_interfaces().await?);
     let unknown = Interface {
         hwAddr: "52:54:00:00:00:99".into(),
         ..wanted.clone()
     };
     refused(
         "unknown MAC",
-        update_interface(&client, &unknown).await,
+        client.update_interface(unknown.clone()).await,
         Code::NOT_FOUND,
         "52:54:00:00:00:99",
     )?;
@@ -259,7 +199,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     };
     refused(
         "bad address",
-        update_interface(&client, &bad_address).await,
+        client.update_interface(bad_address.clone()).await,
         Code::INVALID_ARGUMENT,
         "interface.IPAddresses[0].address",
     )?;
@@ -270,7 +210,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     };
     refused(
         "an MTU the NIC refuses, after a rename",
-        update_interface(&client, &too_big).await,
+        client.update_interface(too_big.clone()).await,
         Code::INVALID_ARGUMENT,
         "70000",
     )?;
@@ -281,7 +221,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     };
     refused(
         "bad route",
-        update_routes(&client, &[bad_route]).await,
+        client.update_routes(vec![bad_route]).await,
         Code::INVALID_ARGUMENT,
         "routes[0].dest",
     )?;
@@ -291,7 +231,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     };
     refused(
         "unreachable gateway",
-        update_routes(&client, &[unreachable]).await,
+        client.update_routes(vec![unreachable]).await,
         Code::INVALID_ARGUMENT,
         "192.0.2.1",
     )?;
@@ -301,16 +241,16 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     };
     refused(
         "route on an unknown link",
-        update_routes(&client, &[nowhere]).await,
+        client.update_routes(vec![nowhere]).await,
         Code::NOT_FOUND,
         "nosuch0",
     )?;
     ensure!(
-        configured(list_interfaces(&client).await?) == interfaces,
+        configured(client.list_interfaces().await?) == interfaces,
         "a refused request changed the interfaces"
     );
     ensure!(
-        list_routes(&client).await? == routes,
+        client.list_routes().await? == routes,
         "a refused request changed the routes"
     );
     client
