@@ -209,8 +209,25 @@ impl AgentClient {
         }
     }
 
-    /// Makes one `AgentService` call through the generated client with this client's
+    /// Makes one call through a generated client (`service`) with this client's
     /// timeout, mapping failures to [`ClientError`] named after `method`.
+    async fn call<'a, S, T, F, Fut>(
+        &self,
+        service: &'a S,
+        method: &'static str,
+        f: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnOnce(&'a S, Context) -> Fut,
+        Fut: Future<Output = ttrpc::Result<T>>,
+    {
+        let timeout = self.timeout;
+        f(service, self.context())
+            .await
+            .map_err(|e| ClientError::from_ttrpc(method, timeout, e))
+    }
+
+    /// An `AgentService` call (see [`AgentClient::call`]).
     async fn call_agent<'a, T, F, Fut>(
         &'a self,
         method: &'static str,
@@ -220,13 +237,10 @@ impl AgentClient {
         F: FnOnce(&'a AgentServiceClient, Context) -> Fut,
         Fut: Future<Output = ttrpc::Result<T>>,
     {
-        let timeout = self.timeout;
-        f(&self.agent, self.context())
-            .await
-            .map_err(|e| ClientError::from_ttrpc(method, timeout, e))
+        self.call(&self.agent, method, f).await
     }
 
-    /// The same for a `Health` call.
+    /// A `Health` call (see [`AgentClient::call`]).
     async fn call_health<'a, T, F, Fut>(
         &'a self,
         method: &'static str,
@@ -236,9 +250,6 @@ impl AgentClient {
         F: FnOnce(&'a HealthClient, Context) -> Fut,
         Fut: Future<Output = ttrpc::Result<T>>,
     {
-        let timeout = self.timeout;
-        f(&self.health, self.context())
-            .await
-            .map_err(|e| ClientError::from_ttrpc(method, timeout, e))
+        self.call(&self.health, method, f).await
     }
 }

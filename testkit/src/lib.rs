@@ -5,6 +5,8 @@
 //! | --- | --- |
 //! | [`agent`] | [`HostAgent`]: the `hull-agent` binary on a Unix socket, plain, in a fresh network namespace with a veth pair, or in private mount and UTS namespaces |
 //! | [`in_process`] | [`InProcessAgent`]: the agent's server run by the test itself, on its runtime or on a thread in a fresh network namespace |
+//! | [`cli`] | running `hull-ctl` with the test's arguments only |
+//! | [`interfaces`] | comparing listed interfaces without the flags the kernel changes |
 //! | [`netns`] | a thread in a new network namespace, and a veth pair made there |
 //! | [`rootfs`] | [`BusyboxRootfs`], a temporary busybox root; the host's cgroup2 root |
 //! | [`refusal`] | bad-input tables: one row per request, expected code and message fragment |
@@ -14,7 +16,9 @@
 //! processes, stops its threads and removes its temporary files.
 
 pub mod agent;
+pub mod cli;
 pub mod in_process;
+pub mod interfaces;
 pub mod netns;
 pub mod refusal;
 pub mod require;

@@ -12,6 +12,7 @@ use hull_e2e::vm::{Vm, VmConfig};
 use hull_protocols::client::ClientError;
 use hull_protocols::ttrpc::Code;
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
+use hull_testkit::interfaces::{IFF_UP, configured};
 
 /// Under TCG a boot takes about a second; leave room for a loaded CI machine.
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
@@ -19,19 +20,6 @@ const POWER_OFF_DEADLINE: Duration = Duration::from_secs(30);
 const MAC: &str = "52:54:00:12:34:56";
 /// Slirp's router answers ARP with this MAC.
 const GATEWAY_MAC: &str = "52:55:0a:00:02:02";
-const IFF_UP: u32 = 0x1;
-/// IFF_RUNNING, IFF_LOWER_UP, IFF_DORMANT: operational state, which the kernel updates
-/// shortly after a link comes up (a rollback may bounce the link).
-const OPERATIONAL: u32 = 0x40 | 0x10000 | 0x20000;
-
-/// The configuration of `list`, without the operational flags.
-fn configured(mut list: Vec<Interface>) -> Vec<Interface> {
-    for i in &mut list {
-        i.raw_flags &= !OPERATIONAL;
-    }
-    list
-}
-
 fn ipv4(address: &str, mask: u8) -> IPAddress {
     IPAddress {
         family: IPFamily::v4.into(),
