@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::process::reaper::Reaper;
+use hull_container::process::reaper::Reaper;
 
 /// The shell a debug session runs (busybox's, in images built with debug tools).
 pub const DEBUG_SHELL: &str = "/bin/sh";

@@ -21,7 +21,7 @@ pub enum AgentError {
     AlreadyExists(String),
     /// A container or process operation failed.
     #[error(transparent)]
-    Container(#[from] crate::container::ContainerError),
+    Container(#[from] hull_container::ContainerError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),

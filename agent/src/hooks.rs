@@ -20,7 +20,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use crate::process::reaper::{ExitStatus, Reaper};
+use hull_container::process::reaper::{ExitStatus, Reaper};
 
 /// How long one hook may run.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,12 +6,11 @@
 //! directory), the [`network`], and what [`guest_setup`] did. [`config`] is read once at
 //! start-up;
 //! [`logging`] sends structured logs to the console or to the host over vsock.
-//! Containers live in [`container`] (spec → plan → a re-exec'd helper builds them) and
-//! [`process`] (reaping, stdio); [`runtime_cli`] exposes the same container layer as a
-//! runc-compatible command line (`hull-runtime`) for OCI conformance suites on a host.
+//! Containers live in the `hull-container` crate (spec → plan → a re-exec'd helper builds
+//! them; reaping and stdio in `hull_container::process`), which the runc-compatible CLI
+//! `hull-runtime` (its own crate, `runtime/`) shares.
 
 pub mod config;
-pub mod container;
 pub mod debug_console;
 pub mod device;
 pub mod error;
@@ -22,9 +21,7 @@ pub mod hooks;
 pub mod logging;
 pub mod mount;
 pub mod network;
-pub mod process;
 pub mod rpc;
-pub mod runtime_cli;
 pub mod sandbox;
 pub mod server;
 pub mod storage;

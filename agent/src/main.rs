@@ -15,7 +15,7 @@ use hull_agent::server;
 
 fn main() -> ExitCode {
     // A re-exec'd container helper never gets past this line.
-    hull_agent::container::helper::run_if_helper();
+    hull_container::helper::run_if_helper();
     let config = match AgentConfig::load() {
         Ok(config) => config,
         Err(e) => {

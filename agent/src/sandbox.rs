@@ -1,6 +1,6 @@
 //! The sandbox: the one owner of the guest's state: what `CreateSandbox` set up, the
 //! storages in use, the network, and whether the runtime has asked for the sandbox to
-//! end, and its containers ([`crate::container::Containers`]).
+//! end, and its containers ([`hull_container::Containers`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +11,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::container::{ContainerSettings, Containers};
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::guest_setup::{self, SandboxError, SandboxSpec};
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageSpec, Storages};
+use hull_container::{ContainerSettings, Containers};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
 /// mount stuck on a dead host daemon must not keep the VM up.
@@ -135,7 +135,7 @@ impl Sandbox {
             return Err(SandboxError::Destroyed.into());
         }
         if self.containers.get(id).is_ok() {
-            return Err(crate::container::ContainerError::ContainerExists(id.into()).into());
+            return Err(hull_container::ContainerError::ContainerExists(id.into()).into());
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match sandbox_pidns {

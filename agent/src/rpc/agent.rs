@@ -21,13 +21,13 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::{oci, status};
-use crate::container::ContainerError;
 use crate::error::AgentError;
 use crate::guest::read_guest_facts;
 use crate::guest_setup::SandboxSpec;
 use crate::network::convert;
-use crate::process::signal_from_number;
 use crate::sandbox::Sandbox;
+use hull_container::ContainerError;
+use hull_container::process::signal_from_number;
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[

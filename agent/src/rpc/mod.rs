@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
-use crate::container::ContainerError;
 use crate::device::DeviceError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
@@ -25,9 +24,10 @@ use crate::guest_setup::SandboxError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
-use crate::process::ProcessError;
 use crate::sandbox::Sandbox;
 use crate::storage::StorageError;
+use hull_container::ContainerError;
+use hull_container::process::ProcessError;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
 pub use health::{API_VERSION, HealthRpc};
@@ -284,7 +284,7 @@ mod tests {
             (
                 ContainerError::WrongState {
                     id: "c".into(),
-                    state: crate::container::State::Stopped,
+                    state: hull_container::State::Stopped,
                     action: "start",
                 }
                 .into(),

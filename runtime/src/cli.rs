@@ -1,4 +1,4 @@
-//! `hull-runtime`: the agent's container layer as a runc-compatible command line, so that
+//! `hull-runtime`: hull's container layer as a runc-compatible command line, so that
 //! OCI conformance suites can drive it on a host, outside a VM.
 //!
 //! ```text
@@ -14,8 +14,9 @@
 //!   run [--bundle DIR] [--pid-file FILE] [--no-pivot] ID
 //! ```
 //!
-//! A binary of its own (the guest agent does not link it: clap and the CLI stay out of
-//! the guest image). The same code builds containers as in the agent ([`crate::container`]): a plan from the bundle's `config.json`, a helper
+//! A crate and binary of its own (the guest agent does not link it: clap and the CLI stay
+//! out of the guest image). The same code builds containers as in the agent
+//! ([`hull_container`]): a plan from the bundle's `config.json`, a helper
 //! re-executed from a sealed copy of this binary, a cgroup v2 through libcgroups. What
 //! differs from the agent: the spec is honoured as it is (a `network` namespace is
 //! created), the container's stdio is the caller's (or a terminal whose master goes to
@@ -38,12 +39,12 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Process as OciProcess, Spec};
 use serde::{Deserialize, Serialize};
 
-use crate::container::cgroup::{self, Cgroup};
-use crate::container::launcher::{self, HelperStdio, LaunchHooks, SelfExe};
-use crate::container::plan::{self, ContainerPlan, PlanOptions};
-use crate::container::protocol::{self, Gate, Report, Request};
-use crate::container::{ContainerError, helper};
-use crate::process::ChildStdio;
+use hull_container::cgroup::{self, Cgroup};
+use hull_container::launcher::{self, HelperStdio, LaunchHooks, SelfExe};
+use hull_container::plan::{self, ContainerPlan, PlanOptions};
+use hull_container::process::ChildStdio;
+use hull_container::protocol::{self, Gate, Report, Request};
+use hull_container::{ContainerError, helper};
 
 /// What the runtime CLI reports as failures.
 #[derive(Debug, thiserror::Error)]
@@ -430,7 +431,7 @@ fn wait_pid(pid: i32) -> i32 {
 /// A terminal whose master goes to the console socket; the slave is the process's stdio.
 fn console(socket: &Path) -> Result<ChildStdio, CliError> {
     let (master, slave) =
-        crate::process::stdio::open_pty().map_err(|e| CliError::Container(e.into()))?;
+        hull_container::process::stdio::open_pty().map_err(|e| CliError::Container(e.into()))?;
     send_fd(socket, &master)?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(io_err("pty"));
     Ok(ChildStdio {

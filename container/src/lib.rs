@@ -1,4 +1,6 @@
-//! Containers: from an OCI spec to a running process, runc-style.
+//! hull-container: containers from an OCI spec to a running process, runc-style. The
+//! agent (`hull-agent`) and the runc-compatible CLI (`hull-runtime`) are built on it; it
+//! depends on no other hull crate.
 //!
 //! ```text
 //! oci_spec::runtime::Spec ──plan::plan_container──▶ ContainerPlan (validated, serde)
@@ -17,7 +19,8 @@
 //!
 //! Modules: [`plan`] (spec → plan), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
 //! helper messages), [`launcher`] (agent side), [`helper`] (the re-exec'd side; the only
-//! code that forks or changes namespaces), [`cgroup`] (limits, stats, freezer, OOM).
+//! code that forks or changes namespaces), [`cgroup`] (limits, stats, freezer, OOM),
+//! [`process`] (the reaper, stdio pipes and terminals).
 //!
 //! The rootfs is `root.path` of the spec: absolute as given, or relative to the bundle
 //! `<container_base>/<id>/` (`/run/kata-containers/<id>/` in a guest, as Kata lays it
@@ -41,6 +44,7 @@ pub mod cgroup;
 pub mod helper;
 pub mod launcher;
 pub mod plan;
+pub mod process;
 pub mod protocol;
 pub mod seccomp;
 

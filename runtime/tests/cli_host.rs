@@ -1,6 +1,7 @@
 //! `hull-runtime`, the runc-compatible CLI, driving real busybox containers on the host:
 //! create / state / start / exec / kill / delete, `run`, `--no-pivot`, a user namespace.
-//! Needs root and a cgroup2 hierarchy (see containers_host.rs).
+//! Needs root and a cgroup2 hierarchy (`HULL_TEST_CGROUP_ROOT`, or `/sys/fs/cgroup/unified`
+//! on a hybrid host, or `/sys/fs/cgroup`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -180,7 +181,11 @@ fn create_start_exec_kill_delete() {
     b.ok(&["start", &id]);
     b.wait_status(&id, "running");
     let start = Instant::now();
-    while !b.out.join("host").exists() {
+    // The shell creates the file before hostname writes into it: wait for the text.
+    while std::fs::read_to_string(b.out.join("host"))
+        .unwrap_or_default()
+        .is_empty()
+    {
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(20));
     }
