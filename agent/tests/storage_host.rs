@@ -18,9 +18,8 @@ use hull_agent::device::DeviceWaiter;
 use hull_agent::mount::mount_points;
 use hull_agent::storage::{StorageError, Storages};
 use hull_protocols::agent::{CreateSandboxRequest, FSGroup, Storage};
-use hull_protocols::client::ClientError;
 use hull_testkit::agent::Isolation;
-use hull_testkit::{HostAgent, refusal, require};
+use hull_testkit::{HostAgent, assert_refused, refusal, require};
 use ttrpc::Code;
 
 /// Fails the test, with the reason, unless mounts can be tested here.
@@ -67,12 +66,6 @@ fn ephemeral(mount_point: &Path) -> Storage {
         options: vec!["size=1m".into()],
         ..storage("ephemeral", mount_point)
     }
-}
-
-fn expect_code(result: Result<(), ClientError>, code: Code, needle: &str) {
-    let err = result.expect_err("the request must fail");
-    assert_eq!(err.rpc_code(), Some(code), "{err}");
-    assert!(err.to_string().contains(needle), "{needle:?} not in: {err}");
 }
 
 #[tokio::test]
@@ -143,7 +136,8 @@ async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them
         );
     }
 
-    expect_code(
+    assert_refused(
+        "a second CreateSandbox",
         client.create_sandbox(&req).await,
         Code::FAILED_PRECONDITION,
         "already exists",

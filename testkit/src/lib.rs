@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use agent::HostAgent;
 pub use in_process::InProcessAgent;
-pub use refusal::{Refusal, refusal};
+pub use refusal::{Refusal, assert_refused, check_all, check_refused, refusal};
 pub use rootfs::{BusyboxRootfs, cgroup_root};
 
 /// `name-<pid>-<n>`: a name no other test of this run (or of a concurrent run) uses.

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use hull_protocols::ClientError;
 use hull_protocols::ttrpc::Code;
 
-type Call<'a> = Pin<Box<dyn Future<Output = Result<String, ClientError>> + 'a>>;
+type Call<'a> = Pin<Box<dyn Future<Output = Result<Box<dyn Debug + 'a>, ClientError>> + 'a>>;
 
 /// One row of a bad-input table; see [`refusal`].
 pub struct Refusal<'a> {
@@ -39,7 +39,7 @@ pub struct Refusal<'a> {
 
 /// A row: `call` (not yet made) must fail with `code` and a message containing
 /// `fragment`.
-pub fn refusal<'a, T: Debug>(
+pub fn refusal<'a, T: Debug + 'a>(
     what: &str,
     call: impl Future<Output = Result<T, ClientError>> + 'a,
     code: Code,
@@ -47,7 +47,10 @@ pub fn refusal<'a, T: Debug>(
 ) -> Refusal<'a> {
     Refusal {
         what: what.to_string(),
-        call: Box::pin(async move { call.await.map(|answer| format!("{answer:?}")) }),
+        call: Box::pin(async move {
+            call.await
+                .map(|answer| Box::new(answer) as Box<dyn Debug + 'a>)
+        }),
         code,
         fragment: fragment.into(),
     }
@@ -56,22 +59,8 @@ pub fn refusal<'a, T: Debug>(
 impl Refusal<'_> {
     /// Makes the call; answers why the answer is not the expected refusal, if it is not.
     pub async fn check(self) -> Result<(), String> {
-        let Self {
-            what,
-            call,
-            code,
-            fragment,
-        } = self;
-        match call.await {
-            Ok(answer) => Err(format!("{what}: accepted: {answer}")),
-            Err(err) if err.rpc_code() != Some(code) => {
-                Err(format!("{what}: wanted {code:?}, got {err}"))
-            }
-            Err(err) if !err.to_string().contains(&fragment) => {
-                Err(format!("{what}: {err} lacks {fragment:?}"))
-            }
-            Err(_) => Ok(()),
-        }
+        let answer = self.call.await;
+        check_refused(&self.what, answer, self.code, &self.fragment)
     }
 
     /// Makes the call; fails the test unless it is refused as expected.
@@ -79,6 +68,46 @@ impl Refusal<'_> {
         if let Err(why) = self.check().await {
             panic!("{why}");
         }
+    }
+}
+
+/// Checks a table's rows in order; answers the first mismatch.
+pub async fn check_all(rows: Vec<Refusal<'_>>) -> Result<(), String> {
+    for row in rows {
+        row.check().await?;
+    }
+    Ok(())
+}
+
+/// Answers why `answer` (to `what`) is not a refusal with `code` and a message
+/// containing `fragment`, if it is not.
+pub fn check_refused<T: Debug>(
+    what: &str,
+    answer: Result<T, ClientError>,
+    code: Code,
+    fragment: &str,
+) -> Result<(), String> {
+    match answer {
+        Ok(answer) => Err(format!("{what}: accepted: {answer:?}")),
+        Err(err) if err.rpc_code() != Some(code) => {
+            Err(format!("{what}: wanted {code:?}, got {err}"))
+        }
+        Err(err) if !err.to_string().contains(fragment) => {
+            Err(format!("{what}: {err} lacks {fragment:?}"))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+/// Fails the test unless `answer` is a refusal with `code` and `fragment`.
+pub fn assert_refused<T: Debug>(
+    what: &str,
+    answer: Result<T, ClientError>,
+    code: Code,
+    fragment: &str,
+) {
+    if let Err(why) = check_refused(what, answer, code, fragment) {
+        panic!("{why}");
     }
 }
 

@@ -13,7 +13,7 @@ use hull_e2e::vm::VmConfig;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use hull_protocols::client::AgentClient;
 use hull_protocols::ttrpc::Code;
-use hull_testkit::{Refusal, refusal};
+use hull_testkit::{Refusal, check_all, refusal};
 use sha2::{Digest, Sha256};
 
 const SIGKILL: i32 = 9;
@@ -193,10 +193,7 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
 
 /// Checks a bad-input table's rows in order.
 async fn refused(rows: Vec<Refusal<'_>>) -> Result<()> {
-    for row in rows {
-        row.check().await.map_err(anyhow::Error::msg)?;
-    }
-    Ok(())
+    check_all(rows).await.map_err(anyhow::Error::msg)
 }
 
 async fn bad_requests_are_answered_precisely(guest: &SandboxGuest) -> Result<()> {

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::nic::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX_LEN, NicConfig};
 use hull_e2e::vm::{Vm, VmConfig};
-use hull_protocols::client::ClientError;
 use hull_protocols::ttrpc::Code;
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
 use hull_testkit::interfaces::{IFF_UP, configured};
+use hull_testkit::{check_all, check_refused, refusal};
 
 /// Under TCG a boot takes about a second; leave room for a loaded CI machine.
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
@@ -44,29 +44,6 @@ fn by_mac<'a>(list: &'a [Interface], mac: &str) -> Result<&'a Interface> {
     list.iter()
         .find(|i| i.hwAddr == mac)
         .with_context(|| format!("no interface with MAC {mac} in {list:#?}"))
-}
-
-/// Checks that `result` failed with `code` and a message containing `text`.
-fn refused<T: std::fmt::Debug>(
-    what: &str,
-    result: Result<T, ClientError>,
-    code: Code,
-    text: &str,
-) -> Result<()> {
-    match result {
-        Ok(answer) => anyhow::bail!("{what}: accepted: {answer:?}"),
-        Err(err) => {
-            ensure!(
-                err.rpc_code() == Some(code),
-                "{what}: wanted {code:?}, got {err}"
-            );
-            ensure!(
-                err.to_string().contains(text),
-                "{what}: {err} lacks {text:?}"
-            );
-            Ok(())
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,68 +148,67 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
 
     // Bad requests: refused precisely, nothing changed, the agent still serving.
     let interfaces = configured(client.list_interfaces().await?);
-    let unknown = Interface {
-        hwAddr: "52:54:00:00:00:99".into(),
-        ..wanted.clone()
-    };
-    refused(
-        "unknown MAC",
-        client.update_interface(unknown.clone()).await,
-        Code::NOT_FOUND,
-        "52:54:00:00:00:99",
-    )?;
-    let bad_address = Interface {
-        IPAddresses: vec![ipv4("10.0.2.256", 24)],
-        ..wanted.clone()
-    };
-    refused(
-        "bad address",
-        client.update_interface(bad_address.clone()).await,
-        Code::INVALID_ARGUMENT,
-        "interface.IPAddresses[0].address",
-    )?;
-    let too_big = Interface {
-        name: "wan0".into(),
-        mtu: 70000,
-        ..wanted.clone()
-    };
-    refused(
-        "an MTU the NIC refuses, after a rename",
-        client.update_interface(too_big.clone()).await,
-        Code::INVALID_ARGUMENT,
-        "70000",
-    )?;
-    let bad_route = Route {
-        dest: "10.0.2.1/24".into(),
-        gateway: String::new(),
-        ..default_route()
-    };
-    refused(
-        "bad route",
-        client.update_routes(vec![bad_route]).await,
-        Code::INVALID_ARGUMENT,
-        "routes[0].dest",
-    )?;
-    let unreachable = Route {
-        gateway: "192.0.2.1".into(),
-        ..default_route()
-    };
-    refused(
-        "unreachable gateway",
-        client.update_routes(vec![unreachable]).await,
-        Code::INVALID_ARGUMENT,
-        "192.0.2.1",
-    )?;
-    let nowhere = Route {
-        device: "nosuch0".into(),
-        ..default_route()
-    };
-    refused(
-        "route on an unknown link",
-        client.update_routes(vec![nowhere]).await,
-        Code::NOT_FOUND,
-        "nosuch0",
-    )?;
+    let c = &client;
+    check_all(vec![
+        refusal(
+            "unknown MAC",
+            c.update_interface(Interface {
+                hwAddr: "52:54:00:00:00:99".into(),
+                ..wanted.clone()
+            }),
+            Code::NOT_FOUND,
+            "52:54:00:00:00:99",
+        ),
+        refusal(
+            "bad address",
+            c.update_interface(Interface {
+                IPAddresses: vec![ipv4("10.0.2.256", 24)],
+                ..wanted.clone()
+            }),
+            Code::INVALID_ARGUMENT,
+            "interface.IPAddresses[0].address",
+        ),
+        refusal(
+            "an MTU the NIC refuses, after a rename",
+            c.update_interface(Interface {
+                name: "wan0".into(),
+                mtu: 70000,
+                ..wanted.clone()
+            }),
+            Code::INVALID_ARGUMENT,
+            "70000",
+        ),
+        refusal(
+            "bad route",
+            c.update_routes(vec![Route {
+                dest: "10.0.2.1/24".into(),
+                gateway: String::new(),
+                ..default_route()
+            }]),
+            Code::INVALID_ARGUMENT,
+            "routes[0].dest",
+        ),
+        refusal(
+            "unreachable gateway",
+            c.update_routes(vec![Route {
+                gateway: "192.0.2.1".into(),
+                ..default_route()
+            }]),
+            Code::INVALID_ARGUMENT,
+            "192.0.2.1",
+        ),
+        refusal(
+            "route on an unknown link",
+            c.update_routes(vec![Route {
+                device: "nosuch0".into(),
+                ..default_route()
+            }]),
+            Code::NOT_FOUND,
+            "nosuch0",
+        ),
+    ])
+    .await
+    .map_err(anyhow::Error::msg)?;
     ensure!(
         configured(client.list_interfaces().await?) == interfaces,
         "a refused request changed the interfaces"
@@ -335,12 +311,13 @@ async fn containers_share_the_sandbox_network_serving_and_fetching_through_the_h
         OCI: Some(elsewhere).into(),
         ..Default::default()
     };
-    refused(
+    check_refused(
         "a network namespace path",
         client.create_container(&req).await,
         Code::INVALID_ARGUMENT,
         "sandbox's network namespace",
-    )?;
+    )
+    .map_err(anyhow::Error::msg)?;
 
     server_container.signal("", 9).await?;
     server_container.wait("").await?;

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::vm::{Disk, VirtioFsShare, Vm, VmConfig};
 use hull_protocols::agent::{CreateSandboxRequest, Storage};
 use hull_protocols::client::ClientError;
 use hull_protocols::ttrpc::Code;
+use hull_testkit::check_refused;
 
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
 const POWER_OFF_DEADLINE: Duration = Duration::from_secs(30);
@@ -63,14 +64,7 @@ fn storage(
 }
 
 fn expect_error(result: Result<(), ClientError>, code: Code, needle: &str) -> Result<()> {
-    match result {
-        Ok(()) => bail!("expected {code:?} ({needle}), got success"),
-        Err(err) => {
-            ensure!(err.rpc_code() == Some(code), "expected {code:?}: {err}");
-            ensure!(err.to_string().contains(needle), "{needle:?} not in: {err}");
-            Ok(())
-        }
-    }
+    check_refused("CreateSandbox", result, code, needle).map_err(anyhow::Error::msg)
 }
 
 fn config(dir: &Path) -> Result<VmConfig> {
