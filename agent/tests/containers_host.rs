@@ -13,6 +13,7 @@ use std::time::Duration;
 use hull_protocols::agent::*;
 use hull_protocols::client::{AgentClient, ClientError, Stream};
 use hull_protocols::oci;
+use hull_testkit::rootfs::require_containers;
 use hull_testkit::{BusyboxRootfs, HostAgent, cgroup_root, refusal, unique};
 use sha2::{Digest, Sha256};
 use ttrpc::Code;
@@ -20,6 +21,7 @@ use ttrpc::Code;
 /// A `hull-agent` with its directory at `bundles/` and containers under this host's
 /// cgroup2 root.
 fn start_agent() -> HostAgent {
+    require_containers();
     HostAgent::builder(env!("CARGO_BIN_EXE_hull-agent"))
         .run_dir("bundles")
         .env("HULL_AGENT_CGROUP_ROOT", cgroup_root())

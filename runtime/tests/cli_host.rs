@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hull_testkit::cgroup_root;
-use hull_testkit::rootfs::lay_out_busybox_root;
+use hull_testkit::rootfs::{lay_out_busybox_root, require_containers};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hull-runtime");
 
@@ -20,6 +20,7 @@ struct Bundle {
 
 impl Bundle {
     fn new(args: &[&str], patch: impl FnOnce(&mut serde_json::Value)) -> Self {
+        require_containers();
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("rootfs");
         lay_out_busybox_root(&rootfs);

@@ -64,6 +64,16 @@ impl Default for BusyboxRootfs {
     }
 }
 
+/// Fails the test unless containers can run on this host: root, and a cgroup2
+/// hierarchy at [`cgroup_root`].
+pub fn require_containers() {
+    crate::require::root("running containers on the host");
+    crate::require::file(
+        &cgroup_root().join("cgroup.procs"),
+        "a cgroup2 hierarchy (set HULL_TEST_CGROUP_ROOT to one)",
+    );
+}
+
 /// The cgroup2 hierarchy containers on this host go under: `HULL_TEST_CGROUP_ROOT`, or
 /// `/sys/fs/cgroup/unified` (hybrid hosts), or `/sys/fs/cgroup`.
 pub fn cgroup_root() -> PathBuf {
