@@ -1,4 +1,5 @@
-//! `mount(2)` and `umount2(2)` on confined paths, and mount option parsing.
+//! `mount(2)` and `umount2(2)` on confined paths. Mount options are parsed by
+//! [`hull_container::mount_options`], the one parser for storages and spec mounts alike.
 //!
 //! Targets are given as a [`ConfinedRoot`] and a path beneath it, never as a bare string:
 //! the target is resolved with [`ConfinedRoot::resolve`] and mounted on through its
@@ -16,6 +17,9 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::fs::{ConfineError, ConfinedPath, ConfinedRoot};
+// The one parser of mount options, shared with the container layer's spec mounts;
+// [`mount_at`] takes what it returns.
+pub use hull_container::mount_options::{MountOptionError, MountOptions};
 
 /// Why a mount or unmount failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,121 +49,20 @@ pub enum MountError {
     NotMounted { target: PathBuf },
 }
 
-/// Parsed `mount(8)`-style options: flags for `mount(2)`, the propagation to apply after
-/// it, and the file-system-specific rest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: MsFlags,
-    pub data: Vec<String>,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        Self {
-            flags: MsFlags::empty(),
-            propagation: MsFlags::empty(),
-            data: Vec::new(),
+impl From<MountOptionError> for MountError {
+    fn from(error: MountOptionError) -> Self {
+        Self::InvalidOption {
+            option: error.option,
+            reason: error.reason,
         }
     }
 }
 
-impl MountOptions {
-    /// Parses options as `mount(8)` does; each item may itself be a comma-separated
-    /// list. Unknown options go to the file system (`data`). `remount` is refused: a
-    /// storage is mounted, never remounted.
-    pub fn parse<S: AsRef<str>>(options: &[S]) -> Result<Self, MountError> {
-        let mut parsed = Self::default();
-        for item in options {
-            for option in item.as_ref().split(',').map(str::trim) {
-                if option.is_empty() || option == "defaults" {
-                    continue;
-                }
-                if option.contains('\0') {
-                    return Err(MountError::InvalidOption {
-                        option: option.to_string(),
-                        reason: "contains a NUL byte",
-                    });
-                }
-                if option == "remount" {
-                    return Err(MountError::InvalidOption {
-                        option: option.to_string(),
-                        reason: "a storage is mounted, not remounted",
-                    });
-                }
-                if let Some(propagation) = propagation_flag(option) {
-                    parsed.propagation = propagation;
-                } else if let Some((set, flag)) = flag(option) {
-                    if set {
-                        parsed.flags.insert(flag);
-                    } else {
-                        parsed.flags.remove(flag);
-                    }
-                } else {
-                    parsed.data.push(option.to_string());
-                }
-            }
-        }
-        Ok(parsed)
+/// A storage's options are parsed where a `StorageError` is the answer.
+impl From<MountOptionError> for crate::storage::StorageError {
+    fn from(error: MountOptionError) -> Self {
+        Self::Mount(error.into())
     }
-
-    /// Whether `ro` was asked for.
-    pub fn read_only(&self) -> bool {
-        self.flags.contains(MsFlags::MS_RDONLY)
-    }
-
-    /// The file-system-specific options, comma-separated, as `mount(2)` takes them.
-    pub fn data_string(&self) -> String {
-        self.data.join(",")
-    }
-}
-
-/// `(set, flag)` for the options that are `mount(2)` flags.
-fn flag(option: &str) -> Option<(bool, MsFlags)> {
-    Some(match option {
-        "ro" => (true, MsFlags::MS_RDONLY),
-        "rw" => (false, MsFlags::MS_RDONLY),
-        "nosuid" => (true, MsFlags::MS_NOSUID),
-        "suid" => (false, MsFlags::MS_NOSUID),
-        "nodev" => (true, MsFlags::MS_NODEV),
-        "dev" => (false, MsFlags::MS_NODEV),
-        "noexec" => (true, MsFlags::MS_NOEXEC),
-        "exec" => (false, MsFlags::MS_NOEXEC),
-        "sync" => (true, MsFlags::MS_SYNCHRONOUS),
-        "async" => (false, MsFlags::MS_SYNCHRONOUS),
-        "dirsync" => (true, MsFlags::MS_DIRSYNC),
-        "mand" => (true, MsFlags::MS_MANDLOCK),
-        "nomand" => (false, MsFlags::MS_MANDLOCK),
-        "noatime" => (true, MsFlags::MS_NOATIME),
-        "atime" => (false, MsFlags::MS_NOATIME),
-        "nodiratime" => (true, MsFlags::MS_NODIRATIME),
-        "diratime" => (false, MsFlags::MS_NODIRATIME),
-        "relatime" => (true, MsFlags::MS_RELATIME),
-        "norelatime" => (false, MsFlags::MS_RELATIME),
-        "strictatime" => (true, MsFlags::MS_STRICTATIME),
-        "nostrictatime" => (false, MsFlags::MS_STRICTATIME),
-        "lazytime" => (true, MsFlags::MS_LAZYTIME),
-        "nolazytime" => (false, MsFlags::MS_LAZYTIME),
-        "silent" => (true, MsFlags::MS_SILENT),
-        "loud" => (false, MsFlags::MS_SILENT),
-        "bind" => (true, MsFlags::MS_BIND),
-        "rbind" => (true, MsFlags::MS_BIND | MsFlags::MS_REC),
-        _ => return None,
-    })
-}
-
-fn propagation_flag(option: &str) -> Option<MsFlags> {
-    Some(match option {
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        _ => return None,
-    })
 }
 
 /// Flags a bind mount ignores on creation and takes only on a remount.
@@ -191,7 +94,7 @@ impl MountSource<'_> {
 
 /// Mounts `source` on the existing `target` beneath `root`, and returns the new mount's
 /// root. Bind mounts get their flags (`ro`, `nosuid`, ...) through the remount the
-/// kernel requires for them; a propagation option is applied last.
+/// kernel requires for them; propagation options are applied last, in order.
 pub fn mount_at(
     root: &ConfinedRoot,
     target: &Path,
@@ -235,12 +138,12 @@ pub fn mount_at(
         )
         .map_err(mount_error)?;
     }
-    if !options.propagation.is_empty() {
+    for &propagation in &options.propagation {
         nix::mount::mount(
             None::<&str>,
             &mounted.proc_path(),
             None::<&str>,
-            options.propagation,
+            propagation,
             None::<&str>,
         )
         .map_err(mount_error)?;
@@ -332,39 +235,6 @@ fn unescape_octal(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flags_and_data_are_split_like_mount8() {
-        let options =
-            MountOptions::parse(&["ro,nosuid", "nodev", "size=64m", "mode=1777", ""]).unwrap();
-        assert_eq!(
-            options.flags,
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
-        );
-        assert_eq!(options.data_string(), "size=64m,mode=1777");
-        assert!(options.read_only());
-        let options = MountOptions::parse(&["ro", "rw", "defaults"]).unwrap();
-        assert!(!options.read_only());
-        assert!(options.data.is_empty());
-    }
-
-    #[test]
-    fn bind_and_propagation_options() {
-        let options = MountOptions::parse(&["rbind", "ro", "rslave"]).unwrap();
-        assert_eq!(
-            options.flags,
-            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
-        );
-        assert_eq!(options.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    }
-
-    #[test]
-    fn remount_and_nul_are_refused() {
-        let err = MountOptions::parse(&["remount"]).unwrap_err();
-        assert!(err.to_string().contains("remount"), "{err}");
-        let err = MountOptions::parse(&["size=1\0"]).unwrap_err();
-        assert!(err.to_string().contains("NUL"), "{err}");
-    }
 
     #[test]
     fn mountinfo_mount_points_are_unescaped() {

@@ -6,7 +6,7 @@
 //! has no controllers enabled, memory/CPU/pids limits cannot be tested here (the VM tests
 //! cover them); the freezer, `cgroup.procs`, `cgroup.kill` and `cpu.stat` work anywhere.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use hull_protocols::agent::*;
 use hull_protocols::client::{AgentClient, ClientError, Stream};
 use hull_protocols::oci;
 use hull_testkit::rootfs::require_containers;
-use hull_testkit::{BusyboxRootfs, HostAgent, cgroup_root, refusal, unique};
+use hull_testkit::{BusyboxRootfs, HostAgent, assert_refused, cgroup_root, refusal, unique};
 use sha2::{Digest, Sha256};
 use ttrpc::Code;
 
@@ -1292,7 +1292,6 @@ async fn containers_that_ask_share_the_sandbox_pid_namespace() {
 
 #[tokio::test]
 async fn guest_hooks_run_around_the_container_lifecycle() {
-    use std::os::unix::fs::PermissionsExt;
     let agent = start_agent();
     let rootfs = busybox_rootfs();
     let client = client(&agent).await;
@@ -1374,5 +1373,104 @@ async fn guest_hooks_run_around_the_container_lifecycle() {
         gone.start().await.err().and_then(|e| code(&e)),
         Some(Code::NOT_FOUND)
     );
+    agent.assert_serving().await;
+}
+
+/// A process that cannot run as asked is the request's fault: INVALID_ARGUMENT, with
+/// runc's words, at CreateContainer (the executable is looked up before the start gate),
+/// at StartContainer (when only `execve` finds out) and at ExecProcess.
+#[tokio::test]
+async fn a_process_that_cannot_run_is_an_invalid_argument() {
+    let agent = start_agent();
+    let rootfs = busybox_rootfs();
+    let client = client(&agent).await;
+    std::fs::write(rootfs.path().join("etc/not-executable"), "data\n").unwrap();
+    let script = rootfs.path().join("bin/no-interpreter");
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = |what: &str, answer: Result<(), ClientError>, words: &str| {
+        assert_refused(what, answer, Code::INVALID_ARGUMENT, words);
+    };
+
+    for (args, words) in [
+        (
+            "/bin/nope",
+            "container setup failed: /bin/nope: no such file or directory",
+        ),
+        (
+            "no-such-binary",
+            "container setup failed: no-such-binary: executable file not found in $PATH",
+        ),
+        (
+            "/etc/not-executable",
+            "container setup failed: /etc/not-executable: permission denied",
+        ),
+    ] {
+        let id = unique("noexec");
+        let cgroup = format!("/hull-test/{id}");
+        let answer = Ctr::create(&client, &id, spec(rootfs.path(), &cgroup, &[args]))
+            .await
+            .map(drop);
+        refused("CreateContainer", answer, words);
+        assert!(
+            !cgroup_root().join("hull-test").join(&id).exists(),
+            "cgroup left behind"
+        );
+    }
+
+    // The file is there, but execve cannot run it: StartContainer says so.
+    let id = unique("nointerp");
+    let cgroup = format!("/hull-test/{id}");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &cgroup, &["/bin/no-interpreter"]),
+    )
+    .await
+    .unwrap();
+    refused(
+        "StartContainer",
+        ctr.start().await,
+        "/bin/no-interpreter: no such file or directory",
+    );
+    ctr.remove().await.unwrap();
+
+    let id = unique("execs");
+    let cgroup = format!("/hull-test/{id}");
+    let ctr = Ctr::create(
+        &client,
+        &id,
+        spec(rootfs.path(), &cgroup, &["sleep", "1000"]),
+    )
+    .await
+    .unwrap();
+    ctr.start().await.unwrap();
+    refused(
+        "ExecProcess",
+        ctr.exec("e1", &["no-such-binary"], false).await,
+        "no-such-binary: executable file not found in $PATH",
+    );
+    let mut process = oci::Process::new();
+    process.Args = vec!["true".into()];
+    process.Env = vec!["PATH=/bin".into()];
+    process.Cwd = "/no/such/dir".into();
+    process.User = Some(oci::User::new()).into();
+    let req = ExecProcessRequest {
+        container_id: id.clone(),
+        exec_id: "e2".into(),
+        process: Some(process).into(),
+        ..Default::default()
+    };
+    refused(
+        "ExecProcess in a missing cwd",
+        client.exec_process(&req).await,
+        "working directory /no/such/dir: ENOENT",
+    );
+    // The container is unharmed.
+    ctr.exec("e3", &["true"], false).await.unwrap();
+    assert_eq!(ctr.wait("e3").await, 0);
+    ctr.signal("", 9).await.unwrap();
+    assert_eq!(ctr.wait("").await, 137);
+    ctr.remove().await.unwrap();
     agent.assert_serving().await;
 }

@@ -8,15 +8,19 @@
 //! Limits (`memory`, `cpu`, `pids`, ...) need the controllers enabled in the root's
 //! `cgroup.controllers`; a limit whose controller is missing fails the request. The
 //! freezer (`cgroup.freeze`), `cgroup.kill`, `cgroup.procs` and `cpu.stat` are core files
-//! of every non-root cgroup. OOM kills are read from `memory.events` ([`OomWatcher`]).
+//! of every non-root cgroup. OOM kills are read from `memory.events` ([`watch_oom`]).
 
 use std::path::{Component, Path, PathBuf};
 
 use libcgroups::common::{CgroupManager, ControllerOpt, FreezerState};
-use libcgroups::stats::Stats;
 use libcgroups::v2::manager::Manager;
 use nix029::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
+
+use crate::stats::{
+    BlkioEntry, BlkioStats, ContainerStats, CpuStats, CpuThrottling, HugetlbStats, MemoryCounter,
+    MemoryStats, PidsStats,
+};
 
 /// What can go wrong with a cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -143,12 +147,12 @@ impl Cgroup {
     /// Statistics. When a controller is not enabled (a host test's empty cgroup2), the
     /// full collection fails; then the files that exist are read alone: CPU time and
     /// pids from the core files, memory and pids limits when those controllers are on.
-    pub fn stats(&self) -> Result<Stats, CgroupError> {
+    pub fn stats(&self) -> Result<ContainerStats, CgroupError> {
         match self.manager.stats() {
-            Ok(stats) => Ok(stats),
+            Ok(stats) => Ok(from_library(stats)),
             Err(e) => {
                 tracing::debug!(error = %e, "full cgroup stats unavailable; reading core files");
-                let mut stats = Stats::default();
+                let mut stats = ContainerStats::default();
                 let cpu = std::fs::read_to_string(self.full_path.join("cpu.stat"))
                     .map_err(|e| self.err(format!("cpu.stat: {e}")))?;
                 for line in cpu.lines() {
@@ -161,9 +165,9 @@ impl Cgroup {
                     };
                     // cpu.stat is in microseconds; the stats are in nanoseconds.
                     match key {
-                        "usage_usec" => stats.cpu.usage.usage_total = value * 1000,
-                        "user_usec" => stats.cpu.usage.usage_user = value * 1000,
-                        "system_usec" => stats.cpu.usage.usage_kernel = value * 1000,
+                        "usage_usec" => stats.cpu.total_ns = value * 1000,
+                        "user_usec" => stats.cpu.user_ns = value * 1000,
+                        "system_usec" => stats.cpu.kernel_ns = value * 1000,
                         _ => {}
                     }
                 }
@@ -177,13 +181,13 @@ impl Cgroup {
                     })
                 };
                 if let Some(v) = number("memory.current") {
-                    stats.memory.memory.usage = v;
+                    stats.memory.usage.usage = v;
                 }
                 if let Some(v) = number("memory.max") {
-                    stats.memory.memory.limit = v;
+                    stats.memory.usage.limit = v;
                 }
                 if let Some(v) = number("memory.peak") {
-                    stats.memory.memory.max_usage = v;
+                    stats.memory.usage.max_usage = v;
                 }
                 if let Some(text) = read("memory.stat") {
                     for line in text.lines() {
@@ -213,6 +217,82 @@ impl Cgroup {
     /// The `memory.events` file OOM kills are counted in.
     pub fn memory_events(&self) -> PathBuf {
         self.full_path.join("memory.events")
+    }
+}
+
+/// libcgroups' figures as hull's (the pressure stall figures are not reported).
+fn from_library(stats: libcgroups::stats::Stats) -> ContainerStats {
+    use libcgroups::stats as lib;
+    let memory = |m: lib::MemoryData| MemoryCounter {
+        usage: m.usage,
+        max_usage: m.max_usage,
+        fail_count: m.fail_count,
+        limit: m.limit,
+    };
+    let blkio = |list: Vec<lib::BlkioDeviceStat>| -> Vec<BlkioEntry> {
+        list.into_iter()
+            .map(|e| BlkioEntry {
+                major: e.major,
+                minor: e.minor,
+                op: e.op_type.unwrap_or_default(),
+                value: e.value,
+            })
+            .collect()
+    };
+    let lib::Stats {
+        cpu,
+        pids,
+        hugetlb,
+        blkio: io,
+        memory: mem,
+    } = stats;
+    ContainerStats {
+        cpu: CpuStats {
+            total_ns: cpu.usage.usage_total,
+            user_ns: cpu.usage.usage_user,
+            kernel_ns: cpu.usage.usage_kernel,
+            per_cpu_ns: cpu.usage.per_core_usage_total,
+            throttling: CpuThrottling {
+                periods: cpu.throttling.periods,
+                throttled_periods: cpu.throttling.throttled_periods,
+                throttled_ns: cpu.throttling.throttled_time,
+            },
+        },
+        memory: MemoryStats {
+            usage: memory(mem.memory),
+            swap: memory(mem.memswap),
+            kernel: memory(mem.kernel),
+            cache: mem.cache,
+            hierarchy: mem.hierarchy,
+            stats: mem.stats,
+        },
+        pids: PidsStats {
+            current: pids.current,
+            limit: pids.limit,
+        },
+        blkio: BlkioStats {
+            service_bytes: blkio(io.service_bytes),
+            serviced: blkio(io.serviced),
+            queued: blkio(io.queued),
+            service_time: blkio(io.service_time),
+            wait_time: blkio(io.wait_time),
+            merged: blkio(io.merged),
+            time: blkio(io.time),
+            sectors: blkio(io.sectors),
+        },
+        hugetlb: hugetlb
+            .into_iter()
+            .map(|(size, h)| {
+                (
+                    size,
+                    HugetlbStats {
+                        usage: h.usage,
+                        max_usage: h.max_usage,
+                        fail_count: h.fail_count,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -312,6 +392,121 @@ mod tests {
         );
         assert!(cgroup_path_for("c1", Some(Path::new("/a/../../etc"))).is_err());
         assert!(cgroup_path_for("c1", Some(Path::new("/"))).is_err());
+    }
+
+    #[test]
+    fn library_stats_become_hull_stats_figure_by_figure() {
+        use libcgroups::stats as lib;
+        let mut stats = lib::Stats::default();
+        stats.cpu.usage.usage_total = 1;
+        stats.cpu.usage.usage_user = 2;
+        stats.cpu.usage.usage_kernel = 3;
+        stats.cpu.usage.per_core_usage_total = vec![4, 5];
+        stats.cpu.throttling.periods = 6;
+        stats.cpu.throttling.throttled_periods = 7;
+        stats.cpu.throttling.throttled_time = 8;
+        stats.memory.memory = lib::MemoryData {
+            usage: 9,
+            max_usage: 10,
+            fail_count: 11,
+            limit: 12,
+        };
+        stats.memory.memswap.usage = 13;
+        stats.memory.kernel.limit = 14;
+        stats.memory.cache = 15;
+        stats.memory.hierarchy = true;
+        stats.memory.stats.insert("anon".into(), 16);
+        stats.pids.current = 17;
+        stats.pids.limit = 18;
+        let entry = |value| lib::BlkioDeviceStat {
+            major: 254,
+            minor: 1,
+            op_type: Some("Read".into()),
+            value,
+        };
+        stats.blkio.service_bytes = vec![entry(19)];
+        stats.blkio.serviced = vec![entry(20)];
+        stats.blkio.queued = vec![entry(21)];
+        stats.blkio.service_time = vec![entry(22)];
+        stats.blkio.wait_time = vec![entry(23)];
+        stats.blkio.merged = vec![entry(24)];
+        stats.blkio.time = vec![entry(25)];
+        stats.blkio.sectors = vec![lib::BlkioDeviceStat {
+            op_type: None,
+            ..entry(26)
+        }];
+        stats.hugetlb.insert(
+            "2MB".into(),
+            lib::HugeTlbStats {
+                usage: 27,
+                max_usage: 28,
+                fail_count: 29,
+            },
+        );
+
+        let hull = from_library(stats);
+        assert_eq!(
+            hull.cpu,
+            CpuStats {
+                total_ns: 1,
+                user_ns: 2,
+                kernel_ns: 3,
+                per_cpu_ns: vec![4, 5],
+                throttling: CpuThrottling {
+                    periods: 6,
+                    throttled_periods: 7,
+                    throttled_ns: 8,
+                },
+            }
+        );
+        assert_eq!(
+            hull.memory.usage,
+            MemoryCounter {
+                usage: 9,
+                max_usage: 10,
+                fail_count: 11,
+                limit: 12,
+            }
+        );
+        assert_eq!(hull.memory.swap.usage, 13);
+        assert_eq!(hull.memory.kernel.limit, 14);
+        assert_eq!(hull.memory.cache, 15);
+        assert!(hull.memory.hierarchy);
+        assert_eq!(hull.memory.stats["anon"], 16);
+        assert_eq!(
+            hull.pids,
+            PidsStats {
+                current: 17,
+                limit: 18,
+            }
+        );
+        let values = |list: &[BlkioEntry]| list.iter().map(|e| e.value).collect::<Vec<_>>();
+        let b = &hull.blkio;
+        assert_eq!(values(&b.service_bytes), vec![19]);
+        assert_eq!(values(&b.serviced), vec![20]);
+        assert_eq!(values(&b.queued), vec![21]);
+        assert_eq!(values(&b.service_time), vec![22]);
+        assert_eq!(values(&b.wait_time), vec![23]);
+        assert_eq!(values(&b.merged), vec![24]);
+        assert_eq!(values(&b.time), vec![25]);
+        assert_eq!(
+            b.service_bytes[0],
+            BlkioEntry {
+                major: 254,
+                minor: 1,
+                op: "Read".into(),
+                value: 19,
+            }
+        );
+        assert_eq!(b.sectors[0].op, "");
+        assert_eq!(
+            hull.hugetlb["2MB"],
+            HugetlbStats {
+                usage: 27,
+                max_usage: 28,
+                fail_count: 29,
+            }
+        );
     }
 
     #[test]

@@ -231,7 +231,7 @@ fn converse(
                 protocol::send(chan, &protocol::Command::Ack).map_err(io_err)?;
             }
             Some(Report::Ready) if is_init && container_pid.is_some() => return Ok(()),
-            Some(Report::Error(message)) => return Err(ContainerError::Helper(message)),
+            Some(Report::Error(error)) => return Err(ContainerError::Setup(error)),
             Some(other) => {
                 return Err(ContainerError::Helper(format!(
                     "unexpected message from the helper: {other:?}"
@@ -275,7 +275,7 @@ pub fn start_through(channel: &mut UnixStream) -> Result<(), ContainerError> {
     protocol::send(channel, &protocol::Command::Start).map_err(io_err)?;
     match protocol::receive::<Report>(channel).map_err(io_err)? {
         None => Ok(()),
-        Some(Report::Error(message)) => Err(ContainerError::Helper(message)),
+        Some(Report::Error(error)) => Err(ContainerError::Setup(error)),
         Some(other) => Err(ContainerError::Helper(format!(
             "unexpected message from the helper: {other:?}"
         ))),

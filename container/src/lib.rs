@@ -17,9 +17,10 @@
 //! (runc's create/start split). `ExecProcess` runs another helper that joins the init
 //! process's namespaces and cgroup. Processes are reaped by [`crate::process::Reaper`].
 //!
-//! Modules: [`plan`] (spec → plan), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
+//! Modules: [`plan`] (spec → plan, with [`mount_options`], the one parser of mount
+//! options, which the agent's storages use too), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
 //! helper messages), [`launcher`] (agent side), [`helper`] (the re-exec'd side; the only
-//! code that forks or changes namespaces), [`cgroup`] (limits, stats, freezer, OOM),
+//! code that forks or changes namespaces), [`cgroup`] (limits, [`stats`], freezer, OOM),
 //! [`process`] (the reaper, stdio pipes and terminals).
 //!
 //! The rootfs is `root.path` of the spec: absolute as given, or relative to the bundle
@@ -43,10 +44,13 @@
 pub mod cgroup;
 pub mod helper;
 pub mod launcher;
+pub mod mount_options;
 pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod seccomp;
+mod setup_error;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -63,6 +67,7 @@ use cgroup::{Cgroup, CgroupError};
 use launcher::{HelperStdio, LaunchHooks, SelfExe};
 use plan::{ContainerPlan, PlanOptions};
 use protocol::{Gate, Request};
+pub use setup_error::SetupError;
 
 /// What can go wrong with a container.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +91,10 @@ pub enum ContainerError {
     },
     #[error("rootfs {0} does not exist or is not a directory")]
     MissingRootfs(PathBuf),
-    /// The helper failed to set the container up (its own words).
+    /// The helper could not build the container process, and says why.
+    #[error("container setup failed: {0}")]
+    Setup(SetupError),
+    /// The launcher lost its helper, or could not do its own part of the setup.
     #[error("container setup failed: {0}")]
     Helper(String),
     #[error("cannot prepare the helper binary: {0}")]
@@ -559,7 +567,7 @@ impl Containers {
     }
 
     /// `StatsContainer`.
-    pub fn stats(&self, id: &str) -> Result<libcgroups::stats::Stats, ContainerError> {
+    pub fn stats(&self, id: &str) -> Result<stats::ContainerStats, ContainerError> {
         Ok(self.get(id)?.cgroup.stats()?)
     }
 

@@ -16,6 +16,7 @@ use oci_spec::runtime::{
 use serde::{Deserialize, Serialize};
 
 use super::ContainerError;
+use super::mount_options::{MountOptions, propagation_flag};
 use super::seccomp::{self, SeccompProgram};
 
 /// How the container's namespaces, rootfs and mounts are to be built, and the process
@@ -301,7 +302,7 @@ pub fn plan_container(
     let readonly_paths = container_paths(linux.readonly_paths(), "readonlyPaths")?;
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        Some(p) => match parse_propagation(p) {
+        Some(p) => match propagation_flag(p) {
             Some(flags) => flags,
             None => return Err(invalid(format!("unknown rootfsPropagation {p:?}"))),
         },
@@ -579,7 +580,7 @@ fn plan_mount(m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<MountPlan, 
     }
     let mut fstype = m.typ().clone().unwrap_or_default();
     let options = m.options().clone().unwrap_or_default();
-    let parsed = parse_mount_options(&options)?;
+    let parsed = MountOptions::parse(&options).map_err(|e| invalid(e.to_string()))?;
     let mut flags = parsed.flags;
     if fstype == "bind" {
         flags |= MsFlags::MS_BIND;
@@ -614,110 +615,6 @@ fn plan_mount(m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<MountPlan, 
         propagation: parsed.propagation.iter().map(|f| f.bits()).collect(),
         data: parsed.data.join(","),
     })
-}
-
-pub(crate) struct ParsedOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
-}
-
-fn parse_propagation(option: &str) -> Option<MsFlags> {
-    let f = match option {
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        _ => return None,
-    };
-    Some(f)
-}
-
-/// Splits mount(8)-style options into flags, propagation changes and filesystem data.
-pub(crate) fn parse_mount_options(options: &[String]) -> Result<ParsedOptions, ContainerError> {
-    let mut flags = MsFlags::empty();
-    let mut propagation = Vec::new();
-    let mut data = Vec::new();
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "defaults" | "" => (MsFlags::empty(), MsFlags::empty()),
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
-            "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
-            "remount" => {
-                return Err(invalid("mount option \"remount\" is not allowed in a spec"));
-            }
-            "tmpcopyup" | "idmap" | "ridmap" | "recursive" => {
-                return Err(invalid(format!("mount option {option:?} is not supported")));
-            }
-            other => {
-                if let Some(p) = parse_propagation(other) {
-                    propagation.push(p);
-                } else if other.starts_with("r") && other.len() > 1 && is_recursive_attr(other) {
-                    return Err(invalid(format!(
-                        "recursive mount attribute {other:?} is not supported"
-                    )));
-                } else {
-                    data.push(other.to_string());
-                }
-                continue;
-            }
-        };
-        flags |= set;
-        flags &= !clear;
-    }
-    Ok(ParsedOptions {
-        flags,
-        propagation,
-        data,
-    })
-}
-
-fn is_recursive_attr(option: &str) -> bool {
-    matches!(
-        option,
-        "rro"
-            | "rrw"
-            | "rnosuid"
-            | "rsuid"
-            | "rnodev"
-            | "rdev"
-            | "rnoexec"
-            | "rexec"
-            | "rnoatime"
-            | "ratime"
-            | "rrelatime"
-            | "rnorelatime"
-            | "rstrictatime"
-            | "rnosymfollow"
-            | "rsymfollow"
-    )
 }
 
 #[cfg(test)]
@@ -821,13 +718,38 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let parsed = parse_mount_options(&options).unwrap();
+        let parsed = MountOptions::parse(&options).unwrap();
         assert_eq!(parsed.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
         assert_eq!(
             parsed.propagation,
             vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]
         );
         assert_eq!(parsed.data, vec!["mode=755", "size=64k"]);
+    }
+
+    #[test]
+    fn a_spec_mount_takes_its_options_from_the_one_parser() {
+        let mut json = minimal();
+        json["mounts"] = serde_json::json!([{
+            "destination": "/data",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "lazytime", "size=64k", "rshared", "private", "mode=1777"],
+        }]);
+        let plan = plan_container("c1", &spec(json), &options()).unwrap();
+        let m = &plan.mounts[0];
+        assert_eq!(
+            MsFlags::from_bits_retain(m.flags),
+            MsFlags::MS_NOSUID | MsFlags::MS_LAZYTIME
+        );
+        assert_eq!(
+            m.propagation,
+            vec![
+                (MsFlags::MS_SHARED | MsFlags::MS_REC).bits(),
+                MsFlags::MS_PRIVATE.bits()
+            ]
+        );
+        assert_eq!(m.data, "size=64k,mode=1777");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //!    ◀── EOF (execve succeeded: the socket is close-on-exec) or Error
 //! ```
 //!
-//! Any step may instead answer `Error(message)`; the helper then exits.
+//! Any step may instead answer `Error(SetupError)`; the helper then exits.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::SetupError;
 use super::plan::{ContainerPlan, ProcessPlan};
 
 /// Large enough for any plan (a seccomp profile is the bulk of it).
@@ -69,7 +70,7 @@ pub enum Report {
     NeedIdMaps,
     ChildPid(i32),
     Ready,
-    Error(String),
+    Error(SetupError),
 }
 
 /// Writes one message.
@@ -118,7 +119,11 @@ mod tests {
     fn messages_round_trip_and_eof_is_none() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         send(&mut a, &Report::ChildPid(42)).unwrap();
-        send(&mut a, &Report::Error("boom".into())).unwrap();
+        let boom = SetupError::Protocol {
+            step: "fork".into(),
+            reason: "boom".into(),
+        };
+        send(&mut a, &Report::Error(boom.clone())).unwrap();
         drop(a);
         assert_eq!(
             receive::<Report>(&mut b).unwrap(),
@@ -126,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             receive::<Report>(&mut b).unwrap(),
-            Some(Report::Error("boom".into()))
+            Some(Report::Error(boom))
         );
         assert_eq!(receive::<Report>(&mut b).unwrap(), None);
     }

@@ -177,7 +177,7 @@ enum Cmd {
 struct SavedState {
     id: String,
     pid: i32,
-    /// Field 22 of /proc/<pid>/stat when created: tells our process from a reused pid.
+    /// Field 22 of `/proc/<pid>/stat` when created: tells our process from a reused pid.
     start_time: u64,
     bundle: PathBuf,
     cgroup_root: PathBuf,
@@ -602,7 +602,7 @@ fn start(root: &Path, id: &str) -> Result<(), CliError> {
     protocol::send(&mut conn, &protocol::Command::Start).map_err(io_err(&gate))?;
     match protocol::receive::<Report>(&mut conn).map_err(io_err(&gate))? {
         None => Ok(()),
-        Some(Report::Error(message)) => Err(ContainerError::Helper(message).into()),
+        Some(Report::Error(error)) => Err(ContainerError::Setup(error).into()),
         Some(other) => Err(ContainerError::Helper(format!("unexpected {other:?}")).into()),
     }
 }

@@ -26,8 +26,8 @@ use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::sandbox::Sandbox;
 use crate::storage::StorageError;
-use hull_container::ContainerError;
 use hull_container::process::ProcessError;
+use hull_container::{ContainerError, SetupError};
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
 pub use health::{API_VERSION, HealthRpc};
@@ -225,9 +225,32 @@ fn container_code(error: &ContainerError) -> Code {
             | ProcessError::NoSuchStream(_) => Code::FAILED_PRECONDITION,
             ProcessError::Sys { .. } | ProcessError::Io(_) => Code::INTERNAL,
         },
+        ContainerError::Setup(e) => setup_code(e),
         ContainerError::Helper(_) | ContainerError::SelfExe(_) | ContainerError::Cgroup(_) => {
             Code::INTERNAL
         }
+    }
+}
+
+/// A process that cannot run as the request describes it (no such executable, one that
+/// may not be executed or is of a foreign format, a working directory that cannot be
+/// entered) is the request's fault: INVALID_ARGUMENT. Docker classifies runc's words for
+/// these ("executable file not found", "no such file or directory", "permission denied")
+/// as invalid parameters too (exit status 127 or 126); Kata's agent answers INTERNAL for
+/// everything. Not NOT_FOUND: that code tells a runtime the container or process it
+/// named does not exist. Any other failure of the setup is the guest's: INTERNAL.
+fn setup_code(error: &SetupError) -> Code {
+    match error {
+        SetupError::ExecutableNotFound { .. }
+        | SetupError::PermissionDenied { .. }
+        | SetupError::InvalidCwd { .. } => Code::INVALID_ARGUMENT,
+        SetupError::Exec { errno, .. } if *errno == libc::ENOEXEC => Code::INVALID_ARGUMENT,
+        SetupError::Exec { .. }
+        | SetupError::Namespace { .. }
+        | SetupError::Rootfs { .. }
+        | SetupError::Credentials { .. }
+        | SetupError::Process { .. }
+        | SetupError::Protocol { .. } => Code::INTERNAL,
     }
 }
 
@@ -293,6 +316,45 @@ mod tests {
             (
                 ContainerError::Process(ProcessError::InvalidSignal(99)).into(),
                 Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerError::Setup(SetupError::ExecutableNotFound {
+                    executable: "sl".into(),
+                    searched_path: true,
+                })
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerError::Setup(SetupError::PermissionDenied {
+                    executable: "/etc".into(),
+                })
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerError::Setup(SetupError::InvalidCwd {
+                    cwd: "/nope".into(),
+                    reason: "ENOENT".into(),
+                })
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerError::Setup(SetupError::Exec {
+                    executable: "/bin/arm".into(),
+                    errno: libc::ENOEXEC,
+                })
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerError::Setup(SetupError::Rootfs {
+                    step: "pivot_root".into(),
+                    reason: "EINVAL".into(),
+                })
+                .into(),
+                Code::INTERNAL,
             ),
             (
                 StorageError::UnsupportedDriver {

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use hull_container::stats::{BlkioEntry, ContainerStats, MemoryCounter};
 use hull_protocols::oci;
 use hull_protocols::oci_json::{self, OciError};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
@@ -136,24 +137,24 @@ pub fn resources_from_proto(resources: &oci::LinuxResources) -> Result<LinuxReso
     oci_json::resources_from_proto(&resources).map_err(converted)
 }
 
-/// cgroup statistics → `CgroupStats`.
-pub fn stats_to_proto(stats: &libcgroups::stats::Stats) -> hull_protocols::agent::CgroupStats {
+/// A container's statistics → `CgroupStats`.
+pub fn stats_to_proto(stats: &ContainerStats) -> hull_protocols::agent::CgroupStats {
     use hull_protocols::agent as pb;
     let cpu = &stats.cpu;
     let memory = &stats.memory;
-    let data = |d: &libcgroups::stats::MemoryData| pb::MemoryData {
+    let data = |d: &MemoryCounter| pb::MemoryData {
         usage: d.usage,
         max_usage: d.max_usage,
         failcnt: d.fail_count,
         limit: d.limit,
         ..Default::default()
     };
-    let blkio = |list: &[libcgroups::stats::BlkioDeviceStat]| -> Vec<pb::BlkioStatsEntry> {
+    let blkio = |list: &[BlkioEntry]| -> Vec<pb::BlkioStatsEntry> {
         list.iter()
             .map(|e| pb::BlkioStatsEntry {
                 major: e.major,
                 minor: e.minor,
-                op: e.op_type.clone().unwrap_or_default(),
+                op: e.op.clone(),
                 value: e.value,
                 ..Default::default()
             })
@@ -177,17 +178,17 @@ pub fn stats_to_proto(stats: &libcgroups::stats::Stats) -> hull_protocols::agent
     pb::CgroupStats {
         cpu_stats: Some(pb::CpuStats {
             cpu_usage: Some(pb::CpuUsage {
-                total_usage: cpu.usage.usage_total,
-                percpu_usage: cpu.usage.per_core_usage_total.clone(),
-                usage_in_kernelmode: cpu.usage.usage_kernel,
-                usage_in_usermode: cpu.usage.usage_user,
+                total_usage: cpu.total_ns,
+                percpu_usage: cpu.per_cpu_ns.clone(),
+                usage_in_kernelmode: cpu.kernel_ns,
+                usage_in_usermode: cpu.user_ns,
                 ..Default::default()
             })
             .into(),
             throttling_data: Some(pb::ThrottlingData {
                 periods: cpu.throttling.periods,
                 throttled_periods: cpu.throttling.throttled_periods,
-                throttled_time: cpu.throttling.throttled_time,
+                throttled_time: cpu.throttling.throttled_ns,
                 ..Default::default()
             })
             .into(),
@@ -196,8 +197,8 @@ pub fn stats_to_proto(stats: &libcgroups::stats::Stats) -> hull_protocols::agent
         .into(),
         memory_stats: Some(pb::MemoryStats {
             cache: memory.cache,
-            usage: Some(data(&memory.memory)).into(),
-            swap_usage: Some(data(&memory.memswap)).into(),
+            usage: Some(data(&memory.usage)).into(),
+            swap_usage: Some(data(&memory.swap)).into(),
             kernel_usage: Some(data(&memory.kernel)).into(),
             use_hierarchy: memory.hierarchy,
             stats: memory.stats.clone(),
@@ -440,5 +441,85 @@ mod tests {
             let err = spec_from_proto(&spec).unwrap_err();
             assert!(matches!(err, AgentError::InvalidArgument(_)), "{err}");
         }
+    }
+
+    #[test]
+    fn stats_fill_kata_cgroup_stats() {
+        use hull_container::stats::{CpuStats, CpuThrottling, HugetlbStats};
+        let entry = BlkioEntry {
+            major: 254,
+            minor: 1,
+            op: "Read".into(),
+            value: 7,
+        };
+        let mut stats = ContainerStats {
+            cpu: CpuStats {
+                total_ns: 1,
+                user_ns: 2,
+                kernel_ns: 3,
+                per_cpu_ns: vec![4],
+                throttling: CpuThrottling {
+                    periods: 5,
+                    throttled_periods: 6,
+                    throttled_ns: 8,
+                },
+            },
+            ..Default::default()
+        };
+        stats.memory.usage = MemoryCounter {
+            usage: 9,
+            max_usage: 10,
+            fail_count: 11,
+            limit: 12,
+        };
+        stats.memory.swap.usage = 13;
+        stats.memory.kernel.usage = 14;
+        stats.memory.cache = 15;
+        stats.memory.hierarchy = true;
+        stats.memory.stats.insert("anon".into(), 16);
+        stats.pids.current = 17;
+        stats.pids.limit = 18;
+        stats.blkio.service_bytes = vec![entry.clone()];
+        stats.blkio.sectors = vec![entry];
+        stats.hugetlb.insert(
+            "2MB".into(),
+            HugetlbStats {
+                usage: 19,
+                max_usage: 20,
+                fail_count: 21,
+            },
+        );
+        let pb = stats_to_proto(&stats);
+        let cpu = &pb.cpu_stats;
+        assert_eq!(cpu.cpu_usage.total_usage, 1);
+        assert_eq!(cpu.cpu_usage.usage_in_usermode, 2);
+        assert_eq!(cpu.cpu_usage.usage_in_kernelmode, 3);
+        assert_eq!(cpu.cpu_usage.percpu_usage, vec![4]);
+        assert_eq!(cpu.throttling_data.periods, 5);
+        assert_eq!(cpu.throttling_data.throttled_periods, 6);
+        assert_eq!(cpu.throttling_data.throttled_time, 8);
+        let memory = &pb.memory_stats;
+        assert_eq!(memory.usage.usage, 9);
+        assert_eq!(memory.usage.max_usage, 10);
+        assert_eq!(memory.usage.failcnt, 11);
+        assert_eq!(memory.usage.limit, 12);
+        assert_eq!(memory.swap_usage.usage, 13);
+        assert_eq!(memory.kernel_usage.usage, 14);
+        assert_eq!(memory.cache, 15);
+        assert!(memory.use_hierarchy);
+        assert_eq!(memory.stats["anon"], 16);
+        assert_eq!(pb.pids_stats.current, 17);
+        assert_eq!(pb.pids_stats.limit, 18);
+        let blkio = &pb.blkio_stats;
+        assert_eq!(blkio.io_service_bytes_recursive.len(), 1);
+        let e = &blkio.io_service_bytes_recursive[0];
+        assert_eq!(
+            (e.major, e.minor, e.op.as_str(), e.value),
+            (254, 1, "Read", 7)
+        );
+        assert_eq!(blkio.sectors_recursive.len(), 1);
+        assert!(blkio.io_serviced_recursive.is_empty());
+        let h = &pb.hugetlb_stats["2MB"];
+        assert_eq!((h.usage, h.max_usage, h.failcnt), (19, 20, 21));
     }
 }
