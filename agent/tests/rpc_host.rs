@@ -3,83 +3,14 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use hull_protocols::address::AgentAddress;
-use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::client::ClientError;
+use hull_testkit::HostAgent;
 use protobuf::Message;
 use ttrpc::Code;
 
-/// A `hull-agent` on a Unix socket in a temporary directory, killed when dropped.
-struct HostAgent {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl HostAgent {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
-            .env(
-                "HULL_AGENT_SERVER_ADDR",
-                format!("unix://{}", socket.display()),
-            )
-            .env("HULL_AGENT_LOG", "debug")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn hull-agent");
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "agent socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn address(&self) -> AgentAddress {
-        AgentAddress::Unix(self.socket.clone())
-    }
-
-    async fn client(&self) -> AgentClient {
-        AgentClient::connect(&self.address(), Duration::from_secs(5))
-            .await
-            .expect("connect to the agent")
-    }
-
-    /// Fails the test unless the agent still answers Health.Check.
-    async fn assert_serving(&self) {
-        let response = self.client().await.check().await.expect("Health.Check");
-        assert_eq!(
-            response.status.enum_value(),
-            Ok(hull_protocols::health::health_check_response::ServingStatus::SERVING)
-        );
-    }
-
-    fn raw(&self) -> UnixStream {
-        let stream = UnixStream::connect(&self.socket).expect("raw connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        stream
-    }
-}
-
-impl Drop for HostAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_agent() -> HostAgent {
+    HostAgent::start(env!("CARGO_BIN_EXE_hull-agent"))
 }
 
 const MESSAGE_TYPE_REQUEST: u8 = 1;
@@ -122,7 +53,7 @@ fn rpc_code(err: &ClientError) -> Option<Code> {
 
 #[tokio::test]
 async fn health_check_and_version_answer() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     agent.assert_serving().await;
     let version = agent
         .client()
@@ -136,7 +67,7 @@ async fn health_check_and_version_answer() {
 
 #[tokio::test]
 async fn guest_details_report_this_machines_memory_block_size() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     let details = agent
         .client()
         .await
@@ -157,11 +88,10 @@ async fn guest_details_report_this_machines_memory_block_size() {
 
 #[tokio::test]
 async fn an_unimplemented_rpc_answers_unimplemented_with_its_name() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     let client = agent.client().await;
-    let req = hull_protocols::agent::SetPolicyRequest::new();
     let err = client
-        .call_agent("SetPolicy", |a, ctx| a.set_policy(ctx, &req))
+        .set_policy("")
         .await
         .expect_err("SetPolicy is not implemented");
     assert_eq!(rpc_code(&err), Some(Code::UNIMPLEMENTED), "{err}");
@@ -171,7 +101,7 @@ async fn an_unimplemented_rpc_answers_unimplemented_with_its_name() {
 
 #[tokio::test]
 async fn unknown_methods_and_services_get_clear_errors() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     let mut raw = agent.raw();
     raw.write_all(&frame(
         1,
@@ -207,7 +137,7 @@ async fn unknown_methods_and_services_get_clear_errors() {
 
 #[tokio::test]
 async fn malformed_frames_get_errors_and_the_agent_keeps_serving() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     let mut raw = agent.raw();
 
     // A request frame whose payload is not a ttRPC Request.
@@ -257,7 +187,7 @@ async fn malformed_frames_get_errors_and_the_agent_keeps_serving() {
 
 #[tokio::test]
 async fn an_oversized_message_is_refused_and_the_agent_keeps_serving() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     let mut raw = agent.raw();
     let too_big = vec![0u8; ttrpc::proto::MESSAGE_LENGTH_MAX + 1];
     let writer = {
@@ -277,7 +207,7 @@ async fn an_oversized_message_is_refused_and_the_agent_keeps_serving() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_call_leaves_the_agent_serving() {
-    let agent = HostAgent::start();
+    let agent = start_agent();
     for cut in [3usize, 10, 14] {
         let mut raw = agent.raw();
         let full = frame(
@@ -293,27 +223,14 @@ async fn a_client_that_disconnects_mid_call_leaves_the_agent_serving() {
 
 #[tokio::test]
 async fn destroy_sandbox_answers_then_the_agent_exits_with_status_zero() {
-    let mut agent = HostAgent::start();
+    let mut agent = start_agent();
     agent
         .client()
         .await
         .destroy_sandbox()
         .await
         .expect("DestroySandbox");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = agent.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "agent still running"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = agent.wait_for_exit();
     assert!(status.success(), "agent exit status {status}");
-    assert!(
-        !Path::new(&agent.socket).exists(),
-        "the socket file is removed"
-    );
+    assert!(!agent.socket().exists(), "the socket file is removed");
 }

@@ -11,183 +11,45 @@
 //! They need root and util-linux (`unshare`, `nsenter`); without them they fail, saying so.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use hull_agent::device::DeviceWaiter;
 use hull_agent::mount::mount_points;
 use hull_agent::rpc::storage::parse_storage;
 use hull_agent::storage::{StorageError, Storages};
-use hull_protocols::address::AgentAddress;
 use hull_protocols::agent::{CreateSandboxRequest, FSGroup, Storage};
-use hull_protocols::client::{AgentClient, ClientError};
+use hull_testkit::agent::Isolation;
+use hull_testkit::{HostAgent, assert_refused, refusal, require};
 use ttrpc::Code;
 
 /// Fails the test, with the reason, unless mounts can be tested here.
 fn require_mount_privileges() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["unshare", "nsenter"].iter().all(|tool| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(
-        root && tools,
-        "mount tests need root and util-linux's unshare and nsenter"
-    );
+    require::root("testing mounts");
+    require::tool("unshare", "util-linux");
+    require::tool("nsenter", "util-linux");
 }
 
-/// A `hull-agent` in its own mount and UTS namespaces, killed when dropped.
-struct NamespacedAgent {
-    child: Child,
-    socket: PathBuf,
-    run_dir: PathBuf,
-    dir: tempfile::TempDir,
-    /// A process kept in the agent's mount namespace, to look at it after the agent is
-    /// gone.
-    keeper: Option<Child>,
+/// A `hull-agent` in its own mount and UTS namespaces, its directory
+/// `run/kata-containers` in the temporary directory, a 1 s hot-plug wait.
+fn start_agent() -> HostAgent {
+    HostAgent::builder(env!("CARGO_BIN_EXE_hull-agent"))
+        .isolation(Isolation::MountNamespace)
+        .run_dir("run/kata-containers")
+        .env("HULL_AGENT_HOTPLUG_TIMEOUT", "1")
+        .start()
 }
 
-impl NamespacedAgent {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
-        let run_dir = dir.path().join("run/kata-containers");
-        let child = Command::new("unshare")
-            .args(["--mount", "--uts", "--propagation", "private", "--"])
-            .arg(env!("CARGO_BIN_EXE_hull-agent"))
-            .env(
-                "HULL_AGENT_SERVER_ADDR",
-                format!("unix://{}", socket.display()),
-            )
-            .env("HULL_AGENT_RUN_DIR", &run_dir)
-            .env("HULL_AGENT_HOTPLUG_TIMEOUT", "1")
-            .env("HULL_AGENT_LOG", "debug")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare hull-agent");
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "agent socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            child,
-            socket,
-            run_dir,
-            dir,
-            keeper: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn client(&self) -> AgentClient {
-        AgentClient::connect(
-            &AgentAddress::Unix(self.socket.clone()),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect to the agent")
-    }
-
-    async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), ClientError> {
-        self.client()
-            .await
-            .call_agent("AgentService.CreateSandbox", |agent, ctx| {
-                agent.create_sandbox(ctx, req)
-            })
-            .await
-            .map(|_| ())
-    }
-
-    async fn assert_serving(&self) {
-        self.client().await.check().await.expect("Health.Check");
-    }
-
-    /// Starts a process in the agent's mount namespace that outlives the agent.
-    fn keep_namespace(&mut self) {
-        let keeper = Command::new("nsenter")
-            .args([
-                "--target",
-                &self.pid().to_string(),
-                "--mount",
-                "--",
-                "sleep",
-                "120",
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nsenter sleep");
-        // nsenter execs sleep once it is in the namespace.
-        let start = Instant::now();
-        let mine = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-        loop {
-            let theirs = std::fs::read_link(format!("/proc/{}/ns/mnt", keeper.id()));
-            if theirs.is_ok_and(|ns| ns != mine) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "nsenter never entered"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.keeper = Some(keeper);
-    }
-
-    /// Mount points of the agent's namespace beneath the temporary directory.
-    fn mounts(&self) -> Vec<PathBuf> {
-        let pid = match &self.keeper {
-            Some(keeper) => keeper.id(),
-            None => self.pid(),
-        };
-        let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-            .expect("the agent's mountinfo");
-        mount_points(&mountinfo)
-            .into_iter()
-            .filter(|p| p.starts_with(self.dir.path()) || p == Path::new("/etc/resolv.conf"))
-            .collect()
-    }
-
-    /// A path as the agent sees it.
-    fn in_agent(&self, path: &Path) -> PathBuf {
-        Path::new(&format!("/proc/{}/root", self.pid())).join(path.strip_prefix("/").unwrap())
-    }
-
-    fn wait_for_exit(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "agent still running"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for NamespacedAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(keeper) = &mut self.keeper {
-            let _ = keeper.kill();
-            let _ = keeper.wait();
-        }
-    }
+/// Mount points of the agent's namespace beneath its temporary directory, and its
+/// `/etc/resolv.conf`.
+fn mounts_of(agent: &HostAgent) -> Vec<PathBuf> {
+    let pid = agent.mount_namespace_pid();
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("the agent's mountinfo");
+    mount_points(&mountinfo)
+        .into_iter()
+        .filter(|p| p.starts_with(agent.dir()) || p == Path::new("/etc/resolv.conf"))
+        .collect()
 }
 
 fn storage(driver: &str, mount_point: &Path) -> Storage {
@@ -207,17 +69,11 @@ fn ephemeral(mount_point: &Path) -> Storage {
     }
 }
 
-fn expect_code(result: Result<(), ClientError>, code: Code, needle: &str) {
-    let err = result.expect_err("the request must fail");
-    assert_eq!(err.rpc_code(), Some(code), "{err}");
-    assert!(err.to_string().contains(needle), "{needle:?} not in: {err}");
-}
-
 #[tokio::test]
 async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them_down() {
     require_mount_privileges();
-    let mut agent = NamespacedAgent::start();
-    let run = agent.run_dir.clone();
+    let mut agent = start_agent();
+    let run = agent.run_dir().to_path_buf();
     let memory = run.join("sandbox/ephemeral/memory");
     let local = run.join("sandbox/local/data");
     let nested = run.join("sandbox/ephemeral/memory/nested");
@@ -238,9 +94,10 @@ async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them
         guest_hook_path: "/usr/share/oci/hooks".into(),
         ..Default::default()
     };
-    agent.create_sandbox(&req).await.expect("CreateSandbox");
+    let client = agent.client().await;
+    client.create_sandbox(&req).await.expect("CreateSandbox");
 
-    let mounts = agent.mounts();
+    let mounts = mounts_of(&agent);
     assert!(mounts.contains(&memory), "{mounts:?}");
     assert!(mounts.contains(&nested), "{mounts:?}");
     assert!(!mounts.contains(&local), "local storages are directories");
@@ -267,12 +124,7 @@ async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them
         "hull-sandbox"
     );
 
-    let details = agent
-        .client()
-        .await
-        .guest_details()
-        .await
-        .expect("GetGuestDetails");
+    let details = client.guest_details().await.expect("GetGuestDetails");
     let handlers = details
         .agent_details
         .into_option()
@@ -285,31 +137,27 @@ async fn create_sandbox_sets_up_storages_dns_and_hostname_and_destroy_takes_them
         );
     }
 
-    expect_code(
-        agent.create_sandbox(&req).await,
+    assert_refused(
+        "a second CreateSandbox",
+        client.create_sandbox(&req).await,
         Code::FAILED_PRECONDITION,
         "already exists",
     );
 
-    agent.keep_namespace();
-    agent
-        .client()
-        .await
-        .destroy_sandbox()
-        .await
-        .expect("DestroySandbox");
+    agent.keep_mount_namespace();
+    client.destroy_sandbox().await.expect("DestroySandbox");
     assert!(agent.wait_for_exit().success());
-    let left: Vec<PathBuf> = agent.mounts();
+    let left: Vec<PathBuf> = mounts_of(&agent);
     assert!(left.is_empty(), "mounts left behind: {left:?}");
 }
 
 #[tokio::test]
 async fn bad_storages_get_clear_errors_and_nothing_is_mounted() {
     require_mount_privileges();
-    let agent = NamespacedAgent::start();
-    let run = agent.run_dir.clone();
+    let agent = start_agent();
+    let run = agent.run_dir().to_path_buf();
     std::fs::create_dir_all(&run).unwrap();
-    let outside = agent.dir.path().join("outside");
+    let outside = agent.dir().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink("/", run.join("to-slash")).unwrap();
     std::os::unix::fs::symlink("../../outside", run.join("to-sibling")).unwrap();
@@ -319,77 +167,78 @@ async fn bad_storages_get_clear_errors_and_nothing_is_mounted() {
         storages: vec![ephemeral(&run.join("sandbox/ok")), storage],
         ..Default::default()
     };
-    let cases: Vec<(Storage, Code, String)> = vec![
+    // One row per request: a storage added to a good one, or a bad hostname or DNS.
+    let cases: Vec<(CreateSandboxRequest, Code, String)> = vec![
         (
-            storage("watchable-bind", &run.join("x")),
+            sandbox(storage("watchable-bind", &run.join("x"))),
             Code::INVALID_ARGUMENT,
             "unsupported storage driver \"watchable-bind\"; supported: virtio-fs".into(),
         ),
         (
-            ephemeral(Path::new("/etc/hull-test")),
+            sandbox(ephemeral(Path::new("/etc/hull-test"))),
             Code::INVALID_ARGUMENT,
             "must be under".into(),
         ),
         (
-            ephemeral(&run.join("sandbox/../../../etc")),
+            sandbox(ephemeral(&run.join("sandbox/../../../etc"))),
             Code::INVALID_ARGUMENT,
             "'..'".into(),
         ),
         (
-            ephemeral(&run.join("to-slash/tmp/hull-escape")),
+            sandbox(ephemeral(&run.join("to-slash/tmp/hull-escape"))),
             Code::INVALID_ARGUMENT,
             "resolves outside".into(),
         ),
         (
-            ephemeral(&run.join("to-sibling/escaped")),
+            sandbox(ephemeral(&run.join("to-sibling/escaped"))),
             Code::INVALID_ARGUMENT,
             "resolves outside".into(),
         ),
         (
-            ephemeral(&run.join("loop/x")),
+            sandbox(ephemeral(&run.join("loop/x"))),
             Code::INVALID_ARGUMENT,
             "symbolic links".into(),
         ),
         (
-            Storage {
+            sandbox(Storage {
                 fstype: "ext4".into(),
                 source: "not/a/pci/path".into(),
                 ..storage("blk", &run.join("blk"))
-            },
+            }),
             Code::INVALID_ARGUMENT,
             "invalid PCI path".into(),
         ),
         (
-            Storage {
+            sandbox(Storage {
                 fstype: "ext4".into(),
                 source: "/dev/hullnosuchdisk".into(),
                 ..storage("mmioblk", &run.join("mmio"))
-            },
+            }),
             Code::DEADLINE_EXCEEDED,
             "hullnosuchdisk did not appear within 1s".into(),
         ),
         (
-            Storage {
+            sandbox(Storage {
                 source: "tmpfs".into(),
                 fstype: "tmpfs".into(),
                 options: vec!["remount".into()],
                 ..storage("ephemeral", &run.join("sandbox/remount"))
-            },
+            }),
             Code::INVALID_ARGUMENT,
             "remount".into(),
         ),
         (
-            Storage {
+            sandbox(Storage {
                 source: "tmpfs".into(),
                 fstype: "tmpfs".into(),
                 options: vec!["size=lots".into()],
                 ..storage("ephemeral", &run.join("sandbox/badsize"))
-            },
+            }),
             Code::INVALID_ARGUMENT,
             "sandbox/badsize".into(),
         ),
         (
-            Storage {
+            sandbox(Storage {
                 fs_group: Some(FSGroup {
                     group_id: 1,
                     ..Default::default()
@@ -397,15 +246,34 @@ async fn bad_storages_get_clear_errors_and_nothing_is_mounted() {
                 .into(),
                 options: vec!["mode=8".into()],
                 ..storage("local", &run.join("sandbox/local/bad"))
-            },
+            }),
             Code::INVALID_ARGUMENT,
             "mode=8".into(),
         ),
+        (
+            CreateSandboxRequest {
+                hostname: "has space".into(),
+                ..Default::default()
+            },
+            Code::INVALID_ARGUMENT,
+            "invalid hostname".into(),
+        ),
+        (
+            CreateSandboxRequest {
+                dns: vec!["nameserver 1.1.1.1\nnameserver 6.6.6.6".into()],
+                ..Default::default()
+            },
+            Code::INVALID_ARGUMENT,
+            "line break".into(),
+        ),
     ];
+    let client = agent.client().await;
     for (bad, code, needle) in cases {
         let described = format!("{bad:?}");
-        expect_code(agent.create_sandbox(&sandbox(bad)).await, code, &needle);
-        let mounts = agent.mounts();
+        refusal(&described, client.create_sandbox(&bad), code, needle)
+            .assert()
+            .await;
+        let mounts = mounts_of(&agent);
         assert!(
             mounts.is_empty(),
             "{described}: mounts left after a refused CreateSandbox: {mounts:?}"
@@ -415,32 +283,12 @@ async fn bad_storages_get_clear_errors_and_nothing_is_mounted() {
     assert!(!Path::new("/tmp/hull-escape").exists());
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 
-    expect_code(
-        agent
-            .create_sandbox(&CreateSandboxRequest {
-                hostname: "has space".into(),
-                ..Default::default()
-            })
-            .await,
-        Code::INVALID_ARGUMENT,
-        "invalid hostname",
-    );
-    expect_code(
-        agent
-            .create_sandbox(&CreateSandboxRequest {
-                dns: vec!["nameserver 1.1.1.1\nnameserver 6.6.6.6".into()],
-                ..Default::default()
-            })
-            .await,
-        Code::INVALID_ARGUMENT,
-        "line break",
-    );
     // After every refusal, a good request still works.
-    agent
+    client
         .create_sandbox(&sandbox(ephemeral(&run.join("sandbox/second"))))
         .await
         .expect("CreateSandbox after refusals");
-    assert_eq!(agent.mounts().len(), 2);
+    assert_eq!(mounts_of(&agent).len(), 2);
 }
 
 /// Runs `scenario` (an ignored test of this file) in a fresh process inside a private

@@ -1,75 +1,27 @@
 //! Runs the `hull-ctl` binary against the real agent, served in-process on a Unix socket.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hull_agent::config::AgentConfig;
-use hull_agent::sandbox::Sandbox;
-use hull_agent::server::{self, Ending, ServerError};
-use hull_protocols::AgentAddress;
-use tokio::task::JoinHandle;
+use hull_agent::server::Ending;
+use hull_testkit::InProcessAgent;
+use hull_testkit::cli::{self, stderr, stdout};
 
-struct Agent {
-    addr: String,
-    serving: JoinHandle<Result<Ending, ServerError>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_agent() -> Agent {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket: PathBuf = dir.path().join("agent.sock");
-    let config = AgentConfig {
-        server_addr: AgentAddress::Unix(socket.clone()),
-        ..AgentConfig::default()
-    };
-    let serving =
-        tokio::spawn(async move { server::serve(&config, Arc::new(Sandbox::new())).await });
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "agent socket never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Agent {
-        addr: format!("unix://{}", socket.display()),
-        serving,
-        _dir: dir,
-    }
-}
+const HULL_CTL: &str = env!("CARGO_BIN_EXE_hull-ctl");
 
 async fn hull_ctl(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_hull-ctl"))
-            .args(&args)
-            .env_remove("HULL_AGENT_ADDR")
-            .output()
-            .expect("run hull-ctl")
-    })
-    .await
-    .expect("join")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    cli::run_async(HULL_CTL, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_version() {
-    let agent = start_agent().await;
-    let out = hull_ctl(&["--addr", &agent.addr, "check"]).await;
+    let agent = InProcessAgent::start().await;
+    let addr = agent.address().to_string();
+    let out = hull_ctl(&["--addr", &addr, "check"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "status: SERVING\n");
 
-    let out = hull_ctl(&["--addr", &agent.addr, "--json", "version"]).await;
+    let out = hull_ctl(&["--addr", &addr, "--json", "version"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(
@@ -83,8 +35,9 @@ async fn check_and_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_details_as_json() {
-    let agent = start_agent().await;
-    let out = hull_ctl(&["--addr", &agent.addr, "--json", "guest-details"]).await;
+    let agent = InProcessAgent::start().await;
+    let addr = agent.address().to_string();
+    let out = hull_ctl(&["--addr", &addr, "--json", "guest-details"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let expected_block = std::fs::read_to_string("/sys/devices/system/memory/block_size_bytes")
@@ -97,14 +50,11 @@ async fn guest_details_as_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_sandbox_ends_the_agent() {
-    let agent = start_agent().await;
-    let out = hull_ctl(&["--addr", &agent.addr, "destroy-sandbox"]).await;
+    let mut agent = InProcessAgent::start().await;
+    let addr = agent.address().to_string();
+    let out = hull_ctl(&["--addr", &addr, "destroy-sandbox"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let ending = tokio::time::timeout(Duration::from_secs(10), agent.serving)
-        .await
-        .expect("the agent stops serving")
-        .expect("join")
-        .expect("serve");
+    let ending = agent.ended(Duration::from_secs(10)).await.expect("serve");
     assert_eq!(ending, Ending::SandboxDestroyed);
 }
 
@@ -128,10 +78,10 @@ async fn unreachable_agent_names_the_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_from_environment() {
-    let agent = start_agent().await;
-    let addr = agent.addr.clone();
+    let agent = InProcessAgent::start().await;
+    let addr = agent.address().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_hull-ctl"))
+        Command::new(HULL_CTL)
             .arg("check")
             .env("HULL_AGENT_ADDR", addr)
             .output()

@@ -4,64 +4,16 @@
 //! binary; the VM test in `ctl/tests/vm.rs` covers it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use hull_agent::config::AgentConfig;
-use hull_agent::sandbox::Sandbox;
-use hull_agent::server;
-use hull_protocols::AgentAddress;
+use hull_testkit::InProcessAgent;
+use hull_testkit::cli::{self, stderr, stdout};
 
-struct Agent {
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-async fn start_agent() -> Agent {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket: PathBuf = dir.path().join("agent.sock");
-    let config = AgentConfig {
-        server_addr: AgentAddress::Unix(socket.clone()),
-        run_dir: dir.path().join("run"),
-        ..AgentConfig::default()
-    };
-    let sandbox = Arc::new(Sandbox::with_config(&config));
-    tokio::spawn(async move { server::serve(&config, sandbox).await });
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "agent socket never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Agent {
-        addr: format!("unix://{}", socket.display()),
-        dir,
-    }
-}
-
-async fn hull_ctl(agent: &Agent, args: &[&str]) -> Output {
-    let mut all = vec!["--addr".to_string(), agent.addr.clone()];
-    all.extend(args.iter().map(|s| (*s).to_owned()));
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_hull-ctl"))
-            .args(&all)
-            .env_remove("HULL_AGENT_ADDR")
-            .output()
-            .expect("run hull-ctl")
-    })
-    .await
-    .expect("join")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// hull-ctl `--addr` the agent, with `args`.
+async fn hull_ctl(agent: &InProcessAgent, args: &[&str]) -> Output {
+    let addr = agent.address().to_string();
+    let all = [&["--addr", addr.as_str()][..], args].concat();
+    cli::run_async(env!("CARGO_BIN_EXE_hull-ctl"), &all).await
 }
 
 /// Exits 1 with one `error:` line that contains every one of `texts`.
@@ -90,7 +42,7 @@ fn write_bundle(dir: &Path, id: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_sandbox_once_then_refused() {
-    let agent = start_agent().await;
+    let agent = InProcessAgent::start().await;
     let out = hull_ctl(&agent, &["--json", "create-sandbox", "--sandbox-id", "sb1"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
@@ -106,7 +58,7 @@ async fn create_sandbox_once_then_refused() {
 async fn a_shared_fs_is_asked_for_at_katas_mount_point() {
     // This agent's directory is a temporary one, so Kata's mount point for the share is
     // refused, naming it: the request carried the storage.
-    let agent = start_agent().await;
+    let agent = InProcessAgent::start().await;
     let out = hull_ctl(&agent, &["create-sandbox", "--shared-fs"]).await;
     fails_with(
         &out,
@@ -120,7 +72,7 @@ async fn a_shared_fs_is_asked_for_at_katas_mount_point() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_commands_name_what_is_wrong() {
-    let agent = start_agent().await;
+    let agent = InProcessAgent::start().await;
     for (args, texts) in [
         (
             &["start", "nope"][..],
@@ -157,8 +109,8 @@ async fn container_commands_name_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundles_are_read_on_the_host_and_their_rootfs_looked_for_in_the_guest() {
-    let agent = start_agent().await;
-    let bundles = agent.dir.path().join("bundles");
+    let agent = InProcessAgent::start().await;
+    let bundles = agent.dir().join("bundles");
     let missing = bundles.join("absent").display().to_string();
     let out = hull_ctl(&agent, &["create-container", "c1", "--bundle", &missing]).await;
     fails_with(&out, &["absent/config.json"]);

@@ -4,39 +4,24 @@
 //! comes from the e2e harness (needs `just artifacts`).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::{ContainerSpec, kernel_release};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::VmConfig;
+use hull_testkit::cli::{self, text};
 
-fn hull_ctl(address: &str, args: &[&str]) -> Result<Output> {
-    Command::new(env!("CARGO_BIN_EXE_hull-ctl"))
-        .arg("--addr")
-        .arg(address)
-        .args(args)
-        .env_remove("HULL_AGENT_ADDR")
-        .output()
-        .context("running hull-ctl")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// hull-ctl `--addr address` with `args`.
+async fn hull_ctl(address: &str, args: &[&str]) -> Output {
+    let all = [&["--addr", address][..], args].concat();
+    cli::run_async(env!("CARGO_BIN_EXE_hull-ctl"), &all).await
 }
 
 /// Runs hull-ctl, which must exit with `code`; answers its stdout.
 async fn expect(address: &str, args: &[&str], code: i32) -> Result<String> {
-    let (address, owned): (String, Vec<String>) = (
-        address.to_string(),
-        args.iter().map(|a| a.to_string()).collect(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        hull_ctl(&address, &args)
-    })
-    .await??;
+    let out = hull_ctl(address, args).await;
     ensure!(
         out.status.code() == Some(code),
         "hull-ctl {args:?} exited {:?}, not {code}\nstdout: {}\nstderr: {}",
@@ -90,11 +75,7 @@ async fn hull_ctl_drives_a_guest_by_hand() -> Result<()> {
         "one",
         &ContainerSpec::shell("uname -r; hostname; echo to-stderr >&2; exit 7"),
     )?;
-    let out = tokio::task::spawn_blocking({
-        let addr = addr.to_string();
-        move || hull_ctl(&addr, &["run", "one", "--bundle", &one, "--rm"])
-    })
-    .await??;
+    let out = hull_ctl(addr, &["run", "one", "--bundle", &one, "--rm"]).await;
     ensure!(out.status.code() == Some(7), "run: {out:?}");
     ensure!(
         text(&out.stdout) == format!("{release}\nby-hand\n"),

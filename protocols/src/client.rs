@@ -1,9 +1,21 @@
 //! A typed host-side client of the agent.
 //!
-//! [`AgentClient`] dials the agent (see [`crate::dial`]), wraps the generated
-//! [`AgentServiceClient`] and [`HealthClient`], applies a per-call timeout,
-//! and turns ttRPC failures into [`ClientError`] values that keep the RPC
-//! status code visible.
+//! [`AgentClient`] dials the agent (see [`crate::dial`]) and has one method for every
+//! RPC of the `AgentService` and `Health` services, grouped by area:
+//!
+//! | module | RPCs |
+//! | --- | --- |
+//! | `sandbox` | CreateSandbox, DestroySandbox, GetGuestDetails, SetPolicy, OnlineCPUMem, ReseedRandomDev, MemHotplugByProbe, SetGuestDateTime, AddSwap, AddSwapPath, MemAgentMemcgSet, MemAgentCompactSet |
+//! | `container` | CreateContainer, StartContainer, RemoveContainer, UpdateContainer, StatsContainer, PauseContainer, ResumeContainer, GetOOMEvent |
+//! | `process` | ExecProcess, SignalProcess, WaitProcess, ReadStdout, ReadStderr, WriteStdin, CloseStdin, TtyWinResize, and [`AgentClient::read_to_end`] |
+//! | `network` | UpdateInterface, UpdateRoutes, ListInterfaces, ListRoutes, AddARPNeighbors, GetIPTables, SetIPTables |
+//! | `storage` | UpdateEphemeralMounts, RemoveStaleVirtiofsShareMounts, GetVolumeStats, ResizeVolume, CopyFile |
+//! | `misc` | Health.Check, Health.Version, GetMetrics, GetDiagnosticData |
+//!
+//! Every call carries the client's per-call timeout ([`DEFAULT_CALL_TIMEOUT`] unless
+//! [`AgentClient::with_timeout`] set another; clones share one connection, so a clone
+//! with its own timeout is cheap) and fails with a [`ClientError`] that keeps the
+//! ttRPC status code and message.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hull_protocols::client::ClientError> {
@@ -14,7 +26,9 @@
 //! let client = AgentClient::connect(&addr, Duration::from_secs(10)).await?;
 //! let health = client.check().await?;
 //! println!("{:?}", health.status.enum_value_or_default());
-//! # Ok(()) }
+//! // A call that may block long: a clone without a per-call timeout.
+//! let status = client.clone().with_timeout(Duration::ZERO).wait_process("c1", "").await?;
+//! # let _ = status; Ok(()) }
 //! ```
 
 use std::time::Duration;
@@ -23,32 +37,24 @@ use ttrpc::Code;
 use ttrpc::context::{self, Context};
 
 use crate::address::AgentAddress;
-use crate::agent::{
-    CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest,
-    ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse,
-    ReadStreamRequest, RemoveContainerRequest, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, WaitProcessRequest, WriteStreamRequest,
-};
 use crate::agent_ttrpc::AgentServiceClient;
 use crate::dial::{self, DialError};
-use crate::health::{CheckRequest, HealthCheckResponse, VersionCheckResponse};
 use crate::health_ttrpc::HealthClient;
+
+mod container;
+mod misc;
+mod network;
+mod process;
+mod sandbox;
+mod storage;
+
+pub use process::{Captured, READ_CHUNK, Stream};
 
 /// Default per-call timeout.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Error text ttrpc 0.10 uses when a call's deadline passes on the client.
 const TTRPC_DEADLINE_TEXT: &str = "Request deadline elapsed";
-
-/// A ttRPC context with `timeout` (`Duration::ZERO` means none), for calls
-/// made directly through the generated clients.
-pub fn default_context(timeout: Duration) -> Context {
-    if timeout.is_zero() {
-        Context::default()
-    } else {
-        context::with_duration(timeout)
-    }
-}
 
 /// A failed dial or RPC.
 ///
@@ -96,6 +102,24 @@ impl ClientError {
         }
     }
 
+    /// The agent's status message, for [`ClientError::Rpc`] only.
+    pub fn rpc_message(&self) -> Option<&str> {
+        match self {
+            Self::Rpc { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The method that failed (`AgentService.CreateContainer`), unless the dial did.
+    pub fn method(&self) -> Option<&'static str> {
+        match self {
+            Self::Rpc { method, .. }
+            | Self::Timeout { method, .. }
+            | Self::Transport { method, .. } => Some(method),
+            Self::Dial(_) => None,
+        }
+    }
+
     /// True when the agent answered `UNIMPLEMENTED`.
     pub fn is_unimplemented(&self) -> bool {
         self.rpc_code() == Some(Code::UNIMPLEMENTED)
@@ -120,15 +144,6 @@ impl ClientError {
                 error: other,
             },
         }
-    }
-}
-
-fn read_request(container_id: &str, exec_id: &str, len: u32) -> ReadStreamRequest {
-    ReadStreamRequest {
-        container_id: container_id.to_owned(),
-        exec_id: exec_id.to_owned(),
-        len,
-        ..Default::default()
     }
 }
 
@@ -185,37 +200,35 @@ impl AgentClient {
         self.timeout
     }
 
-    /// A ttRPC context carrying the per-call timeout, for calls made through
-    /// [`AgentClient::agent`] or [`AgentClient::health`].
-    pub fn context(&self) -> Context {
-        default_context(self.timeout)
+    /// A ttRPC context carrying the per-call timeout (`Duration::ZERO`: none).
+    fn context(&self) -> Context {
+        if self.timeout.is_zero() {
+            Context::default()
+        } else {
+            context::with_duration(self.timeout)
+        }
     }
 
-    /// The generated `AgentService` client, for every RPC without a
-    /// convenience method here. Use [`AgentClient::context`] and
-    /// [`ClientError::from_ttrpc`] for consistent timeouts and errors.
-    pub fn agent(&self) -> &AgentServiceClient {
-        &self.agent
+    /// Makes one call through a generated client (`service`) with this client's
+    /// timeout, mapping failures to [`ClientError`] named after `method`.
+    async fn call<'a, S, T, F, Fut>(
+        &self,
+        service: &'a S,
+        method: &'static str,
+        f: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnOnce(&'a S, Context) -> Fut,
+        Fut: Future<Output = ttrpc::Result<T>>,
+    {
+        let timeout = self.timeout;
+        f(service, self.context())
+            .await
+            .map_err(|e| ClientError::from_ttrpc(method, timeout, e))
     }
 
-    /// The generated `Health` client.
-    pub fn health(&self) -> &HealthClient {
-        &self.health
-    }
-
-    /// Calls any `AgentService` RPC through the generated client with this
-    /// client's timeout, mapping failures to [`ClientError`]:
-    ///
-    /// ```no_run
-    /// # async fn demo(client: &hull_protocols::AgentClient) -> Result<(), hull_protocols::ClientError> {
-    /// use hull_protocols::agent::StartContainerRequest;
-    /// let req = StartContainerRequest { container_id: "c1".into(), ..Default::default() };
-    /// client
-    ///     .call_agent("AgentService.StartContainer", |agent, ctx| agent.start_container(ctx, &req))
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn call_agent<'a, T, F, Fut>(
+    /// An `AgentService` call (see [`AgentClient::call`]).
+    async fn call_agent<'a, T, F, Fut>(
         &'a self,
         method: &'static str,
         f: F,
@@ -224,246 +237,19 @@ impl AgentClient {
         F: FnOnce(&'a AgentServiceClient, Context) -> Fut,
         Fut: Future<Output = ttrpc::Result<T>>,
     {
-        f(&self.agent, self.context())
-            .await
-            .map_err(self.map_err(method))
+        self.call(&self.agent, method, f).await
     }
 
-    fn map_err(&self, method: &'static str) -> impl FnOnce(ttrpc::Error) -> ClientError {
-        let timeout = self.timeout;
-        move |e| ClientError::from_ttrpc(method, timeout, e)
-    }
-
-    /// `Health.Check` for the whole agent (empty service name).
-    pub async fn check(&self) -> Result<HealthCheckResponse, ClientError> {
-        self.health
-            .check(self.context(), &CheckRequest::new())
-            .await
-            .map_err(self.map_err("Health.Check"))
-    }
-
-    /// `Health.Version`.
-    pub async fn version(&self) -> Result<VersionCheckResponse, ClientError> {
-        self.health
-            .version(self.context(), &CheckRequest::new())
-            .await
-            .map_err(self.map_err("Health.Version"))
-    }
-
-    /// `AgentService.GetGuestDetails`, asking for the memory block size and
-    /// memory-hotplug-probe support.
-    pub async fn guest_details(&self) -> Result<GuestDetailsResponse, ClientError> {
-        let req = GuestDetailsRequest {
-            mem_block_size: true,
-            mem_hotplug_probe: true,
-            ..Default::default()
-        };
-        self.agent
-            .get_guest_details(self.context(), &req)
-            .await
-            .map_err(self.map_err("AgentService.GetGuestDetails"))
-    }
-
-    /// `AgentService.StatsContainer` for `container_id`.
-    pub async fn stats_container(
-        &self,
-        container_id: &str,
-    ) -> Result<StatsContainerResponse, ClientError> {
-        let req = StatsContainerRequest {
-            container_id: container_id.to_owned(),
-            ..Default::default()
-        };
-        self.agent
-            .stats_container(self.context(), &req)
-            .await
-            .map_err(self.map_err("AgentService.StatsContainer"))
-    }
-
-    /// `AgentService.CreateSandbox`.
-    pub async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), ClientError> {
-        self.call_agent("AgentService.CreateSandbox", |agent, ctx| {
-            agent.create_sandbox(ctx, req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.CreateContainer`: the container and its init process, which waits
-    /// for [`AgentClient::start_container`].
-    pub async fn create_container(&self, req: &CreateContainerRequest) -> Result<(), ClientError> {
-        self.call_agent("AgentService.CreateContainer", |agent, ctx| {
-            agent.create_container(ctx, req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.StartContainer`.
-    pub async fn start_container(&self, container_id: &str) -> Result<(), ClientError> {
-        let req = StartContainerRequest {
-            container_id: container_id.to_owned(),
-            ..Default::default()
-        };
-        self.call_agent("AgentService.StartContainer", |agent, ctx| {
-            agent.start_container(ctx, &req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.ExecProcess`.
-    pub async fn exec_process(&self, req: &ExecProcessRequest) -> Result<(), ClientError> {
-        self.call_agent("AgentService.ExecProcess", |agent, ctx| {
-            agent.exec_process(ctx, req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.WaitProcess`: the exit status (128+N for a process killed by signal
-    /// N) once the process has ended. An empty `exec_id` is the container's init process.
-    ///
-    /// It blocks as long as the process runs: call it on a client without a per-call
-    /// timeout (`client.clone().with_timeout(Duration::ZERO)`) unless a bound is wanted.
-    pub async fn wait_process(
-        &self,
-        container_id: &str,
-        exec_id: &str,
-    ) -> Result<i32, ClientError> {
-        let req = WaitProcessRequest {
-            container_id: container_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            ..Default::default()
-        };
-        self.call_agent("AgentService.WaitProcess", |agent, ctx| {
-            agent.wait_process(ctx, &req)
-        })
-        .await
-        .map(|r| r.status)
-    }
-
-    /// `AgentService.SignalProcess`; an empty `exec_id` signals every process of the
-    /// container.
-    pub async fn signal_process(
-        &self,
-        container_id: &str,
-        exec_id: &str,
-        signal: u32,
-    ) -> Result<(), ClientError> {
-        let req = SignalProcessRequest {
-            container_id: container_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            signal,
-            ..Default::default()
-        };
-        self.call_agent("AgentService.SignalProcess", |agent, ctx| {
-            agent.signal_process(ctx, &req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.RemoveContainer`, giving the agent `timeout_secs` (0: its default)
-    /// to stop the container.
-    pub async fn remove_container(
-        &self,
-        container_id: &str,
-        timeout_secs: u32,
-    ) -> Result<(), ClientError> {
-        let req = RemoveContainerRequest {
-            container_id: container_id.to_owned(),
-            timeout: timeout_secs,
-            ..Default::default()
-        };
-        self.call_agent("AgentService.RemoveContainer", |agent, ctx| {
-            agent.remove_container(ctx, &req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.ReadStdout`: up to `len` bytes, waiting for at least one; empty at
-    /// the end of the stream. Blocks like [`AgentClient::wait_process`].
-    pub async fn read_stdout(
-        &self,
-        container_id: &str,
-        exec_id: &str,
-        len: u32,
-    ) -> Result<Vec<u8>, ClientError> {
-        let req = read_request(container_id, exec_id, len);
-        self.call_agent("AgentService.ReadStdout", |agent, ctx| {
-            agent.read_stdout(ctx, &req)
-        })
-        .await
-        .map(|r| r.data)
-    }
-
-    /// `AgentService.ReadStderr`, as [`AgentClient::read_stdout`].
-    pub async fn read_stderr(
-        &self,
-        container_id: &str,
-        exec_id: &str,
-        len: u32,
-    ) -> Result<Vec<u8>, ClientError> {
-        let req = read_request(container_id, exec_id, len);
-        self.call_agent("AgentService.ReadStderr", |agent, ctx| {
-            agent.read_stderr(ctx, &req)
-        })
-        .await
-        .map(|r| r.data)
-    }
-
-    /// `AgentService.WriteStdin`; answers how many bytes were written.
-    pub async fn write_stdin(
-        &self,
-        container_id: &str,
-        exec_id: &str,
-        data: &[u8],
-    ) -> Result<u32, ClientError> {
-        let req = WriteStreamRequest {
-            container_id: container_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            data: data.to_vec(),
-            ..Default::default()
-        };
-        self.call_agent("AgentService.WriteStdin", |agent, ctx| {
-            agent.write_stdin(ctx, &req)
-        })
-        .await
-        .map(|r| r.len)
-    }
-
-    /// `AgentService.CloseStdin`.
-    pub async fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), ClientError> {
-        let req = CloseStdinRequest {
-            container_id: container_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            ..Default::default()
-        };
-        self.call_agent("AgentService.CloseStdin", |agent, ctx| {
-            agent.close_stdin(ctx, &req)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// `AgentService.GetOOMEvent`: waits for the next OOM kill in any container and
-    /// answers its id. Blocks like [`AgentClient::wait_process`].
-    pub async fn get_oom_event(&self) -> Result<String, ClientError> {
-        let req = GetOOMEventRequest::new();
-        self.call_agent("AgentService.GetOOMEvent", |agent, ctx| {
-            agent.get_oom_event(ctx, &req)
-        })
-        .await
-        .map(|r| r.container_id)
-    }
-
-    /// `AgentService.DestroySandbox`.
-    pub async fn destroy_sandbox(&self) -> Result<(), ClientError> {
-        self.agent
-            .destroy_sandbox(self.context(), &DestroySandboxRequest::new())
-            .await
-            .map(|_| ())
-            .map_err(self.map_err("AgentService.DestroySandbox"))
+    /// A `Health` call (see [`AgentClient::call`]).
+    async fn call_health<'a, T, F, Fut>(
+        &'a self,
+        method: &'static str,
+        f: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnOnce(&'a HealthClient, Context) -> Fut,
+        Fut: Future<Output = ttrpc::Result<T>>,
+    {
+        self.call(&self.health, method, f).await
     }
 }

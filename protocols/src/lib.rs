@@ -25,7 +25,8 @@
 //!
 //! - [`address`]: [`address::AgentAddress`] (`unix://`, `vsock://`, `hvsock://`).
 //! - [`dial`]: [`dial::connect`], a retrying connector returning a ttRPC client.
-//! - [`client`]: [`client::AgentClient`], a typed client with per-call timeouts.
+//! - [`client`]: [`client::AgentClient`], a typed client with a method for every RPC,
+//!   per-call timeouts and errors that keep the ttRPC status.
 //! - [`oci_json`]: the OCI runtime spec both ways, `config.json` ⇄ [`oci`].
 
 #[allow(
@@ -50,7 +51,7 @@ pub mod dial;
 pub mod oci_json;
 
 pub use address::AgentAddress;
-pub use client::{AgentClient, ClientError};
+pub use client::{AgentClient, ClientError, Stream};
 pub use dial::DialError;
 
 pub use async_trait;

@@ -3,24 +3,14 @@
 //! Needs root and a cgroup2 hierarchy (`HULL_TEST_CGROUP_ROOT`, or `/sys/fs/cgroup/unified`
 //! on a hybrid host, or `/sys/fs/cgroup`).
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hull-runtime");
+use hull_testkit::cgroup_root;
+use hull_testkit::rootfs::{lay_out_busybox_root, require_containers};
 
-fn cgroup_root() -> PathBuf {
-    if let Ok(root) = std::env::var("HULL_TEST_CGROUP_ROOT") {
-        return PathBuf::from(root);
-    }
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    if unified.join("cgroup.procs").exists() {
-        unified.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    }
-}
+const BIN: &str = env!("CARGO_BIN_EXE_hull-runtime");
 
 struct Bundle {
     dir: tempfile::TempDir,
@@ -30,18 +20,11 @@ struct Bundle {
 
 impl Bundle {
     fn new(args: &[&str], patch: impl FnOnce(&mut serde_json::Value)) -> Self {
+        require_containers();
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "out"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                let _ = symlink("busybox", rootfs.join("bin").join(applet));
-            }
-        }
+        lay_out_busybox_root(&rootfs);
+        std::fs::create_dir_all(rootfs.join("out")).unwrap();
         std::fs::write(rootfs.join("etc/secret"), "x").unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
@@ -149,6 +132,23 @@ impl Bundle {
     }
 }
 
+/// Whatever a test left behind (it failed half-way) is killed and deleted: every
+/// container still in the state directory, then the temporary directory.
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.state_root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let _ = self
+                .command(&["delete", "--force", &id])
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
 #[test]
 fn create_start_exec_kill_delete() {
     let b = Bundle::new(
@@ -182,7 +182,11 @@ fn create_start_exec_kill_delete() {
     b.ok(&["start", &id]);
     b.wait_status(&id, "running");
     let start = Instant::now();
-    while !b.out.join("host").exists() {
+    // The shell creates the file before hostname writes into it: wait for the text.
+    while std::fs::read_to_string(b.out.join("host"))
+        .unwrap_or_default()
+        .is_empty()
+    {
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -97,6 +97,37 @@ fn applets(busybox: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// How [`install_busybox`] puts the binary into a rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyboxCopy {
+    /// A hard link where the filesystem allows one (the host's file then IS the
+    /// container's: only for roots no container may write to), else a copy.
+    HardLinkIfPossible,
+    /// Always a copy of its own.
+    Copy,
+}
+
+/// Puts `busybox` at `<rootfs>/bin/busybox` with a symlink to it for each applet.
+pub fn install_busybox(busybox: &Path, rootfs: &Path, how: BusyboxCopy) -> Result<()> {
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let target = bin.join("busybox");
+    let linked =
+        how == BusyboxCopy::HardLinkIfPossible && std::fs::hard_link(busybox, &target).is_ok();
+    if !linked {
+        std::fs::copy(busybox, &target)
+            .with_context(|| format!("copying {} into the rootfs", busybox.display()))?;
+    }
+    for applet in applets(busybox)? {
+        if applet == "busybox" {
+            continue;
+        }
+        std::os::unix::fs::symlink("busybox", bin.join(&applet))
+            .with_context(|| format!("linking applet {applet}"))?;
+    }
+    Ok(())
+}
+
 /// Lays out container `id`'s busybox rootfs at `<share>/<id>/rootfs`; returns that path.
 ///
 /// Every applet is a symlink to `/bin/busybox`; `/etc` has a root user, `/www` a page for
@@ -113,19 +144,8 @@ pub fn busybox_rootfs(share: &Path, id: &str) -> Result<PathBuf> {
         std::fs::create_dir_all(rootfs.join(dir))
             .with_context(|| format!("creating {}", rootfs.join(dir).display()))?;
     }
-    let target = rootfs.join("bin/busybox");
     // A hard link costs nothing when the share is on the same filesystem.
-    if std::fs::hard_link(&busybox, &target).is_err() {
-        std::fs::copy(&busybox, &target)
-            .with_context(|| format!("copying {} into the rootfs", busybox.display()))?;
-    }
-    for applet in applets(&busybox)? {
-        if applet == "busybox" {
-            continue;
-        }
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(&applet))
-            .with_context(|| format!("linking applet {applet}"))?;
-    }
+    install_busybox(&busybox, &rootfs, BusyboxCopy::HardLinkIfPossible)?;
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
     std::fs::write(

@@ -3,73 +3,16 @@
 //! `RemoveContainer`. Shared by the tests, the demo and the benchmark.
 //!
 //! Output is read while the process runs (the agent keeps no buffer of its own: a process
-//! whose output nobody reads blocks), stdout and stderr each by its own task, until the
-//! agent answers an empty read: the end of the stream.
+//! whose output nobody reads blocks), stdout and stderr each by its own task, with
+//! [`AgentClient::read_to_end`].
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
-use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::client::{AgentClient, Captured, ClientError, Stream};
 use hull_protocols::oci;
 use tokio::task::JoinHandle;
-
-/// The largest read asked for (the agent serves up to 1 MiB per `ReadStdout`).
-pub const READ_CHUNK: u32 = 1 << 20;
-
-/// Which stream of a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// What one stream delivered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captured {
-    pub bytes: Vec<u8>,
-    /// When its first byte arrived.
-    pub first_byte_at: Option<Instant>,
-    /// How many reads it took.
-    pub reads: u32,
-}
-
-impl Captured {
-    /// The bytes as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
-    }
-}
-
-/// Reads `stream` of a process to its end.
-pub async fn read_to_end(
-    client: &AgentClient,
-    container_id: &str,
-    exec_id: &str,
-    stream: Stream,
-) -> Result<Captured, ClientError> {
-    let mut captured = Captured::default();
-    loop {
-        let chunk = match stream {
-            Stream::Stdout => {
-                client
-                    .read_stdout(container_id, exec_id, READ_CHUNK)
-                    .await?
-            }
-            Stream::Stderr => {
-                client
-                    .read_stderr(container_id, exec_id, READ_CHUNK)
-                    .await?
-            }
-        };
-        captured.reads += 1;
-        if chunk.is_empty() {
-            return Ok(captured);
-        }
-        captured.first_byte_at.get_or_insert_with(Instant::now);
-        captured.bytes.extend_from_slice(&chunk);
-    }
-}
 
 /// A container in the guest, through its agent.
 #[derive(Debug, Clone)]
@@ -145,7 +88,7 @@ impl Container {
             let client = self.blocking.clone();
             let id = self.id.clone();
             let exec_id = exec_id.to_string();
-            tokio::spawn(async move { read_to_end(&client, &id, &exec_id, stream).await })
+            tokio::spawn(async move { client.read_to_end(&id, &exec_id, stream).await })
         };
         Readers {
             stdout: spawn(Stream::Stdout),

@@ -13,7 +13,6 @@ use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::{Context, Result};
 use hull_image::vm_args::{self, PortForward, UserNic};
-use hull_protocols::agent::{Routes, UpdateInterfaceRequest, UpdateRoutesRequest};
 use hull_protocols::client::AgentClient;
 use hull_protocols::types::{IPAddress, IPFamily, Interface, Route};
 
@@ -101,14 +100,8 @@ impl NicConfig {
             }],
             ..Default::default()
         };
-        let req = UpdateInterfaceRequest {
-            interface: Some(interface).into(),
-            ..Default::default()
-        };
         client
-            .call_agent("AgentService.UpdateInterface", |agent, ctx| {
-                agent.update_interface(ctx, &req)
-            })
+            .update_interface(interface)
             .await
             .context("UpdateInterface")?;
         let route = Route {
@@ -117,18 +110,8 @@ impl NicConfig {
             family: IPFamily::v4.into(),
             ..Default::default()
         };
-        let req = UpdateRoutesRequest {
-            routes: Some(Routes {
-                Routes: vec![route],
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        };
         client
-            .call_agent("AgentService.UpdateRoutes", |agent, ctx| {
-                agent.update_routes(ctx, &req)
-            })
+            .update_routes(vec![route])
             .await
             .context("UpdateRoutes")?;
         Ok(())

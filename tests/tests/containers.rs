@@ -10,39 +10,14 @@ use hull_e2e::bundle::{ContainerSpec, kernel_release};
 use hull_e2e::container::{Container, Run};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::VmConfig;
-use hull_protocols::agent::{
-    CreateContainerRequest, ExecProcessRequest, PauseContainerRequest, ResumeContainerRequest,
-    TtyWinResizeRequest, UpdateContainerRequest,
-};
-use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
+use hull_protocols::client::AgentClient;
 use hull_protocols::ttrpc::Code;
+use hull_testkit::{Refusal, check_all, refusal};
 use sha2::{Digest, Sha256};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
-
-/// Checks that `result` failed with `code` and a message containing `text`.
-fn refused<T: std::fmt::Debug>(
-    what: &str,
-    result: Result<T, ClientError>,
-    code: Code,
-    text: &str,
-) -> Result<()> {
-    match result {
-        Ok(answer) => bail!("{what}: accepted: {answer:?}"),
-        Err(err) => {
-            ensure!(
-                err.rpc_code() == Some(code),
-                "{what}: wanted {code:?}, got {err}"
-            );
-            ensure!(
-                err.to_string().contains(text),
-                "{what}: {err} lacks {text:?}"
-            );
-            Ok(())
-        }
-    }
-}
 
 /// Lays out `id`'s rootfs and runs `spec` in it to the end.
 async fn run(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Run> {
@@ -161,12 +136,14 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
         out.text()
     );
     ensure!(err.text() == "to-stderr\n", "stderr {:?}", err.text());
-    refused(
+    let again = probe.process_proto()?;
+    refused(vec![refusal(
         "an exec id used twice",
-        worker.exec("probe", probe.process_proto()?).await,
+        worker.exec("probe", again),
         Code::ALREADY_EXISTS,
         "probe",
-    )?;
+    )])
+    .await?;
 
     // SIGKILL ends it with 128+9.
     let readers = worker.readers("", false);
@@ -214,6 +191,11 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
     Ok(())
 }
 
+/// Checks a bad-input table's rows in order.
+async fn refused(rows: Vec<Refusal<'_>>) -> Result<()> {
+    check_all(rows).await.map_err(anyhow::Error::msg)
+}
+
 async fn bad_requests_are_answered_precisely(guest: &SandboxGuest) -> Result<()> {
     let client = &guest.client;
     let spec = ContainerSpec::new(["sleep", "600"]);
@@ -223,211 +205,188 @@ async fn bad_requests_are_answered_precisely(guest: &SandboxGuest) -> Result<()>
         OCI: oci.into(),
         ..Default::default()
     };
+    let exec = |container_id: &str, exec_id: &str, process| ExecProcessRequest {
+        container_id: container_id.into(),
+        exec_id: exec_id.into(),
+        process: Some(process).into(),
+        ..Default::default()
+    };
 
-    refused(
-        "StartContainer of an unknown container",
-        client.start_container("nope").await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "WaitProcess of an unknown container",
-        client.wait_process("nope", "").await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "ReadStdout of an unknown container",
-        client.read_stdout("nope", "", 10).await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "StatsContainer of an unknown container",
-        client.stats_container("nope").await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "RemoveContainer of an unknown container",
-        client.remove_container("nope", 0).await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "ReadStderr of an unknown container",
-        client.read_stderr("nope", "", 10).await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "WriteStdin of an unknown container",
-        client.write_stdin("nope", "", b"x").await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    refused(
-        "CloseStdin of an unknown container",
-        client.close_stdin("nope", "").await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    let pause = PauseContainerRequest {
-        container_id: "nope".into(),
-        ..Default::default()
-    };
-    refused(
-        "PauseContainer of an unknown container",
-        client
-            .call_agent("AgentService.PauseContainer", |a, ctx| {
-                a.pause_container(ctx, &pause)
-            })
-            .await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    let resume = ResumeContainerRequest {
-        container_id: "nope".into(),
-        ..Default::default()
-    };
-    refused(
-        "ResumeContainer of an unknown container",
-        client
-            .call_agent("AgentService.ResumeContainer", |a, ctx| {
-                a.resume_container(ctx, &resume)
-            })
-            .await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    let update = UpdateContainerRequest {
-        container_id: "nope".into(),
-        resources: Some(Default::default()).into(),
-        ..Default::default()
-    };
-    refused(
-        "UpdateContainer of an unknown container",
-        client
-            .call_agent("AgentService.UpdateContainer", |a, ctx| {
-                a.update_container(ctx, &update)
-            })
-            .await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
-    let exec = ExecProcessRequest {
-        container_id: "nope".into(),
-        exec_id: "e".into(),
-        process: Some(spec.process_proto()?).into(),
-        ..Default::default()
-    };
-    refused(
-        "ExecProcess in an unknown container",
-        client.exec_process(&exec).await,
-        Code::NOT_FOUND,
-        "nope",
-    )?;
+    // Every call about a container that does not exist.
+    let exec_in_nope = exec("nope", "e", spec.process_proto()?);
+    refused(vec![
+        refusal(
+            "StartContainer of an unknown container",
+            client.start_container("nope"),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "WaitProcess of an unknown container",
+            client.wait_process("nope", ""),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "ReadStdout of an unknown container",
+            client.read_stdout("nope", "", 10),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "StatsContainer of an unknown container",
+            client.stats_container("nope"),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "RemoveContainer of an unknown container",
+            client.remove_container("nope", 0),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "ReadStderr of an unknown container",
+            client.read_stderr("nope", "", 10),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "WriteStdin of an unknown container",
+            client.write_stdin("nope", "", b"x"),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "CloseStdin of an unknown container",
+            client.close_stdin("nope", ""),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "PauseContainer of an unknown container",
+            client.pause_container("nope"),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "ResumeContainer of an unknown container",
+            client.resume_container("nope"),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "UpdateContainer of an unknown container",
+            client.update_container("nope", Default::default()),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+        refusal(
+            "ExecProcess in an unknown container",
+            client.exec_process(&exec_in_nope),
+            Code::NOT_FOUND,
+            "nope",
+        ),
+    ])
+    .await?;
 
-    refused(
+    // CreateContainer requests that are wrong in themselves.
+    let no_rootfs = create("no-rootfs", Some(spec.to_proto("no-rootfs")?));
+    refused(vec![refusal(
         "a missing rootfs",
-        client
-            .create_container(&create("no-rootfs", Some(spec.to_proto("no-rootfs")?)))
-            .await,
+        client.create_container(&no_rootfs),
         Code::INVALID_ARGUMENT,
         "/run/kata-containers/shared/containers/no-rootfs/rootfs",
-    )?;
+    )])
+    .await?;
     guest.busybox_rootfs("bad")?;
-    refused(
-        "no OCI spec",
-        client.create_container(&create("bad", None)).await,
-        Code::INVALID_ARGUMENT,
-        "OCI",
-    )?;
+    let no_spec = create("bad", None);
     let mut bogus = spec.to_proto("bad")?;
     bogus.Linux.mut_or_insert_default().Namespaces[0].Type = "bogus".into();
-    refused(
-        "an unknown namespace type",
-        client.create_container(&create("bad", Some(bogus))).await,
-        Code::INVALID_ARGUMENT,
-        "bogus",
-    )?;
+    let bogus = create("bad", Some(bogus));
     let mut no_args = spec.to_proto("bad")?;
     no_args.Process.mut_or_insert_default().Args.clear();
-    refused(
-        "a process without args",
-        client.create_container(&create("bad", Some(no_args))).await,
-        Code::INVALID_ARGUMENT,
-        "args",
-    )?;
-    refused(
-        "an id that is a path",
-        client
-            .create_container(&create("../escape", Some(spec.to_proto("bad")?)))
-            .await,
-        Code::INVALID_ARGUMENT,
-        "escape",
-    )?;
+    let no_args = create("bad", Some(no_args));
+    let escape = create("../escape", Some(spec.to_proto("bad")?));
+    refused(vec![
+        refusal(
+            "no OCI spec",
+            client.create_container(&no_spec),
+            Code::INVALID_ARGUMENT,
+            "OCI",
+        ),
+        refusal(
+            "an unknown namespace type",
+            client.create_container(&bogus),
+            Code::INVALID_ARGUMENT,
+            "bogus",
+        ),
+        refusal(
+            "a process without args",
+            client.create_container(&no_args),
+            Code::INVALID_ARGUMENT,
+            "args",
+        ),
+        refusal(
+            "an id that is a path",
+            client.create_container(&escape),
+            Code::INVALID_ARGUMENT,
+            "escape",
+        ),
+    ])
+    .await?;
 
-    // A duplicate id, while the first is alive: refused, the first untouched.
+    // Requests about a live container that it cannot take: refused, the container
+    // untouched.
     let first = start(guest, "dup", &spec).await?;
-    refused(
-        "a duplicate container id",
-        client
-            .create_container(&create("dup", Some(spec.to_proto("dup")?)))
-            .await,
-        Code::ALREADY_EXISTS,
+    let duplicate = create("dup", Some(spec.to_proto("dup")?));
+    let relative_cwd = exec(
         "dup",
-    )?;
-    refused(
-        "a signal number that is none",
-        client.signal_process("dup", "", 999).await,
-        Code::INVALID_ARGUMENT,
-        "999",
-    )?;
-    refused(
-        "StartContainer twice",
-        first.start().await,
-        Code::FAILED_PRECONDITION,
-        "dup",
-    )?;
-    refused(
-        "WaitProcess of an unknown exec id",
-        client.wait_process("dup", "nobody").await,
-        Code::NOT_FOUND,
-        "nobody",
-    )?;
-    let resize = TtyWinResizeRequest {
-        container_id: "dup".into(),
-        row: 24,
-        column: 80,
-        ..Default::default()
-    };
-    refused(
-        "TtyWinResize of a process without a terminal",
-        client
-            .call_agent("AgentService.TtyWinResize", |a, ctx| {
-                a.tty_win_resize(ctx, &resize)
-            })
-            .await,
-        Code::FAILED_PRECONDITION,
-        "terminal",
-    )?;
-    let bad_exec = ExecProcessRequest {
-        container_id: "dup".into(),
-        exec_id: "bad".into(),
-        process: Some(ContainerSpec::new(["true"]).process_proto().map(|mut p| {
+        "bad",
+        ContainerSpec::new(["true"]).process_proto().map(|mut p| {
             p.Cwd = "relative".into();
             p
-        })?)
-        .into(),
-        ..Default::default()
-    };
-    refused(
-        "ExecProcess of a process with a relative cwd",
-        client.exec_process(&bad_exec).await,
-        Code::INVALID_ARGUMENT,
-        "cwd",
-    )?;
+        })?,
+    );
+    refused(vec![
+        refusal(
+            "a duplicate container id",
+            client.create_container(&duplicate),
+            Code::ALREADY_EXISTS,
+            "dup",
+        ),
+        refusal(
+            "a signal number that is none",
+            client.signal_process("dup", "", 999),
+            Code::INVALID_ARGUMENT,
+            "999",
+        ),
+        refusal(
+            "StartContainer twice",
+            first.start(),
+            Code::FAILED_PRECONDITION,
+            "dup",
+        ),
+        refusal(
+            "WaitProcess of an unknown exec id",
+            client.wait_process("dup", "nobody"),
+            Code::NOT_FOUND,
+            "nobody",
+        ),
+        refusal(
+            "TtyWinResize of a process without a terminal",
+            client.tty_win_resize("dup", "", 24, 80),
+            Code::FAILED_PRECONDITION,
+            "terminal",
+        ),
+        refusal(
+            "ExecProcess of a process with a relative cwd",
+            client.exec_process(&relative_cwd),
+            Code::INVALID_ARGUMENT,
+            "cwd",
+        ),
+    ])
+    .await?;
     let stats = first.stats().await.context("StatsContainer of dup")?;
     ensure!(
         stats.cgroup_stats.pids_stats.current >= 1,
@@ -548,12 +507,13 @@ async fn limits_hold_and_removal_leaves_nothing_behind() -> Result<()> {
         baseline.mounts,
         after.mounts
     );
-    refused(
+    refused(vec![refusal(
         "StartContainer of a removed container",
-        client.start_container("victim").await,
+        client.start_container("victim"),
         Code::NOT_FOUND,
         "victim",
-    )?;
+    )])
+    .await?;
 
     guest.power_off().await?;
     Ok(())

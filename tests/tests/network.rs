@@ -9,13 +9,10 @@ use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::nic::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX_LEN, NicConfig};
 use hull_e2e::vm::{Vm, VmConfig};
-use hull_protocols::agent::{
-    ARPNeighbors, AddARPNeighborsRequest, ListInterfacesRequest, ListRoutesRequest, Routes,
-    UpdateInterfaceRequest, UpdateRoutesRequest,
-};
-use hull_protocols::client::{AgentClient, ClientError};
 use hull_protocols::ttrpc::Code;
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
+use hull_testkit::interfaces::{IFF_UP, configured};
+use hull_testkit::{check_all, check_refused, refusal};
 
 /// Under TCG a boot takes about a second; leave room for a loaded CI machine.
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
@@ -23,19 +20,6 @@ const POWER_OFF_DEADLINE: Duration = Duration::from_secs(30);
 const MAC: &str = "52:54:00:12:34:56";
 /// Slirp's router answers ARP with this MAC.
 const GATEWAY_MAC: &str = "52:55:0a:00:02:02";
-const IFF_UP: u32 = 0x1;
-/// IFF_RUNNING, IFF_LOWER_UP, IFF_DORMANT: operational state, which the kernel updates
-/// shortly after a link comes up (a rollback may bounce the link).
-const OPERATIONAL: u32 = 0x40 | 0x10000 | 0x20000;
-
-/// The configuration of `list`, without the operational flags.
-fn configured(mut list: Vec<Interface>) -> Vec<Interface> {
-    for i in &mut list {
-        i.raw_flags &= !OPERATIONAL;
-    }
-    list
-}
-
 fn ipv4(address: &str, mask: u8) -> IPAddress {
     IPAddress {
         family: IPFamily::v4.into(),
@@ -55,82 +39,11 @@ fn default_route() -> Route {
     }
 }
 
-async fn update_interface(client: &AgentClient, i: &Interface) -> Result<Interface, ClientError> {
-    let req = UpdateInterfaceRequest {
-        interface: Some(i.clone()).into(),
-        ..Default::default()
-    };
-    client
-        .call_agent("AgentService.UpdateInterface", |agent, ctx| {
-            agent.update_interface(ctx, &req)
-        })
-        .await
-}
-
-async fn update_routes(client: &AgentClient, routes: &[Route]) -> Result<Routes, ClientError> {
-    let req = UpdateRoutesRequest {
-        routes: Some(Routes {
-            Routes: routes.to_vec(),
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
-    client
-        .call_agent("AgentService.UpdateRoutes", |agent, ctx| {
-            agent.update_routes(ctx, &req)
-        })
-        .await
-}
-
-async fn list_interfaces(client: &AgentClient) -> Result<Vec<Interface>> {
-    let req = ListInterfacesRequest::new();
-    Ok(client
-        .call_agent("AgentService.ListInterfaces", |agent, ctx| {
-            agent.list_interfaces(ctx, &req)
-        })
-        .await?
-        .Interfaces)
-}
-
-async fn list_routes(client: &AgentClient) -> Result<Vec<Route>> {
-    let req = ListRoutesRequest::new();
-    Ok(client
-        .call_agent("AgentService.ListRoutes", |agent, ctx| {
-            agent.list_routes(ctx, &req)
-        })
-        .await?
-        .Routes)
-}
-
 /// The listed interface carrying `mac`.
 fn by_mac<'a>(list: &'a [Interface], mac: &str) -> Result<&'a Interface> {
     list.iter()
         .find(|i| i.hwAddr == mac)
         .with_context(|| format!("no interface with MAC {mac} in {list:#?}"))
-}
-
-/// Checks that `result` failed with `code` and a message containing `text`.
-fn refused<T: std::fmt::Debug>(
-    what: &str,
-    result: Result<T, ClientError>,
-    code: Code,
-    text: &str,
-) -> Result<()> {
-    match result {
-        Ok(answer) => anyhow::bail!("{what}: accepted: {answer:?}"),
-        Err(err) => {
-            ensure!(
-                err.rpc_code() == Some(code),
-                "{what}: wanted {code:?}, got {err}"
-            );
-            ensure!(
-                err.to_string().contains(text),
-                "{what}: {err} lacks {text:?}"
-            );
-            Ok(())
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,7 +60,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
     );
 
     // Before: loopback up, the NIC present but untouched.
-    let before = list_interfaces(&client).await?;
+    let before = client.list_interfaces().await?;
     let lo = before
         .iter()
         .find(|i| i.name == "lo")
@@ -160,7 +73,7 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         "the NIC has addresses already: {nic:?}"
     );
     ensure!(
-        list_routes(&client).await?.is_empty(),
+        client.list_routes().await?.is_empty(),
         "routes before any were set"
     );
 
@@ -172,10 +85,11 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         IPAddresses: vec![ipv4(&GUEST_ADDRESS.to_string(), GUEST_PREFIX_LEN)],
         ..Default::default()
     };
-    let answered = update_interface(&client, &wanted)
+    let answered = client
+        .update_interface(wanted.clone())
         .await
         .context("UpdateInterface")?;
-    let listed = configured(list_interfaces(&client).await?);
+    let listed = configured(client.list_interfaces().await?);
     let eth0 = by_mac(&listed, MAC)?;
     let answered = configured(vec![answered]).remove(0);
     ensure!(eth0 == &answered, "listed {eth0:?}\nanswered {answered:?}");
@@ -191,15 +105,15 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         "virtio-net has no link kind: {eth0:?}"
     );
 
-    let routes = update_routes(&client, &[default_route()])
+    let routes = client
+        .update_routes(vec![default_route()])
         .await
-        .context("UpdateRoutes")?
-        .Routes;
+        .context("UpdateRoutes")?;
     ensure!(
         routes == [default_route()],
         "UpdateRoutes answered {routes:#?}"
     );
-    ensure!(list_routes(&client).await? == routes, "ListRoutes differs");
+    ensure!(client.list_routes().await? == routes, "ListRoutes differs");
 
     let neighbor = ARPNeighbor {
         toIPAddress: Some(ipv4(&GATEWAY.to_string(), 32)).into(),
@@ -207,18 +121,8 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         lladdr: GATEWAY_MAC.into(),
         ..Default::default()
     };
-    let req = AddARPNeighborsRequest {
-        neighbors: Some(ARPNeighbors {
-            ARPNeighbors: vec![neighbor],
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
     client
-        .call_agent("AgentService.AddARPNeighbors", |agent, ctx| {
-            agent.add_arp_neighbors(ctx, &req)
-        })
+        .add_arp_neighbors(vec![neighbor])
         .await
         .context("AddARPNeighbors")?;
 
@@ -229,7 +133,8 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         mtu: 1400,
         ..wanted.clone()
     };
-    let answered = update_interface(&client, &by_path)
+    let answered = client
+        .update_interface(by_path.clone())
         .await
         .with_context(|| format!("UpdateInterface by PCI path {pci_path}"))?;
     ensure!(
@@ -237,80 +142,79 @@ async fn the_guest_nic_is_configured_and_reported_through_the_agent_api() -> Res
         "{answered:?}"
     );
     ensure!(
-        list_routes(&client).await? == routes,
+        client.list_routes().await? == routes,
         "an MTU change lost the routes"
     );
 
     // Bad requests: refused precisely, nothing changed, the agent still serving.
-    let interfaces = configured(list_interfaces(&client).await?);
-    let unknown = Interface {
-        hwAddr: "52:54:00:00:00:99".into(),
-        ..wanted.clone()
-    };
-    refused(
-        "unknown MAC",
-        update_interface(&client, &unknown).await,
-        Code::NOT_FOUND,
-        "52:54:00:00:00:99",
-    )?;
-    let bad_address = Interface {
-        IPAddresses: vec![ipv4("10.0.2.256", 24)],
-        ..wanted.clone()
-    };
-    refused(
-        "bad address",
-        update_interface(&client, &bad_address).await,
-        Code::INVALID_ARGUMENT,
-        "interface.IPAddresses[0].address",
-    )?;
-    let too_big = Interface {
-        name: "wan0".into(),
-        mtu: 70000,
-        ..wanted.clone()
-    };
-    refused(
-        "an MTU the NIC refuses, after a rename",
-        update_interface(&client, &too_big).await,
-        Code::INVALID_ARGUMENT,
-        "70000",
-    )?;
-    let bad_route = Route {
-        dest: "10.0.2.1/24".into(),
-        gateway: String::new(),
-        ..default_route()
-    };
-    refused(
-        "bad route",
-        update_routes(&client, &[bad_route]).await,
-        Code::INVALID_ARGUMENT,
-        "routes[0].dest",
-    )?;
-    let unreachable = Route {
-        gateway: "192.0.2.1".into(),
-        ..default_route()
-    };
-    refused(
-        "unreachable gateway",
-        update_routes(&client, &[unreachable]).await,
-        Code::INVALID_ARGUMENT,
-        "192.0.2.1",
-    )?;
-    let nowhere = Route {
-        device: "nosuch0".into(),
-        ..default_route()
-    };
-    refused(
-        "route on an unknown link",
-        update_routes(&client, &[nowhere]).await,
-        Code::NOT_FOUND,
-        "nosuch0",
-    )?;
+    let interfaces = configured(client.list_interfaces().await?);
+    let c = &client;
+    check_all(vec![
+        refusal(
+            "unknown MAC",
+            c.update_interface(Interface {
+                hwAddr: "52:54:00:00:00:99".into(),
+                ..wanted.clone()
+            }),
+            Code::NOT_FOUND,
+            "52:54:00:00:00:99",
+        ),
+        refusal(
+            "bad address",
+            c.update_interface(Interface {
+                IPAddresses: vec![ipv4("10.0.2.256", 24)],
+                ..wanted.clone()
+            }),
+            Code::INVALID_ARGUMENT,
+            "interface.IPAddresses[0].address",
+        ),
+        refusal(
+            "an MTU the NIC refuses, after a rename",
+            c.update_interface(Interface {
+                name: "wan0".into(),
+                mtu: 70000,
+                ..wanted.clone()
+            }),
+            Code::INVALID_ARGUMENT,
+            "70000",
+        ),
+        refusal(
+            "bad route",
+            c.update_routes(vec![Route {
+                dest: "10.0.2.1/24".into(),
+                gateway: String::new(),
+                ..default_route()
+            }]),
+            Code::INVALID_ARGUMENT,
+            "routes[0].dest",
+        ),
+        refusal(
+            "unreachable gateway",
+            c.update_routes(vec![Route {
+                gateway: "192.0.2.1".into(),
+                ..default_route()
+            }]),
+            Code::INVALID_ARGUMENT,
+            "192.0.2.1",
+        ),
+        refusal(
+            "route on an unknown link",
+            c.update_routes(vec![Route {
+                device: "nosuch0".into(),
+                ..default_route()
+            }]),
+            Code::NOT_FOUND,
+            "nosuch0",
+        ),
+    ])
+    .await
+    .map_err(anyhow::Error::msg)?;
     ensure!(
-        configured(list_interfaces(&client).await?) == interfaces,
+        configured(client.list_interfaces().await?) == interfaces,
         "a refused request changed the interfaces"
     );
     ensure!(
-        list_routes(&client).await? == routes,
+        client.list_routes().await? == routes,
         "a refused request changed the routes"
     );
     client
@@ -407,12 +311,13 @@ async fn containers_share_the_sandbox_network_serving_and_fetching_through_the_h
         OCI: Some(elsewhere).into(),
         ..Default::default()
     };
-    refused(
+    check_refused(
         "a network namespace path",
         client.create_container(&req).await,
         Code::INVALID_ARGUMENT,
         "sandbox's network namespace",
-    )?;
+    )
+    .map_err(anyhow::Error::msg)?;
 
     server_container.signal("", 9).await?;
     server_container.wait("").await?;

@@ -51,11 +51,8 @@ async fn guest_boots_answers_the_agent_api_and_powers_off() -> Result<()> {
     );
 
     // A method hull does not implement answers UNIMPLEMENTED with its name.
-    let req = hull_protocols::agent::SetPolicyRequest::new();
     let err = client
-        .call_agent("AgentService.SetPolicy", |agent, ctx| {
-            agent.set_policy(ctx, &req)
-        })
+        .set_policy("")
         .await
         .expect_err("SetPolicy is not implemented");
     ensure!(

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::vm::{Disk, VirtioFsShare, Vm, VmConfig};
 use hull_protocols::agent::{CreateSandboxRequest, Storage};
-use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::client::ClientError;
 use hull_protocols::ttrpc::Code;
+use hull_testkit::check_refused;
 
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
 const POWER_OFF_DEADLINE: Duration = Duration::from_secs(30);
@@ -62,27 +63,8 @@ fn storage(
     }
 }
 
-async fn create_sandbox(
-    client: &AgentClient,
-    req: &CreateSandboxRequest,
-) -> Result<(), ClientError> {
-    client
-        .call_agent("AgentService.CreateSandbox", |agent, ctx| {
-            agent.create_sandbox(ctx, req)
-        })
-        .await
-        .map(|_| ())
-}
-
 fn expect_error(result: Result<(), ClientError>, code: Code, needle: &str) -> Result<()> {
-    match result {
-        Ok(()) => bail!("expected {code:?} ({needle}), got success"),
-        Err(err) => {
-            ensure!(err.rpc_code() == Some(code), "expected {code:?}: {err}");
-            ensure!(err.to_string().contains(needle), "{needle:?} not in: {err}");
-            Ok(())
-        }
-    }
+    check_refused("CreateSandbox", result, code, needle).map_err(anyhow::Error::msg)
 }
 
 fn config(dir: &Path) -> Result<VmConfig> {
@@ -178,7 +160,8 @@ async fn a_sandbox_mounts_a_virtio_fs_share_a_pci_disk_and_a_pmem_disk() -> Resu
         ..Default::default()
     };
     let started = Instant::now();
-    create_sandbox(&client, &req)
+    client
+        .create_sandbox(&req)
         .await
         .context("CreateSandbox with virtio-fs, blk and nvdimm")?;
     eprintln!("CreateSandbox took {:?}", started.elapsed());
@@ -209,14 +192,12 @@ async fn missing_devices_and_escapes_fail_within_the_hotplug_timeout() -> Result
     let timeout = Duration::from_secs(HOTPLUG_TIMEOUT_SECS);
 
     let started = Instant::now();
-    let result = create_sandbox(
-        &client,
-        &CreateSandboxRequest {
+    let result = client
+        .create_sandbox(&CreateSandboxRequest {
             storages: vec![storage("virtio-fs", "noSuchTag", "virtiofs", &[], SHARED)],
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     let took = started.elapsed();
     expect_error(result, Code::DEADLINE_EXCEEDED, "\"noSuchTag\"")?;
     ensure!(
@@ -225,9 +206,8 @@ async fn missing_devices_and_escapes_fail_within_the_hotplug_timeout() -> Result
     );
 
     let started = Instant::now();
-    let result = create_sandbox(
-        &client,
-        &CreateSandboxRequest {
+    let result = client
+        .create_sandbox(&CreateSandboxRequest {
             storages: vec![storage(
                 "blk",
                 "1e",
@@ -236,9 +216,8 @@ async fn missing_devices_and_escapes_fail_within_the_hotplug_timeout() -> Result
                 "/run/kata-containers/sandbox/storage/none",
             )],
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     let took = started.elapsed();
     expect_error(result, Code::DEADLINE_EXCEEDED, "PCI path 1e")?;
     ensure!(took >= timeout, "a missing disk failed after {took:?}");
@@ -246,9 +225,8 @@ async fn missing_devices_and_escapes_fail_within_the_hotplug_timeout() -> Result
     // The disk mounts, but a symlink on it pointing at / cannot carry a mount point
     // out; the disk's mount is rolled back.
     expect_error(
-        create_sandbox(
-            &client,
-            &CreateSandboxRequest {
+        client
+            .create_sandbox(&CreateSandboxRequest {
                 storages: vec![
                     storage(
                         "blk",
@@ -266,30 +244,26 @@ async fn missing_devices_and_escapes_fail_within_the_hotplug_timeout() -> Result
                     ),
                 ],
                 ..Default::default()
-            },
-        )
-        .await,
+            })
+            .await,
         Code::INVALID_ARGUMENT,
         "resolves outside",
     )?;
     expect_error(
-        create_sandbox(
-            &client,
-            &CreateSandboxRequest {
+        client
+            .create_sandbox(&CreateSandboxRequest {
                 storages: vec![storage("watchable-bind", "x", "", &[], SHARED)],
                 ..Default::default()
-            },
-        )
-        .await,
+            })
+            .await,
         Code::INVALID_ARGUMENT,
         "supported: virtio-fs",
     )?;
 
     // After all that, a good sandbox still comes up (the disk mounts again: it was
     // released), and the VM still powers off.
-    create_sandbox(
-        &client,
-        &CreateSandboxRequest {
+    client
+        .create_sandbox(&CreateSandboxRequest {
             storages: vec![
                 storage(
                     "blk",
@@ -307,10 +281,9 @@ async fn missing_devices_and_escapes_fail_within_the_hotplug_timeout() -> Result
                 ),
             ],
             ..Default::default()
-        },
-    )
-    .await
-    .context("CreateSandbox after the refusals")?;
+        })
+        .await
+        .context("CreateSandbox after the refusals")?;
     vm.power_off_through_agent(&client, POWER_OFF_DEADLINE)
         .await?;
     vm.finish();

@@ -21,7 +21,7 @@ use clap::{Args, Subcommand};
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest, StatsContainerResponse};
 use hull_protocols::oci_json::{self, DEFAULT_CAPABILITIES};
 use hull_protocols::oci_spec::runtime::Spec;
-use hull_protocols::{AgentClient, ClientError, oci};
+use hull_protocols::{AgentClient, Stream, oci};
 use serde::Serialize;
 
 use super::Outcome;
@@ -29,8 +29,6 @@ use crate::output::{Format, Report, kv_lines, to_json};
 
 /// Where the sandbox's shared directory is in the guest (Kata's layout).
 pub const GUEST_SHARED_DIR: &str = "/run/kata-containers/shared/containers";
-/// The largest read asked of the agent.
-const READ_CHUNK: u32 = 1 << 20;
 
 /// Container commands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -363,13 +361,6 @@ async fn run_bundle(
     Ok(outcome)
 }
 
-/// Where the streams go: hull-ctl's own stdout and stderr, or a buffer for `--json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sink {
-    Stdout,
-    Stderr,
-}
-
 /// Closes stdin, streams stdout and stderr until both end, waits, and reports the
 /// status; hull-ctl exits with it.
 async fn follow(
@@ -382,13 +373,13 @@ async fn follow(
     if let Err(e) = client.close_stdin(id, exec_id).await {
         tracing::debug!(error = %e, "closing stdin");
     }
-    let spawn = |sink: Sink| {
+    let spawn = |stream: Stream| {
         let client = blocking(client);
         let (id, exec_id) = (id.to_string(), exec_id.to_string());
-        tokio::spawn(async move { copy_stream(&client, &id, &exec_id, sink, collect).await })
+        tokio::spawn(async move { copy_stream(&client, &id, &exec_id, stream, collect).await })
     };
-    let stdout = spawn(Sink::Stdout);
-    let stderr = (!terminal).then(|| spawn(Sink::Stderr));
+    let stdout = spawn(Stream::Stdout);
+    let stderr = (!terminal).then(|| spawn(Stream::Stderr));
     let status = blocking(client).wait_process(id, exec_id).await?;
     let stdout = stdout.await.context("the stdout reader")??;
     let stderr = match stderr {
@@ -409,40 +400,36 @@ async fn follow(
     })
 }
 
-/// Copies one stream to `sink` (or into the returned buffer when `collect`).
+/// Copies one stream of a process to hull-ctl's own stdout or stderr as it arrives (or
+/// into the returned buffer when `collect`), until it ends.
 async fn copy_stream(
     client: &AgentClient,
     id: &str,
     exec_id: &str,
-    sink: Sink,
+    stream: Stream,
     collect: bool,
 ) -> Result<Vec<u8>, anyhow::Error> {
     let mut kept = Vec::new();
-    loop {
-        let chunk = match sink {
-            Sink::Stdout => client.read_stdout(id, exec_id, READ_CHUNK).await,
-            Sink::Stderr => client.read_stderr(id, exec_id, READ_CHUNK).await,
-        }
-        .map_err(|e: ClientError| anyhow::anyhow!(e))?;
-        if chunk.is_empty() {
-            return Ok(kept);
-        }
-        if collect {
-            kept.extend_from_slice(&chunk);
-            continue;
-        }
-        let written = match sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&chunk).and_then(|()| out.flush())
+    client
+        .read_each(id, exec_id, stream, |chunk| {
+            if collect {
+                kept.extend_from_slice(chunk);
+                return Ok(());
             }
-            Sink::Stderr => {
-                let mut out = std::io::stderr().lock();
-                out.write_all(&chunk).and_then(|()| out.flush())
-            }
-        };
-        written.context("writing the container's output")?;
-    }
+            let written = match stream {
+                Stream::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(chunk).and_then(|()| out.flush())
+                }
+                Stream::Stderr => {
+                    let mut out = std::io::stderr().lock();
+                    out.write_all(chunk).and_then(|()| out.flush())
+                }
+            };
+            written.context("writing the container's output")
+        })
+        .await?;
+    Ok(kept)
 }
 
 /// A lifecycle step done. JSON: `{"container_id": ..., "exec_id": ..., "action": ...}`.

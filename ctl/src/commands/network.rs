@@ -13,10 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use hull_protocols::AgentClient;
-use hull_protocols::agent::{
-    ARPNeighbors, AddARPNeighborsRequest, ListInterfacesRequest, ListRoutesRequest, Routes,
-    UpdateInterfaceRequest, UpdateRoutesRequest,
-};
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
 use serde::{Deserialize, Serialize};
 
@@ -109,69 +105,27 @@ pub struct AddArpNeighborsArgs {
 pub async fn run(client: &AgentClient, command: &NetworkCommand) -> anyhow::Result<Outcome> {
     match command {
         NetworkCommand::UpdateInterface(args) => {
-            let req = UpdateInterfaceRequest {
-                interface: Some(interface_from_args(args)?).into(),
-                ..Default::default()
-            };
-            let answer = client
-                .call_agent("AgentService.UpdateInterface", |agent, ctx| {
-                    agent.update_interface(ctx, &req)
-                })
-                .await?;
+            let answer = client.update_interface(interface_from_args(args)?).await?;
             Ok(Outcome::ok(InterfaceReport(InterfaceJson::from(&answer))))
         }
         NetworkCommand::UpdateRoutes(args) => {
-            let req = UpdateRoutesRequest {
-                routes: Some(Routes {
-                    Routes: routes_from_args(args)?,
-                    ..Default::default()
-                })
-                .into(),
-                ..Default::default()
-            };
-            let answer = client
-                .call_agent("AgentService.UpdateRoutes", |agent, ctx| {
-                    agent.update_routes(ctx, &req)
-                })
-                .await?;
-            Ok(Outcome::ok(RoutesReport::from(&answer.Routes)))
+            let answer = client.update_routes(routes_from_args(args)?).await?;
+            Ok(Outcome::ok(RoutesReport::from(&answer)))
         }
         NetworkCommand::ListInterfaces => {
-            let req = ListInterfacesRequest::new();
-            let answer = client
-                .call_agent("AgentService.ListInterfaces", |agent, ctx| {
-                    agent.list_interfaces(ctx, &req)
-                })
-                .await?;
+            let answer = client.list_interfaces().await?;
             Ok(Outcome::ok(InterfacesReport {
-                interfaces: answer.Interfaces.iter().map(InterfaceJson::from).collect(),
+                interfaces: answer.iter().map(InterfaceJson::from).collect(),
             }))
         }
         NetworkCommand::ListRoutes => {
-            let req = ListRoutesRequest::new();
-            let answer = client
-                .call_agent("AgentService.ListRoutes", |agent, ctx| {
-                    agent.list_routes(ctx, &req)
-                })
-                .await?;
-            Ok(Outcome::ok(RoutesReport::from(&answer.Routes)))
+            let answer = client.list_routes().await?;
+            Ok(Outcome::ok(RoutesReport::from(&answer)))
         }
         NetworkCommand::AddArpNeighbors(args) => {
             let neighbors = neighbors_from_args(args)?;
             let added = neighbors.len();
-            let req = AddARPNeighborsRequest {
-                neighbors: Some(ARPNeighbors {
-                    ARPNeighbors: neighbors,
-                    ..Default::default()
-                })
-                .into(),
-                ..Default::default()
-            };
-            client
-                .call_agent("AgentService.AddARPNeighbors", |agent, ctx| {
-                    agent.add_arp_neighbors(ctx, &req)
-                })
-                .await?;
+            client.add_arp_neighbors(neighbors).await?;
             Ok(Outcome::ok(NeighborsReport { added }))
         }
     }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::bundle::ContainerSpec;
-use hull_e2e::container::{Container, Stream, read_to_end};
+use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
+use hull_protocols::client::Stream;
 
 use super::table::{Table, median_of, ratio, spread_of};
 
@@ -36,7 +37,8 @@ async fn read_stdout_rate(
     let container = Container::create(&guest.client, id, spec.to_proto(id)?).await?;
     let blocking = guest.client.clone().with_timeout(Duration::ZERO);
     let (client, cid) = (blocking.clone(), id.to_string());
-    let stderr = tokio::spawn(async move { read_to_end(&client, &cid, "", Stream::Stderr).await });
+    let stderr =
+        tokio::spawn(async move { client.read_to_end(&cid, "", Stream::Stderr).await });
     let (client, cid) = (blocking, id.to_string());
     let stdout = tokio::spawn(async move {
         let mut total = 0u64;

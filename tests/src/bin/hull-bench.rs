@@ -149,13 +149,12 @@ async fn boot_figures(
             if fs == "erofs" && attachment == Attachment::VirtioPmem {
                 continue; // ext4 shows the virtio-pmem figure; keep the run short
             }
+            let boot = ImageBoot::new(path.clone(), fs, attachment)?;
             let label = format!(
                 "{fs} on {attachment}{}",
                 if boot.dax() { " (DAX)" } else { "" }
             );
-            let image = config
-                .clone()
-                .with_image(ImageBoot::new(path.clone(), fs, attachment)?);
+            let image = config.clone().with_image(boot);
             bench::boot::series_row(&label, &image, args.boots, &mut power_offs, table).await?;
         }
     }
