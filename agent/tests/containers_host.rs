@@ -6,6 +6,8 @@
 //! has no controllers enabled, memory/CPU/pids limits cannot be tested here (the VM tests
 //! cover them); the freezer, `cgroup.procs`, `cgroup.kill` and `cpu.stat` work anywhere.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::Duration;

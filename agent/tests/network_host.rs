@@ -4,6 +4,8 @@
 //! typed client. The host's own network is never touched; the namespace ends with the
 //! agent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use hull_protocols::agent::UpdateInterfaceRequest;
 use hull_protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
 use hull_testkit::agent::{Isolation, assert_serving};

@@ -1,6 +1,8 @@
 //! The agent's RPC layer on the host: the real `hull-agent` binary serving on a Unix
 //! socket, driven by the typed client and by hand-made ttRPC frames.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 

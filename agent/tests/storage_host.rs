@@ -10,6 +10,8 @@
 //!
 //! They need root and util-linux (`unshare`, `nsenter`); without them they fail, saying so.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Runs the `hull-ctl` binary against the real agent, served in-process on a Unix socket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

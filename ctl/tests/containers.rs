@@ -3,6 +3,8 @@
 //! whole life (the agent re-executing itself as the container helper) needs the agent
 //! binary; the VM test in `ctl/tests/vm.rs` covers it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

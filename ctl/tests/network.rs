@@ -2,6 +2,8 @@
 //! thread moved into a fresh network namespace (root needed) that holds a veth pair: the
 //! host's network is never touched.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::process::Output;
 
 use hull_testkit::InProcessAgent;

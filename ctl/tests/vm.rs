@@ -3,6 +3,8 @@
 //! busybox bundles in that share, and destroy-sandbox powering the VM off. The guest
 //! comes from the e2e harness (needs `just artifacts`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::Path;
 use std::process::Output;
 

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `hull-image` binary that run in seconds. (The real kernel build
 //! takes ~9 minutes and is not run here; see the crate's README.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -5,6 +5,8 @@
 //! Needs e2fsprogs and erofs-utils (`just setup` installs them); the guest binaries are
 //! synthetic static ELF files, so `just guest` is not needed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -1,6 +1,8 @@
 //! End-to-end: a ttRPC server built from the generated service traits on a
 //! Unix socket, driven through `AgentClient`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! and method names (they form the ttRPC method paths) and a sample of field
 //! numbers that a runtime depends on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use hull_protocols::protobuf::MessageFull;
 use hull_protocols::protobuf::reflect::{FileDescriptor, MessageDescriptor};
 use hull_protocols::{agent, health, oci, types};

@@ -3,6 +3,8 @@
 //! Needs root and a cgroup2 hierarchy (`HULL_TEST_CGROUP_ROOT`, or `/sys/fs/cgroup/unified`
 //! on a hybrid host, or `/sys/fs/cgroup`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

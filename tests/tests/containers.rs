@@ -2,6 +2,8 @@
 //! sandbox's virtio-fs share: what runs, what it prints, how it ends, what limits hold,
 //! what removal leaves, and how bad requests are answered.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};

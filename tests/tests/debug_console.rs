@@ -2,6 +2,8 @@
 //! built with it (`hull-image image --debug-tools`, `just image-debug`) *and* the kernel
 //! command line asks for it (`agent.debug_console`). Either alone leaves the port shut.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{Read, Write};
 use std::time::Duration;
 

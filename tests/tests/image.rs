@@ -7,6 +7,8 @@
 //! The boots of one filesystem run in sequence (two tests in parallel at most, which two
 //! cores under TCG take well).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! through it (ListInterfaces, ListRoutes), then fed bad requests that must be refused
 //! precisely while the configuration stays and the agent keeps serving.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};

@@ -1,6 +1,8 @@
 //! The walking skeleton, in a real VM: boot a hull guest, talk to its agent over hybrid
 //! vsock, and power it off through the agent API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 

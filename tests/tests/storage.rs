@@ -2,6 +2,8 @@
 //! disk found by its Kata PCI path, a virtio-pmem disk, and the errors for what is not
 //! there (within `agent.hotplug_timeout`) or what escapes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

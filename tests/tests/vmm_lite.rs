@@ -8,6 +8,8 @@
 //! time. So it is `#[ignore]`d in `cargo test` (`./run test` prints why) and fails at once,
 //! naming the reason, where hardware KVM is missing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::Path;
 use std::time::Instant;
 

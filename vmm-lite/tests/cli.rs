@@ -1,5 +1,7 @@
 //! The `vmm-lite` binary: exit statuses and the messages for bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::process::{Command, Output};
 
 use iced_x86::code_asm::*;

@@ -10,6 +10,8 @@
 //! prints nothing and the evidence is its `early_serial_init`: the 8 register writes that
 //! program COM1 (line control, interrupts, FIFO, modem control, the divisor latch).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

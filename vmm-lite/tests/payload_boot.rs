@@ -2,6 +2,8 @@
 //! and several vCPUs, under this machine's /dev/kvm. Each payload is a few dozen
 //! instructions and ends on the done port (see `vmm_lite::payload`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use iced_x86::code_asm::*;

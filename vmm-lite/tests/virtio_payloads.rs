@@ -9,6 +9,8 @@
 //! Every payload stays far under PVM's budget (~100k emulated instructions): the only
 //! loops are bounded polls of the used ring.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
