@@ -37,8 +37,7 @@ async fn read_stdout_rate(
     let container = Container::create(&guest.client, id, spec.to_proto(id)?).await?;
     let blocking = guest.client.clone().with_timeout(Duration::ZERO);
     let (client, cid) = (blocking.clone(), id.to_string());
-    let stderr =
-        tokio::spawn(async move { client.read_to_end(&cid, "", Stream::Stderr).await });
+    let stderr = tokio::spawn(async move { client.read_to_end(&cid, "", Stream::Stderr).await });
     let (client, cid) = (blocking, id.to_string());
     let stdout = tokio::spawn(async move {
         let mut total = 0u64;
