@@ -31,13 +31,16 @@ impl std::fmt::Debug for Console {
 /// A raw disk image on virtio-blk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
+    /// The image file, used as is (raw, no format header).
     pub path: PathBuf,
+    /// Open the image read-only and offer the guest `VIRTIO_BLK_F_RO`.
     pub read_only: bool,
 }
 
 /// A file mapped read-only into the guest as virtio-pmem (a multiple of 2 MiB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmemConfig {
+    /// The file to map; its size must be a multiple of 2 MiB.
     pub path: PathBuf,
 }
 
@@ -73,18 +76,26 @@ pub struct NetConfig {
 pub struct VmConfig {
     /// bzImage or ELF vmlinux.
     pub kernel: PathBuf,
+    /// An initrd, loaded page-aligned at the top of low RAM.
     pub initrd: Option<PathBuf>,
     /// The command line the user asked for; vmm-lite adds `reboot=k`, `panic=-1` and one
     /// `virtio_mmio.device=` per device.
     pub cmdline: String,
     /// Guest RAM in bytes (a multiple of 2 MiB, at least 16 MiB).
     pub mem_bytes: u64,
+    /// The number of vCPUs, from 1 to what the MP table can describe.
     pub vcpus: u8,
+    /// Where the serial console (COM1) writes.
     pub console: Console,
+    /// virtio-blk disks, in the order the guest enumerates them (`vda`, `vdb`, ...).
     pub disks: Vec<DiskConfig>,
+    /// virtio-pmem devices, in the order the guest enumerates them (`pmem0`, ...).
     pub pmems: Vec<PmemConfig>,
+    /// The virtio-vsock device, if any (at most one).
     pub vsock: Option<VsockConfig>,
+    /// vhost-user-fs devices, one per mount tag.
     pub fs: Vec<FsConfig>,
+    /// virtio-net devices, one per tap.
     pub net: Vec<NetConfig>,
     /// Register the test "done" port (0xf4); for payloads, never for Linux.
     pub debug_exit: bool,

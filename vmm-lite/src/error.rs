@@ -13,15 +13,20 @@ pub enum Error {
     /// A KVM ioctl failed while building the VM.
     #[error("KVM: {what}: {source}")]
     Kvm {
+        /// The ioctl or step that failed, e.g. "KVM_SET_CPUID2".
         what: &'static str,
+        /// The ioctl's error.
         #[source]
         source: kvm_ioctls::Error,
     },
     /// A file named in the configuration cannot be used.
     #[error("{what} {path}: {reason}")]
     BadFile {
+        /// What the file is for, e.g. "initrd" or "console file".
         what: &'static str,
+        /// The file as configured.
         path: PathBuf,
+        /// Why it cannot be used.
         reason: String,
     },
     /// The configuration is inconsistent.
@@ -32,7 +37,12 @@ pub enum Error {
     Memory(String),
     /// The kernel could not be loaded.
     #[error("loading the kernel {path}: {reason}")]
-    Kernel { path: PathBuf, reason: String },
+    Kernel {
+        /// The kernel image as configured.
+        path: PathBuf,
+        /// Why loading it failed.
+        reason: String,
+    },
     /// The kernel command line is invalid or too long.
     #[error("kernel command line: {0}")]
     Cmdline(String),
@@ -48,7 +58,9 @@ pub enum Error {
     /// A host system call failed.
     #[error("{what}: {source}")]
     Io {
+        /// What vmm-lite was doing.
         what: String,
+        /// The system call's error.
         #[source]
         source: std::io::Error,
     },

@@ -50,6 +50,8 @@ pub struct VcpuThread {
 }
 
 impl Vcpu {
+    /// Vcpu `id` (its APIC id) on `fd`, dispatching port I/O to `pio`, MMIO to `mmio`, and
+    /// reporting how the guest ended through `exit`.
     pub fn new(id: u8, fd: VcpuFd, pio: Arc<Bus>, mmio: Arc<Bus>, exit: VmExit) -> Self {
         Self {
             id,

@@ -12,15 +12,25 @@
 
 use linux_loader::loader::bootparam::boot_e820_entry;
 
+/// The boot GDT: null, code, data and TSS descriptors, 8 bytes each.
 pub const GDT_START: u64 = 0x500;
+/// The boot IDT, left empty (the kernel installs its own).
 pub const IDT_START: u64 = 0x520;
+/// The PVH `hvm_start_info` (with its module list and memory map), passed in EBX.
 pub const PVH_INFO_START: u64 = 0x6000;
+/// The Linux `boot_params` ("zero page"), passed in RSI.
 pub const ZERO_PAGE_START: u64 = 0x7000;
+/// The boot vCPU's initial RSP/RBP; the stack grows down from here.
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
+/// The boot page tables' PML4 (loaded into CR3); its one entry points at [`PDPTE_START`].
 pub const PML4_START: u64 = 0x9000;
+/// The boot PDPT; its one entry points at [`PDE_START`].
 pub const PDPTE_START: u64 = 0xa000;
+/// The boot page directory: 512 2 MiB pages identity-mapping the first 1 GiB.
 pub const PDE_START: u64 = 0xb000;
+/// Where the kernel command line is written (NUL-terminated).
 pub const CMDLINE_START: u64 = 0x2_0000;
+/// The longest command line, in bytes with its NUL, that fits before the next region.
 pub const CMDLINE_MAX_SIZE: usize = 0x1_0000;
 /// Start of the Extended BIOS Data Area: the MP table lives here; reserved in e820.
 pub const EBDA_START: u64 = 0x9_fc00;
@@ -30,15 +40,19 @@ pub const EBDA_END: u64 = 0xa_0000;
 pub const HIMEM_START: u64 = 0x10_0000;
 /// The MMIO hole below 4 GiB: virtio windows, IOAPIC, LAPIC.
 pub const MMIO_GAP_START: u64 = 0xd000_0000;
+/// The end of the MMIO hole (4 GiB, exclusive); RAM resumes here.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// The first virtio-mmio window; device n is at `+ n * VIRTIO_MMIO_SIZE`.
 pub const VIRTIO_MMIO_START: u64 = MMIO_GAP_START;
+/// The size of each virtio-mmio window (4 KiB).
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// The first GSI handed to virtio devices (0-4 are the PIT, keyboard, cascade, COM2, COM1).
 pub const VIRTIO_FIRST_GSI: u32 = 5;
 /// The last GSI the IOAPIC routes (24 pins).
 pub const MAX_GSI: u32 = 23;
+/// The in-kernel IOAPIC's MMIO base, as the MP table reports it.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// The local APIC's MMIO base, as the MP table reports it.
 pub const APIC_START: u64 = 0xfee0_0000;
 
 /// The guest RAM regions for `mem_bytes` of RAM: below the MMIO gap, then above 4 GiB.
@@ -67,8 +81,9 @@ pub fn device_memory_start(mem_bytes: u64) -> u64 {
         .next_multiple_of(1 << 30)
 }
 
-/// e820 types.
+/// e820 type: usable RAM.
 pub const E820_RAM: u32 = 1;
+/// e820 type: reserved, not for the kernel to use (the EBDA and MP table).
 pub const E820_RESERVED: u32 = 2;
 
 /// The e820 map the guest sees.

@@ -32,9 +32,15 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     /// 64-bit long mode at `rip`, `boot_params` at [`ZERO_PAGE_START`] in RSI.
-    Linux64 { rip: u64 },
+    Linux64 {
+        /// The guest-physical address of the 64-bit entry point.
+        rip: u64,
+    },
     /// 32-bit protected mode at `eip`, `hvm_start_info` at [`PVH_INFO_START`] in EBX.
-    Pvh { eip: u64 },
+    Pvh {
+        /// The guest-physical address of the PVH entry point (`XEN_ELFNOTE_PHYS32_ENTRY`).
+        eip: u64,
+    },
 }
 
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;

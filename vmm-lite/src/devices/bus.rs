@@ -185,7 +185,12 @@ struct Range {
 pub enum BusError {
     /// The range overlaps a device already registered.
     #[error("bus range {base:#x}+{len:#x} overlaps another device")]
-    Overlap { base: u64, len: u64 },
+    Overlap {
+        /// The start of the refused range.
+        base: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
     /// A zero-length range.
     #[error("bus range at {0:#x} has zero length")]
     Empty(u64),

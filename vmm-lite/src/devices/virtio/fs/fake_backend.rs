@@ -23,19 +23,33 @@ pub const MARKER: u32 = u32::from_le_bytes(*b"HVFS");
 
 /// Request codes (the vhost-user spec's front-end message types).
 pub mod code {
+    /// `VHOST_USER_GET_FEATURES`: ask for the backend's virtio feature bits.
     pub const GET_FEATURES: u32 = 1;
+    /// `VHOST_USER_SET_FEATURES`: the virtio feature bits the front-end acked.
     pub const SET_FEATURES: u32 = 2;
+    /// `VHOST_USER_SET_OWNER`: claim the backend for this front-end's session.
     pub const SET_OWNER: u32 = 3;
+    /// `VHOST_USER_SET_MEM_TABLE`: the guest memory regions, one fd each.
     pub const SET_MEM_TABLE: u32 = 5;
+    /// `VHOST_USER_SET_VRING_NUM`: a queue's size in descriptors.
     pub const SET_VRING_NUM: u32 = 8;
+    /// `VHOST_USER_SET_VRING_ADDR`: a queue's ring addresses (front-end virtual addresses).
     pub const SET_VRING_ADDR: u32 = 9;
+    /// `VHOST_USER_SET_VRING_BASE`: the next available index a queue starts from.
     pub const SET_VRING_BASE: u32 = 10;
+    /// `VHOST_USER_GET_VRING_BASE`: stop a queue and return its next available index.
     pub const GET_VRING_BASE: u32 = 11;
+    /// `VHOST_USER_SET_VRING_KICK`: the eventfd the front-end signals when a queue has work.
     pub const SET_VRING_KICK: u32 = 12;
+    /// `VHOST_USER_SET_VRING_CALL`: the eventfd the backend signals after using buffers.
     pub const SET_VRING_CALL: u32 = 13;
+    /// `VHOST_USER_GET_PROTOCOL_FEATURES`: ask for the vhost-user protocol feature bits.
     pub const GET_PROTOCOL_FEATURES: u32 = 15;
+    /// `VHOST_USER_SET_PROTOCOL_FEATURES`: the protocol feature bits the front-end uses.
     pub const SET_PROTOCOL_FEATURES: u32 = 16;
+    /// `VHOST_USER_GET_QUEUE_NUM`: ask how many queues the backend supports (protocol feature MQ).
     pub const GET_QUEUE_NUM: u32 = 17;
+    /// `VHOST_USER_SET_VRING_ENABLE`: enable or disable a queue.
     pub const SET_VRING_ENABLE: u32 = 18;
 }
 

@@ -42,9 +42,15 @@ pub enum Flush {
 /// A connection; the host port is `local_port`, the guest port `peer_port`.
 #[derive(Debug)]
 pub struct Connection {
+    /// The host side: the socket the host dialled, or the one the device dialled at
+    /// `<uds>_P`; non-blocking.
     pub stream: UnixStream,
+    /// Whether the guest has accepted the connection yet.
     pub state: State,
+    /// The host end's vsock port: allocated by the device for a host-dialled connection,
+    /// the guest's destination port for a guest-dialled one.
     pub local_port: u32,
+    /// The guest end's vsock port.
     pub peer_port: u32,
     /// Guest bytes not yet written to the host socket.
     to_host: VecDeque<u8>,
