@@ -15,6 +15,12 @@
 //! Every fixture owns what it started: dropping it (also while a test panics) kills its
 //! processes, stops its threads and removes its temporary files.
 
+// The test kit is a dev-dependency only: its fixtures run inside tests, where a failed
+// `expect` is a failed test naming what went wrong, which is exactly what a fixture
+// that cannot set up should do. The workspace's unwrap/expect lints are for production
+// code, so they are allowed here once rather than on every call.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod agent;
 pub mod cli;
 pub mod in_process;
