@@ -18,7 +18,10 @@ pub enum Accel {
     /// Hardware virtualization through `/dev/kvm`.
     Kvm,
     /// QEMU's software emulation; the reason says why KVM was not used.
-    Tcg { reason: String },
+    Tcg {
+        /// Why KVM was not used, for the test log (e.g. a PVM host, no `/dev/kvm`).
+        reason: String,
+    },
 }
 
 impl Accel {

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 /// Something the harness needs and could not find, with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum MissingArtifact {
+    /// A file that is not where the environment or `build/` says.
     #[error("{what} not found at {path} (set {env} or run `just artifacts`)")]
     File {
+        /// What the file is, e.g. "guest kernel".
         what: &'static str,
+        /// Where it was looked for.
         path: PathBuf,
+        /// The environment variable that points elsewhere.
         env: &'static str,
     },
+    /// A host program missing from `PATH`.
     #[error("program `{0}` not found on PATH (run `just setup`, which installs it)")]
     Program(&'static str),
 }
@@ -30,7 +35,9 @@ pub fn workspace_root() -> PathBuf {
 /// What a guest boots from.
 #[derive(Debug, Clone)]
 pub struct GuestArtifacts {
+    /// The guest kernel: `HULL_KERNEL` or `build/kernel/bzImage`.
     pub kernel: PathBuf,
+    /// The initrd with hull-init and the agent: `HULL_INITRD` or `build/initrd.img`.
     pub initrd: PathBuf,
 }
 
@@ -91,8 +98,10 @@ fn existing_file(
     }
 }
 
-/// The Rust target guest binaries are built for, and the cargo profile.
+/// The Rust target guest binaries are built for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The cargo profile guest binaries are built with (`[profile.guest]`; `just guest` also
+/// links them statically).
 pub const GUEST_PROFILE: &str = "guest";
 
 /// A static guest binary (`hull-agent`, `hull-init`) as `just guest` builds it.

@@ -163,9 +163,13 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 /// An OCI spec for a busybox container, Kata-style; see the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSpec {
+    /// The process's argv (OCI `process.args`).
     pub args: Vec<String>,
+    /// Its environment, `NAME=value` entries (OCI `process.env`); [`DEFAULT_PATH`] unless told.
     pub env: Vec<String>,
+    /// Its working directory inside the rootfs (OCI `process.cwd`).
     pub cwd: String,
+    /// Run it on a pseudo-terminal (OCI `process.terminal`).
     pub terminal: bool,
     /// Namespaces created for the container; `pid` left out shares the guest's.
     pub namespaces: Vec<String>,
@@ -175,7 +179,9 @@ pub struct ContainerSpec {
     pub memory_limit: Option<i64>,
     /// `linux.resources.pids.limit`.
     pub pids_limit: Option<i64>,
+    /// The container's hostname (OCI `hostname`); left out unless set.
     pub hostname: Option<String>,
+    /// Mount the rootfs read-only (OCI `root.readonly`).
     pub root_readonly: bool,
 }
 

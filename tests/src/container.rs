@@ -21,6 +21,7 @@ pub struct Container {
     client: AgentClient,
     /// Calls that wait on the process (reads, `WaitProcess`): no per-call timeout.
     blocking: AgentClient,
+    /// The container's id, also its init process's exec id.
     pub id: String,
 }
 
@@ -45,7 +46,9 @@ impl Readers {
 /// The outcome of [`Container::run`].
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// Everything the process wrote to stdout, read while it ran.
     pub stdout: Captured,
+    /// Everything it wrote to stderr (empty when it ran on a terminal).
     pub stderr: Captured,
     /// `WaitProcess`'s status (128+N for signal N).
     pub status: i32,

@@ -46,6 +46,7 @@ pub fn sandbox_request(sandbox_id: &str, hostname: &str) -> CreateSandboxRequest
 pub struct SandboxGuest {
     // Dropped first: the VM (and its virtiofsd) before the shared directory.
     vm: Vm,
+    /// The client that saw the agent's first answer, for the test's calls.
     pub client: AgentClient,
     /// From QEMU's start to the agent's first answer.
     pub agent_ready: Duration,

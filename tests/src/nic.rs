@@ -30,7 +30,9 @@ pub const DEFAULT_PCI_SLOT: u8 = 5;
 /// A TCP port of 127.0.0.1 on the host forwarded to a guest port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostForward {
+    /// The port on the host's 127.0.0.1 (free when the harness picked it).
     pub host_port: u16,
+    /// The guest port it reaches, on [`GUEST_ADDRESS`].
     pub guest_port: u16,
 }
 
@@ -41,6 +43,7 @@ pub struct NicConfig {
     pub mac: String,
     /// Its slot on the root PCI bus (q35's pcie.0).
     pub pci_slot: u8,
+    /// Host ports forwarded into the guest.
     pub forwards: Vec<HostForward>,
     /// Let the guest open connections too (to the host's loopback through [`GATEWAY`]).
     pub reach_host: bool,

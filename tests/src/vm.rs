@@ -77,10 +77,13 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// A raw image built by `hull-image image` (with its DAX header), attached one way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageBoot {
+    /// The image file.
     pub path: PathBuf,
     /// File size: QEMU's memory backend for pmem takes it explicitly.
     pub bytes: u64,
+    /// The root filesystem in the image (ext4 or erofs).
     pub fstype: FsType,
+    /// How the image reaches the guest: an nvdimm, virtio-pmem or virtio-blk.
     pub attachment: Attachment,
     /// The root part of the command line from the image's manifest, when it is not the
     /// plain one (a dm-verity image: `dm-mod.create=... root=/dev/dm-0`).
@@ -131,12 +134,17 @@ pub enum BootMedium {
 /// How to boot a guest.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// The kernel and initrd (only the kernel for an image boot).
     pub artifacts: GuestArtifacts,
     /// QEMU (the default) or vmm-lite; see [`vmm_from_env`].
     pub vmm: Vmm,
+    /// QEMU's accelerator, probed by default; vmm-lite always uses KVM.
     pub accel: Accel,
+    /// Guest RAM in MiB (256 unless told).
     pub memory_mib: u32,
+    /// The number of vCPUs (1 unless told).
     pub cpus: u32,
+    /// The guest's vsock context id (3 unless told).
     pub guest_cid: u32,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_cmdline: Vec<String>,
@@ -153,7 +161,9 @@ pub struct VmConfig {
 /// A host directory the guest mounts by tag (`mount -t virtiofs TAG`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioFsShare {
+    /// The mount tag the guest sees.
     pub tag: String,
+    /// The host directory virtiofsd serves.
     pub dir: PathBuf,
 }
 
