@@ -72,13 +72,6 @@ impl From<MountOptionError> for MountError {
     }
 }
 
-/// A storage's options are parsed where a `StorageError` is the answer.
-impl From<MountOptionError> for crate::storage::StorageError {
-    fn from(error: MountOptionError) -> Self {
-        Self::Mount(error.into())
-    }
-}
-
 /// Flags a bind mount ignores on creation and takes only on a remount.
 const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)

@@ -136,6 +136,13 @@ pub enum StorageError {
     },
 }
 
+/// A storage's options are parsed where a `StorageError` is the answer.
+impl From<hull_container::mount_options::MountOptionError> for StorageError {
+    fn from(error: hull_container::mount_options::MountOptionError) -> Self {
+        Self::Mount(error.into())
+    }
+}
+
 /// What a handler may use.
 pub struct StorageContext<'a> {
     /// The agent's directory; every mount point is beneath it.
