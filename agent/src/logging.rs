@@ -232,8 +232,14 @@ mod tests {
         let line = String::from_utf8(rx.try_recv().unwrap()).unwrap();
         assert!(line.contains("ERROR"), "{line}");
         assert!(line.contains("incoming conn fail EMFILE"), "{line}");
-        assert!(line.contains("origin=\"ttrpc::asynchronous::server\""), "{line}");
-        assert!(rx.try_recv().is_err(), "a debug record passed an info filter");
+        assert!(
+            line.contains("origin=\"ttrpc::asynchronous::server\""),
+            "{line}"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "a debug record passed an info filter"
+        );
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         }
     };
     let log_output = logging::init(&config);
+    raise_open_file_limit();
     match run(config, log_output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -31,6 +32,20 @@ fn main() -> ExitCode {
             eprintln!("hull-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (the kernel's default soft
+/// limit, 1024, is reached by a few hundred connections and containers' stdio).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
 }
 

@@ -2,11 +2,14 @@
 //! agent is told to stop (SIGTERM/SIGINT), then close every connection after flushing
 //! the answers already given.
 
+pub mod limits;
+
 use std::sync::Arc;
 
 use hull_protocols::address::AgentAddress;
 use tokio::signal::unix::{SignalKind, signal};
 use ttrpc::asynchronous::Server;
+use ttrpc::asynchronous::transport::Listener;
 
 use crate::config::AgentConfig;
 use crate::rpc;
@@ -20,9 +23,9 @@ pub enum ServerError {
     Bind {
         /// The address (`agent.server_addr`).
         addr: AgentAddress,
-        /// ttRPC's error.
+        /// The socket's error.
         #[source]
-        source: ttrpc::Error,
+        source: std::io::Error,
     },
     /// The bound server failed to start accepting.
     #[error("cannot start the ttRPC server: {0}")]
@@ -46,12 +49,13 @@ pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
     let addr = config.server_addr.clone();
+    let listener = Listener::bind(addr.to_string()).map_err(|source| ServerError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    let guard = limits::Guard::new(limits::Limits::default());
     let mut server = Server::new()
-        .bind(&addr.to_string())
-        .map_err(|source| ServerError::Bind {
-            addr: addr.clone(),
-            source,
-        })?
+        .add_listener(limits::guarded_listener(listener, guard))
         .register_service(rpc::services(sandbox.clone(), config.under_init));
     server.start().await.map_err(ServerError::Start)?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "agent serving");

@@ -1,0 +1,181 @@
+//! What a hostile or careless peer can cost the agent, on the host: the real `hull-agent`
+//! on a Unix socket, attacked with raw connections and hand-made ttRPC frames.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_agent::server::limits::{FRAME_BUDGET, MAX_CONNECTIONS, MAX_FRAME};
+use hull_protocols::address::AgentAddress;
+use hull_protocols::client::AgentClient;
+use protobuf::Message;
+
+/// A `hull-agent` on a Unix socket in a temporary directory, killed when dropped.
+struct HostAgent {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HostAgent {
+    /// Starts the agent with an open-file soft limit of 256 (below the hard one).
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hull-agent"));
+        command
+            .env(
+                "HULL_AGENT_SERVER_ADDR",
+                format!("unix://{}", socket.display()),
+            )
+            .env("HULL_AGENT_LOG", "debug")
+            .stdin(Stdio::null());
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                let (_, hard) =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    256.min(hard),
+                    hard,
+                )?;
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no agent socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    async fn assert_serving(&self) {
+        let client = AgentClient::connect(
+            &AgentAddress::Unix(self.socket.clone()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect to the agent");
+        client.check().await.expect("Health.Check");
+    }
+
+    fn raw(&self) -> UnixStream {
+        let stream = UnixStream::connect(&self.socket).expect("raw connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        stream
+    }
+}
+
+impl Drop for HostAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn header(len: u32, stream_id: u32) -> Vec<u8> {
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(&stream_id.to_be_bytes());
+    out.push(1);
+    out.push(0);
+    out
+}
+
+/// Whether the agent closed `stream` (end of file or reset), as opposed to keeping it
+/// open and silent.
+fn closed_by_agent(stream: &mut UnixStream) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn health_check_frame(stream_id: u32) -> Vec<u8> {
+    let mut req = ttrpc::Request::new();
+    req.service = "grpc.Health".into();
+    req.method = "Check".into();
+    let body = req.write_to_bytes().unwrap();
+    let mut out = header(u32::try_from(body.len()).unwrap(), stream_id);
+    out.extend_from_slice(&body);
+    out
+}
+
+#[tokio::test]
+async fn the_open_file_soft_limit_is_raised_to_the_hard_one() {
+    let agent = HostAgent::start();
+    agent.assert_serving().await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "{line}");
+    assert_ne!(fields[3], "256", "{line}");
+}
+
+/// Partly sent maximal frames: past the budget, the stalled ones are closed (each would
+/// pin a 4 MiB buffer), and the agent keeps serving.
+#[tokio::test]
+async fn stalled_partial_frames_cannot_pin_more_than_the_budget() {
+    let agent = HostAgent::start();
+    let holders = FRAME_BUDGET / MAX_FRAME as usize;
+    let mut conns = Vec::new();
+    for _ in 0..holders + 2 {
+        let mut conn = agent.raw();
+        conn.write_all(&header(MAX_FRAME, 1)).unwrap();
+        conn.write_all(&[0u8; 1000]).unwrap();
+        conns.push(conn);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let closed = conns.iter_mut().map(closed_by_agent).filter(|&c| c).count();
+    assert_eq!(closed, 2, "connections closed out of {}", holders + 2);
+    agent.assert_serving().await;
+}
+
+/// One connection more than the cap: the longest idle one is closed and the new one is
+/// served.
+#[tokio::test]
+async fn past_the_connection_cap_the_longest_idle_one_is_shed() {
+    let agent = HostAgent::start();
+    let mut conns: Vec<UnixStream> = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        conns.push(agent.raw());
+    }
+    // Let the agent admit them all, in order.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut newest = agent.raw();
+    newest.write_all(&health_check_frame(1)).unwrap();
+    newest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 10];
+    newest
+        .read_exact(&mut answer)
+        .expect("the newest connection is served");
+    assert!(
+        closed_by_agent(&mut conns[0]),
+        "the oldest idle connection stayed open"
+    );
+    assert!(!closed_by_agent(&mut conns[MAX_CONNECTIONS - 1]));
+}
