@@ -49,6 +49,44 @@ fn raise_open_file_limit() {
     }
 }
 
+/// A previous agent (crashed, restarted by hull-init) left mounts, cgroups and
+/// processes: tear them down and make CreateContainer wait for a new CreateSandbox.
+/// Only under hull-init, in a guest, is the marker written and the teardown done: on a
+/// host the directory and the cgroup root may be shared with other programs (a marker
+/// found there still makes CreateContainer wait for CreateSandbox).
+fn clean_up_after_a_previous_agent(config: &AgentConfig, sandbox: &Sandbox) {
+    use hull_agent::sandbox::leftovers;
+    // Read before this agent writes its own marker.
+    let previous = leftovers::previous_instance(&config.run_dir);
+    if config.under_init
+        && let Err(e) = leftovers::mark_instance(&config.run_dir)
+    {
+        tracing::warn!(error = %e, dir = %config.run_dir.display(), "cannot write the agent's marker");
+    }
+    if !previous {
+        return;
+    }
+    if !config.under_init {
+        tracing::warn!(
+            dir = %config.run_dir.display(),
+            "a previous agent died: not under hull-init, its leftovers are not touched; CreateSandbox is needed again"
+        );
+        sandbox.mark_lost();
+    } else {
+        let found = leftovers::tear_down(&config.run_dir, Some(&config.cgroup_root));
+        tracing::warn!(
+            mounts = found.mounts,
+            cgroups = found.cgroups,
+            processes = found.processes,
+            "a previous agent died: its sandbox and containers were torn down; CreateSandbox is needed again"
+        );
+        for failure in &found.failures {
+            tracing::error!(%failure, "tearing down the previous agent's leftovers");
+        }
+        sandbox.mark_lost();
+    }
+}
+
 fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -86,6 +124,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             Err(e) => tracing::error!(error = %e, "cannot bring loopback lo up"),
         }
         let sandbox = Arc::new(Sandbox::with_config(&config).with_network(network));
+        clean_up_after_a_previous_agent(&config, &sandbox);
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");
         Ok(())

@@ -5,7 +5,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,13 @@ struct HostAgent {
 impl HostAgent {
     /// Starts the agent with an open-file soft limit of 256 (below the hard one).
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// [`HostAgent::start`], `prepare` first given the temporary directory.
+    fn start_with(prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let socket = dir.path().join("agent.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_hull-agent"));
         command
@@ -33,6 +39,7 @@ impl HostAgent {
                 format!("unix://{}", socket.display()),
             )
             .env("HULL_AGENT_LOG", "debug")
+            .env("HULL_AGENT_RUN_DIR", dir.path().join("run"))
             .stdin(Stdio::null());
         // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -60,14 +67,17 @@ impl HostAgent {
         }
     }
 
-    async fn assert_serving(&self) {
-        let client = AgentClient::connect(
+    async fn client(&self) -> AgentClient {
+        AgentClient::connect(
             &AgentAddress::Unix(self.socket.clone()),
             Duration::from_secs(5),
         )
         .await
-        .expect("connect to the agent");
-        client.check().await.expect("Health.Check");
+        .expect("connect to the agent")
+    }
+
+    async fn assert_serving(&self) {
+        self.client().await.check().await.expect("Health.Check");
     }
 
     fn raw(&self) -> UnixStream {
@@ -178,4 +188,50 @@ async fn past_the_connection_cap_the_longest_idle_one_is_shed() {
         "the oldest idle connection stayed open"
     );
     assert!(!closed_by_agent(&mut conns[MAX_CONNECTIONS - 1]));
+}
+
+/// An agent that finds a dead predecessor's marker (as after hull-init restarted a
+/// crashed agent) refuses CreateContainer until CreateSandbox, naming it.
+#[tokio::test]
+async fn after_a_restart_create_container_needs_create_sandbox() {
+    use hull_agent::sandbox::leftovers::MARKER;
+    use hull_protocols::agent::CreateContainerRequest;
+    use hull_protocols::oci;
+    // A pid that no longer runs.
+    let mut gone = Command::new("/bin/true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let agent = HostAgent::start_with(|dir| {
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::write(dir.join("run").join(MARKER), dead_pid.to_string()).unwrap();
+    });
+    let client = agent.client().await;
+    let spec = oci::Spec {
+        Version: "1.0.2".into(),
+        Process: Some(oci::Process {
+            Args: vec!["/bin/true".into()],
+            Cwd: "/".into(),
+            ..Default::default()
+        })
+        .into(),
+        Root: Some(oci::Root {
+            Path: "/nonexistent-rootfs".into(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let req = CreateContainerRequest {
+        container_id: "c1".into(),
+        exec_id: "c1".into(),
+        OCI: Some(spec).into(),
+        ..Default::default()
+    };
+    let err = client.create_container(&req).await.unwrap_err();
+    assert_eq!(
+        err.rpc_code(),
+        Some(ttrpc::Code::FAILED_PRECONDITION),
+        "{err}"
+    );
+    assert!(err.to_string().contains("CreateSandbox"), "{err}");
 }
