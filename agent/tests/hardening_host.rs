@@ -235,3 +235,40 @@ async fn after_a_restart_create_container_needs_create_sandbox() {
     );
     assert!(err.to_string().contains("CreateSandbox"), "{err}");
 }
+
+/// A request whose payload is not the method's message is answered INVALID_ARGUMENT
+/// naming the method (ttRPC itself answers UNKNOWN "Unpack request error").
+#[tokio::test]
+async fn an_undecodable_payload_is_invalid_argument_naming_the_method() {
+    let agent = HostAgent::start();
+    let mut raw = agent.raw();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = ttrpc::Request::new();
+    req.service = "grpc.AgentService".into();
+    req.method = "GetGuestDetails".into();
+    req.payload = vec![0xff; 8];
+    let body = req.write_to_bytes().unwrap();
+    let mut frame = header(u32::try_from(body.len()).unwrap(), 1);
+    frame.extend_from_slice(&body);
+    raw.write_all(&frame).unwrap();
+    let mut head = [0u8; 10];
+    raw.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut body = vec![0u8; len];
+    raw.read_exact(&mut body).unwrap();
+    let response = ttrpc::Response::parse_from_bytes(&body).unwrap();
+    let status = response.status.into_option().unwrap_or_default();
+    assert_eq!(
+        status.code(),
+        ttrpc::Code::INVALID_ARGUMENT,
+        "{}",
+        status.message
+    );
+    assert!(
+        status
+            .message
+            .contains("/grpc.AgentService/GetGuestDetails"),
+        "{}",
+        status.message
+    );
+}
