@@ -10,6 +10,8 @@
 //!   under [`FRAME_BUDGET`]: past it, connections holding a stalled partial frame are
 //!   closed, the longest stalled first; if none can be, the new frame's connection is;
 //! - closes a connection whose partial frame made no progress for [`STALL_TIMEOUT`];
+//! - stops reading from a connection with [`MAX_PENDING_REQUESTS`] requests awaiting
+//!   their answer, until answers go out (back-pressure, nothing is dropped);
 //! - keeps at most [`MAX_CONNECTIONS`]: a new one sheds the connection idle the longest
 //!   (no request waiting for its answer), or is refused when every connection is busy;
 //! - on fd exhaustion (EMFILE, ENFILE) and other accept errors, backs off (up to
@@ -37,6 +39,10 @@ pub const MAX_FRAME: u32 = 4 << 20;
 pub const FRAME_BUDGET: usize = 16 << 20;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Requests awaiting their answer on one connection before the agent stops reading
+/// from it (until answers go out): a runtime keeps a WaitProcess and a ReadStdout or
+/// two pending per container, so this leaves room for hundreds of containers.
+pub const MAX_PENDING_REQUESTS: u64 = 1024;
 /// A partly received frame that makes no progress for this long closes its connection.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest pause between accept attempts after failures.
@@ -59,6 +65,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// See [`STALL_TIMEOUT`].
     pub stall_timeout: Duration,
+    /// See [`MAX_PENDING_REQUESTS`].
+    pub max_pending: u64,
 }
 
 impl Default for Limits {
@@ -68,6 +76,7 @@ impl Default for Limits {
             frame_budget: FRAME_BUDGET,
             max_connections: MAX_CONNECTIONS,
             stall_timeout: STALL_TIMEOUT,
+            max_pending: MAX_PENDING_REQUESTS,
         }
     }
 }
@@ -89,6 +98,10 @@ struct Slot {
 impl Slot {
     fn shed(&self) {
         self.shed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Ok(mut waker) = self.waker.lock()
             && let Some(waker) = waker.take()
         {
@@ -328,6 +341,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             this.guard.release(&this.slot);
             return Poll::Ready(Err(refused("connection shed by the agent's limits")));
         }
+        if this.slot.in_flight.load(Ordering::SeqCst) >= this.guard.limits.max_pending {
+            // Woken by the next answer written (or by shedding).
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
@@ -523,6 +540,7 @@ mod tests {
             frame_budget,
             max_connections,
             stall_timeout: Duration::from_millis(50),
+            max_pending: 2,
         })
     }
 
@@ -623,6 +641,22 @@ mod tests {
             guard.admit(ours).is_some(),
             "the answered connection is idle again"
         );
+    }
+
+    #[tokio::test]
+    async fn reading_pauses_at_the_pending_limit_until_an_answer_goes_out() {
+        let guard = small(4, 4096);
+        let (mut conn, mut peer) = connect(&guard);
+        let mut two = header(0, TYPE_REQUEST);
+        two.extend(header(0, TYPE_REQUEST));
+        peer.write_all(&two).await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 20);
+        peer.write_all(&header(0, TYPE_REQUEST)).await.unwrap();
+        let paused = tokio::time::timeout(Duration::from_millis(50), conn.read(&mut buf)).await;
+        assert!(paused.is_err(), "read past the pending limit");
+        conn.write_all(&header(0, TYPE_RESPONSE)).await.unwrap();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 10);
     }
 
     #[tokio::test]
