@@ -1,0 +1,178 @@
+//! Faults a real deployment meets, in a real guest: the agent killed under a running
+//! container, restarted by hull-init, and the sandbox rebuilt afterwards.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use hull_e2e::artifacts::GuestArtifacts;
+use hull_e2e::bundle::ContainerSpec;
+use hull_e2e::container::{Container, Run};
+use hull_e2e::guest::{SandboxGuest, sandbox_request};
+use hull_e2e::vm::VmConfig;
+use hull_protocols::agent::CreateContainerRequest;
+use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::ttrpc::Code;
+
+/// How long hull-init may take to restart the agent (its backoff starts at 100 ms).
+const RESTART_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Checks that `result` failed with `code` and a message containing `text`.
+fn refused<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, ClientError>,
+    code: Code,
+    text: &str,
+) -> Result<()> {
+    match result {
+        Ok(answer) => bail!("{what}: accepted: {answer:?}"),
+        Err(err) => {
+            ensure!(
+                err.rpc_code() == Some(code),
+                "{what}: wanted {code:?}, got {err}"
+            );
+            ensure!(
+                err.to_string().contains(text),
+                "{what}: {err} lacks {text:?}"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Lays out `id`'s rootfs and runs `spec` in it to the end.
+async fn run(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Run> {
+    guest.busybox_rootfs(id)?;
+    Container::run(&guest.client, id, spec.to_proto(id)?).await
+}
+
+/// Lays out `id`'s rootfs, creates and starts `spec` in it.
+async fn start(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Container> {
+    guest.busybox_rootfs(id)?;
+    let container = Container::create(&guest.client, id, spec.to_proto(id)?)
+        .await
+        .with_context(|| format!("CreateContainer {id}"))?;
+    container
+        .start()
+        .await
+        .with_context(|| format!("StartContainer {id}"))?;
+    Ok(container)
+}
+
+/// A fresh client once the (restarted) agent answers Health.Check.
+async fn reconnect(guest: &SandboxGuest) -> Result<AgentClient> {
+    let address = guest.vm().agent_address();
+    let started = Instant::now();
+    let mut last_error = String::from("no attempt made");
+    while started.elapsed() < RESTART_DEADLINE {
+        match AgentClient::connect(&address, Duration::from_secs(1)).await {
+            Ok(client) => {
+                let client = client.with_timeout(Duration::from_secs(5));
+                match client.check().await {
+                    Ok(_) => return Ok(client.with_timeout(Duration::from_secs(60))),
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("the agent did not come back within {RESTART_DEADLINE:?}: {last_error}")
+}
+
+/// The command lines of the guest's processes, seen by a container in its PID namespace.
+async fn guest_processes(guest: &SandboxGuest, id: &str) -> Result<Vec<String>> {
+    let script = "for p in /proc/[0-9]*; do \
+           [ -r $p/cmdline ] && tr '\\0' ' ' < $p/cmdline && echo; done; true";
+    let out = run(
+        guest,
+        id,
+        &ContainerSpec::shell(script).in_guest_pid_namespace(),
+    )
+    .await?;
+    ensure!(out.status == 0, "{id}: {out:?}");
+    Ok(out
+        .stdout
+        .text()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<()> {
+    let mut guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
+    let victim = start(&guest, "victim", &ContainerSpec::new(["sleep", "7777"])).await?;
+    let before = guest_processes(&guest, "ps-0").await?;
+    ensure!(
+        before.iter().any(|p| p == "sleep 7777"),
+        "the victim does not run: {before:?}"
+    );
+
+    // A container in the guest's PID namespace SIGKILLs the agent (the process whose
+    // command line is exactly the agent's path: helpers carry an argument), a second
+    // after StartContainer has answered.
+    let killer_script = "sleep 1; for p in /proc/[0-9]*; do \
+           [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '/usr/bin/hull-agent ' ] \
+           && kill -9 ${p#/proc/} && echo killed ${p#/proc/}; done; sleep 5";
+    let _killer = start(
+        &guest,
+        "killer",
+        &ContainerSpec::shell(killer_script).in_guest_pid_namespace(),
+    )
+    .await?;
+    // The old connection dies with the agent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while guest.client.check().await.is_ok() {
+        ensure!(Instant::now() < deadline, "the agent was not killed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    guest.client = reconnect(&guest).await?;
+    let console = guest.vm().console();
+    ensure!(
+        console.contains("a previous agent died"),
+        "the new agent did not report the dead one's leftovers; console:\n{console}"
+    );
+
+    // No sandbox until CreateSandbox: CreateContainer says so.
+    guest.busybox_rootfs("early")?;
+    let early = CreateContainerRequest {
+        container_id: "early".into(),
+        exec_id: "early".into(),
+        OCI: Some(ContainerSpec::new(["true"]).to_proto("early")?).into(),
+        ..Default::default()
+    };
+    refused(
+        "CreateContainer before CreateSandbox after a restart",
+        guest.client.create_container(&early).await,
+        Code::FAILED_PRECONDITION,
+        "CreateSandbox",
+    )?;
+    // The dead agent's container is unknown to the new one.
+    refused(
+        "StartContainer of the dead agent's container",
+        guest.client.start_container("victim").await,
+        Code::NOT_FOUND,
+        "victim",
+    )?;
+    drop(victim);
+
+    guest
+        .client
+        .create_sandbox(&sandbox_request("hull-sandbox", "hull"))
+        .await
+        .context("CreateSandbox after the agent's restart")?;
+    let after = run(&guest, "after", &ContainerSpec::shell("echo alive")).await?;
+    ensure!(
+        after.status == 0 && after.stdout.text().trim() == "alive",
+        "a container after the restart: {after:?}"
+    );
+    let processes = guest_processes(&guest, "ps-1").await?;
+    ensure!(
+        !processes.iter().any(|p| p.contains("7777")),
+        "the dead agent's container survived: {processes:?}"
+    );
+    guest.power_off().await?;
+    Ok(())
+}
