@@ -100,6 +100,30 @@ async fn guest_processes(guest: &SandboxGuest, id: &str) -> Result<Vec<String>> 
         .collect())
 }
 
+/// `oom_score_adj` of init, the agent and the victim container's `sleep 7777`, seen by a
+/// container in the guest's PID namespace.
+async fn oom_scores(guest: &SandboxGuest, id: &str) -> Result<(String, String, String)> {
+    let script = "echo init $(cat /proc/1/oom_score_adj); for p in /proc/[0-9]*; do \
+           c=\"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\"; \
+           [ \"$c\" = '/usr/bin/hull-agent ' ] && echo agent $(cat $p/oom_score_adj); \
+           [ \"$c\" = 'sleep 7777 ' ] && echo victim $(cat $p/oom_score_adj); done; true";
+    let out = run(
+        guest,
+        id,
+        &ContainerSpec::shell(script).in_guest_pid_namespace(),
+    )
+    .await?;
+    ensure!(out.status == 0, "{id}: {out:?}");
+    let text = out.stdout.text();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    Ok((value("init "), value("agent "), value("victim ")))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<()> {
     let mut guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
@@ -108,6 +132,13 @@ async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<
     ensure!(
         before.iter().any(|p| p == "sleep 7777"),
         "the victim does not run: {before:?}"
+    );
+
+    // init and the agent are shielded from the OOM killer; the container is not.
+    let (init, agent, container) = oom_scores(&guest, "oom-0").await?;
+    ensure!(
+        (init.as_str(), agent.as_str(), container.as_str()) == ("-1000", "-997", "0"),
+        "oom_score_adj: init {init:?}, agent {agent:?}, container {container:?}"
     );
 
     // A container in the guest's PID namespace SIGKILLs the agent (the process whose
@@ -134,6 +165,12 @@ async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<
         console.contains("a previous agent died"),
         "the new agent did not report the dead one's leftovers; console:\n{console}"
     );
+    for line in console
+        .lines()
+        .filter(|l| l.contains("a previous agent died"))
+    {
+        eprintln!("{line}");
+    }
 
     // No sandbox until CreateSandbox: CreateContainer says so.
     guest.busybox_rootfs("early")?;
