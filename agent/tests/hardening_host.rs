@@ -29,6 +29,12 @@ impl HostAgent {
 
     /// [`HostAgent::start`], `prepare` first given the temporary directory.
     fn start_with(prepare: impl FnOnce(&Path)) -> Self {
+        Self::spawn(prepare, None, Stdio::inherit())
+    }
+
+    /// [`HostAgent::start`] with `hard_nofile` as both open-file limits (when given)
+    /// and stderr on `stderr`.
+    fn spawn(prepare: impl FnOnce(&Path), hard_nofile: Option<u64>, stderr: Stdio) -> Self {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
         let socket = dir.path().join("agent.sock");
@@ -40,12 +46,15 @@ impl HostAgent {
             )
             .env("HULL_AGENT_LOG", "debug")
             .env("HULL_AGENT_RUN_DIR", dir.path().join("run"))
-            .stdin(Stdio::null());
-        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+            .stdin(Stdio::null())
+            .stderr(stderr);
+        // SAFETY: getrlimit and setrlimit are async-signal-safe and touch no memory of
+        // the parent.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 let (_, hard) =
                     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+                let hard = hard_nofile.unwrap_or(hard);
                 nix::sys::resource::setrlimit(
                     nix::sys::resource::Resource::RLIMIT_NOFILE,
                     256.min(hard),
@@ -271,4 +280,41 @@ async fn an_undecodable_payload_is_invalid_argument_naming_the_method() {
         "{}",
         status.message
     );
+}
+
+/// CPU time (user + system, clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after "pid (comm)".
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors, the agent neither spins accepting nor floods its log: it
+/// backs off and logs once per interval.
+#[tokio::test]
+async fn out_of_file_descriptors_the_agent_backs_off_and_logs_rarely() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let agent = HostAgent::spawn(|_| {}, Some(40), Stdio::from(log.reopen().unwrap()));
+    agent.assert_serving().await;
+    // More connections than the agent has descriptors for: the last ones wait in the
+    // listen backlog while accept(2) fails with EMFILE.
+    let conns: Vec<UnixStream> = (0..60).map(|_| agent.raw()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(agent.child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(agent.child.id()) - before;
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let failures = text.matches("cannot accept connections").count();
+    drop(conns);
+    assert!(
+        used < 50,
+        "the agent used {used} ticks in 2 s at EMFILE: it spins"
+    );
+    assert!(
+        (1..=2).contains(&failures),
+        "{failures} accept-failure lines in the log (wanted 1 or 2):\n{text}"
+    );
+    assert!(text.contains("fd_exhaustion=true"), "{text}");
 }
