@@ -36,9 +36,9 @@ const OOM_SCORE_ADJ: &CStr = c"/proc/self/oom_score_adj";
 /// Init's own `oom_score_adj`: the OOM killer never picks PID 1 (its death panics the
 /// kernel), whatever a container does with memory.
 pub const INIT_OOM_SCORE_ADJ: &[u8] = b"-1000";
-/// The agent's `oom_score_adj`, written in the child before exec: as systemd and Kata's
-/// agent do for critical daemons, strongly negative but not -1000, so the agent is the
-/// last choice but remains killable should nothing else be left. Containers do not
+/// The agent's `oom_score_adj`, written in the child before exec: strongly negative but
+/// not -1000, so the agent is the OOM killer's last choice yet remains killable should
+/// nothing else be left (init restarts it then). Containers do not
 /// inherit it: the container helper writes the spec's value, or 0.
 pub const AGENT_OOM_SCORE_ADJ: &[u8] = b"-997";
 /// An agent that ran this long before it crashed resets the restart count.
