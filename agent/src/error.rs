@@ -94,6 +94,11 @@ pub enum AgentError {
         /// The existing sandbox's id.
         id: String,
     },
+    /// `CreateContainer` after the agent was restarted, before a new `CreateSandbox`.
+    #[error(
+        "no sandbox: the previous agent died and its sandbox was torn down; call CreateSandbox first"
+    )]
+    SandboxLost,
     /// A request that creates something after `DestroySandbox`.
     #[error("the sandbox is being destroyed")]
     SandboxDestroyed,

@@ -39,6 +39,7 @@ pub enum LogOutput {
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(config: &AgentConfig) -> LogOutput {
     let level: tracing::Level = config.log_level.into();
+    forward_log(level);
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_ansi(false)
@@ -60,6 +61,45 @@ pub fn init(config: &AgentConfig) -> LogOutput {
             }
         }
     }
+}
+
+/// Forwards the `log` crate's records (ttRPC logs its own errors through it) to
+/// `tracing` at the same level, up to `max`. Idempotent: a second call only changes
+/// the level.
+pub fn forward_log(max: tracing::Level) {
+    static FORWARDER: LogToTracing = LogToTracing;
+    let _ = log::set_logger(&FORWARDER);
+    log::set_max_level(match max {
+        tracing::Level::ERROR => log::LevelFilter::Error,
+        tracing::Level::WARN => log::LevelFilter::Warn,
+        tracing::Level::INFO => log::LevelFilter::Info,
+        tracing::Level::DEBUG => log::LevelFilter::Debug,
+        tracing::Level::TRACE => log::LevelFilter::Trace,
+    });
+}
+
+/// A `log::Log` that re-emits each record as a `tracing` event; the record's target
+/// (e.g. `ttrpc::asynchronous::server`) becomes the field `origin`.
+struct LogToTracing;
+
+impl log::Log for LogToTracing {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let origin = record.target();
+        let message = record.args();
+        match record.level() {
+            log::Level::Error => tracing::error!(origin, "{message}"),
+            log::Level::Warn => tracing::warn!(origin, "{message}"),
+            log::Level::Info => tracing::info!(origin, "{message}"),
+            log::Level::Debug => tracing::debug!(origin, "{message}"),
+            log::Level::Trace => tracing::trace!(origin, "{message}"),
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// A `MakeWriter` that queues each formatted event without ever blocking the caller.
@@ -173,6 +213,34 @@ mod tests {
     use std::io::Write;
     use tokio::io::AsyncReadExt;
     use tokio::net::{UnixListener, UnixStream};
+
+    /// ttRPC's `log` records reach the agent's log at their level; finer ones than the
+    /// configured level do not.
+    #[test]
+    fn log_records_reach_the_tracing_log() {
+        let (sink, mut rx, _dropped) = QueueSink::new(16);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(sink)
+            .finish();
+        forward_log(tracing::Level::INFO);
+        tracing::subscriber::with_default(subscriber, || {
+            log::error!(target: "ttrpc::asynchronous::server", "incoming conn fail EMFILE");
+            log::debug!(target: "ttrpc::asynchronous::server", "too fine to show");
+        });
+        let line = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains("incoming conn fail EMFILE"), "{line}");
+        assert!(
+            line.contains("origin=\"ttrpc::asynchronous::server\""),
+            "{line}"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "a debug record passed an info filter"
+        );
+    }
 
     #[tokio::test]
     async fn lines_logged_before_a_reader_connects_reach_it_in_order() {

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         }
     };
     let log_output = logging::init(&config);
+    raise_open_file_limit();
     match run(config, log_output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -31,6 +32,58 @@ fn main() -> ExitCode {
             eprintln!("hull-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (the kernel's default soft
+/// limit, 1024, is reached by a few hundred connections and containers' stdio).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+/// A previous agent (crashed, restarted by hull-init) left mounts, cgroups and
+/// processes: tear them down and make CreateContainer wait for a new CreateSandbox.
+/// Only under hull-init, in a guest, is the marker written and the teardown done: on a
+/// host the directory and the cgroup root may be shared with other programs (a marker
+/// found there still makes CreateContainer wait for CreateSandbox).
+fn clean_up_after_a_previous_agent(config: &AgentConfig, sandbox: &Sandbox) {
+    use hull_agent::sandbox::leftovers;
+    // Read before this agent writes its own marker.
+    let previous = leftovers::previous_instance(&config.run_dir);
+    if config.under_init
+        && let Err(e) = leftovers::mark_instance(&config.run_dir)
+    {
+        tracing::warn!(error = %e, dir = %config.run_dir.display(), "cannot write the agent's marker");
+    }
+    if !previous {
+        return;
+    }
+    if !config.under_init {
+        tracing::warn!(
+            dir = %config.run_dir.display(),
+            "a previous agent died: not under hull-init, its leftovers are not touched; CreateSandbox is needed again"
+        );
+        sandbox.mark_lost();
+    } else {
+        let found = leftovers::tear_down(&config.run_dir, Some(&config.cgroup_root));
+        tracing::warn!(
+            mounts = found.mounts,
+            cgroups = found.cgroups,
+            processes = found.processes,
+            "a previous agent died: its sandbox and containers were torn down; CreateSandbox is needed again"
+        );
+        for failure in &found.failures {
+            tracing::error!(%failure, "tearing down the previous agent's leftovers");
+        }
+        sandbox.mark_lost();
     }
 }
 
@@ -71,6 +124,7 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             Err(e) => tracing::error!(error = %e, "cannot bring loopback lo up"),
         }
         let sandbox = Arc::new(Sandbox::with_config(&config).with_network(network));
+        clean_up_after_a_previous_agent(&config, &sandbox);
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");
         Ok(())

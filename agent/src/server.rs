@@ -2,11 +2,17 @@
 //! agent is told to stop (SIGTERM/SIGINT), then close every connection after flushing
 //! the answers already given.
 
+pub mod limits;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hull_protocols::address::AgentAddress;
 use tokio::signal::unix::{SignalKind, signal};
 use ttrpc::asynchronous::Server;
+use ttrpc::asynchronous::transport::Listener;
+use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
+use ttrpc::{Code, Request, Response};
 
 use crate::config::AgentConfig;
 use crate::rpc;
@@ -20,9 +26,9 @@ pub enum ServerError {
     Bind {
         /// The address (`agent.server_addr`).
         addr: AgentAddress,
-        /// ttRPC's error.
+        /// The socket's error.
         #[source]
-        source: ttrpc::Error,
+        source: std::io::Error,
     },
     /// The bound server failed to start accepting.
     #[error("cannot start the ttRPC server: {0}")]
@@ -46,13 +52,17 @@ pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
     let addr = config.server_addr.clone();
+    let listener = Listener::bind(addr.to_string()).map_err(|source| ServerError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    let guard = limits::Guard::new(limits::Limits::default());
     let mut server = Server::new()
-        .bind(&addr.to_string())
-        .map_err(|source| ServerError::Bind {
-            addr: addr.clone(),
-            source,
-        })?
-        .register_service(rpc::services(sandbox.clone(), config.under_init));
+        .add_listener(limits::guarded_listener(listener, guard))
+        .register_service(undecodable_is_invalid_argument(rpc::services(
+            sandbox.clone(),
+            config.under_init,
+        )));
     server.start().await.map_err(ServerError::Start)?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "agent serving");
 
@@ -71,4 +81,54 @@ pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending
         let _ = std::fs::remove_file(path);
     }
     Ok(ending)
+}
+
+/// The prefix of the error ttRPC's generated handlers return when a request's payload
+/// does not decode (its `async_request_handler!`); the server turns such errors into
+/// `UNKNOWN`.
+const UNDECODABLE: &str = "Unpack request error";
+
+/// Wraps every method so that a payload that does not decode is answered
+/// `INVALID_ARGUMENT` naming the method, instead of ttRPC's `UNKNOWN`.
+pub fn undecodable_is_invalid_argument(
+    mut services: HashMap<String, Service>,
+) -> HashMap<String, Service> {
+    for (service_name, service) in &mut services {
+        let methods = std::mem::take(&mut service.methods);
+        service.methods = methods
+            .into_iter()
+            .map(|(method, inner)| {
+                let path = format!("/{service_name}/{method}");
+                let wrapped: Box<dyn MethodHandler + Send + Sync> =
+                    Box::new(DecodeErrorIsInvalid { path, inner });
+                (method, wrapped)
+            })
+            .collect();
+    }
+    services
+}
+
+/// A method whose decode failure is answered `INVALID_ARGUMENT`.
+struct DecodeErrorIsInvalid {
+    path: String,
+    inner: Box<dyn MethodHandler + Send + Sync>,
+}
+
+#[async_trait::async_trait]
+impl MethodHandler for DecodeErrorIsInvalid {
+    async fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
+        match self.inner.handler(ctx, req).await {
+            Err(ttrpc::Error::Others(message)) if message.starts_with(UNDECODABLE) => {
+                let detail = message.trim_start_matches(UNDECODABLE).trim();
+                tracing::debug!(method = %self.path, %detail, "undecodable request");
+                let mut response = Response::new();
+                response.set_status(ttrpc::get_status(
+                    Code::INVALID_ARGUMENT,
+                    format!("{}: the request does not decode: {detail}", self.path),
+                ));
+                Ok(response)
+            }
+            other => other,
+        }
+    }
 }

@@ -206,7 +206,8 @@ pub struct ProcessPlan {
     pub rlimits: Vec<(i32, u64, u64)>,
     /// Set `PR_SET_NO_NEW_PRIVS` before the seccomp filter and `execve`.
     pub no_new_privileges: bool,
-    /// Written to `/proc/self/oom_score_adj` (-1000..=1000); `None` inherits it.
+    /// Written to `/proc/self/oom_score_adj` (-1000..=1000); `None` writes 0 (the agent's
+    /// own protective value is not inherited).
     pub oom_score_adj: Option<i32>,
     /// The compiled `linux.seccomp` profile (exec'd processes get the container's);
     /// `None` for no filter.

@@ -31,6 +31,16 @@ const AGENT_PATH_C: &CStr = c"/usr/bin/hull-agent";
 pub const AGENT_ENV: [&CStr; 2] = [c"HULL_INIT=1", c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"];
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Where a process sets its own OOM-killer adjustment.
+const OOM_SCORE_ADJ: &CStr = c"/proc/self/oom_score_adj";
+/// Init's own `oom_score_adj`: the OOM killer never picks PID 1 (its death panics the
+/// kernel), whatever a container does with memory.
+pub const INIT_OOM_SCORE_ADJ: &[u8] = b"-1000";
+/// The agent's `oom_score_adj`, written in the child before exec: strongly negative but
+/// not -1000, so the agent is the OOM killer's last choice yet remains killable should
+/// nothing else be left (init restarts it then). Containers do not
+/// inherit it: the container helper writes the spec's value, or 0.
+pub const AGENT_OOM_SCORE_ADJ: &[u8] = b"-997";
 /// An agent that ran this long before it crashed resets the restart count.
 pub const STABLE_RUN: Duration = Duration::from_secs(60);
 
@@ -134,8 +144,9 @@ pub enum SpawnError {
 ///
 /// fork(2) + execve(2); a close-on-exec pipe carries the child's errno back
 /// when the exec fails, so a missing binary is reported as such (ENOENT) and
-/// the failed child is reaped here.
-fn spawn(argv: &[&CStr], stdio: Option<BorrowedFd<'_>>) -> Result<i32, Errno> {
+/// the failed child is reaped here. The child writes [`AGENT_OOM_SCORE_ADJ`] to
+/// `oom_file` (`/proc/self/oom_score_adj` but in tests).
+fn spawn(argv: &[&CStr], stdio: Option<BorrowedFd<'_>>, oom_file: &CStr) -> Result<i32, Errno> {
     const MAX_ARGS: usize = 8;
     let Some(path) = argv.first() else {
         return Err(Errno::INVAL);
@@ -157,7 +168,14 @@ fn spawn(argv: &[&CStr], stdio: Option<BorrowedFd<'_>>) -> Result<i32, Errno> {
     // on data prepared above and never returns, allocates or takes a lock, so
     // no state shared with other threads (a test harness has some) is touched.
     match unsafe { sys::fork() }? {
-        None => exec_child(path, &arg_ptrs, &env_ptrs, stdio, report_write.as_fd()),
+        None => exec_child(
+            path,
+            &arg_ptrs,
+            &env_ptrs,
+            stdio,
+            oom_file,
+            report_write.as_fd(),
+        ),
         Some(pid) => {
             let pid = Pid::from_raw(pid).ok_or(Errno::SRCH)?;
             drop(report_write);
@@ -178,12 +196,37 @@ fn spawn(argv: &[&CStr], stdio: Option<BorrowedFd<'_>>) -> Result<i32, Errno> {
     }
 }
 
+/// Writes `value` (ASCII decimal) to `path`, an `oom_score_adj` file. Makes raw system
+/// calls only and does not allocate, so the forked child may call it.
+fn write_oom_score_adj(path: &CStr, value: &[u8]) -> Result<(), Errno> {
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let written = rustix::io::write(&fd, value)?;
+    if written == value.len() {
+        Ok(())
+    } else {
+        Err(Errno::IO)
+    }
+}
+
+/// Shields init from the OOM killer ([`INIT_OOM_SCORE_ADJ`]). A failure is logged: init
+/// goes on, only less protected.
+pub fn protect_init_from_oom() {
+    if let Err(errno) = write_oom_score_adj(OOM_SCORE_ADJ, INIT_OOM_SCORE_ADJ) {
+        warn!(%errno, "cannot set init's oom_score_adj");
+    }
+}
+
 /// The child's side of [`spawn`]: set up, exec, or report the errno and exit.
 fn exec_child(
     path: &CStr,
     argv: &[*const u8],
     envp: &[*const u8],
     stdio: Option<BorrowedFd<'_>>,
+    oom_file: &CStr,
     report: BorrowedFd<'_>,
 ) -> ! {
     let result = (|| {
@@ -198,6 +241,9 @@ fn exec_child(
         sys::sigprocmask(How::SetMask, &SigSet::empty())?;
         rustix::process::setsid()?;
         rustix::process::chdir(c"/")?;
+        // Raising the value inherited from init (-1000) is always allowed; a failure
+        // (no procfs) leaves the agent as protected as init, which is no worse.
+        let _ = write_oom_score_adj(oom_file, AGENT_OOM_SCORE_ADJ);
         if let Some(fd) = stdio {
             rustix::stdio::dup2_stdin(fd)?;
             rustix::stdio::dup2_stdout(fd)?;
@@ -225,7 +271,8 @@ pub fn spawn_agent() -> Result<i32, SpawnError> {
             "cannot open console for the agent, inheriting init's stdio"
         );
     }
-    spawn(&[AGENT_PATH_C], console.as_ref().map(OwnedFd::as_fd)).map_err(|errno| {
+    let stdio = console.as_ref().map(OwnedFd::as_fd);
+    spawn(&[AGENT_PATH_C], stdio, OOM_SCORE_ADJ).map_err(|errno| {
         if errno == Errno::NOENT {
             SpawnError::Missing {
                 path: AGENT_PATH,
@@ -281,6 +328,7 @@ fn schedule(policy: &RestartPolicy, decision: Decision) -> Result<Instant, Reaso
 
 /// Runs the agent until init must shut down, and says why.
 pub fn run(signals: &Signals, max_restarts: u32) -> Reason {
+    protect_init_from_oom();
     let mut policy = RestartPolicy::new(max_restarts);
     // The running agent: pid and start time.
     let mut agent: Option<(i32, Instant)> = None;
@@ -484,6 +532,11 @@ mod tests {
     /// blocked in this thread, and stdio on a pipe) and returns its output.
     /// Panics naming the program when it is missing here.
     fn run_like_agent(argv: &[&CStr]) -> String {
+        run_like_agent_with(argv, OOM_SCORE_ADJ)
+    }
+
+    /// [`run_like_agent`] with the child's `oom_score_adj` written to `oom_file`.
+    fn run_like_agent_with(argv: &[&CStr], oom_file: &CStr) -> String {
         let mut block = SigSet::empty();
         for sig in crate::signals::HANDLED {
             block.insert(sig);
@@ -495,7 +548,7 @@ mod tests {
         let (read_end, write_end) =
             pipe_with(PipeFlags::CLOEXEC).unwrap_or_else(|e| panic!("cannot make a pipe: {e}"));
         let _guard = crate::test_support::CHILDREN.lock();
-        let spawned = spawn(argv, Some(write_end.as_fd()));
+        let spawned = spawn(argv, Some(write_end.as_fd()), oom_file);
         let _ = sys::sigprocmask(How::SetMask, &old);
         drop(write_end);
         let pid = match spawned {
@@ -555,14 +608,49 @@ mod tests {
         assert!(pid.is_some() && pid == session, "{stat}");
     }
 
+    /// The agent's child writes [`AGENT_OOM_SCORE_ADJ`] before exec. Written to a
+    /// file here: lowering the real value needs CAP_SYS_RESOURCE, which tests may lack.
+    #[test]
+    fn child_writes_the_agent_oom_score_adj() {
+        let dir = std::env::temp_dir().join(std::format!("hull-oom-child-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("oom_score_adj");
+        std::fs::write(&file, b"").unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = run_like_agent_with(&[c"/bin/true"], &path);
+        let text = std::fs::read(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(text.ok().as_deref(), Some(AGENT_OOM_SCORE_ADJ));
+    }
+
+    #[test]
+    fn oom_score_adj_is_written_whole() {
+        let dir = std::env::temp_dir().join(std::format!("hull-oom-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("oom_score_adj");
+        std::fs::write(&file, b"").unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let written = write_oom_score_adj(&path, INIT_OOM_SCORE_ADJ);
+        let text = std::fs::read(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(written, Ok(()));
+        assert_eq!(text.ok().as_deref(), Some(INIT_OOM_SCORE_ADJ));
+        assert_eq!(
+            write_oom_score_adj(c"/nonexistent/oom_score_adj", INIT_OOM_SCORE_ADJ),
+            Err(Errno::NOENT)
+        );
+    }
+
     #[test]
     fn a_missing_program_is_reported_as_enoent() {
         let _guard = crate::test_support::CHILDREN.lock();
         assert_eq!(
-            spawn(&[c"/nonexistent/hull-agent"], None),
+            spawn(&[c"/nonexistent/hull-agent"], None, OOM_SCORE_ADJ),
             Err(Errno::NOENT)
         );
-        assert_eq!(spawn(&[], None), Err(Errno::INVAL));
+        assert_eq!(spawn(&[], None, OOM_SCORE_ADJ), Err(Errno::INVAL));
     }
 
     #[test]

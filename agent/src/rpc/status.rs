@@ -35,6 +35,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::KernelModules { .. } => Code::UNIMPLEMENTED,
         AgentError::SandboxExists { .. }
         | AgentError::SandboxDestroyed
+        | AgentError::SandboxLost
         | AgentError::AlreadyDestroying
         | AgentError::SandboxPidnsEnded { .. } => Code::FAILED_PRECONDITION,
         AgentError::Hostname { .. } | AgentError::Dns { .. } | AgentError::Io { .. } => {
@@ -233,6 +234,7 @@ mod tests {
             ),
             (AgentError::AlreadyDestroying, Code::FAILED_PRECONDITION),
             (AgentError::SandboxDestroyed, Code::FAILED_PRECONDITION),
+            (AgentError::SandboxLost, Code::FAILED_PRECONDITION),
             (
                 AgentError::io("/x", std::io::Error::other("boom")),
                 Code::INTERNAL,

@@ -12,6 +12,7 @@
 pub mod dns;
 pub mod guest;
 pub mod hostname;
+pub mod leftovers;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub struct Sandbox {
     shutdown: watch::Sender<bool>,
     /// Set by the first DestroySandbox, before it waits for anything.
     destroying: AtomicBool,
+    /// The previous agent died with its sandbox: CreateContainer waits for a new
+    /// CreateSandbox ([`Sandbox::mark_lost`]).
+    lost: AtomicBool,
     teardown_timeout: Duration,
     storages: Storages,
     network: Network,
@@ -152,6 +156,7 @@ impl Sandbox {
         Self {
             shutdown: watch::Sender::new(false),
             destroying: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             teardown_timeout: TEARDOWN_TIMEOUT,
             storages: Storages::new(
                 config.run_dir.clone(),
@@ -169,6 +174,12 @@ impl Sandbox {
             hooks: Mutex::new(GuestHooks::default()),
             bundle_base: config.run_dir.clone(),
         }
+    }
+
+    /// Records that a previous agent died and its sandbox was torn down
+    /// ([`leftovers`]): until CreateSandbox succeeds, CreateContainer is refused.
+    pub fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
     }
 
     /// `GetGuestDetails`: facts read from sysfs, and what this agent supports.
@@ -191,6 +202,9 @@ impl Sandbox {
             sandbox_pidns,
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
+        if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
+            return Err(AgentError::SandboxLost);
+        }
         let storages = storages
             .iter()
             .map(|s| self.storages.parse(s))
@@ -386,6 +400,7 @@ impl Sandbox {
             return Err(e);
         }
         lifecycle.created = true;
+        self.lost.store(false, Ordering::SeqCst);
         lifecycle.storages = storages;
         lifecycle.dns_installed = !spec.dns.is_empty();
         let info = SandboxInfo {

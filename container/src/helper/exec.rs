@@ -50,10 +50,11 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
         let rc = unsafe { libc::setrlimit(resource as _, &limit) };
         Errno::result(rc).map_err(PART.failed(format!("setrlimit({resource})")))?;
     }
-    if let Some(adj) = p.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(PART.failed("oom_score_adj"))?;
-    }
+    // Without a value in the spec, 0: the agent's own (strongly negative) value must
+    // not be inherited. Raising the value is always allowed.
+    let adj = p.oom_score_adj.unwrap_or(0);
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+        .map_err(PART.failed("oom_score_adj"))?;
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
             mask as libc::mode_t,
