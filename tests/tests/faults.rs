@@ -1,6 +1,8 @@
 //! Faults a real deployment meets, in a real guest: the agent killed under a running
 //! container, restarted by hull-init, and the sandbox rebuilt afterwards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
