@@ -11,7 +11,8 @@ use hull_protocols::agent::{CreateSandboxRequest, Storage};
 use hull_protocols::client::AgentClient;
 use tempfile::TempDir;
 
-use crate::bundle::{GUEST_SHARED_DIR, SHARED_FS_TAG, busybox_rootfs};
+use crate::bundle::{ContainerSpec, GUEST_SHARED_DIR, SHARED_FS_TAG, busybox_rootfs};
+use crate::container::{Container, Run};
 use crate::vm::{VirtioFsShare, Vm, VmConfig};
 
 /// Under TCG a boot takes a second or two; leave room for a loaded CI machine.
@@ -100,6 +101,26 @@ impl SandboxGuest {
     /// Lays out container `id`'s busybox rootfs in the share.
     pub fn busybox_rootfs(&self, id: &str) -> Result<PathBuf> {
         busybox_rootfs(self.share(), id)
+    }
+
+    /// Lays out `id`'s busybox rootfs and runs `spec` in it to the end (create, start,
+    /// read its output, wait, remove).
+    pub async fn run_container(&self, id: &str, spec: &ContainerSpec) -> Result<Run> {
+        self.busybox_rootfs(id)?;
+        Container::run(&self.client, id, spec.to_proto(id)?).await
+    }
+
+    /// Lays out `id`'s busybox rootfs, creates and starts `spec` in it.
+    pub async fn start_container(&self, id: &str, spec: &ContainerSpec) -> Result<Container> {
+        self.busybox_rootfs(id)?;
+        let container = Container::create(&self.client, id, spec.to_proto(id)?)
+            .await
+            .with_context(|| format!("CreateContainer {id}"))?;
+        container
+            .start()
+            .await
+            .with_context(|| format!("StartContainer {id}"))?;
+        Ok(container)
     }
 
     /// The VM, for its console and addresses.

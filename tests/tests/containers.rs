@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::{ContainerSpec, kernel_release};
-use hull_e2e::container::{Container, Run};
+use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::VmConfig;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
@@ -20,25 +20,6 @@ use sha2::{Digest, Sha256};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
-
-/// Lays out `id`'s rootfs and runs `spec` in it to the end.
-async fn run(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Run> {
-    guest.busybox_rootfs(id)?;
-    Container::run(&guest.client, id, spec.to_proto(id)?).await
-}
-
-/// Lays out `id`'s rootfs, creates and starts `spec` in it.
-async fn start(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Container> {
-    guest.busybox_rootfs(id)?;
-    let container = Container::create(&guest.client, id, spec.to_proto(id)?)
-        .await
-        .with_context(|| format!("CreateContainer {id}"))?;
-    container
-        .start()
-        .await
-        .with_context(|| format!("StartContainer {id}"))?;
-    Ok(container)
-}
 
 /// Reads `id`'s stdout until `marker` has arrived; returns what was read.
 async fn read_until(client: &AgentClient, id: &str, marker: &str) -> Result<String> {
@@ -68,7 +49,9 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
     let client = guest.client.clone();
 
     // The guest's kernel, not the host's.
-    let uname = run(&guest, "uname", &ContainerSpec::new(["uname", "-r"])).await?;
+    let uname = guest
+        .run_container("uname", &ContainerSpec::new(["uname", "-r"]))
+        .await?;
     ensure!(uname.status == 0, "uname: {uname:?}");
     let reported = uname.stdout.text().trim().to_string();
     let host_release = host_release()?;
@@ -92,7 +75,9 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
          head -c {size} /dev/urandom | tee /dev/shm/tap; wait"
     );
     let started = Instant::now();
-    let big = run(&guest, "stream", &ContainerSpec::shell(&script)).await?;
+    let big = guest
+        .run_container("stream", &ContainerSpec::shell(&script))
+        .await?;
     let took = started.elapsed();
     ensure!(
         big.status == 0,
@@ -118,12 +103,12 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
     );
 
     // Exec into a running container: it sees the container's PID namespace.
-    let worker = start(
-        &guest,
-        "worker",
-        &ContainerSpec::shell("echo ready; exec sleep 600"),
-    )
-    .await?;
+    let worker = guest
+        .start_container(
+            "worker",
+            &ContainerSpec::shell("echo ready; exec sleep 600"),
+        )
+        .await?;
     read_until(&client, "worker", "ready").await?;
     let probe =
         ContainerSpec::shell("tr '\\0' ' ' < /proc/1/cmdline; echo; echo to-stderr >&2; exit 3");
@@ -156,14 +141,14 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
     worker.remove().await?;
 
     // SIGTERM reaches a process that handles it.
-    let term = start(
-        &guest,
-        "term",
-        &ContainerSpec::shell(
-            "trap 'echo got-TERM; exit 42' TERM; echo waiting; while :; do sleep 1; done",
-        ),
-    )
-    .await?;
+    let term = guest
+        .start_container(
+            "term",
+            &ContainerSpec::shell(
+                "trap 'echo got-TERM; exit 42' TERM; echo waiting; while :; do sleep 1; done",
+            ),
+        )
+        .await?;
     read_until(&client, "term", "waiting").await?;
     term.signal("term", SIGTERM).await?;
     let tail = read_until(&client, "term", "got-TERM").await?;
@@ -178,16 +163,15 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
         .check()
         .await
         .context("Health.Check after bad input")?;
-    let after = run(&guest, "after", &ContainerSpec::new(["echo", "still here"])).await?;
+    let after = guest
+        .run_container("after", &ContainerSpec::new(["echo", "still here"]))
+        .await?;
     ensure!(after.stdout.text() == "still here\n", "{after:?}");
 
     // DestroySandbox with a container still running: the VM powers off.
-    start(
-        &guest,
-        "left-running",
-        &ContainerSpec::new(["sleep", "600"]),
-    )
-    .await?;
+    guest
+        .start_container("left-running", &ContainerSpec::new(["sleep", "600"]))
+        .await?;
     let off = guest.power_off().await?;
     eprintln!("powered off {off:?} after DestroySandbox, a container still running");
     Ok(())
@@ -340,7 +324,7 @@ async fn bad_requests_are_answered_precisely(guest: &SandboxGuest) -> Result<()>
 
     // Requests about a live container that it cannot take: refused, the container
     // untouched.
-    let first = start(guest, "dup", &spec).await?;
+    let first = guest.start_container("dup", &spec).await?;
     let duplicate = create("dup", Some(spec.to_proto("dup")?));
     let relative_cwd = exec(
         "dup",
@@ -414,7 +398,7 @@ async fn limits_hold_and_removal_leaves_nothing_behind() -> Result<()> {
         memory_limit: Some(24 << 20),
         ..ContainerSpec::new(["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
     };
-    let oom = run(&guest, "hog", &hog).await?;
+    let oom = guest.run_container("hog", &hog).await?;
     ensure!(
         oom.status == 128 + SIGKILL,
         "the hog ended with {} ({})",
@@ -470,12 +454,12 @@ async fn limits_hold_and_removal_leaves_nothing_behind() -> Result<()> {
         baseline.cgroups.len(),
         baseline.processes.len()
     );
-    let victim = start(
-        &guest,
-        "victim",
-        &ContainerSpec::new(["sleep", "7777"]).bind_read_only("/sys/fs/cgroup", "/mnt"),
-    )
-    .await?;
+    let victim = guest
+        .start_container(
+            "victim",
+            &ContainerSpec::new(["sleep", "7777"]).bind_read_only("/sys/fs/cgroup", "/mnt"),
+        )
+        .await?;
     let during = inspect(&guest, "inspect-1").await?;
     ensure!(
         during.processes.iter().any(|p| p == "sleep 7777"),
@@ -541,7 +525,7 @@ async fn inspect(guest: &SandboxGuest, id: &str) -> Result<Inspection> {
     let spec = ContainerSpec::shell(script)
         .in_guest_pid_namespace()
         .bind_read_only("/sys/fs/cgroup", "/sys/fs/cgroup");
-    let out = run(guest, id, &spec).await?;
+    let out = guest.run_container(id, &spec).await?;
     ensure!(out.status == 0, "{id}: {out:?}");
     let text = out.stdout.text();
     let section = |name: &str| -> Vec<String> {

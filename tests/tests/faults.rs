@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::ContainerSpec;
-use hull_e2e::container::{Container, Run};
 use hull_e2e::guest::{SandboxGuest, sandbox_request};
 use hull_e2e::vm::VmConfig;
 use hull_protocols::agent::CreateContainerRequest;
@@ -41,25 +40,6 @@ fn refused<T: std::fmt::Debug>(
     }
 }
 
-/// Lays out `id`'s rootfs and runs `spec` in it to the end.
-async fn run(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Run> {
-    guest.busybox_rootfs(id)?;
-    Container::run(&guest.client, id, spec.to_proto(id)?).await
-}
-
-/// Lays out `id`'s rootfs, creates and starts `spec` in it.
-async fn start(guest: &SandboxGuest, id: &str, spec: &ContainerSpec) -> Result<Container> {
-    guest.busybox_rootfs(id)?;
-    let container = Container::create(&guest.client, id, spec.to_proto(id)?)
-        .await
-        .with_context(|| format!("CreateContainer {id}"))?;
-    container
-        .start()
-        .await
-        .with_context(|| format!("StartContainer {id}"))?;
-    Ok(container)
-}
-
 /// A fresh client once the (restarted) agent answers Health.Check.
 async fn reconnect(guest: &SandboxGuest) -> Result<AgentClient> {
     let address = guest.vm().agent_address();
@@ -85,12 +65,9 @@ async fn reconnect(guest: &SandboxGuest) -> Result<AgentClient> {
 async fn guest_processes(guest: &SandboxGuest, id: &str) -> Result<Vec<String>> {
     let script = "for p in /proc/[0-9]*; do \
            [ -r $p/cmdline ] && tr '\\0' ' ' < $p/cmdline && echo; done; true";
-    let out = run(
-        guest,
-        id,
-        &ContainerSpec::shell(script).in_guest_pid_namespace(),
-    )
-    .await?;
+    let out = guest
+        .run_container(id, &ContainerSpec::shell(script).in_guest_pid_namespace())
+        .await?;
     ensure!(out.status == 0, "{id}: {out:?}");
     Ok(out
         .stdout
@@ -109,12 +86,9 @@ async fn oom_scores(guest: &SandboxGuest, id: &str) -> Result<(String, String, S
            c=\"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\"; \
            [ \"$c\" = '/usr/bin/hull-agent ' ] && echo agent $(cat $p/oom_score_adj); \
            [ \"$c\" = 'sleep 7777 ' ] && echo victim $(cat $p/oom_score_adj); done; true";
-    let out = run(
-        guest,
-        id,
-        &ContainerSpec::shell(script).in_guest_pid_namespace(),
-    )
-    .await?;
+    let out = guest
+        .run_container(id, &ContainerSpec::shell(script).in_guest_pid_namespace())
+        .await?;
     ensure!(out.status == 0, "{id}: {out:?}");
     let text = out.stdout.text();
     let value = |name: &str| {
@@ -129,7 +103,9 @@ async fn oom_scores(guest: &SandboxGuest, id: &str) -> Result<(String, String, S
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<()> {
     let mut guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
-    let victim = start(&guest, "victim", &ContainerSpec::new(["sleep", "7777"])).await?;
+    let victim = guest
+        .start_container("victim", &ContainerSpec::new(["sleep", "7777"]))
+        .await?;
     let before = guest_processes(&guest, "ps-0").await?;
     ensure!(
         before.iter().any(|p| p == "sleep 7777"),
@@ -149,12 +125,12 @@ async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<
     let killer_script = "sleep 1; for p in /proc/[0-9]*; do \
            [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '/usr/bin/hull-agent ' ] \
            && kill -9 ${p#/proc/} && echo killed ${p#/proc/}; done; sleep 5";
-    let _killer = start(
-        &guest,
-        "killer",
-        &ContainerSpec::shell(killer_script).in_guest_pid_namespace(),
-    )
-    .await?;
+    let _killer = guest
+        .start_container(
+            "killer",
+            &ContainerSpec::shell(killer_script).in_guest_pid_namespace(),
+        )
+        .await?;
     // The old connection dies with the agent.
     let deadline = Instant::now() + Duration::from_secs(30);
     while guest.client.check().await.is_ok() {
@@ -202,7 +178,9 @@ async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<
         .create_sandbox(&sandbox_request("hull-sandbox", "hull"))
         .await
         .context("CreateSandbox after the agent's restart")?;
-    let after = run(&guest, "after", &ContainerSpec::shell("echo alive")).await?;
+    let after = guest
+        .run_container("after", &ContainerSpec::shell("echo alive"))
+        .await?;
     ensure!(
         after.status == 0 && after.stdout.text().trim() == "alive",
         "a container after the restart: {after:?}"
@@ -222,12 +200,9 @@ async fn agent_rss_kib(guest: &SandboxGuest, id: &str) -> Result<u64> {
     let script = "for p in /proc/[0-9]*; do \
            [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '/usr/bin/hull-agent ' ] \
            && grep VmRSS $p/status; done; true";
-    let out = run(
-        guest,
-        id,
-        &ContainerSpec::shell(script).in_guest_pid_namespace(),
-    )
-    .await?;
+    let out = guest
+        .run_container(id, &ContainerSpec::shell(script).in_guest_pid_namespace())
+        .await?;
     ensure!(out.status == 0, "{id}: {out:?}");
     let text = out.stdout.text();
     text.split_whitespace()
@@ -244,7 +219,9 @@ async fn stalled_partial_frames_do_not_grow_the_agent() -> Result<()> {
     const CONNECTIONS: usize = 20;
     const BODY_SENT: usize = 3 << 20;
     let guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
-    let steady = start(&guest, "steady", &ContainerSpec::new(["sleep", "7777"])).await?;
+    let steady = guest
+        .start_container("steady", &ContainerSpec::new(["sleep", "7777"]))
+        .await?;
     let before = agent_rss_kib(&guest, "rss-0").await?;
     let port = match guest.vm().agent_address() {
         hull_protocols::address::AgentAddress::HybridVsock { port, .. } => port,
