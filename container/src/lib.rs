@@ -64,7 +64,7 @@ use tokio::sync::mpsc;
 
 use crate::process::{ExitStatus, ExitWatch, Process, ProcessError, ProcessIo, Reaper};
 use cgroup::{Cgroup, CgroupError};
-use launcher::{HelperStdio, LaunchHooks, SelfExe};
+use launcher::{HelperStdio, LaunchHooks, Launched, SelfExe};
 use plan::{ContainerPlan, PlanOptions};
 use protocol::{Gate, Request};
 pub use setup_error::SetupError;
@@ -276,6 +276,40 @@ fn blocking_failed(e: tokio::task::JoinError) -> ContainerError {
     ContainerError::Helper(format!("the setup task failed: {e}"))
 }
 
+/// Runs the helper for `request` on a blocking thread: its pid joins `cgroup` as soon as it
+/// is spawned, and the process it starts is watched by `reaper`. Answers what the helper
+/// reported and the watch on the started process's exit.
+async fn launch_blocking(
+    exe: Arc<SelfExe>,
+    request: Request,
+    child_stdio: crate::process::ChildStdio,
+    cgroup: Arc<Cgroup>,
+    reaper: &Reaper,
+) -> Result<(Launched, ExitWatch), ContainerError> {
+    let reaper = reaper.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut hooks = Hooks {
+            cgroup: &cgroup,
+            reaper: &reaper,
+            child: None,
+        };
+        let launched = launcher::launch(
+            &exe,
+            &request,
+            HelperStdio::Fds(child_stdio),
+            &mut |cmd| spawn_registered(&reaper, cmd),
+            &mut hooks,
+        )?;
+        let exit = hooks
+            .child
+            .take()
+            .ok_or_else(|| ContainerError::Helper("the helper started no process".into()))?;
+        Ok((launched, exit))
+    })
+    .await
+    .map_err(blocking_failed)?
+}
+
 impl Containers {
     /// An empty table; the helper binary is copied on the first create.
     pub fn new(settings: ContainerSettings) -> Self {
@@ -357,32 +391,7 @@ impl Containers {
             gate: Gate::Socket,
         };
         let cgroup = Arc::new(cgroup);
-        let launched = tokio::task::spawn_blocking({
-            let reaper = reaper.clone();
-            let cgroup = cgroup.clone();
-            move || {
-                let mut hooks = Hooks {
-                    cgroup: &cgroup,
-                    reaper: &reaper,
-                    child: None,
-                };
-                let launched = launcher::launch(
-                    &exe,
-                    &request,
-                    HelperStdio::Fds(child_stdio),
-                    &mut |cmd| spawn_registered(&reaper, cmd),
-                    &mut hooks,
-                )?;
-                let exit = hooks
-                    .child
-                    .take()
-                    .ok_or_else(|| ContainerError::Helper("no container process".into()))?;
-                Ok::<_, ContainerError>((launched, exit))
-            }
-        })
-        .await
-        .map_err(blocking_failed)
-        .and_then(|r| r);
+        let launched = launch_blocking(exe, request, child_stdio, cgroup.clone(), &reaper).await;
         let (launched, exit) = match launched {
             Ok(l) => l,
             Err(e) => {
@@ -487,31 +496,9 @@ impl Containers {
             init_pid: container.init.pid,
             process: Box::new(plan),
         };
-        let (pid, exit) = tokio::task::spawn_blocking({
-            let reaper = reaper.clone();
-            let container = container.clone();
-            move || {
-                let mut hooks = Hooks {
-                    cgroup: &container.cgroup,
-                    reaper: &reaper,
-                    child: None,
-                };
-                let launched = launcher::launch(
-                    &exe,
-                    &request,
-                    HelperStdio::Fds(child_stdio),
-                    &mut |cmd| spawn_registered(&reaper, cmd),
-                    &mut hooks,
-                )?;
-                let exit = hooks
-                    .child
-                    .take()
-                    .ok_or_else(|| ContainerError::Helper("no process".into()))?;
-                Ok::<_, ContainerError>((launched.pid, exit))
-            }
-        })
-        .await
-        .map_err(blocking_failed)??;
+        let (launched, exit) =
+            launch_blocking(exe, request, child_stdio, container.cgroup.clone(), &reaper).await?;
+        let pid = launched.pid;
         let process = Arc::new(Process::new(exec_id.to_string(), pid, io, exit, reaper));
         let mut execs = lock(&container.execs);
         if execs.contains_key(exec_id) {
