@@ -1,7 +1,7 @@
 //! The last steps of a container process: prepare, wait, `execve`.
 //!
 //! [`prepare`] does everything that can fail for a reason the runtime should hear
-//! about *before* the start gate opens: rlimits, `oom_score_adj`, umask, the working
+//! about *before* the start gate opens: rlimits, umask, the working
 //! directory, `no_new_privs`, the seccomp filter when it needs `CAP_SYS_ADMIN` to load,
 //! the switch of user ([`super::credentials`]), and the executable looked up in the
 //! process's `PATH` (its own environment's, not the agent's). A container whose command
@@ -38,6 +38,16 @@ fn cstring(s: &str, what: &str) -> HelperResult<CString> {
     CString::new(s).map_err(|_| PART.error(what, "contains a NUL byte"))
 }
 
+/// The process's `oom_score_adj`: the spec's value, or 0 without one, so the agent's own
+/// (strongly negative) value is never inherited. Written first thing, before any
+/// namespace is entered: inside a user namespace `/proc/self/oom_score_adj` can no longer
+/// be opened for writing, and lowering the value needs the launcher's privileges.
+pub(super) fn set_oom_score_adj(p: &ProcessPlan) -> HelperResult<()> {
+    let adj = p.oom_score_adj.unwrap_or(0);
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+        .map_err(PART.failed("oom_score_adj"))
+}
+
 /// Everything up to the start gate: limits, working directory, user, capabilities, and
 /// the executable looked up.
 pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
@@ -50,11 +60,6 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
         let rc = unsafe { libc::setrlimit(resource as _, &limit) };
         Errno::result(rc).map_err(PART.failed(format!("setrlimit({resource})")))?;
     }
-    // Without a value in the spec, 0: the agent's own (strongly negative) value must
-    // not be inherited. Raising the value is always allowed.
-    let adj = p.oom_score_adj.unwrap_or(0);
-    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-        .map_err(PART.failed("oom_score_adj"))?;
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
             mask as libc::mode_t,

@@ -197,6 +197,7 @@ fn init_stage1(chan: &mut UnixStream, plan: &ContainerPlan, gate: &Gate) -> Help
         }
         Gate::Socket => None,
     };
+    exec::set_oom_score_adj(&plan.process)?;
     namespaces::enter_planned(chan, plan)?;
     fork_stage2(chan, |chan| init_stage2(chan, plan, listener))
 }
@@ -253,6 +254,7 @@ fn set_controlling_terminal() -> HelperResult<()> {
 // ---------------------------------------------------------------- exec'd process
 
 fn exec_stage1(chan: &mut UnixStream, init_pid: i32, process: &ProcessPlan) -> HelperResult<()> {
+    exec::set_oom_score_adj(process)?;
     namespaces::join_init_namespaces(init_pid)?;
     fork_stage2(chan, |_chan| {
         nix::unistd::setsid().map_err(Part::Process.failed("setsid"))?;
