@@ -254,16 +254,20 @@ fn from_library(stats: libcgroups::stats::Stats) -> ContainerStats {
         blkio: io,
         memory: mem,
     } = stats;
+    // cgroup v2 reports CPU times in microseconds (`usage_usec`, `user_usec`,
+    // `system_usec`, `throttled_usec`), and libcgroups passes them on as read; hull's
+    // figures are nanoseconds, as Kata's `CpuUsage` is. (v2 has no per-CPU figures.)
+    let ns = |usec: u64| usec.saturating_mul(1000);
     ContainerStats {
         cpu: CpuStats {
-            total_ns: cpu.usage.usage_total,
-            user_ns: cpu.usage.usage_user,
-            kernel_ns: cpu.usage.usage_kernel,
+            total_ns: ns(cpu.usage.usage_total),
+            user_ns: ns(cpu.usage.usage_user),
+            kernel_ns: ns(cpu.usage.usage_kernel),
             per_cpu_ns: cpu.usage.per_core_usage_total,
             throttling: CpuThrottling {
                 periods: cpu.throttling.periods,
                 throttled_periods: cpu.throttling.throttled_periods,
-                throttled_ns: cpu.throttling.throttled_time,
+                throttled_ns: ns(cpu.throttling.throttled_time),
             },
         },
         memory: MemoryStats {
@@ -456,14 +460,15 @@ mod tests {
         assert_eq!(
             hull.cpu,
             CpuStats {
-                total_ns: 1,
-                user_ns: 2,
-                kernel_ns: 3,
+                // Microseconds from cgroup v2, nanoseconds in hull's figures.
+                total_ns: 1_000,
+                user_ns: 2_000,
+                kernel_ns: 3_000,
                 per_cpu_ns: vec![4, 5],
                 throttling: CpuThrottling {
                     periods: 6,
                     throttled_periods: 7,
-                    throttled_ns: 8,
+                    throttled_ns: 8_000,
                 },
             }
         );
