@@ -20,8 +20,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cargo +nightly fuzz build
-# Seed corpora from the shapes of real requests (fuzz/examples/seeds.rs).
-cargo +nightly run --quiet --manifest-path fuzz/Cargo.toml --example seeds -- fuzz/corpus
+# Seed corpora from the shapes of real requests (fuzz/examples/seeds.rs). An ordinary build
+# on the default toolchain, in the main workspace's target directory to reuse its
+# dependencies.
+CARGO_TARGET_DIR="$root/target" cargo run --quiet --manifest-path fuzz/Cargo.toml --example seeds -- fuzz/corpus
 
 mkdir -p fuzz/logs
 targets=$(cargo +nightly fuzz list)

@@ -11,7 +11,13 @@ use libfuzzer_sys::fuzz_target;
 /// One manifest file per process, rewritten for every input.
 fn manifest_file() -> &'static tempfile::NamedTempFile {
     static FILE: OnceLock<tempfile::NamedTempFile> = OnceLock::new();
-    FILE.get_or_init(|| match tempfile::NamedTempFile::new() {
+    // In memory where there is a tmpfs: a disk-backed /tmp makes this target 20x slower.
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    FILE.get_or_init(|| match tempfile::NamedTempFile::new_in(&dir) {
         Ok(file) => file,
         Err(e) => panic!("cannot create the manifest file: {e}"),
     })
