@@ -56,16 +56,14 @@ fuzz_target!(|data: &[u8]| {
     };
     match which % 3 {
         0 => {
-            if let Ok(message) = Storage::parse_from_bytes(rest) {
-                if let Ok(request) = storage::storage_request(&message) {
-                    let registry = StorageRegistry::new();
-                    if let Ok(spec) =
-                        StorageSpec::check(&request, &registry, Path::new(hull_fuzz::RUN_DIR))
-                    {
-                        let _ = spec.mount_options();
-                        let _ = spec.fs_gid_option();
-                    }
-                }
+            let registry = StorageRegistry::new();
+            if let Ok(message) = Storage::parse_from_bytes(rest)
+                && let Ok(request) = storage::storage_request(&message)
+                && let Ok(spec) =
+                    StorageSpec::check(&request, &registry, Path::new(hull_fuzz::RUN_DIR))
+            {
+                let _ = spec.mount_options();
+                let _ = spec.fs_gid_option();
             }
         }
         pick => {

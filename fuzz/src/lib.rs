@@ -215,10 +215,7 @@ pub fn frames(bytes: &[u8]) -> FrameStats {
     let mut stats = FrameStats::default();
     // Stream id → the method its request named.
     let mut streams: HashMap<u32, String> = HashMap::new();
-    loop {
-        let Some(read) = run_ready(GenMessage::read_from(&mut reader)) else {
-            break;
-        };
+    while let Some(read) = run_ready(GenMessage::read_from(&mut reader)) {
         let message = match read {
             Ok(message) => message,
             Err(GenMessageError::ReturnError(..)) => {
@@ -237,13 +234,80 @@ pub fn frames(bytes: &[u8]) -> FrameStats {
                     streams.insert(message.header.stream_id, request.method.clone());
                 }
             }
-            MESSAGE_TYPE_DATA => {
-                if !streams.contains_key(&message.header.stream_id) {
-                    stats.orphan_data += 1;
-                }
+            MESSAGE_TYPE_DATA if !streams.contains_key(&message.header.stream_id) => {
+                stats.orphan_data += 1;
             }
             _ => {}
         }
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(stream: u32, type_: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(&[type_, 0]);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn request(method: &str) -> Vec<u8> {
+        ttrpc::Request {
+            service: "grpc.AgentService".into(),
+            method: method.into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap()
+    }
+
+    #[test]
+    fn frames_dispatch_requests_skip_oversized_frames_and_stop_at_a_truncated_one() {
+        let mut bytes = frame(1, MESSAGE_TYPE_REQUEST, &request("StartContainer"));
+        bytes.extend(frame(3, MESSAGE_TYPE_DATA, b"x"));
+        bytes.extend(frame(1, MESSAGE_TYPE_DATA, b"y"));
+        // A frame of 5 MiB (over ttRPC's 4 MiB limit): refused, its body skipped, and the
+        // connection reads on.
+        bytes.extend(frame(5, MESSAGE_TYPE_REQUEST, &vec![0; 5 << 20]));
+        bytes.extend(frame(9, MESSAGE_TYPE_REQUEST, &request("WaitProcess")));
+        assert_eq!(
+            frames(&bytes),
+            FrameStats {
+                dispatched: 2,
+                oversized: 1,
+                orphan_data: 1
+            }
+        );
+        // An oversized header whose body never comes ends the connection.
+        let cut = [
+            0x00,
+            0x50,
+            0x00,
+            0x00,
+            0,
+            0,
+            0,
+            5,
+            MESSAGE_TYPE_REQUEST,
+            0,
+            1,
+            2,
+        ];
+        assert_eq!(frames(&cut), FrameStats::default());
+        let whole = frame(7, MESSAGE_TYPE_REQUEST, &request("ReadStdout"));
+        assert_eq!(frames(&whole[..whole.len() - 1]).dispatched, 0);
+        assert_eq!(frames(&whole).dispatched, 1);
+    }
+
+    #[test]
+    fn unknown_services_are_not_dispatched() {
+        assert!(!dispatch("grpc.Nope", "Check", b""));
+        assert!(dispatch("grpc.Health", "Check", b""));
+        assert!(dispatch("grpc.AgentService", "CreateSandbox", b"\xff"));
+    }
 }
