@@ -76,6 +76,10 @@ test: setup artifacts lint init-smoke
     cargo test --locked --workspace
     @scripts/hw-kvm.sh --note
 
+# Fuzz every decoder of untrusted input (fuzz/, cargo-fuzz on nightly) for SECONDS per target; prints execs and crashes per target, fails on a crash.
+fuzz seconds="60":
+    scripts/fuzz.sh {{seconds}}
+
 # The full Linux boot under vmm-lite (initrd, pmem and blk images; agent, a container, power-off, exit 0). Needs hardware KVM: fails at once where there is none.
 test-kvm:
     scripts/hw-kvm.sh
