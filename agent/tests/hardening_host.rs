@@ -90,7 +90,8 @@ impl HostAgent {
     }
 
     fn raw(&self) -> UnixStream {
-        let stream = UnixStream::connect(&self.socket).expect("raw connect");
+        let stream =
+            hull_testkit::agent::connect_when_listening(&self.socket).expect("raw connect");
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();

@@ -203,9 +203,10 @@ impl HostAgent {
             .expect("connecting to the agent")
     }
 
-    /// A raw connection to the socket, with a 10 s read timeout.
+    /// A raw connection to the socket, with a 10 s read timeout. The socket file exists
+    /// before the agent listens on it: a refused connection is retried for 10 s.
     pub fn raw(&self) -> UnixStream {
-        let stream = UnixStream::connect(&self.socket).expect("a raw connection");
+        let stream = connect_when_listening(&self.socket).expect("a raw connection");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("a read timeout");
@@ -296,4 +297,21 @@ pub async fn assert_serving(client: &AgentClient) {
         Ok(ServingStatus::SERVING),
         "Health.Check"
     );
+}
+
+/// Connects to the Unix socket at `path`, retrying for 10 s while it refuses: between
+/// `bind` (the file appears) and `listen` a connection is refused.
+pub fn connect_when_listening(path: &Path) -> std::io::Result<UnixStream> {
+    let start = std::time::Instant::now();
+    loop {
+        match UnixStream::connect(path) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
