@@ -4,106 +4,34 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hull_agent::server::limits::{FRAME_BUDGET, MAX_CONNECTIONS, MAX_FRAME};
-use hull_protocols::address::AgentAddress;
-use hull_protocols::client::AgentClient;
+use hull_testkit::HostAgent;
+use hull_testkit::agent::AgentBuilder;
 use protobuf::Message;
 
-/// A `hull-agent` on a Unix socket in a temporary directory, killed when dropped.
-struct HostAgent {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+/// A `hull-agent` (the test kit's fixture) with an open-file soft limit of 256, below
+/// the hard one, so that raising it shows.
+fn builder() -> AgentBuilder {
+    HostAgent::builder(env!("CARGO_BIN_EXE_hull-agent"))
+        .run_dir("run")
+        .nofile(256, None)
 }
 
-impl HostAgent {
-    /// Starts the agent with an open-file soft limit of 256 (below the hard one).
-    fn start() -> Self {
-        Self::start_with(|_| {})
-    }
-
-    /// [`HostAgent::start`], `prepare` first given the temporary directory.
-    fn start_with(prepare: impl FnOnce(&Path)) -> Self {
-        Self::spawn(prepare, None, Stdio::inherit())
-    }
-
-    /// [`HostAgent::start`] with `hard_nofile` as both open-file limits (when given)
-    /// and stderr on `stderr`.
-    fn spawn(prepare: impl FnOnce(&Path), hard_nofile: Option<u64>, stderr: Stdio) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        prepare(dir.path());
-        let socket = dir.path().join("agent.sock");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hull-agent"));
-        command
-            .env(
-                "HULL_AGENT_SERVER_ADDR",
-                format!("unix://{}", socket.display()),
-            )
-            .env("HULL_AGENT_LOG", "debug")
-            .env("HULL_AGENT_RUN_DIR", dir.path().join("run"))
-            .stdin(Stdio::null())
-            .stderr(stderr);
-        // SAFETY: getrlimit and setrlimit are async-signal-safe and touch no memory of
-        // the parent.
-        unsafe {
-            command.pre_exec(move || {
-                let (_, hard) =
-                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
-                let hard = hard_nofile.unwrap_or(hard);
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    256.min(hard),
-                    hard,
-                )?;
-                Ok(())
-            });
-        }
-        let child = command.spawn().unwrap();
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "no agent socket");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> AgentClient {
-        AgentClient::connect(
-            &AgentAddress::Unix(self.socket.clone()),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect to the agent")
-    }
-
-    async fn assert_serving(&self) {
-        self.client().await.check().await.expect("Health.Check");
-    }
-
-    fn raw(&self) -> UnixStream {
-        let stream =
-            hull_testkit::agent::connect_when_listening(&self.socket).expect("raw connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        stream
-    }
+/// [`builder`], started.
+fn start() -> HostAgent {
+    builder().start()
 }
 
-impl Drop for HostAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A raw connection whose reads give up after 200 ms.
+fn raw(agent: &HostAgent) -> UnixStream {
+    let stream = agent.raw();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    stream
 }
 
 fn header(len: u32, stream_id: u32) -> Vec<u8> {
@@ -142,9 +70,9 @@ fn health_check_frame(stream_id: u32) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_open_file_soft_limit_is_raised_to_the_hard_one() {
-    let agent = HostAgent::start();
+    let agent = start();
     agent.assert_serving().await;
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.child.id())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -158,11 +86,11 @@ async fn the_open_file_soft_limit_is_raised_to_the_hard_one() {
 /// pin a 4 MiB buffer), and the agent keeps serving.
 #[tokio::test]
 async fn stalled_partial_frames_cannot_pin_more_than_the_budget() {
-    let agent = HostAgent::start();
+    let agent = start();
     let holders = FRAME_BUDGET / MAX_FRAME as usize;
     let mut conns = Vec::new();
     for _ in 0..holders + 2 {
-        let mut conn = agent.raw();
+        let mut conn = raw(&agent);
         conn.write_all(&header(MAX_FRAME, 1)).unwrap();
         conn.write_all(&[0u8; 1000]).unwrap();
         conns.push(conn);
@@ -177,14 +105,14 @@ async fn stalled_partial_frames_cannot_pin_more_than_the_budget() {
 /// served.
 #[tokio::test]
 async fn past_the_connection_cap_the_longest_idle_one_is_shed() {
-    let agent = HostAgent::start();
+    let agent = start();
     let mut conns: Vec<UnixStream> = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
-        conns.push(agent.raw());
+        conns.push(raw(&agent));
     }
     // Let the agent admit them all, in order.
     std::thread::sleep(Duration::from_millis(300));
-    let mut newest = agent.raw();
+    let mut newest = raw(&agent);
     newest.write_all(&health_check_frame(1)).unwrap();
     newest
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -211,10 +139,11 @@ async fn after_a_restart_create_container_needs_create_sandbox() {
     let mut gone = Command::new("/bin/true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let agent = HostAgent::start_with(|dir| {
-        std::fs::create_dir_all(dir.join("run")).unwrap();
-        std::fs::write(dir.join("run").join(MARKER), dead_pid.to_string()).unwrap();
-    });
+    let builder = builder();
+    let run = builder.dir().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join(MARKER), dead_pid.to_string()).unwrap();
+    let agent = builder.start();
     let client = agent.client().await;
     let spec = oci::Spec {
         Version: "1.0.2".into(),
@@ -250,8 +179,8 @@ async fn after_a_restart_create_container_needs_create_sandbox() {
 /// naming the method (ttRPC itself answers UNKNOWN "Unpack request error").
 #[tokio::test]
 async fn an_undecodable_payload_is_invalid_argument_naming_the_method() {
-    let agent = HostAgent::start();
-    let mut raw = agent.raw();
+    let agent = start();
+    let mut raw = raw(&agent);
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = ttrpc::Request::new();
     req.service = "grpc.AgentService".into();
@@ -297,15 +226,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test]
 async fn out_of_file_descriptors_the_agent_backs_off_and_logs_rarely() {
     let log = tempfile::NamedTempFile::new().unwrap();
-    let agent = HostAgent::spawn(|_| {}, Some(40), Stdio::from(log.reopen().unwrap()));
+    let agent = builder()
+        .nofile(256, Some(40))
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .start();
     agent.assert_serving().await;
     // More connections than the agent has descriptors for: the last ones wait in the
     // listen backlog while accept(2) fails with EMFILE.
-    let conns: Vec<UnixStream> = (0..60).map(|_| agent.raw()).collect();
+    let conns: Vec<UnixStream> = (0..60).map(|_| raw(&agent)).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_ticks(agent.child.id());
+    let before = cpu_ticks(agent.pid());
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(agent.child.id()) - before;
+    let used = cpu_ticks(agent.pid()) - before;
     let text = std::fs::read_to_string(log.path()).unwrap();
     let failures = text.matches("cannot accept connections").count();
     drop(conns);

@@ -51,6 +51,8 @@ pub struct AgentBuilder {
     env: Vec<(OsString, OsString)>,
     run_dir: Option<PathBuf>,
     isolation: Isolation,
+    nofile: Option<(u64, Option<u64>)>,
+    stderr: Option<Stdio>,
 }
 
 impl AgentBuilder {
@@ -77,6 +79,27 @@ impl AgentBuilder {
         self
     }
 
+    /// Starts the agent with an open-file soft limit of `soft` (at most the hard limit),
+    /// and the hard limit `hard` when given.
+    #[must_use]
+    pub fn nofile(mut self, soft: u64, hard: Option<u64>) -> Self {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
+    /// Where the agent's stderr (its log) goes; the test's own stderr by default.
+    #[must_use]
+    pub fn stderr(mut self, stderr: Stdio) -> Self {
+        self.stderr = Some(stderr);
+        self
+    }
+
+    /// The temporary directory the agent will run in (to lay files out before
+    /// [`AgentBuilder::start`]).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Spawns the agent and waits for its socket.
     pub fn start(self) -> HostAgent {
         let socket = self.dir.path().join("agent.sock");
@@ -100,6 +123,23 @@ impl AgentBuilder {
             .env("HULL_AGENT_LOG", "debug")
             .envs(self.env)
             .stdin(Stdio::null());
+        if let Some(stderr) = self.stderr {
+            command.stderr(stderr);
+        }
+        if let Some((soft, hard)) = self.nofile {
+            use nix::sys::resource::{Resource, getrlimit, setrlimit};
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit and setrlimit are async-signal-safe and touch no memory
+            // of the parent.
+            unsafe {
+                command.pre_exec(move || {
+                    let (_, current_hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+                    let hard = hard.unwrap_or(current_hard);
+                    setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard)?;
+                    Ok(())
+                });
+            }
+        }
         let spawn = move |mut command: Command| {
             command
                 .spawn()
@@ -154,6 +194,8 @@ impl HostAgent {
             env: Vec::new(),
             run_dir: None,
             isolation: Isolation::None,
+            nofile: None,
+            stderr: None,
         }
     }
 
