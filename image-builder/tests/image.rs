@@ -26,8 +26,22 @@ fn hull_image() -> Command {
     cmd
 }
 
+/// Runs `cmd`. A copy of hull-image written by a test may still be open for writing in
+/// a child another test thread forked meanwhile (until that child execs): exec then
+/// fails with ETXTBSY for a moment, and is retried.
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run hull-image")
+    let start = std::time::Instant::now();
+    loop {
+        match cmd.output() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && start.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("run hull-image"),
+        }
+    }
 }
 
 fn ok(o: Output) -> String {
