@@ -13,7 +13,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_bindings::virtio_blk::{
@@ -22,11 +21,11 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    ActivateError, Activation, GuestMemory, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice,
+    ActivateError, Activation, GuestMemory, SingleQueue, VIRTIO_F_VERSION_1, VirtioDevice,
     read_config_bytes,
 };
 
@@ -60,12 +59,6 @@ pub enum BlockError {
     EventFd(std::io::Error),
 }
 
-struct Active {
-    mem: GuestMemory,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
-
 /// A virtio-blk device backed by a raw file.
 pub struct Block {
     file: File,
@@ -74,7 +67,7 @@ pub struct Block {
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
     config: Vec<u8>,
     queue_events: Vec<EventFd>,
-    active: Option<Active>,
+    active: Option<SingleQueue>,
 }
 
 impl Block {
@@ -301,15 +294,7 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let got = activation.queues.len();
-        let Some(queue) = activation.queues.into_iter().next().filter(|_| got == 1) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        self.active = Some(Active {
-            mem: activation.mem,
-            queue,
-            interrupt: activation.interrupt,
-        });
+        self.active = Some(activation.single_queue()?);
         // Requests queued before the notify was wired would otherwise wait forever.
         self.process_queue();
         Ok(())
@@ -338,6 +323,7 @@ impl MutEventSubscriber for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::Interrupt;
     use std::io::Seek;
     use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::{RawDescriptor, split::Descriptor};

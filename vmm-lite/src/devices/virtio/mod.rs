@@ -120,6 +120,33 @@ pub struct Activation {
     pub acked_features: u64,
 }
 
+impl Activation {
+    /// The one queue of a single-queue device (blk, pmem), with the memory and the
+    /// interrupt it is served with; a driver that set up another number of queues is
+    /// refused.
+    pub fn single_queue(self) -> Result<SingleQueue, ActivateError> {
+        let got = self.queues.len();
+        let Some(queue) = self.queues.into_iter().next().filter(|_| got == 1) else {
+            return Err(ActivateError::QueueCount { expected: 1, got });
+        };
+        Ok(SingleQueue {
+            mem: self.mem,
+            queue,
+            interrupt: self.interrupt,
+        })
+    }
+}
+
+/// What a started single-queue device works with until it is reset.
+pub struct SingleQueue {
+    /// The guest memory the queue and its buffers live in.
+    pub mem: GuestMemory,
+    /// The request queue.
+    pub queue: Queue,
+    /// The device's interrupt.
+    pub interrupt: Arc<Interrupt>,
+}
+
 /// Why a device refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {

@@ -13,16 +13,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    ActivateError, Activation, GuestMemory, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice,
-    read_config_bytes,
+    ActivateError, Activation, SingleQueue, VIRTIO_F_VERSION_1, VirtioDevice, read_config_bytes,
 };
 
 /// The virtio device id of virtio-pmem.
@@ -83,12 +81,6 @@ pub struct PmemRegion {
     pub read_only: bool,
 }
 
-struct Active {
-    mem: GuestMemory,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
-
 /// A virtio-pmem device.
 pub struct Pmem {
     file: File,
@@ -96,7 +88,7 @@ pub struct Pmem {
     region: PmemRegion,
     config: [u8; 16],
     queue_events: Vec<EventFd>,
-    active: Option<Active>,
+    active: Option<SingleQueue>,
 }
 
 impl Pmem {
@@ -238,15 +230,7 @@ impl VirtioDevice for Pmem {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let got = activation.queues.len();
-        let Some(queue) = activation.queues.into_iter().next().filter(|_| got == 1) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        self.active = Some(Active {
-            mem: activation.mem,
-            queue,
-            interrupt: activation.interrupt,
-        });
+        self.active = Some(activation.single_queue()?);
         self.process_queue();
         Ok(())
     }
@@ -274,6 +258,7 @@ impl MutEventSubscriber for Pmem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::{GuestMemory, Interrupt};
     use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::{RawDescriptor, split::Descriptor};
     use virtio_queue::mock::MockSplitQueue;
