@@ -11,6 +11,7 @@
 //! of every non-root cgroup. OOM kills are read from `memory.events` ([`watch_oom`]).
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use libcgroups::common::{CgroupManager, ControllerOpt, FreezerState};
 use libcgroups::v2::manager::Manager;
@@ -317,9 +318,48 @@ pub fn oom_kill_count(memory_events: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One container's OOM-kill counter (`oom_kill` in its `memory.events`), with the count
+/// already reported. Each kill is reported once, whoever looks first: the inotify watcher
+/// ([`watch_oom`]) or the last look before the cgroup is removed ([`OomCounter::grew`]).
+#[derive(Debug)]
+pub struct OomCounter {
+    events: PathBuf,
+    reported: std::sync::atomic::AtomicU64,
+}
+
+impl OomCounter {
+    /// Starts counting from the file's current count (zero when it cannot be read): call
+    /// it before the container's workload runs so that no kill is taken for the baseline.
+    pub fn new(events: PathBuf) -> Self {
+        let reported = std::fs::read_to_string(&events)
+            .map(|t| oom_kill_count(&t))
+            .unwrap_or(0);
+        Self {
+            events,
+            reported: std::sync::atomic::AtomicU64::new(reported),
+        }
+    }
+
+    /// The `memory.events` file counted.
+    pub fn path(&self) -> &Path {
+        &self.events
+    }
+
+    /// Reads the counter; true when it grew since the last report (the growth is then
+    /// taken as reported). `None` when the file is gone.
+    pub fn grew(&self) -> Option<bool> {
+        let now = oom_kill_count(&std::fs::read_to_string(&self.events).ok()?);
+        let before = self
+            .reported
+            .fetch_max(now, std::sync::atomic::Ordering::AcqRel);
+        Some(now > before)
+    }
+}
+
 /// Watches one container's `memory.events` with inotify and calls `on_oom` each time the
-/// `oom_kill` counter grows. Runs until the file disappears or the task is aborted.
-pub async fn watch_oom(events: PathBuf, mut on_oom: impl FnMut()) {
+/// `oom_kill` counter grows, including growth between the counter's baseline and the
+/// watch. Runs until the file disappears or the task is aborted.
+pub async fn watch_oom(counter: Arc<OomCounter>, mut on_oom: impl FnMut()) {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
         Ok(i) => i,
@@ -328,8 +368,8 @@ pub async fn watch_oom(events: PathBuf, mut on_oom: impl FnMut()) {
             return;
         }
     };
-    if let Err(e) = inotify.add_watch(&events, AddWatchFlags::IN_MODIFY) {
-        tracing::debug!(path = %events.display(), error = %e, "no memory.events: OOM events unavailable");
+    if let Err(e) = inotify.add_watch(counter.path(), AddWatchFlags::IN_MODIFY) {
+        tracing::debug!(path = %counter.path().display(), error = %e, "no memory.events: OOM events unavailable");
         return;
     }
     struct InotifyFd(Inotify);
@@ -353,10 +393,14 @@ pub async fn watch_oom(events: PathBuf, mut on_oom: impl FnMut()) {
             return;
         }
     };
-    let mut seen = std::fs::read_to_string(&events)
-        .map(|t| oom_kill_count(&t))
-        .unwrap_or(0);
     loop {
+        // Looked at before each wait: a kill between the baseline and the watch, or
+        // between two events, is not lost.
+        match counter.grew() {
+            Some(true) => on_oom(),
+            Some(false) => {}
+            None => return,
+        }
         let mut ready = match fd.readable().await {
             Ok(r) => r,
             Err(_) => return,
@@ -372,14 +416,6 @@ pub async fn watch_oom(events: PathBuf, mut on_oom: impl FnMut()) {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Ok(Err(_)) => return,
             Err(_would_block) => continue,
-        }
-        let Ok(text) = std::fs::read_to_string(&events) else {
-            return;
-        };
-        let now = oom_kill_count(&text);
-        if now > seen {
-            seen = now;
-            on_oom();
         }
     }
 }
@@ -535,9 +571,12 @@ mod tests {
         let events = dir.path().join("memory.events");
         std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(watch_oom(events.clone(), move || {
-            let _ = tx.send(());
-        }));
+        let task = tokio::spawn(watch_oom(
+            Arc::new(OomCounter::new(events.clone())),
+            move || {
+                let _ = tx.send(());
+            },
+        ));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         // A change that is not an OOM kill is not reported.
         std::fs::write(&events, "oom 1\noom_kill 0\n").unwrap();
@@ -548,5 +587,40 @@ mod tests {
             .unwrap();
         assert!(rx.try_recv().is_err(), "one kill, one event");
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_kill_before_the_watch_starts_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let counter = Arc::new(OomCounter::new(events.clone()));
+        // The kill lands after the baseline but before the watcher's task first runs.
+        std::fs::write(&events, "oom 1\noom_kill 1\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(watch_oom(counter.clone(), move || {
+            let _ = tx.send(());
+        }));
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an OOM event for the early kill")
+            .unwrap();
+        // The last look before removal finds nothing new: the kill was reported once.
+        assert_eq!(counter.grew(), Some(false));
+        task.abort();
+    }
+
+    #[test]
+    fn the_last_look_reports_a_kill_the_watcher_did_not_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        std::fs::write(&events, "oom_kill 2\n").unwrap();
+        let counter = OomCounter::new(events.clone());
+        assert_eq!(counter.grew(), Some(false), "the baseline is not a kill");
+        std::fs::write(&events, "oom_kill 3\n").unwrap();
+        assert_eq!(counter.grew(), Some(true));
+        assert_eq!(counter.grew(), Some(false));
+        std::fs::remove_file(&events).unwrap();
+        assert_eq!(counter.grew(), None);
     }
 }

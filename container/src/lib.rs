@@ -183,7 +183,16 @@ pub struct Container {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     gate: Mutex<Option<UnixStream>>,
     state: Mutex<State>,
-    oom_task: Option<tokio::task::JoinHandle<()>>,
+    oom: Arc<cgroup::OomCounter>,
+    oom_task: tokio::task::JoinHandle<()>,
+}
+
+/// Queues an OOM event for `GetOOMEvent`.
+fn report_oom(tx: &mpsc::Sender<String>, id: &str) {
+    tracing::info!(container = %id, "OOM kill");
+    if tx.try_send(id.to_string()).is_err() {
+        tracing::warn!(container = %id, "OOM event dropped: nobody polls GetOOMEvent");
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -406,17 +415,13 @@ impl Containers {
             let _ = cgroup.remove();
             return Err(e.into());
         }
-        let oom_task = {
+        // Counted from now, before the workload can run; watched from a task.
+        let oom = Arc::new(cgroup::OomCounter::new(cgroup.memory_events()));
+        let oom_task = tokio::spawn(cgroup::watch_oom(oom.clone(), {
             let tx = self.oom_tx.clone();
             let id = id.to_string();
-            let events = cgroup.memory_events();
-            Some(tokio::spawn(cgroup::watch_oom(events, move || {
-                tracing::info!(container = %id, "OOM kill");
-                if tx.try_send(id.clone()).is_err() {
-                    tracing::warn!(container = %id, "OOM event dropped: nobody polls GetOOMEvent");
-                }
-            })))
-        };
+            move || report_oom(&tx, &id)
+        }));
         let init = Arc::new(Process::new(exec_id, launched.pid, io, exit, reaper));
         let container = Arc::new(Container {
             id: id.to_string(),
@@ -426,6 +431,7 @@ impl Containers {
             execs: Mutex::new(HashMap::new()),
             gate: Mutex::new(launched.channel),
             state: Mutex::new(State::Created),
+            oom,
             oom_task,
         });
         lock(&self.table).insert(id.to_string(), container.clone());
@@ -570,10 +576,12 @@ impl Containers {
         }
         // Exec'd processes die with the cgroup; give their statuses to any waiter.
         lock(&container.gate).take();
-        let cgroup_result = remove_cgroup(&container.cgroup).await;
-        if let Some(task) = &container.oom_task {
-            task.abort();
+        // The last look at the OOM counter, for a kill the watcher has not reported yet.
+        container.oom_task.abort();
+        if container.oom.grew() == Some(true) {
+            report_oom(&self.oom_tx, id);
         }
+        let cgroup_result = remove_cgroup(&container.cgroup).await;
         lock(&self.table).remove(id);
         tracing::info!(container = id, "container removed");
         cgroup_result
