@@ -15,6 +15,7 @@ use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
 use crate::storage::StorageError;
+use crate::swap::SwapError;
 
 /// Everything that can go wrong below the RPC layer.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,9 @@ pub enum AgentError {
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// Swap could not be added (`AddSwap`, `AddSwapPath`).
+    #[error(transparent)]
+    Swap(#[from] SwapError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -22,3 +22,4 @@ pub mod rpc;
 pub mod sandbox;
 pub mod server;
 pub mod storage;
+pub mod swap;

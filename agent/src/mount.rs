@@ -200,6 +200,31 @@ pub fn unmount(root: &ConfinedRoot, target: &Path) -> Result<(), MountError> {
     }
 }
 
+/// Remounts the mount on `target` beneath `root` with `flags` and the file-system
+/// options `data` (`MS_REMOUNT`): e.g. a tmpfs given a new `size=`. The flags replace
+/// the mount's own, so callers pass the ones to keep too.
+pub fn remount(
+    root: &ConfinedRoot,
+    target: &Path,
+    flags: MsFlags,
+    data: &str,
+) -> Result<(), MountError> {
+    let mounted = root.resolve(target)?;
+    nix::mount::mount(
+        None::<&str>,
+        &mounted.proc_path(),
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT,
+        (!data.is_empty()).then_some(data),
+    )
+    .map_err(|errno| MountError::Mount {
+        what: "remount".into(),
+        fstype: String::new(),
+        target: mounted.path().to_path_buf(),
+        errno,
+    })
+}
+
 /// The mount points listed in a `mountinfo` file (`/proc/self/mountinfo`,
 /// `/proc/PID/mountinfo`), in mount order; lines that do not parse are skipped.
 pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {

@@ -7,22 +7,25 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AddARPNeighborsRequest, CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest,
-    DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
-    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, OOMEvent,
-    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
-    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
-    UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
+    AddARPNeighborsRequest, AddSwapPathRequest, AddSwapRequest, CloseStdinRequest,
+    CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
+    GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, Interfaces,
+    ListInterfacesRequest, ListRoutesRequest, OOMEvent, PauseContainerRequest, ReadStreamRequest,
+    ReadStreamResponse, RemoveContainerRequest, RemoveStaleVirtiofsShareMountsRequest,
+    ResizeVolumeRequest, ResumeContainerRequest, Routes, SignalProcessRequest,
+    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
+    UpdateContainerRequest, UpdateEphemeralMountsRequest, UpdateInterfaceRequest,
+    UpdateRoutesRequest, VolumeStatsRequest, WaitProcessRequest, WaitProcessResponse,
     WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
+use hull_protocols::csi::VolumeStatsResponse;
 use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, network, oci, sandbox};
+use super::{container, network, oci, sandbox, volume};
 use crate::error::AgentError;
 use crate::sandbox::{OutputStream, Sandbox};
 
@@ -52,6 +55,12 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "CloseStdin",
     "TtyWinResize",
     "GetOOMEvent",
+    "UpdateEphemeralMounts",
+    "RemoveStaleVirtiofsShareMounts",
+    "GetVolumeStats",
+    "ResizeVolume",
+    "AddSwap",
+    "AddSwapPath",
 ];
 
 /// The AgentService implementation.
@@ -354,6 +363,68 @@ impl AgentService for AgentRpc {
             container_id: self.sandbox.next_oom_event().await,
             ..Default::default()
         })
+    }
+
+    async fn update_ephemeral_mounts(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateEphemeralMountsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let updates = volume::ephemeral_updates(&req).map_err(fail)?;
+        let storages = self.sandbox.storages();
+        storages.update_ephemeral(&updates).await.map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn remove_stale_virtiofs_share_mounts(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: RemoveStaleVirtiofsShareMountsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let storages = self.sandbox.storages();
+        storages.remove_stale_share_mounts().await.map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn get_volume_stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: VolumeStatsRequest,
+    ) -> ttrpc::Result<VolumeStatsResponse> {
+        let storages = self.sandbox.storages();
+        let stats = storages.volume_stats(&req.volume_guest_path).await;
+        Ok(volume::volume_stats_to_proto(&stats.map_err(fail)?))
+    }
+
+    async fn resize_volume(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResizeVolumeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let storages = self.sandbox.storages();
+        let resized = storages.resize_volume(&req.volume_guest_path, req.size);
+        resized.await.map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn add_swap(&self, _ctx: &TtrpcContext, req: AddSwapRequest) -> ttrpc::Result<Empty> {
+        let devices = self.sandbox.storages().devices();
+        crate::swap::add_swap_disk(devices, &req.PCIPath)
+            .await
+            .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn add_swap_path(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddSwapPathRequest,
+    ) -> ttrpc::Result<Empty> {
+        let root = self.sandbox.storages().root().await.map_err(fail)?;
+        crate::swap::add_swap_path(&root, &req.path)
+            .await
+            .map_err(fail)?;
+        Ok(Empty::new())
     }
 }
 

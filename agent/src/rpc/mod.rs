@@ -17,6 +17,7 @@ pub mod oci;
 pub mod sandbox;
 mod status;
 pub mod storage;
+pub mod volume;
 
 use std::collections::HashMap;
 use std::sync::Arc;

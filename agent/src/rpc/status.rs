@@ -7,6 +7,7 @@
 
 use hull_container::process::ProcessError;
 use hull_container::{ContainerError, SetupError};
+use nix::errno::Errno;
 use ttrpc::Code;
 
 use crate::device::DeviceError;
@@ -15,7 +16,8 @@ use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, VolumeError};
+use crate::swap::SwapError;
 
 /// The one mapping from domain errors to ttRPC statuses.
 pub fn status(error: AgentError) -> ttrpc::Error {
@@ -45,6 +47,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
+        AgentError::Swap(e) => swap_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -69,7 +72,50 @@ fn storage_code(error: &StorageError) -> Code {
         StorageError::VirtioFsTag { .. } => Code::DEADLINE_EXCEEDED,
         StorageError::Conflict { .. } => Code::FAILED_PRECONDITION,
         StorageError::NotHeld { .. } => Code::NOT_FOUND,
+        StorageError::Volume(e) => volume_code(e),
         StorageError::Ownership { .. } | StorageError::Interrupted { .. } => Code::INTERNAL,
+    }
+}
+
+/// A path with no volume is NOT_FOUND; a volume that cannot be resized as it is (its
+/// file system, a read-only mount, a disk not grown yet) FAILED_PRECONDITION; a size no
+/// volume can take INVALID_ARGUMENT.
+fn volume_code(error: &VolumeError) -> Code {
+    match error {
+        VolumeError::NotMounted { .. } => Code::NOT_FOUND,
+        VolumeError::InvalidSize { .. } => Code::INVALID_ARGUMENT,
+        VolumeError::UnsupportedFileSystem { .. }
+        | VolumeError::ReadOnly { .. }
+        | VolumeError::DiskTooSmall { .. }
+        | VolumeError::NoDisk { .. } => Code::FAILED_PRECONDITION,
+        VolumeError::Resize { errno, .. } => match *errno {
+            Errno::EINVAL => Code::INVALID_ARGUMENT,
+            Errno::EPERM => Code::PERMISSION_DENIED,
+            Errno::EROFS | Errno::EOPNOTSUPP | Errno::ENOTTY | Errno::EBUSY | Errno::ENOSPC => {
+                Code::FAILED_PRECONDITION
+            }
+            _ => Code::INTERNAL,
+        },
+        VolumeError::Os { .. } => Code::INTERNAL,
+    }
+}
+
+/// Swap: a request naming nothing usable is INVALID_ARGUMENT, a missing file NOT_FOUND,
+/// an area the kernel will not take as it is (no signature, holes, in use, too many)
+/// FAILED_PRECONDITION.
+fn swap_code(error: &SwapError) -> Code {
+    match error {
+        SwapError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        SwapError::Device(e) => device_code(e),
+        SwapError::Confine(e) => confine_code(e),
+        SwapError::Swapon { errno, .. } => match *errno {
+            Errno::EINVAL | Errno::EBUSY | Errno::EPERM | Errno::ENOTBLK | Errno::EROFS => {
+                Code::FAILED_PRECONDITION
+            }
+            Errno::ENOENT => Code::NOT_FOUND,
+            _ => Code::INTERNAL,
+        },
+        SwapError::Interrupted { .. } => Code::INTERNAL,
     }
 }
 
@@ -90,7 +136,6 @@ fn confine_code(error: &ConfineError) -> Code {
 }
 
 fn mount_code(error: &MountError) -> Code {
-    use nix::errno::Errno;
     match error {
         MountError::InvalidOption { .. } => Code::INVALID_ARGUMENT,
         MountError::Confine(e) => confine_code(e),
@@ -369,7 +414,58 @@ mod tests {
                 Code::INTERNAL,
             ),
         ];
-        for (error, code) in cases {
+        let volume = |error: VolumeError| AgentError::Storage(error.into());
+        let swap = |errno| {
+            AgentError::Swap(SwapError::Swapon {
+                path: "/dev/vdb".into(),
+                errno,
+                hint: "",
+            })
+        };
+        let resize = |errno| {
+            volume(VolumeError::Resize {
+                path: "/v".into(),
+                blocks: 1,
+                errno,
+                hint: "",
+            })
+        };
+        let more = [
+            (
+                volume(VolumeError::NotMounted { path: "/v".into() }),
+                Code::NOT_FOUND,
+            ),
+            (
+                volume(VolumeError::DiskTooSmall {
+                    path: "/v".into(),
+                    size: 2,
+                    device: "254:0".into(),
+                    device_bytes: 1,
+                }),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                volume(VolumeError::UnsupportedFileSystem {
+                    path: "/v".into(),
+                    fs_type: 0x0102_1994,
+                }),
+                Code::FAILED_PRECONDITION,
+            ),
+            (resize(Errno::EINVAL), Code::INVALID_ARGUMENT),
+            (resize(Errno::EPERM), Code::PERMISSION_DENIED),
+            (resize(Errno::EIO), Code::INTERNAL),
+            (swap(Errno::EINVAL), Code::FAILED_PRECONDITION),
+            (swap(Errno::EBUSY), Code::FAILED_PRECONDITION),
+            (swap(Errno::ENOMEM), Code::INTERNAL),
+            (
+                AgentError::Swap(SwapError::Invalid {
+                    path: "/etc/passwd".into(),
+                    reason: "outside".into(),
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+        ];
+        for (error, code) in cases.into_iter().chain(more) {
             match status(error) {
                 ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), code),
                 other => panic!("unexpected {other:?}"),

@@ -6,11 +6,62 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::{
-    MountedStorage, StorageContext, StorageError, StorageRegistry, StorageRequest, StorageSpec,
+    MountedStorage, Resized, StaleMounts, StorageContext, StorageError, StorageRegistry,
+    StorageRequest, StorageSpec, VolumeStats, volume,
 };
 use crate::device::DeviceWaiter;
 use crate::fs::{ConfinedRoot, Scope};
-use crate::mount::MountError;
+use crate::mount::{MountError, MountOptions};
+
+/// Where Kata's runtime mounts the sandbox's virtio-fs share, beneath the agent's
+/// directory.
+pub const SHARED_CONTAINERS_DIR: &str = "shared/containers";
+
+/// Kata's driver name of tmpfs storages, the only ones `UpdateEphemeralMounts` changes.
+const EPHEMERAL: &str = "ephemeral";
+
+/// One request of `UpdateEphemeralMounts`, checked: its spec and the options to remount
+/// with; `None` when it asks for nothing.
+fn ephemeral_update(
+    request: &StorageRequest,
+    parse: impl Fn(&StorageRequest) -> Result<StorageSpec, StorageError>,
+) -> Result<Option<(StorageSpec, MountOptions)>, StorageError> {
+    if request.driver != EPHEMERAL {
+        return Err(StorageError::Invalid {
+            mount_point: request.mount_point.clone(),
+            driver: request.driver.clone(),
+            reason: "only ephemeral storages can be updated".into(),
+        });
+    }
+    // Every update is a remount; Kata's runtime says so in the options.
+    let options: Vec<String> = request
+        .options
+        .iter()
+        .map(|item| {
+            item.split(',')
+                .filter(|o| o.trim() != "remount")
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|item| !item.trim().is_empty())
+        .collect();
+    let spec = parse(&StorageRequest {
+        options,
+        ..request.clone()
+    })?;
+    let options = MountOptions::parse(&spec.mount_options())?;
+    if options.is_bind() || !options.propagation.is_empty() {
+        return Err(StorageError::Invalid {
+            mount_point: request.mount_point.clone(),
+            driver: request.driver.clone(),
+            reason: "bind and propagation options cannot be changed by an update".into(),
+        });
+    }
+    if options.flags.is_empty() && options.data.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((spec, options)))
+}
 
 /// One user's hold on a storage; give it back with [`Storages::release`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +263,96 @@ impl Storages {
             }
         }
         errors
+    }
+
+    /// Finds block devices (by PCI path, name, SCSI address) for storages and swap.
+    pub fn devices(&self) -> &DeviceWaiter {
+        &self.devices
+    }
+
+    /// `UpdateEphemeralMounts`: remounts each held `ephemeral` storage with its request's
+    /// options (`size=` resizes the tmpfs). Kata's `remount` option may be given (every
+    /// update is a remount); `fsgid=` is not applied again. The mount's own flags
+    /// (`nosuid`, `ro`, ...) are kept and the request's added. Every request is checked
+    /// before anything is remounted; a request without options changes nothing. Returns
+    /// the mount points remounted.
+    pub async fn update_ephemeral(
+        &self,
+        requests: &[StorageRequest],
+    ) -> Result<Vec<PathBuf>, StorageError> {
+        let mut updates = Vec::with_capacity(requests.len());
+        for request in requests {
+            let update = ephemeral_update(request, |r| self.parse(r))?;
+            updates.extend(update);
+        }
+        let mut table = self.table.lock().await;
+        let root = self.open_root(&mut table)?;
+        let mut plans = Vec::with_capacity(updates.len());
+        for (spec, options) in updates {
+            let entry = table
+                .entries
+                .iter()
+                .find(|e| e.spec.mount_point == spec.mount_point && e.refs > 0)
+                .ok_or_else(|| StorageError::NotHeld {
+                    mount_point: spec.mount_point.clone(),
+                })?;
+            if entry.spec.driver != spec.driver {
+                return Err(StorageError::Conflict {
+                    mount_point: spec.mount_point.clone(),
+                    existing_driver: entry.spec.driver,
+                    existing_source: entry.spec.source.clone(),
+                    driver: spec.driver,
+                    requested_source: spec.source.clone(),
+                });
+            }
+            let kept = MountOptions::parse(&entry.spec.mount_options())?.flags;
+            plans.push((
+                spec.mount_point,
+                kept | options.flags,
+                options.data_string(),
+            ));
+        }
+        let mut done = Vec::with_capacity(plans.len());
+        for (mount_point, flags, data) in plans {
+            let remount_root = Arc::clone(&root);
+            let target = mount_point.clone();
+            let remount_data = data.clone();
+            super::blocking(&mount_point, move || {
+                crate::mount::remount(&remount_root, &target, flags, &remount_data)
+                    .map_err(StorageError::from)
+            })
+            .await?;
+            tracing::info!(mount_point = %mount_point.display(), options = %data, "ephemeral storage remounted");
+            done.push(mount_point);
+        }
+        Ok(done)
+    }
+
+    /// `GetVolumeStats` of the volume mounted at `path` (beneath the agent's directory).
+    pub async fn volume_stats(&self, path: &str) -> Result<VolumeStats, StorageError> {
+        let root = self.root().await?;
+        let path = PathBuf::from(path);
+        super::blocking(&path.clone(), move || volume::stats(&root, &path)).await
+    }
+
+    /// `ResizeVolume`: grows the ext4 volume mounted at `path` to `size` bytes.
+    pub async fn resize_volume(&self, path: &str, size: u64) -> Result<Resized, StorageError> {
+        let root = self.root().await?;
+        let path = PathBuf::from(path);
+        super::blocking(&path.clone(), move || volume::resize(&root, &path, size)).await
+    }
+
+    /// `RemoveStaleVirtiofsShareMounts`: see
+    /// [`virtio_fs::remove_stale_share_mounts`](super::virtio_fs::remove_stale_share_mounts);
+    /// the share is Kata's `shared/containers` beneath the agent's directory.
+    pub async fn remove_stale_share_mounts(&self) -> Result<StaleMounts, StorageError> {
+        let share = self.run_dir.join(SHARED_CONTAINERS_DIR);
+        // Storage changes wait; a look-up on a dead share may block for a while.
+        let _table = self.table.lock().await;
+        super::blocking(&share.clone(), move || {
+            super::virtio_fs::remove_stale_share_mounts(&share)
+        })
+        .await
     }
 
     /// Mount points in use with their reference counts, oldest first.

@@ -18,6 +18,13 @@
 //!
 //! A driver is one [`StorageHandler`]; the [`StorageRegistry`] lists them (and feeds
 //! `GetGuestDetails`' `storage_handlers`).
+//!
+//! Storages in use can change after they are mounted: `UpdateEphemeralMounts` remounts
+//! held `ephemeral` storages with new options ([`Storages::update_ephemeral`]: a tmpfs
+//! resized), and the [`volume`] module answers `GetVolumeStats` and `ResizeVolume` for
+//! the volume mounted at a path. `RemoveStaleVirtiofsShareMounts` looks at every mount
+//! beneath the virtio-fs share, so the kernel drops those whose host side is gone
+//! ([`Storages::remove_stale_share_mounts`]).
 
 mod block;
 mod ephemeral;
@@ -27,6 +34,7 @@ mod overlay;
 mod ownership;
 pub mod spec;
 mod virtio_fs;
+pub mod volume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +43,8 @@ use async_trait::async_trait;
 
 pub use manager::{StorageRef, Storages};
 pub use spec::{FsGroup, FsGroupPolicy, StorageRequest, StorageSpec};
+pub use virtio_fs::StaleMounts;
+pub use volume::{Resized, Usage, VolumeError, VolumeStats};
 
 use crate::device::{DeviceError, DeviceWaiter};
 use crate::fs::{ConfineError, ConfinedRoot};
@@ -126,6 +136,9 @@ pub enum StorageError {
         /// Its error.
         errno: nix::errno::Errno,
     },
+    /// A volume could not be examined, resized, or its share mounts checked.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     /// The worker thread doing the mount went away.
     #[error("storage {mount_point}: the mount was interrupted: {reason}")]
     Interrupted {

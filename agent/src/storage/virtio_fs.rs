@@ -5,7 +5,7 @@
 //! `EINVAL`; so a failed mount is retried each time a virtio device appears (a uevent),
 //! until `agent.hotplug_timeout`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use nix::errno::Errno;
@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{MountedStorage, StorageContext, StorageError, StorageHandler, StorageSpec};
 use crate::device::{UeventError, UeventSocket, UeventSource};
+use crate::fs::{ConfinedRoot, Scope};
 use crate::mount::{MountError, MountOptions};
 
 /// The file system type virtio-fs mounts have.
@@ -118,4 +119,80 @@ async fn wait_for_virtio_device(events: &mut UeventSocket, deadline: Instant) ->
             Err(_deadline) => return false,
         }
     }
+}
+
+/// What [`remove_stale_share_mounts`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleMounts {
+    /// The mounts beneath the share that were looked at.
+    pub checked: usize,
+    /// Those that are gone afterwards (the kernel dropped them when the look-up found
+    /// their host side gone).
+    pub removed: Vec<PathBuf>,
+    /// Stale ones still listed (their path no longer resolves, so they cannot be
+    /// unmounted by it); the kernel drops them once nothing uses them.
+    pub remaining: Vec<PathBuf>,
+}
+
+/// `RemoveStaleVirtiofsShareMounts`: every mount strictly beneath `share` (the
+/// sandbox's virtio-fs share, where the host's own mounts of container root file
+/// systems and volumes appear as virtio-fs submounts) is looked up again, confined
+/// beneath `share`. A mount whose host side was unmounted or removed fails the look-up:
+/// the guest kernel then invalidates its directory and detaches the mounts on it, and
+/// virtiofsd closes what it held for them (Kata's reason for this call). A stale mount
+/// that still resolves, e.g. one whose root the host deleted, is unmounted here.
+pub fn remove_stale_share_mounts(share: &Path) -> Result<StaleMounts, super::StorageError> {
+    let beneath_share = || -> Result<Vec<PathBuf>, super::VolumeError> {
+        let mountinfo = std::fs::read_to_string(hull_common::mountinfo::PROC_SELF_MOUNTINFO)
+            .map_err(|e| super::VolumeError::Os {
+                path: PathBuf::from(hull_common::mountinfo::PROC_SELF_MOUNTINFO),
+                operation: "read",
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        let mut mounts: Vec<PathBuf> = crate::mount::mount_points(&mountinfo)
+            .into_iter()
+            .filter(|p| p.starts_with(share) && p != share)
+            .collect();
+        // Deepest first: a submount goes before the mount it sits on.
+        mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        mounts.dedup();
+        Ok(mounts)
+    };
+    let before = beneath_share()?;
+    if before.is_empty() {
+        return Ok(StaleMounts::default());
+    }
+    let root = ConfinedRoot::open(share, Scope::Beneath)?;
+    for mount in &before {
+        match root.resolve(mount).and_then(|m| m.stat().map(|s| (m, s))) {
+            Ok((resolved, stat)) if stat.st_nlink == 0 => {
+                // Still reachable, but its root was deleted on the host.
+                tracing::info!(mount = %resolved.path().display(), "share mount's root is gone; unmounting it");
+                if let Err(e) = crate::mount::unmount(&root, mount) {
+                    tracing::warn!(mount = %mount.display(), error = %e, "unmounting a stale share mount");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!(mount = %mount.display(), error = %e, "share mount is stale"),
+        }
+    }
+    let after = beneath_share()?;
+    let (remaining, removed): (Vec<PathBuf>, Vec<PathBuf>) =
+        before.iter().cloned().partition(|m| after.contains(m));
+    let remaining = remaining
+        .into_iter()
+        .filter(|m| root.resolve(m).is_err())
+        .collect();
+    let report = StaleMounts {
+        checked: before.len(),
+        removed,
+        remaining,
+    };
+    tracing::info!(
+        checked = report.checked,
+        removed = report.removed.len(),
+        remaining = report.remaining.len(),
+        "stale virtio-fs share mounts"
+    );
+    Ok(report)
 }
