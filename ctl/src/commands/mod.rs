@@ -6,6 +6,7 @@ pub mod container;
 pub mod health;
 pub mod network;
 pub mod sandbox;
+pub mod volume;
 
 use clap::Subcommand;
 use hull_protocols::AgentClient;
@@ -14,6 +15,7 @@ pub use container::ContainerCommand;
 pub use health::HealthCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
+pub use volume::VolumeCommand;
 
 use crate::output::{Format, Report};
 
@@ -33,6 +35,9 @@ pub enum Command {
     /// Containers and their processes.
     #[command(flatten)]
     Container(ContainerCommand),
+    /// Volumes and swap.
+    #[command(flatten)]
+    Volume(VolumeCommand),
 }
 
 /// What a command produced.
@@ -69,5 +74,6 @@ pub async fn run(
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
+        Command::Volume(c) => volume::run(client, c).await,
     }
 }
