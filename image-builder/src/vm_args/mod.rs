@@ -14,7 +14,8 @@
 //!
 //! Images are always attached read-only: `readonly=on` for QEMU, `ro` for vmm-lite,
 //! `discard_writes=on` and `readonly=on` for cloud-hypervisor, `is_read_only` for
-//! Firecracker; the root is mounted `ro`.
+//! Firecracker; the root is mounted `ro`. Only a scratch disk the test asks for as such
+//! ([`Disk::virtio_blk_writable`]: swap, a volume to grow) is attached writable.
 
 pub mod attachment;
 pub mod memory;

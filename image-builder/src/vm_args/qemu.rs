@@ -138,11 +138,12 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
     }
     for (i, disk) in spec.disks.iter().enumerate() {
         match disk.attach {
-            DiskAttach::VirtioBlk { slot } => args.extend([
+            DiskAttach::VirtioBlk { slot, writable } => args.extend([
                 "-drive".into(),
                 format!(
-                    "file={},if=none,id=disk{i},format=raw,readonly=on",
-                    disk.image.display()
+                    "file={},if=none,id=disk{i},format=raw{}",
+                    disk.image.display(),
+                    if writable { "" } else { ",readonly=on" }
                 ),
                 "-device".into(),
                 format!("virtio-blk-pci,drive=disk{i},addr=0x{slot:02x}"),
@@ -319,6 +320,18 @@ mod tests {
         ));
         assert!(joined.contains("-m 256M,slots=2,maxmem=1024M"), "{joined}");
         assert!(!args(&harness()).join(" ").contains("maxmem"));
+    }
+
+    #[test]
+    fn only_a_scratch_disk_asked_for_as_such_is_writable() {
+        let mut spec = harness();
+        spec.disks.push(Disk::virtio_blk("/img/ro.img", 0x10));
+        spec.disks
+            .push(Disk::virtio_blk_writable("/img/swap.img", 0x11));
+        let joined = args(&spec).join(" ");
+        assert!(joined.contains("file=/img/ro.img,if=none,id=disk0,format=raw,readonly=on"));
+        assert!(joined.contains("file=/img/swap.img,if=none,id=disk1,format=raw -device"));
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk1,addr=0x11"));
     }
 
     #[test]

@@ -131,8 +131,8 @@ pub struct FsShare {
     pub socket: PathBuf,
 }
 
-/// A raw disk image attached read-only (never writable: the host's image must stay
-/// intact).
+/// A raw disk image, attached read-only (the host's image stays intact) unless it is a
+/// scratch disk made writable on purpose ([`Disk::virtio_blk_writable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
     /// The image file.
@@ -150,6 +150,9 @@ pub enum DiskAttach {
     VirtioBlk {
         /// The device's slot on the root PCI bus.
         slot: u8,
+        /// Whether the guest may write to it; only for scratch disks (swap, volumes
+        /// that grow), never for a guest image.
+        writable: bool,
     },
     /// virtio-pmem of `size` bytes (the image's size, a multiple of 2 MiB): the guest sees
     /// `/dev/pmemN`.
@@ -164,7 +167,22 @@ impl Disk {
     pub fn virtio_blk(image: impl Into<PathBuf>, slot: u8) -> Self {
         Self {
             image: image.into(),
-            attach: DiskAttach::VirtioBlk { slot },
+            attach: DiskAttach::VirtioBlk {
+                slot,
+                writable: false,
+            },
+        }
+    }
+
+    /// `image` as a writable virtio-blk disk at `slot`: a scratch disk the guest may
+    /// change (swap, a volume to grow), never a guest image.
+    pub fn virtio_blk_writable(image: impl Into<PathBuf>, slot: u8) -> Self {
+        Self {
+            image: image.into(),
+            attach: DiskAttach::VirtioBlk {
+                slot,
+                writable: true,
+            },
         }
     }
 

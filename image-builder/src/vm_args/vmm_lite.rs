@@ -47,7 +47,12 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
     }
     for disk in &spec.disks {
         match disk.attach {
-            DiskAttach::VirtioBlk { .. } => args.extend(["--disk".into(), disk_arg(&disk.image)]),
+            DiskAttach::VirtioBlk {
+                writable: false, ..
+            } => args.extend(["--disk".into(), disk_arg(&disk.image)]),
+            DiskAttach::VirtioBlk { writable: true, .. } => {
+                args.extend(["--disk".into(), disk.image.display().to_string()])
+            }
             DiskAttach::VirtioPmem { .. } => {
                 args.extend(["--pmem".into(), disk.image.display().to_string()])
             }
