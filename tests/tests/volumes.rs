@@ -3,6 +3,7 @@
 //! - `UpdateEphemeralMounts` resizes a tmpfs (a container's `df` sees the new size);
 //! - `GetVolumeStats` of an ext4 volume on a writable virtio-blk disk gives the figures
 //!   the guest kernel gives a container's `stat -f` of the same file system;
+//! - `ResizeVolume` grows the volume's ext4 after QMP `block_resize` grew its disk;
 //! - `AddSwap` turns swap on on a disk found by its PCI path, `AddSwapPath` on a swap
 //!   file inside the volume: `/proc/swaps` lists both;
 //! - `RemoveStaleVirtiofsShareMounts` drops the guest's virtio-fs submount of a host
@@ -37,6 +38,8 @@ const VOLUME: &str = "/run/kata-containers/sandbox/storage/vol";
 const EPHEMERAL: &str = "/run/kata-containers/sandbox/ephemeral/scratch";
 const SHARED: &str = "/run/kata-containers/shared/containers";
 const PAGE: usize = 4096;
+/// The volume's disk after QMP `block_resize` (32 MiB at boot).
+const GROWN_BYTES: u64 = 64 << 20;
 
 /// Fills `path` with `bytes` of a non-zero pattern (no holes, even after `mkfs.ext4 -d`
 /// copies it) and makes it a swap area.
@@ -245,7 +248,7 @@ async fn volumes_grow_report_and_swap_and_stale_share_mounts_go() -> Result<()> 
         .disks
         .push(Disk::virtio_blk_writable(&swap_disk, SWAP_SLOT));
 
-    let guest = SandboxGuest::boot_without_sandbox(config).await?;
+    let mut guest = SandboxGuest::boot_without_sandbox(config).await?;
     let mut request = sandbox_request("volumes-e2e", "hull");
     request.storages.extend([
         storage("blk", &format!("{VOLUME_SLOT:02x}"), "ext4", &[], VOLUME),
@@ -332,6 +335,55 @@ async fn volumes_grow_report_and_swap_and_stale_share_mounts_go() -> Result<()> 
         "/proc/swaps: {:#?}",
         seen.swaps
     );
+
+    // ResizeVolume: the host grows the disk (QMP block_resize, as a runtime would through
+    // its VMM), then the guest's ext4 grows into it.
+    let total_before = usage(&stats, Unit::BYTES)?.0;
+    guest
+        .vm_mut()
+        .qmp()?
+        .execute(
+            "block_resize",
+            Some(serde_json::json!({"device": "disk0", "size": GROWN_BYTES})),
+        )
+        .context("QMP block_resize of the volume's disk")?;
+    // The guest learns the disk's new size from virtio's configuration interrupt; until
+    // then the agent refuses (the disk is too small), and nothing changes.
+    let started = std::time::Instant::now();
+    loop {
+        match client.resize_volume(VOLUME, GROWN_BYTES).await {
+            Ok(()) => break,
+            Err(e)
+                if e.rpc_code() == Some(Code::FAILED_PRECONDITION)
+                    && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).context("ResizeVolume after block_resize"),
+        }
+    }
+    let grown = client.get_volume_stats(VOLUME).await?;
+    let total_after = usage(&grown, Unit::BYTES)?.0;
+    ensure!(
+        total_after > total_before + (24 << 20),
+        "the volume grew from {total_before} to only {total_after} bytes"
+    );
+    let seen_grown = inspect(&guest, "inspect-grown", &[(VOLUME, "vol")]).await?;
+    ensure!(
+        usage(&grown, Unit::BYTES)? == seen_grown.figures("vol")?.0,
+        "GetVolumeStats {grown:?} vs the guest's statfs {:?}",
+        seen_grown.figures("vol")?
+    );
+    refusal(
+        "ResizeVolume shrinking the grown volume",
+        client.resize_volume(VOLUME, 16 << 20),
+        Code::INVALID_ARGUMENT,
+        "cannot shrink",
+    )
+    .check()
+    .await
+    .map_err(anyhow::Error::msg)?;
+
     let submount = format!("{SHARED}/stale virtiofs");
     ensure!(
         seen.mounts.iter().any(|m| m.starts_with(&submount)),
