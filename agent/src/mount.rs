@@ -218,8 +218,12 @@ pub fn remount(
         (!data.is_empty()).then_some(data),
     )
     .map_err(|errno| MountError::Mount {
-        what: "remount".into(),
-        fstype: String::new(),
+        what: if data.is_empty() {
+            "a remount".into()
+        } else {
+            format!("a remount with {data}")
+        },
+        fstype: "remount".into(),
         target: mounted.path().to_path_buf(),
         errno,
     })

@@ -346,9 +346,9 @@ impl Storages {
     /// [`virtio_fs::remove_stale_share_mounts`](super::virtio_fs::remove_stale_share_mounts);
     /// the share is Kata's `shared/containers` beneath the agent's directory.
     pub async fn remove_stale_share_mounts(&self) -> Result<StaleMounts, StorageError> {
+        // Storage changes need not wait: a look-up on a share whose daemon died can
+        // block, and only mounts whose root is gone are unmounted here.
         let share = self.run_dir.join(SHARED_CONTAINERS_DIR);
-        // Storage changes wait; a look-up on a dead share may block for a while.
-        let _table = self.table.lock().await;
         super::blocking(&share.clone(), move || {
             super::virtio_fs::remove_stale_share_mounts(&share)
         })
