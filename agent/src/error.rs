@@ -11,7 +11,10 @@ use hull_container::ContainerError;
 use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
+use crate::entropy::EntropyError;
 use crate::fs::ConfineError;
+use crate::fs::copy::CopyFileError;
+use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
 use crate::storage::StorageError;
@@ -169,6 +172,15 @@ pub enum AgentError {
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// `CopyFile` was refused or failed.
+    #[error(transparent)]
+    CopyFile(#[from] CopyFileError),
+    /// `SetGuestDateTime` was refused or failed.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// `ReseedRandomDev` was refused or failed.
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -2,19 +2,21 @@
 //! one method of the [`Sandbox`], and converts the answer back. Errors go through
 //! [`status`].
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AddARPNeighborsRequest, CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest,
-    DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
-    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, OOMEvent,
-    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
-    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
-    UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
-    WriteStreamRequest, WriteStreamResponse,
+    AddARPNeighborsRequest, CloseStdinRequest, CopyFileRequest, CreateContainerRequest,
+    CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest, GetMetricsRequest,
+    GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, Interfaces,
+    ListInterfacesRequest, ListRoutesRequest, Metrics, OOMEvent, PauseContainerRequest,
+    ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest, ReseedRandomDevRequest,
+    ResumeContainerRequest, Routes, SetGuestDateTimeRequest, SignalProcessRequest,
+    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
+    UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest,
+    WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::types::Interface;
@@ -22,9 +24,11 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, network, oci, sandbox};
+use super::{container, guest, network, oci, sandbox};
 use crate::error::AgentError;
+use crate::fs::copy;
 use crate::sandbox::{OutputStream, Sandbox};
+use crate::{entropy, guest_clock, metrics};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
@@ -52,12 +56,17 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "CloseStdin",
     "TtyWinResize",
     "GetOOMEvent",
+    "CopyFile",
+    "SetGuestDateTime",
+    "ReseedRandomDev",
+    "GetMetrics",
 ];
 
 /// The AgentService implementation.
 pub struct AgentRpc {
     sandbox: Arc<Sandbox>,
     under_init: bool,
+    metrics: metrics::Metrics,
 }
 
 impl AgentRpc {
@@ -67,6 +76,7 @@ impl AgentRpc {
         Self {
             sandbox,
             under_init,
+            metrics: metrics::Metrics::new(),
         }
     }
 }
@@ -354,6 +364,43 @@ impl AgentService for AgentRpc {
             container_id: self.sandbox.next_oom_event().await,
             ..Default::default()
         })
+    }
+
+    async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
+        let shared_dir = self.sandbox.storages().run_dir().join(copy::SHARED_DIR);
+        let request = guest::copy_request(req);
+        copy::copy_file_blocking(shared_dir, request)
+            .await
+            .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn set_guest_date_time(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetGuestDateTimeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let time = guest::wall_time(&req).map_err(fail)?;
+        guest_clock::set(time).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn reseed_random_dev(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReseedRandomDevRequest,
+    ) -> ttrpc::Result<Empty> {
+        let device = Path::new(entropy::RANDOM_DEVICE);
+        entropy::reseed(device, &req.data).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn get_metrics(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetMetricsRequest,
+    ) -> ttrpc::Result<Metrics> {
+        Ok(guest::metrics_to_proto(self.metrics.gather()))
     }
 }
 
