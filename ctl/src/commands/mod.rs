@@ -3,6 +3,7 @@
 //! to [`Command`] and an arm to [`run`].
 
 pub mod container;
+pub mod guest;
 pub mod health;
 pub mod network;
 pub mod sandbox;
@@ -11,6 +12,7 @@ use clap::Subcommand;
 use hull_protocols::AgentClient;
 
 pub use container::ContainerCommand;
+pub use guest::GuestCommand;
 pub use health::HealthCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
@@ -33,6 +35,9 @@ pub enum Command {
     /// Containers and their processes.
     #[command(flatten)]
     Container(ContainerCommand),
+    /// Guest services: files, clock, entropy, metrics.
+    #[command(flatten)]
+    Guest(GuestCommand),
 }
 
 /// What a command produced.
@@ -69,5 +74,6 @@ pub async fn run(
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
+        Command::Guest(c) => guest::run(client, c).await,
     }
 }
