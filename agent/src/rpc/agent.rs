@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AddARPNeighborsRequest, CloseStdinRequest, CopyFileRequest, CreateContainerRequest,
-    CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest, GetMetricsRequest,
-    GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, Interfaces,
-    ListInterfacesRequest, ListRoutesRequest, Metrics, OOMEvent, PauseContainerRequest,
-    ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest, ReseedRandomDevRequest,
-    ResumeContainerRequest, Routes, SetGuestDateTimeRequest, SignalProcessRequest,
-    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
-    UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest,
-    WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
+    AddARPNeighborsRequest, CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest,
+    DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
+    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, OOMEvent,
+    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
+    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
+    UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
+    WriteStreamRequest, WriteStreamResponse,
+};
+// The guest services (CopyFile, SetGuestDateTime, ReseedRandomDev, GetMetrics).
+use hull_protocols::agent::{
+    CopyFileRequest, GetMetricsRequest, Metrics, ReseedRandomDevRequest, SetGuestDateTimeRequest,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::types::Interface;
