@@ -11,7 +11,10 @@ use hull_container::ContainerError;
 use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
+use crate::entropy::EntropyError;
 use crate::fs::ConfineError;
+use crate::fs::copy::CopyFileError;
+use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
 use crate::storage::StorageError;
@@ -173,6 +176,15 @@ pub enum AgentError {
     /// Swap could not be added (`AddSwap`, `AddSwapPath`).
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// `CopyFile` was refused or failed.
+    #[error(transparent)]
+    CopyFile(#[from] CopyFileError),
+    /// `SetGuestDateTime` was refused or failed.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// `ReseedRandomDev` was refused or failed.
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
 }
 
 impl From<ConfineError> for AgentError {

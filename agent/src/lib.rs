@@ -7,15 +7,20 @@
 //! at start-up; [`logging`] sends structured logs to the console or to the host over vsock.
 //! Containers live in the `hull-container` crate (spec → plan → a re-exec'd helper builds
 //! them; reaping and stdio in `hull_container::process`), which the runc-compatible CLI
-//! `hull-runtime` (its own crate, `runtime/`) shares.
+//! `hull-runtime` (its own crate, `runtime/`) shares. Host-facing guest services beside
+//! the sandbox: [`fs::copy`] (`CopyFile`), [`guest_clock`] (`SetGuestDateTime`),
+//! [`entropy`] (`ReseedRandomDev`) and [`metrics`] (`GetMetrics`).
 
 pub mod config;
 pub mod debug_console;
 pub mod device;
+pub mod entropy;
 pub mod error;
 pub mod fs;
+pub mod guest_clock;
 pub mod hooks;
 pub mod logging;
+pub mod metrics;
 pub mod mount;
 pub mod network;
 pub mod rpc;

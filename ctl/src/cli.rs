@@ -264,6 +264,59 @@ mod tests {
     }
 
     #[test]
+    fn guest_service_commands_parse() {
+        use crate::commands::GuestCommand as G;
+        let addr = ["--addr", "vsock://3:1024"];
+        let parse_with =
+            |args: &[&str]| parse(&[addr.as_slice(), args].concat()).map(|cli| cli.command);
+        let Command::Guest(G::CopyFile(copy)) = parse_with(&[
+            "copy-file",
+            "-r",
+            "/tmp/x",
+            "/run/kata-containers/shared/containers/x",
+        ])
+        .unwrap() else {
+            panic!("copy-file")
+        };
+        assert!(copy.recursive);
+        assert_eq!(copy.guest_path, "/run/kata-containers/shared/containers/x");
+        assert_eq!(
+            parse_with(&["copy-file", "/tmp/x"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        let Command::Guest(G::SetTime(time)) = parse_with(&["set-time", "--now"]).unwrap() else {
+            panic!("set-time --now")
+        };
+        assert!(time.now && time.secs.is_none());
+        let Command::Guest(G::SetTime(time)) = parse_with(&["set-time", "1700000000.5"]).unwrap()
+        else {
+            panic!("set-time SECS")
+        };
+        assert_eq!(time.secs, Some(1_700_000_000.5));
+        assert_eq!(
+            parse_with(&["set-time"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse_with(&["set-time", "--now", "5"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        let Command::Guest(G::Reseed(reseed)) = parse_with(&["reseed"]).unwrap() else {
+            panic!("reseed")
+        };
+        assert_eq!(reseed.bytes, crate::commands::guest::DEFAULT_RESEED_BYTES);
+        let Command::Guest(G::Reseed(reseed)) = parse_with(&["reseed", "--bytes", "0"]).unwrap()
+        else {
+            panic!("reseed --bytes")
+        };
+        assert_eq!(reseed.bytes, 0);
+        assert!(matches!(
+            parse_with(&["metrics", "--json"]).unwrap(),
+            Command::Guest(G::Metrics)
+        ));
+    }
+
+    #[test]
     fn options_may_follow_the_command() {
         // Options other than --addr are global: accepted after the command.
         let cli = parse(&[

@@ -49,6 +49,7 @@ mod sandbox;
 mod storage;
 
 pub use process::{Captured, READ_CHUNK, Stream};
+pub use storage::{COPY_CHUNK, COPY_DIR_MODE, copy_file_requests};
 
 /// Default per-call timeout.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -266,6 +266,18 @@ impl ConfinedRoot {
         requested: &Path,
         mode: u32,
     ) -> Result<ConfinedPath, ConfineError> {
+        self.create_dir_all_then(requested, mode, |_| Ok(()))
+    }
+
+    /// Like [`ConfinedRoot::create_dir_all`], and calls `created` with each directory this
+    /// call made (parents first), before anything is made inside it: to set its exact mode
+    /// or its owner.
+    pub fn create_dir_all_then(
+        &self,
+        requested: &Path,
+        mode: u32,
+        mut created: impl FnMut(&ConfinedPath) -> Result<(), ConfineError>,
+    ) -> Result<ConfinedPath, ConfineError> {
         let relative = self.relative(requested)?;
         let mode = Mode::from_bits_truncate(mode);
         match self.open_dir(&relative) {
@@ -282,9 +294,10 @@ impl ConfinedRoot {
             let fd = match self.open_dir(&prefix) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    match mkdirat(&parent, name, mode) {
-                        // EEXIST: created concurrently, or a symlink (checked just below).
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                    let made = match mkdirat(&parent, name, mode) {
+                        Ok(()) => true,
+                        // Created concurrently, or a symlink (checked just below).
+                        Err(Errno::EEXIST) => false,
                         Err(errno) => {
                             return Err(ConfineError::Os {
                                 path: self.path.join(&prefix),
@@ -292,14 +305,21 @@ impl ConfinedRoot {
                                 errno,
                             });
                         }
-                    }
-                    self.open_dir(&prefix).map_err(|errno| match errno {
+                    };
+                    let fd = self.open_dir(&prefix).map_err(|errno| match errno {
                         Errno::ENOENT => ConfineError::DanglingSymlink {
                             path: requested.to_path_buf(),
                             component: self.path.join(&prefix),
                         },
                         errno => self.error(requested, "open", errno),
-                    })?
+                    })?;
+                    if made {
+                        let dir = ConfinedPath::new(fd, self.path.join(&prefix));
+                        created(&dir)?;
+                        dir.fd
+                    } else {
+                        fd
+                    }
                 }
                 Err(errno) => return Err(self.error(requested, "open", errno)),
             };

@@ -4,8 +4,9 @@
 //! refusing `..`, absolute escapes and symlinks that lead outside. Everything the agent
 //! mounts, creates or writes on the host's behalf goes through it, and the mount helpers
 //! in [`crate::mount`] take its [`ConfinedPath`] rather than a path string, so what was
-//! checked is what gets mounted on.
+//! checked is what gets mounted on. [`copy`] carries out `CopyFile` through it.
 
 pub mod confine;
+pub mod copy;
 
 pub use confine::{ConfineError, ConfinedPath, ConfinedRoot, Scope, relative_to};

@@ -2,6 +2,7 @@
 //! one method of the [`Sandbox`], and converts the answer back. Errors go through
 //! [`status`].
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ use hull_protocols::agent::{
     UpdateRoutesRequest, VolumeStatsRequest, WaitProcessRequest, WaitProcessResponse,
     WriteStreamRequest, WriteStreamResponse,
 };
+// The guest services (CopyFile, SetGuestDateTime, ReseedRandomDev, GetMetrics).
+use hull_protocols::agent::{
+    CopyFileRequest, GetMetricsRequest, Metrics, ReseedRandomDevRequest, SetGuestDateTimeRequest,
+};
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::csi::VolumeStatsResponse;
 use hull_protocols::types::Interface;
@@ -25,9 +30,11 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, network, oci, sandbox, volume};
+use super::{container, guest, network, oci, sandbox, volume};
 use crate::error::AgentError;
+use crate::fs::copy;
 use crate::sandbox::{OutputStream, Sandbox};
+use crate::{entropy, guest_clock, metrics};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
@@ -61,12 +68,17 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "ResizeVolume",
     "AddSwap",
     "AddSwapPath",
+    "CopyFile",
+    "SetGuestDateTime",
+    "ReseedRandomDev",
+    "GetMetrics",
 ];
 
 /// The AgentService implementation.
 pub struct AgentRpc {
     sandbox: Arc<Sandbox>,
     under_init: bool,
+    metrics: metrics::Metrics,
 }
 
 impl AgentRpc {
@@ -76,6 +88,7 @@ impl AgentRpc {
         Self {
             sandbox,
             under_init,
+            metrics: metrics::Metrics::new(),
         }
     }
 }
@@ -415,6 +428,15 @@ impl AgentService for AgentRpc {
         Ok(Empty::new())
     }
 
+    async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
+        let shared_dir = self.sandbox.storages().run_dir().join(copy::SHARED_DIR);
+        let request = guest::copy_request(req);
+        copy::copy_file_blocking(shared_dir, request)
+            .await
+            .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
     async fn add_swap_path(
         &self,
         _ctx: &TtrpcContext,
@@ -425,6 +447,33 @@ impl AgentService for AgentRpc {
             .await
             .map_err(fail)?;
         Ok(Empty::new())
+    }
+    async fn set_guest_date_time(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetGuestDateTimeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let time = guest::wall_time(&req).map_err(fail)?;
+        guest_clock::set(time).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn reseed_random_dev(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReseedRandomDevRequest,
+    ) -> ttrpc::Result<Empty> {
+        let device = Path::new(entropy::RANDOM_DEVICE);
+        entropy::reseed(device, &req.data).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn get_metrics(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetMetricsRequest,
+    ) -> ttrpc::Result<Metrics> {
+        Ok(guest::metrics_to_proto(self.metrics.gather()))
     }
 }
 

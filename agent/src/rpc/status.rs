@@ -11,8 +11,11 @@ use nix::errno::Errno;
 use ttrpc::Code;
 
 use crate::device::DeviceError;
+use crate::entropy::EntropyError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
+use crate::fs::copy::CopyFileError;
+use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
@@ -48,9 +51,51 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
         AgentError::Swap(e) => swap_code(e),
+        AgentError::CopyFile(e) => copy_file_code(e),
+        AgentError::Clock(e) => clock_code(e),
+        AgentError::Entropy(e) => entropy_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+/// A path or chunk the host got wrong is INVALID_ARGUMENT (a path that escapes the shared
+/// directory included); a full disk RESOURCE_EXHAUSTED; anything else the guest's fault.
+fn copy_file_code(error: &CopyFileError) -> Code {
+    match error {
+        CopyFileError::Path(e) => confine_code(e),
+        CopyFileError::UnsupportedType { .. }
+        | CopyFileError::InvalidChunk { .. }
+        | CopyFileError::InvalidSymlinkTarget { .. } => Code::INVALID_ARGUMENT,
+        CopyFileError::Os { errno, .. } => errno_code(*errno),
+        CopyFileError::Interrupted { .. } => Code::INTERNAL,
+    }
+}
+
+fn clock_code(error: &ClockError) -> Code {
+    match error {
+        ClockError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        ClockError::Set { errno, .. } => errno_code(*errno),
+    }
+}
+
+fn entropy_code(error: &EntropyError) -> Code {
+    match error {
+        EntropyError::Empty | EntropyError::TooLong { .. } => Code::INVALID_ARGUMENT,
+        EntropyError::Open { errno, .. } | EntropyError::Ioctl { errno, .. } => errno_code(*errno),
+    }
+}
+
+/// A system call's error in a guest service: the kernel refusing the value, a missing
+/// privilege, a full disk; anything else is INTERNAL.
+fn errno_code(errno: nix::errno::Errno) -> Code {
+    use nix::errno::Errno;
+    match errno {
+        Errno::EINVAL => Code::INVALID_ARGUMENT,
+        Errno::EPERM | Errno::EACCES => Code::PERMISSION_DENIED,
+        Errno::ENOSPC | Errno::EDQUOT => Code::RESOURCE_EXHAUSTED,
+        _ => Code::INTERNAL,
+    }
 }
 
 fn hook_code(error: &HookError) -> Code {
@@ -405,6 +450,70 @@ mod tests {
             (kernel(libc::ENODEV).into(), Code::NOT_FOUND),
             (kernel(libc::EACCES).into(), Code::FAILED_PRECONDITION),
             (kernel(libc::ENOMEM).into(), Code::INTERNAL),
+            (
+                CopyFileError::Path(ConfineError::ParentComponent {
+                    path: "/run/kata-containers/shared/containers/../x".into(),
+                })
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CopyFileError::InvalidChunk {
+                    path: "/x".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CopyFileError::UnsupportedType {
+                    path: "/x".into(),
+                    mode: 0o010644,
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CopyFileError::Os {
+                    path: "/x".into(),
+                    operation: "write",
+                    errno: nix::errno::Errno::ENOSPC,
+                }
+                .into(),
+                Code::RESOURCE_EXHAUSTED,
+            ),
+            (
+                CopyFileError::Os {
+                    path: "/x".into(),
+                    operation: "rename",
+                    errno: nix::errno::Errno::EIO,
+                }
+                .into(),
+                Code::INTERNAL,
+            ),
+            (
+                crate::guest_clock::WallTime::new(0, -1).unwrap_err().into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ClockError::Set {
+                    sec: 0,
+                    usec: 0,
+                    errno: nix::errno::Errno::EPERM,
+                }
+                .into(),
+                Code::PERMISSION_DENIED,
+            ),
+            (EntropyError::Empty.into(), Code::INVALID_ARGUMENT),
+            (
+                EntropyError::Ioctl {
+                    path: "/dev/random".into(),
+                    request: "RNDADDENTROPY",
+                    errno: nix::errno::Errno::EPERM,
+                }
+                .into(),
+                Code::PERMISSION_DENIED,
+            ),
             (
                 NetworkError::RollbackFailed {
                     error: Box::new(kernel(libc::EINVAL)),

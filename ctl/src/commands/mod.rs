@@ -3,6 +3,7 @@
 //! to [`Command`] and an arm to [`run`].
 
 pub mod container;
+pub mod guest;
 pub mod health;
 pub mod network;
 pub mod sandbox;
@@ -12,6 +13,7 @@ use clap::Subcommand;
 use hull_protocols::AgentClient;
 
 pub use container::ContainerCommand;
+pub use guest::GuestCommand;
 pub use health::HealthCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
@@ -38,6 +40,9 @@ pub enum Command {
     /// Volumes and swap.
     #[command(flatten)]
     Volume(VolumeCommand),
+    /// Guest services: files, clock, entropy, metrics.
+    #[command(flatten)]
+    Guest(GuestCommand),
 }
 
 /// What a command produced.
@@ -75,5 +80,6 @@ pub async fn run(
         Command::Network(c) => network::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
         Command::Volume(c) => volume::run(client, c).await,
+        Command::Guest(c) => guest::run(client, c).await,
     }
 }
