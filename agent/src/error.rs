@@ -11,6 +11,7 @@ use hull_container::ContainerError;
 use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
+use crate::device::container::ContainerDeviceError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
@@ -160,6 +161,9 @@ pub enum AgentError {
     /// A container or process operation failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// A container's devices (`CreateContainer`'s `devices`) could not be given to it.
+    #[error(transparent)]
+    Devices(#[from] ContainerDeviceError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -3,14 +3,16 @@
 //! fields → domain values.
 //!
 //! Request fields this agent does not act on are refused (INVALID_ARGUMENT) instead of
-//! being silently dropped. Per-container `devices` (resolving a host device into the
-//! spec) are not wired to the device layer yet, so they are refused here.
+//! being silently dropped: `shared_mounts` (Kata moves a mount made inside one container
+//! into another's mount namespace) among them. `devices` go to the device layer
+//! ([`super::device`]).
 
 use hull_container::process::signal_from_number;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Process};
 
+use super::device::device_requests;
 use super::oci;
 use super::storage::storage_requests;
 use crate::error::AgentError;
@@ -21,12 +23,7 @@ use crate::sandbox::ContainerRequest;
 pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerRequest, AgentError> {
     if !req.shared_mounts.is_empty() {
         return Err(AgentError::Unsupported {
-            what: "shared_mounts",
-        });
-    }
-    if !req.devices.is_empty() {
-        return Err(AgentError::Unsupported {
-            what: "CreateContainer devices (the device layer is not wired here yet)",
+            what: "shared_mounts (moving a mount made in one container into another's mount namespace)",
         });
     }
     refuse_vsock_stdio(req.stdin_port, req.stdout_port, req.stderr_port)?;
@@ -44,6 +41,7 @@ pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerReques
         spec: oci::spec_from_proto(&spec)?,
         storages: storage_requests(&req.storages)?,
         sandbox_pidns: req.sandbox_pidns,
+        devices: device_requests(&req.devices),
     })
 }
 
@@ -128,6 +126,17 @@ mod tests {
         );
         assert_eq!(request.storages[0].driver, "local");
         assert!(request.sandbox_pidns);
+        let with_device = create(|r| {
+            r.devices = vec![hull_protocols::agent::Device {
+                type_: "blk".into(),
+                id: "02".into(),
+                container_path: "/dev/xda".into(),
+                ..Default::default()
+            }]
+        });
+        let request = container_request(&with_device).unwrap();
+        assert_eq!(request.devices[0].driver, "blk");
+        assert_eq!(request.devices[0].container_path, "/dev/xda");
     }
 
     #[test]
@@ -139,7 +148,6 @@ mod tests {
                 create(|r| r.shared_mounts = vec![Default::default()]),
                 "shared_mounts",
             ),
-            (create(|r| r.devices = vec![Default::default()]), "devices"),
         ];
         for (req, needle) in cases {
             let err = container_request(&req).unwrap_err();

@@ -10,6 +10,7 @@ use hull_container::{ContainerError, SetupError};
 use ttrpc::Code;
 
 use crate::device::DeviceError;
+use crate::device::container::ContainerDeviceError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
@@ -42,6 +43,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
             Code::INTERNAL
         }
         AgentError::Container(e) => container_code(e),
+        AgentError::Devices(e) => container_device_code(e),
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
@@ -104,6 +106,23 @@ fn mount_code(error: &MountError) -> Code {
         },
         MountError::NotMounted { .. } => Code::NOT_FOUND,
         MountError::Unmount { .. } => Code::INTERNAL,
+    }
+}
+
+/// A container's devices: the request's faults, a driver the guest has no means for
+/// (FAILED_PRECONDITION), the device's own errors as storages answer them.
+fn container_device_code(error: &ContainerDeviceError) -> Code {
+    match error {
+        ContainerDeviceError::Incomplete { .. }
+        | ContainerDeviceError::UnknownDriver { .. }
+        | ContainerDeviceError::Options { .. }
+        | ContainerDeviceError::Duplicate { .. }
+        | ContainerDeviceError::NotInSpec { .. }
+        | ContainerDeviceError::SameHostNumbers { .. } => Code::INVALID_ARGUMENT,
+        ContainerDeviceError::Unsupported { .. } => Code::FAILED_PRECONDITION,
+        ContainerDeviceError::Device { source, .. } => device_code(source),
+        ContainerDeviceError::NotANode { .. } => Code::FAILED_PRECONDITION,
+        ContainerDeviceError::Stat { .. } => Code::INTERNAL,
     }
 }
 
@@ -329,6 +348,43 @@ mod tests {
                 }
                 .into(),
                 Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                ContainerDeviceError::Unsupported {
+                    container_path: "/dev/vfio/1".into(),
+                    driver: "vfio-pci".into(),
+                    what: "VFIO",
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                ContainerDeviceError::NotInSpec {
+                    container_path: "/dev/x".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerDeviceError::Device {
+                    container_path: "/dev/x".into(),
+                    source: DeviceError::Timeout {
+                        what: "vdb".into(),
+                        timeout: std::time::Duration::from_secs(3),
+                    },
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                ContainerDeviceError::Device {
+                    container_path: "/dev/x".into(),
+                    source: DeviceError::InvalidScsiAddress {
+                        address: "x".into(),
+                    },
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
             ),
             (
                 AgentError::SandboxExists { id: "s".into() },

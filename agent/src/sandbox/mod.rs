@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
+use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
@@ -56,6 +57,8 @@ pub struct Sandbox {
     lost: AtomicBool,
     teardown_timeout: Duration,
     storages: Storages,
+    /// Waits for the devices containers are given (`agent.hotplug_timeout`).
+    devices: DeviceWaiter,
     network: Network,
     /// Serializes CreateSandbox and DestroySandbox.
     lifecycle: tokio::sync::Mutex<Lifecycle>,
@@ -95,6 +98,9 @@ pub struct ContainerRequest {
     pub storages: Vec<StorageRequest>,
     /// Join (or, first, create) the sandbox-wide PID namespace.
     pub sandbox_pidns: bool,
+    /// Devices the host plugged in for the container, unchecked: their spec entries
+    /// get the guest's numbers.
+    pub devices: Vec<DeviceRequest>,
 }
 
 /// One of a process's output streams.
@@ -153,15 +159,14 @@ impl Sandbox {
     /// An empty sandbox with the configured directory and hot-plug timeout. Nothing is
     /// touched on disk until a storage is asked for.
     pub fn with_config(config: &AgentConfig) -> Self {
+        let devices = DeviceWaiter::guest(config.hotplug_timeout);
         Self {
             shutdown: watch::Sender::new(false),
             destroying: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             teardown_timeout: TEARDOWN_TIMEOUT,
-            storages: Storages::new(
-                config.run_dir.clone(),
-                DeviceWaiter::guest(config.hotplug_timeout),
-            ),
+            storages: Storages::new(config.run_dir.clone(), devices.clone()),
+            devices,
             network: Network::default(),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
             info: Mutex::new(None),
@@ -190,9 +195,10 @@ impl Sandbox {
         })
     }
 
-    /// `CreateContainer`: checks and mounts the container's storages (held for it until
-    /// it is removed), then creates the container; on an error the storages are
-    /// released.
+    /// `CreateContainer`: checks the container's devices and storages, waits for the
+    /// devices and puts their guest numbers into the spec, mounts the storages (held for
+    /// it until it is removed), then creates the container; on an error the storages
+    /// are released.
     pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
         let ContainerRequest {
             id,
@@ -200,6 +206,7 @@ impl Sandbox {
             spec,
             storages,
             sandbox_pidns,
+            devices,
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
         if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
@@ -209,6 +216,7 @@ impl Sandbox {
             .iter()
             .map(|s| self.storages.parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let devices = ContainerDevice::parse_all(&devices)?;
         if self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
         }
@@ -220,6 +228,7 @@ impl Sandbox {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => spec,
         };
+        let spec = self.with_devices(spec, &devices).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
@@ -261,6 +270,22 @@ impl Sandbox {
                 Err(e.into())
             }
         }
+    }
+
+    /// Waits for each of a container's devices (in turn, each up to the hot-plug timeout)
+    /// and gives `spec` their guest numbers.
+    async fn with_devices(
+        &self,
+        mut spec: Spec,
+        devices: &[ContainerDevice],
+    ) -> Result<Spec, AgentError> {
+        check_in_spec(&spec, devices)?;
+        let mut resolved = Vec::with_capacity(devices.len());
+        for device in devices {
+            resolved.push(device.resolve(&self.devices).await?);
+        }
+        rewrite_spec(&mut spec, &resolved)?;
+        Ok(spec)
     }
 
     /// Points `spec` at the sandbox-wide PID namespace: a new one for the first container
