@@ -51,6 +51,9 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
             DiskAttach::VirtioPmem { .. } => {
                 args.extend(["--pmem".into(), disk.image.display().to_string()])
             }
+            DiskAttach::Scsi { .. } => {
+                return Err(unsupported("attach a SCSI disk (it has no virtio-scsi)"));
+            }
         }
     }
     if !spec.cmdline.is_empty() {
@@ -172,6 +175,13 @@ mod tests {
                     ..lite(harness())
                 },
                 "NIC",
+            ),
+            (
+                VmSpec {
+                    disks: vec![Disk::scsi("/d/scsi.img", 0, 0)],
+                    ..lite(harness())
+                },
+                "SCSI",
             ),
         ] {
             let err = argv(&spec).unwrap_err().to_string();
