@@ -15,6 +15,7 @@ use crate::device::container::ContainerDeviceError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
 
 /// Everything that can go wrong below the RPC layer.
@@ -164,6 +165,9 @@ pub enum AgentError {
     /// A container's devices (`CreateContainer`'s `devices`) could not be given to it.
     #[error(transparent)]
     Devices(#[from] ContainerDeviceError),
+    /// A mount shared from another container (`shared_mounts`) could not be made.
+    #[error(transparent)]
+    SharedMount(#[from] SharedMountError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -4,7 +4,8 @@
 //! host numbers that are not the guest's. In the container each node has the guest disk's
 //! numbers and reads the disk's first bytes as the host wrote them. VFIO is refused by
 //! name, a disk that never appears times out naming it, bad inputs get precise codes, and
-//! the agent serves on.
+//! the agent serves on. Then Kata's shared mounts: a mount made in one container is given
+//! to another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -197,14 +198,7 @@ async fn a_container_gets_its_disks_under_the_guests_numbers() -> Result<()> {
     };
     let vfio = device("vfio-pci", "12", "", "/dev/vfio/12");
     let mut shared = request(id, spec()?, devices.clone());
-    shared.shared_mounts = vec![SharedMount {
-        name: "m".into(),
-        src_ctr: "a".into(),
-        src_path: "/a".into(),
-        dst_ctr: id.into(),
-        dst_path: "/b".into(),
-        ..Default::default()
-    }];
+    shared.shared_mounts = vec![shared_mount("m", "a", "/a", "b")];
     let duplicate = device("scsi", "0:1", "", "/dev/xda");
     check_all(vec![
         refusal(
@@ -266,10 +260,10 @@ async fn a_container_gets_its_disks_under_the_guests_numbers() -> Result<()> {
             "device /dev/nope is not in the spec's linux.devices",
         ),
         refusal(
-            "shared mounts",
+            "a shared mount to a relative path",
             client.create_container(&shared),
             Code::INVALID_ARGUMENT,
-            "shared_mounts",
+            "shared_mounts[0] (\"m\"): dst_path must be absolute",
         ),
     ])
     .await
@@ -365,6 +359,115 @@ async fn a_container_gets_its_disks_under_the_guests_numbers() -> Result<()> {
             disk.container_path, disk.driver
         );
     }
+
+    shared_mounts_join_two_containers(&guest).await?;
     guest.power_off().await?;
+    Ok(())
+}
+
+fn shared_mount(name: &str, src_ctr: &str, src_path: &str, dst_path: &str) -> SharedMount {
+    SharedMount {
+        name: name.into(),
+        src_ctr: src_ctr.into(),
+        src_path: src_path.into(),
+        dst_ctr: "consumer".into(),
+        dst_path: dst_path.into(),
+        ..Default::default()
+    }
+}
+
+/// `spec` named `name` for Kubernetes (CRI containerd's annotation, which Kata reads).
+fn named(mut spec: oci::Spec, name: &str) -> oci::Spec {
+    spec.Annotations
+        .insert("io.kubernetes.cri.container-name".into(), name.into());
+    spec
+}
+
+/// Kata's shared mounts: a tmpfs the producer container has at /shared-src is given to
+/// the consumer at /shared-dst (created there); both see one file system. A source
+/// container that does not exist is skipped, as Kata does.
+async fn shared_mounts_join_two_containers(guest: &SandboxGuest) -> Result<()> {
+    let client = &guest.client;
+    guest.busybox_rootfs("producer")?;
+    guest.busybox_rootfs("consumer")?;
+    let mut producer = ContainerSpec::shell(
+        "echo written-by-the-producer > /shared-src/note && echo ready && sleep 600",
+    );
+    producer.extra_mounts.push(serde_json::json!({
+        "destination": "/shared-src", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=755"],
+    }));
+    let producer_spec = named(producer.to_proto("producer")?, "producer");
+    let producer = Container::attach(client, "producer");
+    client
+        .create_container(&request("producer", producer_spec, Vec::new()))
+        .await
+        .context("CreateContainer producer")?;
+    producer.start().await.context("StartContainer producer")?;
+    let blocking = client.clone().with_timeout(Duration::ZERO);
+    let mut seen = String::new();
+    while !seen.contains("ready") {
+        let chunk = tokio::time::timeout(
+            Duration::from_secs(60),
+            blocking.read_stdout("producer", "", 4096),
+        )
+        .await
+        .context("waiting for the producer")??;
+        ensure!(!chunk.is_empty(), "the producer ended: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let consumer_spec = named(
+        ContainerSpec::shell(
+            "cat /shared-dst/note && echo back > /shared-dst/reply && grep -c ' /shared-dst ' /proc/self/mounts",
+        )
+        .to_proto("consumer")?,
+        "consumer",
+    );
+    let mut req = request("consumer", consumer_spec, Vec::new());
+    req.shared_mounts = vec![
+        shared_mount("note", "producer", "/shared-src", "/shared-dst"),
+        shared_mount("nobody", "no-such-container", "/x", "/y"),
+    ];
+    client
+        .create_container(&req)
+        .await
+        .context("CreateContainer consumer with shared mounts")?;
+    let consumer = Container::attach(client, "consumer");
+    let readers = consumer.readers("", false);
+    consumer.start().await.context("StartContainer consumer")?;
+    let status = consumer.wait("").await.context("WaitProcess consumer")?;
+    let (stdout, stderr) = readers.finish().await?;
+    let stdout = String::from_utf8_lossy(&stdout.bytes).into_owned();
+    ensure!(
+        status == 0 && stdout == "written-by-the-producer\n1\n",
+        "consumer: status {status}, stdout {stdout:?}, stderr {:?}",
+        String::from_utf8_lossy(&stderr.bytes)
+    );
+    consumer
+        .remove()
+        .await
+        .context("RemoveContainer consumer")?;
+
+    // The consumer's write is in the producer's tmpfs.
+    let check = ContainerSpec::new(["cat", "/shared-src/reply"]).process_proto()?;
+    producer
+        .exec("check", check)
+        .await
+        .context("ExecProcess in the producer")?;
+    let readers = producer.readers("check", false);
+    let status = producer.wait("check").await?;
+    let (stdout, _) = readers.finish().await?;
+    ensure!(
+        status == 0 && stdout.bytes == b"back\n",
+        "producer sees {:?} (status {status})",
+        String::from_utf8_lossy(&stdout.bytes)
+    );
+    producer.signal("", 9).await?;
+    producer.wait("").await?;
+    producer
+        .remove()
+        .await
+        .context("RemoveContainer producer")?;
     Ok(())
 }

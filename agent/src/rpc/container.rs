@@ -3,9 +3,8 @@
 //! fields → domain values.
 //!
 //! Request fields this agent does not act on are refused (INVALID_ARGUMENT) instead of
-//! being silently dropped: `shared_mounts` (Kata moves a mount made inside one container
-//! into another's mount namespace) among them. `devices` go to the device layer
-//! ([`super::device`]).
+//! being silently dropped. `devices` go to the device layer ([`super::device`]),
+//! `shared_mounts` to the sandbox ([`crate::sandbox::shared_mounts`]).
 
 use hull_container::process::signal_from_number;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
@@ -16,16 +15,11 @@ use super::device::device_requests;
 use super::oci;
 use super::storage::storage_requests;
 use crate::error::AgentError;
-use crate::sandbox::ContainerRequest;
+use crate::sandbox::{ContainerRequest, SharedMount};
 
 /// `CreateContainerRequest` as a request: the OCI spec with the agent's policy applied,
 /// storages unchecked (the sandbox checks them).
 pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerRequest, AgentError> {
-    if !req.shared_mounts.is_empty() {
-        return Err(AgentError::Unsupported {
-            what: "shared_mounts (moving a mount made in one container into another's mount namespace)",
-        });
-    }
     refuse_vsock_stdio(req.stdin_port, req.stdout_port, req.stderr_port)?;
     let mut spec = req
         .OCI
@@ -42,6 +36,17 @@ pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerReques
         storages: storage_requests(&req.storages)?,
         sandbox_pidns: req.sandbox_pidns,
         devices: device_requests(&req.devices),
+        shared_mounts: req
+            .shared_mounts
+            .iter()
+            .map(|m| SharedMount {
+                name: m.name.clone(),
+                src_ctr: m.src_ctr.clone(),
+                src_path: m.src_path.clone(),
+                dst_ctr: m.dst_ctr.clone(),
+                dst_path: m.dst_path.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -134,7 +139,26 @@ mod tests {
                 ..Default::default()
             }]
         });
+        let mut with_device = with_device;
+        with_device.shared_mounts = vec![hull_protocols::agent::SharedMount {
+            name: "m".into(),
+            src_ctr: "a".into(),
+            src_path: "/x".into(),
+            dst_ctr: "b".into(),
+            dst_path: "/y".into(),
+            ..Default::default()
+        }];
         let request = container_request(&with_device).unwrap();
+        assert_eq!(
+            request.shared_mounts,
+            vec![SharedMount {
+                name: "m".into(),
+                src_ctr: "a".into(),
+                src_path: "/x".into(),
+                dst_ctr: "b".into(),
+                dst_path: "/y".into(),
+            }]
+        );
         assert_eq!(request.devices[0].driver, "blk");
         assert_eq!(request.devices[0].container_path, "/dev/xda");
     }
@@ -144,10 +168,6 @@ mod tests {
         let cases: Vec<(CreateContainerRequest, &str)> = vec![
             (create(|r| r.OCI = Default::default()), "OCI spec"),
             (create(|r| r.stdout_port = 1030), "vsock"),
-            (
-                create(|r| r.shared_mounts = vec![Default::default()]),
-                "shared_mounts",
-            ),
         ];
         for (req, needle) in cases {
             let err = container_request(&req).unwrap_err();

@@ -16,6 +16,7 @@ use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
+use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
 
 /// The one mapping from domain errors to ttRPC statuses.
@@ -44,6 +45,8 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         }
         AgentError::Container(e) => container_code(e),
         AgentError::Devices(e) => container_device_code(e),
+        AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
+        AgentError::SharedMount(SharedMountError::Failed { .. }) => Code::INTERNAL,
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),

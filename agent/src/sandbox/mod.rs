@@ -13,6 +13,7 @@ pub mod dns;
 pub mod guest;
 pub mod hostname;
 pub mod leftovers;
+pub mod shared_mounts;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
 
 pub use guest::{GuestFacts, read_guest_facts};
+pub use shared_mounts::SharedMount;
 pub use spec::{SandboxRequest, SandboxSpec};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
@@ -65,6 +67,9 @@ pub struct Sandbox {
     /// What CreateSandbox recorded, for containers to read.
     info: Mutex<Option<SandboxInfo>>,
     containers: Containers,
+    /// Each container's Kubernetes name (Kata's annotations), the source of shared
+    /// mounts; containers without one are not listed.
+    container_names: Mutex<HashMap<String, String>>,
     /// Each container's holds on the storages `CreateContainer` gave it.
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
     /// The container whose init holds the sandbox-wide PID namespace, once created.
@@ -101,6 +106,8 @@ pub struct ContainerRequest {
     /// Devices the host plugged in for the container, unchecked: their spec entries
     /// get the guest's numbers.
     pub devices: Vec<DeviceRequest>,
+    /// Mounts made in other containers to give this one, unchecked.
+    pub shared_mounts: Vec<SharedMount>,
 }
 
 /// One of a process's output streams.
@@ -174,6 +181,7 @@ impl Sandbox {
                 container_base: config.run_dir.clone(),
                 cgroup_root: config.cgroup_root.clone(),
             }),
+            container_names: Mutex::new(HashMap::new()),
             container_storages: Mutex::new(HashMap::new()),
             pidns_holder: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
@@ -207,6 +215,7 @@ impl Sandbox {
             storages,
             sandbox_pidns,
             devices,
+            shared_mounts,
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
         if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
@@ -217,6 +226,8 @@ impl Sandbox {
             .map(|s| self.storages.parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         let devices = ContainerDevice::parse_all(&devices)?;
+        shared_mounts::check(&shared_mounts)?;
+        let name = shared_mounts::container_name(&spec);
         if self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
         }
@@ -237,7 +248,22 @@ impl Sandbox {
                 {
                     held.insert(id.to_string(), refs);
                 }
+                if !name.is_empty()
+                    && let Ok(mut names) = self.container_names.lock()
+                {
+                    names.insert(id.to_string(), name);
+                }
                 let state = self.hook_state(id, "created", container.pid());
+                let sharing = self.share_mounts(&shared_mounts, container.pid()).await;
+                if let Err(e) = sharing {
+                    if let Err(undo) = self
+                        .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
+                        .await
+                    {
+                        tracing::warn!(error = %undo, "removing a container whose shared mounts failed");
+                    }
+                    return Err(e.into());
+                }
                 if let Err(e) = self.hooks().run(HookKind::Prestart, &state).await {
                     if let Err(undo) = self
                         .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
@@ -270,6 +296,36 @@ impl Sandbox {
                 Err(e.into())
             }
         }
+    }
+
+    /// Gives the container whose init is `pid` the mounts of other containers it asks
+    /// for; sources that do not exist (by name) are skipped, as Kata does.
+    async fn share_mounts(
+        &self,
+        mounts: &[SharedMount],
+        pid: i32,
+    ) -> Result<(), shared_mounts::SharedMountError> {
+        let names = self
+            .container_names
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        let mut sharings = Vec::new();
+        for mount in mounts {
+            let source = names
+                .iter()
+                .find(|(_, name)| **name == mount.src_ctr)
+                .and_then(|(id, _)| self.containers.get(id).ok());
+            match source {
+                Some(source) => sharings.push(shared_mounts::Sharing {
+                    mount: mount.clone(),
+                    source_pid: source.pid(),
+                }),
+                None => tracing::warn!(name = %mount.name, src_ctr = %mount.src_ctr,
+                    "shared mount skipped: no container of that name"),
+            }
+        }
+        shared_mounts::share(sharings, pid, shared_mounts::SOURCE_WAIT).await
     }
 
     /// Waits for each of a container's devices (in turn, each up to the hot-plug timeout)
@@ -347,6 +403,9 @@ impl Sandbox {
         timeout: Option<Duration>,
     ) -> Result<(), AgentError> {
         self.containers.remove(id, timeout).await?;
+        if let Ok(mut names) = self.container_names.lock() {
+            names.remove(id);
+        }
         let state = self.hook_state(id, "stopped", 0);
         if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
             tracing::warn!(container = id, error = %e, "poststop hook");
