@@ -390,6 +390,24 @@ mod tests {
                 Code::INVALID_ARGUMENT,
             ),
             (
+                SharedMountError::Invalid {
+                    index: 0,
+                    name: "m".into(),
+                    reason: "dst_path must be absolute",
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                SharedMountError::Failed {
+                    name: "m".into(),
+                    step: "attaching".into(),
+                    source: std::io::Error::other("EPERM"),
+                }
+                .into(),
+                Code::INTERNAL,
+            ),
+            (
                 AgentError::SandboxExists { id: "s".into() },
                 Code::FAILED_PRECONDITION,
             ),

@@ -8,6 +8,8 @@
 //! - [`spec`]: `CreateSandbox`'s request and its checks.
 //! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
 //! - [`guest`]: the facts `GetGuestDetails` reports.
+//! - [`shared_mounts`]: mounts of one container given to another (`CreateContainer`'s
+//!   `shared_mounts`); a container's devices are [`crate::device::container`]'s.
 
 pub mod dns;
 pub mod guest;
@@ -203,10 +205,11 @@ impl Sandbox {
         })
     }
 
-    /// `CreateContainer`: checks the container's devices and storages, waits for the
-    /// devices and puts their guest numbers into the spec, mounts the storages (held for
-    /// it until it is removed), then creates the container; on an error the storages
-    /// are released.
+    /// `CreateContainer`: checks the container's devices, storages and shared mounts,
+    /// waits for the devices and puts their guest numbers into the spec, mounts the
+    /// storages (held for it until it is removed), creates the container and gives it
+    /// the shared mounts; on an error the storages are released (and the container
+    /// removed).
     pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
         let ContainerRequest {
             id,
