@@ -11,12 +11,14 @@ use hull_container::ContainerError;
 use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
+use crate::device::container::ContainerDeviceError;
 use crate::entropy::EntropyError;
 use crate::fs::ConfineError;
 use crate::fs::copy::CopyFileError;
 use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
 use crate::swap::SwapError;
 
@@ -164,6 +166,12 @@ pub enum AgentError {
     /// A container or process operation failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// A container's devices (`CreateContainer`'s `devices`) could not be given to it.
+    #[error(transparent)]
+    Devices(#[from] ContainerDeviceError),
+    /// A mount shared from another container (`shared_mounts`) could not be made.
+    #[error(transparent)]
+    SharedMount(#[from] SharedMountError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -14,6 +14,7 @@
 //! is found when its uevent arrives. The result is the device node under `/dev`, checked
 //! to be a block device.
 
+pub mod container;
 pub mod pci;
 pub mod uevent;
 
@@ -142,6 +143,58 @@ impl BlockQuery {
             Self::Pci(path) => format!("the block device at PCI path {path}"),
             Self::Name(name) => format!("block device {name}"),
             Self::Scsi { target, lun } => format!("the SCSI disk {target}:{lun}"),
+        }
+    }
+}
+
+/// Kata's drivers for block devices, shared by storages (`Storage.driver`) and container
+/// devices (`Device.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockDriver {
+    /// virtio-blk on PCI, named by a PCI path (`02/01`) or `/dev/NAME`.
+    Blk,
+    /// virtio-blk on virtio-mmio, named by the host as `/dev/NAME`.
+    MmioBlk,
+    /// A disk on virtio-scsi, named `TARGET:LUN`.
+    Scsi,
+    /// An NVDIMM or virtio-pmem region, `/dev/pmemN`.
+    Nvdimm,
+}
+
+impl BlockDriver {
+    /// Every block driver.
+    pub const ALL: [Self; 4] = [Self::Blk, Self::MmioBlk, Self::Scsi, Self::Nvdimm];
+
+    /// Kata's name of the driver.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blk => "blk",
+            Self::MmioBlk => "mmioblk",
+            Self::Scsi => "scsi",
+            Self::Nvdimm => "nvdimm",
+        }
+    }
+
+    /// The driver Kata names `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The device `source` names for this driver: a PCI path or `/dev/NAME` (`blk`),
+    /// `/dev/NAME` (`mmioblk`), `TARGET:LUN` (`scsi`), `/dev/pmemN` (`nvdimm`).
+    pub fn query(self, source: &str) -> Result<BlockQuery, DeviceError> {
+        match self {
+            Self::Blk if source.starts_with('/') => BlockQuery::from_dev_path(source),
+            Self::Blk => Ok(BlockQuery::Pci(source.parse()?)),
+            Self::MmioBlk => BlockQuery::from_dev_path(source),
+            Self::Scsi => BlockQuery::scsi(source),
+            Self::Nvdimm => match BlockQuery::from_dev_path(source)? {
+                BlockQuery::Name(name) if name.starts_with("pmem") => Ok(BlockQuery::Name(name)),
+                _ => Err(DeviceError::InvalidName {
+                    name: source.to_string(),
+                    reason: "expected /dev/pmemN",
+                }),
+            },
         }
     }
 }

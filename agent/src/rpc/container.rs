@@ -3,32 +3,23 @@
 //! fields → domain values.
 //!
 //! Request fields this agent does not act on are refused (INVALID_ARGUMENT) instead of
-//! being silently dropped. Per-container `devices` (resolving a host device into the
-//! spec) are not wired to the device layer yet, so they are refused here.
+//! being silently dropped. `devices` go to the device layer ([`super::device`]),
+//! `shared_mounts` to the sandbox ([`crate::sandbox::shared_mounts`]).
 
 use hull_container::process::signal_from_number;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Process};
 
+use super::device::device_requests;
 use super::oci;
 use super::storage::storage_requests;
 use crate::error::AgentError;
-use crate::sandbox::ContainerRequest;
+use crate::sandbox::{ContainerRequest, SharedMount};
 
 /// `CreateContainerRequest` as a request: the OCI spec with the agent's policy applied,
 /// storages unchecked (the sandbox checks them).
 pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerRequest, AgentError> {
-    if !req.shared_mounts.is_empty() {
-        return Err(AgentError::Unsupported {
-            what: "shared_mounts",
-        });
-    }
-    if !req.devices.is_empty() {
-        return Err(AgentError::Unsupported {
-            what: "CreateContainer devices (the device layer is not wired here yet)",
-        });
-    }
     refuse_vsock_stdio(req.stdin_port, req.stdout_port, req.stderr_port)?;
     let mut spec = req
         .OCI
@@ -44,6 +35,18 @@ pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerReques
         spec: oci::spec_from_proto(&spec)?,
         storages: storage_requests(&req.storages)?,
         sandbox_pidns: req.sandbox_pidns,
+        devices: device_requests(&req.devices),
+        shared_mounts: req
+            .shared_mounts
+            .iter()
+            .map(|m| SharedMount {
+                name: m.name.clone(),
+                src_ctr: m.src_ctr.clone(),
+                src_path: m.src_path.clone(),
+                dst_ctr: m.dst_ctr.clone(),
+                dst_path: m.dst_path.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -128,6 +131,36 @@ mod tests {
         );
         assert_eq!(request.storages[0].driver, "local");
         assert!(request.sandbox_pidns);
+        let with_device = create(|r| {
+            r.devices = vec![hull_protocols::agent::Device {
+                type_: "blk".into(),
+                id: "02".into(),
+                container_path: "/dev/xda".into(),
+                ..Default::default()
+            }]
+        });
+        let mut with_device = with_device;
+        with_device.shared_mounts = vec![hull_protocols::agent::SharedMount {
+            name: "m".into(),
+            src_ctr: "a".into(),
+            src_path: "/x".into(),
+            dst_ctr: "b".into(),
+            dst_path: "/y".into(),
+            ..Default::default()
+        }];
+        let request = container_request(&with_device).unwrap();
+        assert_eq!(
+            request.shared_mounts,
+            vec![SharedMount {
+                name: "m".into(),
+                src_ctr: "a".into(),
+                src_path: "/x".into(),
+                dst_ctr: "b".into(),
+                dst_path: "/y".into(),
+            }]
+        );
+        assert_eq!(request.devices[0].driver, "blk");
+        assert_eq!(request.devices[0].container_path, "/dev/xda");
     }
 
     #[test]
@@ -135,11 +168,6 @@ mod tests {
         let cases: Vec<(CreateContainerRequest, &str)> = vec![
             (create(|r| r.OCI = Default::default()), "OCI spec"),
             (create(|r| r.stdout_port = 1030), "vsock"),
-            (
-                create(|r| r.shared_mounts = vec![Default::default()]),
-                "shared_mounts",
-            ),
-            (create(|r| r.devices = vec![Default::default()]), "devices"),
         ];
         for (req, needle) in cases {
             let err = container_request(&req).unwrap_err();

@@ -2,7 +2,7 @@
 //!
 //! Handlers stay thin ([`agent`]): convert the request, call the [`Sandbox`], convert the
 //! answer back. The conversions live beside them, one module per kind of message
-//! ([`sandbox`], [`container`] and [`oci`], [`storage`], [`network`], [`guest`]); they are the only
+//! ([`sandbox`], [`container`], [`device`] and [`oci`], [`storage`], [`network`], [`guest`]); they are the only
 //! code of the agent that names protobuf types. Errors become ttRPC statuses in exactly
 //! one place, [`status()`]. Every AgentService method
 //! that hull does not implement yet answers `UNIMPLEMENTED` with its full name (the
@@ -11,6 +11,7 @@
 
 mod agent;
 pub mod container;
+pub mod device;
 pub mod guest;
 mod health;
 pub mod network;

@@ -7,7 +7,9 @@
 //!
 //! - ignored: hooks (the host runtime ran them; Kata's runtime does not send them),
 //!   `mountLabel`, the device cgroup rules (cgroup v2 device control needs BPF, which
-//!   this agent does not carry; the VM is the device boundary), `network` resources
+//!   this agent does not carry; the VM is the device boundary: a container's rules are
+//!   kept in its spec, rewritten to the guest's numbers for its `devices`, as Kata's
+//!   agent does, and `UpdateContainer`'s are dropped), `network` resources
 //!   (cgroup v1 only), kernel memory limits, `disableOOMKiller` and swappiness (not in
 //!   cgroup v2);
 //! - refused: Intel RDT, realtime CPU limits;
@@ -72,7 +74,6 @@ fn guest_resources(resources: &mut oci::LinuxResources) -> Result<(), AgentError
             what: "a realtime CPU limit (cgroup v2 has none)",
         });
     }
-    resources.Devices.clear();
     resources.Network.clear();
     if let Some(memory) = resources.Memory.as_mut() {
         memory.Kernel = 0;
@@ -133,6 +134,7 @@ pub fn process_from_proto(process: &oci::Process) -> Result<Process, AgentError>
 pub fn resources_from_proto(resources: &oci::LinuxResources) -> Result<LinuxResources, AgentError> {
     let mut resources = resources.clone();
     guest_resources(&mut resources)?;
+    resources.Devices.clear();
     oci_json::resources_from_proto(&resources).map_err(converted("resources"))
 }
 
@@ -357,8 +359,15 @@ mod tests {
         let linux = converted.linux().as_ref().unwrap();
         assert!(linux.mount_label().is_none());
         let resources = linux.resources().as_ref().unwrap();
-        assert!(resources.devices().is_none());
+        // A container's device rules stay (the device layer rewrites them); not enforced.
+        let rules = resources.devices().as_ref().unwrap();
+        assert_eq!((rules.len(), rules[0].major()), (1, None));
         assert!(resources.memory().as_ref().unwrap().swappiness().is_none());
+        let update = resources_from_proto(spec.Linux.as_ref().unwrap().Resources.as_ref().unwrap());
+        assert!(
+            update.unwrap().devices().is_none(),
+            "UpdateContainer's are dropped"
+        );
         assert_eq!(
             converted.process().as_ref().unwrap().oom_score_adj(),
             Some(0),

@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use ttrpc::Code;
 
 use crate::device::DeviceError;
+use crate::device::container::ContainerDeviceError;
 use crate::entropy::EntropyError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
@@ -19,6 +20,7 @@ use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
+use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::{StorageError, VolumeError};
 use crate::swap::SwapError;
 
@@ -47,6 +49,9 @@ pub fn status(error: AgentError) -> ttrpc::Error {
             Code::INTERNAL
         }
         AgentError::Container(e) => container_code(e),
+        AgentError::Devices(e) => container_device_code(e),
+        AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
+        AgentError::SharedMount(SharedMountError::Failed { .. }) => Code::INTERNAL,
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
@@ -194,6 +199,23 @@ fn mount_code(error: &MountError) -> Code {
         },
         MountError::NotMounted { .. } => Code::NOT_FOUND,
         MountError::Unmount { .. } => Code::INTERNAL,
+    }
+}
+
+/// A container's devices: the request's faults, a driver the guest has no means for
+/// (FAILED_PRECONDITION), the device's own errors as storages answer them.
+fn container_device_code(error: &ContainerDeviceError) -> Code {
+    match error {
+        ContainerDeviceError::Incomplete { .. }
+        | ContainerDeviceError::UnknownDriver { .. }
+        | ContainerDeviceError::Options { .. }
+        | ContainerDeviceError::Duplicate { .. }
+        | ContainerDeviceError::NotInSpec { .. }
+        | ContainerDeviceError::SameHostNumbers { .. } => Code::INVALID_ARGUMENT,
+        ContainerDeviceError::Unsupported { .. } => Code::FAILED_PRECONDITION,
+        ContainerDeviceError::Device { source, .. } => device_code(source),
+        ContainerDeviceError::NotANode { .. } => Code::FAILED_PRECONDITION,
+        ContainerDeviceError::Stat { .. } => Code::INTERNAL,
     }
 }
 
@@ -419,6 +441,61 @@ mod tests {
                 }
                 .into(),
                 Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                ContainerDeviceError::Unsupported {
+                    container_path: "/dev/vfio/1".into(),
+                    driver: "vfio-pci".into(),
+                    what: "VFIO",
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                ContainerDeviceError::NotInSpec {
+                    container_path: "/dev/x".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                ContainerDeviceError::Device {
+                    container_path: "/dev/x".into(),
+                    source: DeviceError::Timeout {
+                        what: "vdb".into(),
+                        timeout: std::time::Duration::from_secs(3),
+                    },
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                ContainerDeviceError::Device {
+                    container_path: "/dev/x".into(),
+                    source: DeviceError::InvalidScsiAddress {
+                        address: "x".into(),
+                    },
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                SharedMountError::Invalid {
+                    index: 0,
+                    name: "m".into(),
+                    reason: "dst_path must be absolute",
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                SharedMountError::Failed {
+                    name: "m".into(),
+                    step: "attaching".into(),
+                    source: std::io::Error::other("EPERM"),
+                }
+                .into(),
+                Code::INTERNAL,
             ),
             (
                 AgentError::SandboxExists { id: "s".into() },

@@ -8,11 +8,14 @@
 //! - [`spec`]: `CreateSandbox`'s request and its checks.
 //! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
 //! - [`guest`]: the facts `GetGuestDetails` reports.
+//! - [`shared_mounts`]: mounts of one container given to another (`CreateContainer`'s
+//!   `shared_mounts`); a container's devices are [`crate::device::container`]'s.
 
 pub mod dns;
 pub mod guest;
 pub mod hostname;
 pub mod leftovers;
+pub mod shared_mounts;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -30,12 +33,14 @@ use tokio::sync::watch;
 
 use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
+use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
 
 pub use guest::{GuestFacts, read_guest_facts};
+pub use shared_mounts::SharedMount;
 pub use spec::{SandboxRequest, SandboxSpec};
 
 /// How long `DestroySandbox` waits for the teardown before the agent exits anyway: a
@@ -56,12 +61,17 @@ pub struct Sandbox {
     lost: AtomicBool,
     teardown_timeout: Duration,
     storages: Storages,
+    /// Waits for the devices containers are given (`agent.hotplug_timeout`).
+    devices: DeviceWaiter,
     network: Network,
     /// Serializes CreateSandbox and DestroySandbox.
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// What CreateSandbox recorded, for containers to read.
     info: Mutex<Option<SandboxInfo>>,
     containers: Containers,
+    /// Each container's Kubernetes name (Kata's annotations), the source of shared
+    /// mounts; containers without one are not listed.
+    container_names: Mutex<HashMap<String, String>>,
     /// Each container's holds on the storages `CreateContainer` gave it.
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
     /// The container whose init holds the sandbox-wide PID namespace, once created.
@@ -95,6 +105,11 @@ pub struct ContainerRequest {
     pub storages: Vec<StorageRequest>,
     /// Join (or, first, create) the sandbox-wide PID namespace.
     pub sandbox_pidns: bool,
+    /// Devices the host plugged in for the container, unchecked: their spec entries
+    /// get the guest's numbers.
+    pub devices: Vec<DeviceRequest>,
+    /// Mounts made in other containers to give this one, unchecked.
+    pub shared_mounts: Vec<SharedMount>,
 }
 
 /// One of a process's output streams.
@@ -153,15 +168,14 @@ impl Sandbox {
     /// An empty sandbox with the configured directory and hot-plug timeout. Nothing is
     /// touched on disk until a storage is asked for.
     pub fn with_config(config: &AgentConfig) -> Self {
+        let devices = DeviceWaiter::guest(config.hotplug_timeout);
         Self {
             shutdown: watch::Sender::new(false),
             destroying: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             teardown_timeout: TEARDOWN_TIMEOUT,
-            storages: Storages::new(
-                config.run_dir.clone(),
-                DeviceWaiter::guest(config.hotplug_timeout),
-            ),
+            storages: Storages::new(config.run_dir.clone(), devices.clone()),
+            devices,
             network: Network::default(),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
             info: Mutex::new(None),
@@ -169,6 +183,7 @@ impl Sandbox {
                 container_base: config.run_dir.clone(),
                 cgroup_root: config.cgroup_root.clone(),
             }),
+            container_names: Mutex::new(HashMap::new()),
             container_storages: Mutex::new(HashMap::new()),
             pidns_holder: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
@@ -190,9 +205,11 @@ impl Sandbox {
         })
     }
 
-    /// `CreateContainer`: checks and mounts the container's storages (held for it until
-    /// it is removed), then creates the container; on an error the storages are
-    /// released.
+    /// `CreateContainer`: checks the container's devices, storages and shared mounts,
+    /// waits for the devices and puts their guest numbers into the spec, mounts the
+    /// storages (held for it until it is removed), creates the container and gives it
+    /// the shared mounts; on an error the storages are released (and the container
+    /// removed).
     pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
         let ContainerRequest {
             id,
@@ -200,6 +217,8 @@ impl Sandbox {
             spec,
             storages,
             sandbox_pidns,
+            devices,
+            shared_mounts,
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
         if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
@@ -209,6 +228,9 @@ impl Sandbox {
             .iter()
             .map(|s| self.storages.parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let devices = ContainerDevice::parse_all(&devices)?;
+        shared_mounts::check(&shared_mounts)?;
+        let name = shared_mounts::container_name(&spec);
         if self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
         }
@@ -220,6 +242,7 @@ impl Sandbox {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => spec,
         };
+        let spec = self.with_devices(spec, &devices).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
@@ -228,7 +251,22 @@ impl Sandbox {
                 {
                     held.insert(id.to_string(), refs);
                 }
+                if !name.is_empty()
+                    && let Ok(mut names) = self.container_names.lock()
+                {
+                    names.insert(id.to_string(), name);
+                }
                 let state = self.hook_state(id, "created", container.pid());
+                let sharing = self.share_mounts(&shared_mounts, container.pid()).await;
+                if let Err(e) = sharing {
+                    if let Err(undo) = self
+                        .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
+                        .await
+                    {
+                        tracing::warn!(error = %undo, "removing a container whose shared mounts failed");
+                    }
+                    return Err(e.into());
+                }
                 if let Err(e) = self.hooks().run(HookKind::Prestart, &state).await {
                     if let Err(undo) = self
                         .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
@@ -261,6 +299,52 @@ impl Sandbox {
                 Err(e.into())
             }
         }
+    }
+
+    /// Gives the container whose init is `pid` the mounts of other containers it asks
+    /// for; sources that do not exist (by name) are skipped, as Kata does.
+    async fn share_mounts(
+        &self,
+        mounts: &[SharedMount],
+        pid: i32,
+    ) -> Result<(), shared_mounts::SharedMountError> {
+        let names = self
+            .container_names
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        let mut sharings = Vec::new();
+        for mount in mounts {
+            let source = names
+                .iter()
+                .find(|(_, name)| **name == mount.src_ctr)
+                .and_then(|(id, _)| self.containers.get(id).ok());
+            match source {
+                Some(source) => sharings.push(shared_mounts::Sharing {
+                    mount: mount.clone(),
+                    source_pid: source.pid(),
+                }),
+                None => tracing::warn!(name = %mount.name, src_ctr = %mount.src_ctr,
+                    "shared mount skipped: no container of that name"),
+            }
+        }
+        shared_mounts::share(sharings, pid, shared_mounts::SOURCE_WAIT).await
+    }
+
+    /// Waits for each of a container's devices (in turn, each up to the hot-plug timeout)
+    /// and gives `spec` their guest numbers.
+    async fn with_devices(
+        &self,
+        mut spec: Spec,
+        devices: &[ContainerDevice],
+    ) -> Result<Spec, AgentError> {
+        check_in_spec(&spec, devices)?;
+        let mut resolved = Vec::with_capacity(devices.len());
+        for device in devices {
+            resolved.push(device.resolve(&self.devices).await?);
+        }
+        rewrite_spec(&mut spec, &resolved)?;
+        Ok(spec)
     }
 
     /// Points `spec` at the sandbox-wide PID namespace: a new one for the first container
@@ -322,6 +406,9 @@ impl Sandbox {
         timeout: Option<Duration>,
     ) -> Result<(), AgentError> {
         self.containers.remove(id, timeout).await?;
+        if let Ok(mut names) = self.container_names.lock() {
+            names.remove(id);
+        }
         let state = self.hook_state(id, "stopped", 0);
         if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
             tracing::warn!(container = id, error = %e, "poststop hook");

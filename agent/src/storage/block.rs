@@ -13,7 +13,7 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use super::{MountedStorage, StorageContext, StorageError, StorageHandler, StorageSpec};
-use crate::device::{BlockQuery, DeviceError};
+use crate::device::{BlockDriver, BlockQuery, DeviceError};
 use crate::mount::MountOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,18 +26,15 @@ pub enum Block {
 
 impl Block {
     fn query(self, source: &str) -> Result<BlockQuery, DeviceError> {
+        self.device_driver().query(source)
+    }
+
+    fn device_driver(self) -> BlockDriver {
         match self {
-            Self::Blk if source.starts_with('/') => BlockQuery::from_dev_path(source),
-            Self::Blk => Ok(BlockQuery::Pci(source.parse()?)),
-            Self::MmioBlk => BlockQuery::from_dev_path(source),
-            Self::Scsi => BlockQuery::scsi(source),
-            Self::Nvdimm => match BlockQuery::from_dev_path(source)? {
-                BlockQuery::Name(name) if name.starts_with("pmem") => Ok(BlockQuery::Name(name)),
-                _ => Err(DeviceError::InvalidName {
-                    name: source.to_string(),
-                    reason: "expected /dev/pmemN",
-                }),
-            },
+            Self::Blk => BlockDriver::Blk,
+            Self::MmioBlk => BlockDriver::MmioBlk,
+            Self::Scsi => BlockDriver::Scsi,
+            Self::Nvdimm => BlockDriver::Nvdimm,
         }
     }
 }
@@ -45,12 +42,7 @@ impl Block {
 #[async_trait]
 impl StorageHandler for Block {
     fn driver(&self) -> &'static str {
-        match self {
-            Self::Blk => "blk",
-            Self::MmioBlk => "mmioblk",
-            Self::Scsi => "scsi",
-            Self::Nvdimm => "nvdimm",
-        }
+        self.device_driver().name()
     }
 
     fn validate(&self, spec: &StorageSpec, _run_dir: &Path) -> Result<(), String> {

@@ -148,6 +148,13 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
             format!("vhost-user-fs-pci,chardev=fs{i},tag={}", share.tag),
         ]);
     }
+    if spec
+        .disks
+        .iter()
+        .any(|d| matches!(d.attach, DiskAttach::Scsi { .. }))
+    {
+        args.extend(["-device".into(), format!("virtio-scsi-pci,id={SCSI_BUS}")]);
+    }
     for (i, disk) in spec.disks.iter().enumerate() {
         match disk.attach {
             DiskAttach::VirtioBlk { slot, writable } => args.extend([
@@ -168,6 +175,17 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
                 ),
                 "-device".into(),
                 format!("virtio-pmem-pci,memdev=pmem{i}"),
+            ]),
+            DiskAttach::Scsi { target, lun } => args.extend([
+                "-drive".into(),
+                format!(
+                    "file={},if=none,id=disk{i},format=raw,readonly=on",
+                    disk.image.display()
+                ),
+                "-device".into(),
+                format!(
+                    "scsi-hd,drive=disk{i},bus={SCSI_BUS}.0,channel=0,scsi-id={target},lun={lun}"
+                ),
             ]),
         }
     }
@@ -194,6 +212,9 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
     }
     Ok(args)
 }
+
+/// The id of the virtio-scsi controller SCSI disks sit on.
+const SCSI_BUS: &str = "scsi0";
 
 /// `-netdev user,...` and its `virtio-net-pci` device.
 pub fn nic_args(nic: &UserNic) -> Vec<String> {
@@ -350,6 +371,29 @@ mod tests {
         ));
         assert!(joined.contains("-m 256M,slots=2,maxmem=1024M"), "{joined}");
         assert!(!args(&harness()).join(" ").contains("maxmem"));
+        assert!(
+            !joined.contains("scsi"),
+            "no SCSI disk, no controller: {joined}"
+        );
+    }
+
+    #[test]
+    fn scsi_disks_share_one_controller() {
+        let mut spec = harness();
+        spec.disks.push(Disk::scsi("/img/a.ext4", 0, 0));
+        spec.disks.push(Disk::scsi("/img/b.ext4", 1, 2));
+        let args = args(&spec);
+        let devices = value_after(&args, "-device");
+        let controllers = devices
+            .iter()
+            .filter(|d| d.starts_with("virtio-scsi-pci"))
+            .count();
+        assert_eq!(controllers, 1, "{devices:?}");
+        assert!(devices.contains(&"virtio-scsi-pci,id=scsi0"));
+        assert!(devices.contains(&"scsi-hd,drive=disk0,bus=scsi0.0,channel=0,scsi-id=0,lun=0"));
+        assert!(devices.contains(&"scsi-hd,drive=disk1,bus=scsi0.0,channel=0,scsi-id=1,lun=2"));
+        let drives = value_after(&args, "-drive");
+        assert!(drives.contains(&"file=/img/b.ext4,if=none,id=disk1,format=raw,readonly=on"));
     }
 
     #[test]

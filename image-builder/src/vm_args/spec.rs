@@ -201,6 +201,15 @@ pub enum DiskAttach {
         /// The region's size in bytes.
         size: u64,
     },
+    /// A SCSI disk (`scsi-hd`) on a virtio-scsi controller, at channel 0, this target and
+    /// LUN: the guest finds it by the Kata SCSI address `{target}:{lun}`. The controller
+    /// is added once, only when a SCSI disk is attached (QEMU only).
+    Scsi {
+        /// The SCSI target id (`scsi-id`, up to 255).
+        target: u8,
+        /// The logical unit number.
+        lun: u16,
+    },
 }
 
 impl Disk {
@@ -224,6 +233,14 @@ impl Disk {
                 slot,
                 writable: true,
             },
+        }
+    }
+
+    /// `image` as a SCSI disk at `target`:`lun`.
+    pub fn scsi(image: impl Into<PathBuf>, target: u8, lun: u16) -> Self {
+        Self {
+            image: image.into(),
+            attach: DiskAttach::Scsi { target, lun },
         }
     }
 
@@ -307,7 +324,7 @@ impl VmSpec {
             .map(|image| image.bytes);
         let disks = self.disks.iter().filter_map(|d| match d.attach {
             DiskAttach::VirtioPmem { size } => Some(size),
-            DiskAttach::VirtioBlk { .. } => None,
+            DiskAttach::VirtioBlk { .. } | DiskAttach::Scsi { .. } => None,
         });
         root.into_iter().chain(disks).collect()
     }

@@ -62,6 +62,9 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
             DiskAttach::VirtioPmem { .. } => {
                 args.extend(["--pmem".into(), disk.image.display().to_string()])
             }
+            DiskAttach::Scsi { .. } => {
+                return Err(unsupported("attach a SCSI disk (it has no virtio-scsi)"));
+            }
         }
     }
     if !spec.cmdline.is_empty() {
@@ -202,6 +205,13 @@ mod tests {
                     ..lite(harness())
                 },
                 "hot-plug",
+            ),
+            (
+                VmSpec {
+                    disks: vec![Disk::scsi("/d/scsi.img", 0, 0)],
+                    ..lite(harness())
+                },
+                "SCSI",
             ),
         ] {
             let err = argv(&spec).unwrap_err().to_string();
