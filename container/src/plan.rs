@@ -200,7 +200,8 @@ pub struct ProcessPlan {
     /// Whether the process gets a terminal (a pty as its controlling terminal and stdio)
     /// rather than pipes.
     pub terminal: bool,
-    /// `None`: leave the capability sets as they are (root keeps all).
+    /// `None`: leave the capability sets as they are (root keeps all). An exec'd process
+    /// without any is given the container's ([`crate::Containers::exec`]).
     pub capabilities: Option<CapabilitiesPlan>,
     /// (resource number, soft, hard)
     pub rlimits: Vec<(i32, u64, u64)>,
