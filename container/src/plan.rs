@@ -185,7 +185,8 @@ pub struct ProcessPlan {
     /// The command line, never empty; `args[0]` is looked up in the `PATH` of `env` (or
     /// a default one) when it has no `/`.
     pub args: Vec<String>,
-    /// The environment, `KEY=value` strings, exactly as the process gets it.
+    /// The environment, `KEY=value` strings, as the process gets it (plus `HOME` from
+    /// the container's `/etc/passwd`, or `/`, when it has none).
     pub env: Vec<String>,
     /// Working directory inside the container, absolute and normalised.
     pub cwd: PathBuf,
