@@ -823,6 +823,38 @@ mod tests {
     }
 
     #[test]
+    fn kata_s_bind_mount_shapes_are_binds() {
+        let mut json = minimal();
+        json["mounts"] = serde_json::json!([
+            // The runtimes' /dev/shm and pod files.
+            {"destination": "/dev/shm", "type": "bind",
+             "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]},
+            {"destination": "/etc/hosts", "type": "bind",
+             "source": "/run/kata-containers/shared/containers/c1-hosts",
+             "options": ["rbind", "rprivate", "ro"]},
+            // No type, or `none`, with a bind option: a bind, as in Kata's agent.
+            {"destination": "/a", "source": "/run/a", "options": ["rbind"]},
+            {"destination": "/b", "type": "none", "source": "/run/b", "options": ["bind"]},
+        ]);
+        let plan = plan_container("c1", &spec(json), &options()).unwrap();
+        assert!(
+            plan.mounts.iter().all(MountPlan::is_bind),
+            "{:?}",
+            plan.mounts
+        );
+        let hosts = &plan.mounts[1];
+        assert_ne!(hosts.flags & MsFlags::MS_RDONLY.bits(), 0);
+        assert_eq!(
+            hosts.propagation,
+            vec![(MsFlags::MS_PRIVATE | MsFlags::MS_REC).bits()]
+        );
+        assert_eq!(
+            plan.mounts[2].flags & MsFlags::MS_REC.bits(),
+            MsFlags::MS_REC.bits()
+        );
+    }
+
+    #[test]
     fn container_paths_are_normalised_and_confined() {
         assert_eq!(
             container_path(Path::new("/a/./b/../c"), "x").unwrap(),
