@@ -337,3 +337,46 @@ fn not_json_is_a_decode_error() {
     let err = spec_from_config_json(b"{\"ociVersion\": ").unwrap_err();
     assert!(err.to_string().starts_with("invalid spec: "), "{err}");
 }
+
+/// runtime-rs writes every other name with oci-spec's `to_string()` (rlimits, seccomp
+/// actions, architectures, flags, operators); those are OCI's names already, so they
+/// need no tolerance: this guards that they stay so.
+#[test]
+fn runtime_rs_spells_rlimits_and_seccomp_names_as_oci_does() {
+    use oci_spec::runtime::{
+        Arch, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, PosixRlimitType,
+    };
+    fn same<T: serde::de::DeserializeOwned + std::fmt::Display>(names: &[&str]) {
+        for name in names {
+            let parsed: T = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(parsed.to_string(), *name);
+        }
+    }
+    same::<PosixRlimitType>(&[
+        "RLIMIT_NOFILE",
+        "RLIMIT_NPROC",
+        "RLIMIT_RTTIME",
+        "RLIMIT_AS",
+    ]);
+    same::<LinuxSeccompAction>(&[
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_LOG",
+    ]);
+    same::<Arch>(&[
+        "SCMP_ARCH_X86_64",
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X32",
+        "SCMP_ARCH_AARCH64",
+        "SCMP_ARCH_ARM",
+        "SCMP_ARCH_MIPS64N32",
+        "SCMP_ARCH_MIPSEL64",
+        "SCMP_ARCH_PPC64LE",
+        "SCMP_ARCH_S390X",
+        "SCMP_ARCH_RISCV64",
+    ]);
+    same::<LinuxSeccompFilterFlag>(&["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]);
+    same::<LinuxSeccompOperator>(&["SCMP_CMP_EQ", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"]);
+}
