@@ -467,7 +467,8 @@ impl Containers {
         }
     }
 
-    /// `ExecProcess`: runs `process` in the container's namespaces and cgroup.
+    /// `ExecProcess`: runs `process` in the container's namespaces and cgroup, with the
+    /// container's capabilities when it names none.
     pub async fn exec(
         &self,
         id: &str,
@@ -484,7 +485,12 @@ impl Containers {
         if container.state() != State::Running {
             return Err(container.wrong_state("exec a process"));
         }
-        let plan = plan::plan_process(process, container.plan.process.seccomp.clone())?;
+        let mut plan = plan::plan_process(process, container.plan.process.seccomp.clone())?;
+        if plan.capabilities.is_none() {
+            // As Kata's agent and runc: a process that names no capabilities gets the
+            // container's (Kata's Go runtime never sends any with ExecProcess).
+            plan.capabilities = container.plan.process.capabilities.clone();
+        }
         {
             let mut execs = lock(&container.execs);
             execs.retain(|_, p| p.waited_for().is_none_or(|d| d <= EXEC_FORGET_AFTER));

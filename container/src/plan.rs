@@ -185,7 +185,8 @@ pub struct ProcessPlan {
     /// The command line, never empty; `args[0]` is looked up in the `PATH` of `env` (or
     /// a default one) when it has no `/`.
     pub args: Vec<String>,
-    /// The environment, `KEY=value` strings, exactly as the process gets it.
+    /// The environment, `KEY=value` strings, as the process gets it (plus `HOME` from
+    /// the container's `/etc/passwd`, or `/`, when it has none).
     pub env: Vec<String>,
     /// Working directory inside the container, absolute and normalised.
     pub cwd: PathBuf,
@@ -200,7 +201,8 @@ pub struct ProcessPlan {
     /// Whether the process gets a terminal (a pty as its controlling terminal and stdio)
     /// rather than pipes.
     pub terminal: bool,
-    /// `None`: leave the capability sets as they are (root keeps all).
+    /// `None`: leave the capability sets as they are (root keeps all). An exec'd process
+    /// without any is given the container's ([`crate::Containers::exec`]).
     pub capabilities: Option<CapabilitiesPlan>,
     /// (resource number, soft, hard)
     pub rlimits: Vec<(i32, u64, u64)>,
@@ -818,6 +820,38 @@ mod tests {
             ]
         );
         assert_eq!(m.data, "size=64k,mode=1777");
+    }
+
+    #[test]
+    fn kata_s_bind_mount_shapes_are_binds() {
+        let mut json = minimal();
+        json["mounts"] = serde_json::json!([
+            // The runtimes' /dev/shm and pod files.
+            {"destination": "/dev/shm", "type": "bind",
+             "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]},
+            {"destination": "/etc/hosts", "type": "bind",
+             "source": "/run/kata-containers/shared/containers/c1-hosts",
+             "options": ["rbind", "rprivate", "ro"]},
+            // No type, or `none`, with a bind option: a bind, as in Kata's agent.
+            {"destination": "/a", "source": "/run/a", "options": ["rbind"]},
+            {"destination": "/b", "type": "none", "source": "/run/b", "options": ["bind"]},
+        ]);
+        let plan = plan_container("c1", &spec(json), &options()).unwrap();
+        assert!(
+            plan.mounts.iter().all(MountPlan::is_bind),
+            "{:?}",
+            plan.mounts
+        );
+        let hosts = &plan.mounts[1];
+        assert_ne!(hosts.flags & MsFlags::MS_RDONLY.bits(), 0);
+        assert_eq!(
+            hosts.propagation,
+            vec![(MsFlags::MS_PRIVATE | MsFlags::MS_REC).bits()]
+        );
+        assert_eq!(
+            plan.mounts[2].flags & MsFlags::MS_REC.bits(),
+            MsFlags::MS_REC.bits()
+        );
     }
 
     #[test]

@@ -10,7 +10,14 @@
 //!   `process.scheduler`, ...), naming it: dropping one silently would run a container
 //!   other than the one asked for.
 //! - [`spec_from_proto`] (guest side: the agent's `CreateContainer`) builds that JSON from
-//!   the protobuf and lets `oci_spec` deserialise it.
+//!   the protobuf and lets `oci_spec` deserialise it. It reads the names as Kata's agent
+//!   does, since Kata's two runtimes spell them differently: a namespace type in OCI's
+//!   spelling (`mount`, `network`: Kata's Go runtime, hull-ctl) or oci-spec's short one
+//!   (`mnt`, `net`: Kata's runtime-rs and agent-ctl, which write `to_string()`); a
+//!   capability with or without `CAP_` (`CAP_CHOWN`: the Go runtime; `CHOWN`: runtime-rs),
+//!   also quoted as a JSON string, in upper case. An unknown name is refused naming its
+//!   field. An empty `cwd` is `/` (the protobuf cannot leave it out; Kata's agent then
+//!   stays in `/`).
 //!
 //! Conventions of the protobuf, as in Kata's: a number 0, an empty string or list and
 //! `false` mean "not set", so `config.json → protobuf → config.json` is the identity for
@@ -23,8 +30,9 @@
 //! hooks, device cgroup rules and the rest faithfully.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 
-use oci_spec::runtime::{LinuxResources, Process, Spec};
+use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxResources, Process, Spec};
 use serde_json::{Map, Value, json};
 
 use crate::oci;
@@ -149,7 +157,7 @@ pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, OciError> {
         m.insert("root".into(), Value::Object(r));
     }
     if let Some(process) = spec.Process.as_ref() {
-        m.insert("process".into(), process_json(process));
+        m.insert("process".into(), process_json(process)?);
     }
     put(&mut m, "hostname", json!(spec.Hostname));
     let mounts: Vec<Value> = spec
@@ -170,14 +178,14 @@ pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, OciError> {
     }
     put(&mut m, "annotations", json!(spec.Annotations));
     if let Some(linux) = spec.Linux.as_ref() {
-        m.insert("linux".into(), linux_json(linux));
+        m.insert("linux".into(), linux_json(linux)?);
     }
     from_value(Value::Object(m), "spec")
 }
 
 /// `ExecProcessRequest.process` → a process.
 pub fn process_from_proto(process: &oci::Process) -> Result<Process, OciError> {
-    from_value(process_json(process), "process")
+    from_value(process_json(process)?, "process")
 }
 
 /// `UpdateContainerRequest.resources` → resources.
@@ -729,7 +737,33 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn process_json(p: &oci::Process) -> Value {
+/// A namespace type in either spelling (see the module documentation), written in OCI's.
+fn namespace_type(name: &str, path: &str) -> Result<Value, OciError> {
+    let typ = LinuxNamespaceType::try_from(name)
+        .map_err(|_| field(path, format!("unknown namespace type {name:?}")))?;
+    to_value(&typ, "spec")
+}
+
+/// A capability as Kata's agent reads one: `CAP_CHOWN` or `CHOWN`, either also quoted as a
+/// JSON string (`"\"CAP_CHOWN\""`), in upper case; written as OCI spells it (`CAP_CHOWN`).
+fn capability(name: &str, path: &str) -> Result<Value, OciError> {
+    let unquoted = serde_json::from_str::<String>(name).ok();
+    let bare = unquoted.as_deref().unwrap_or(name);
+    let bare = bare.strip_prefix("CAP_").unwrap_or(bare);
+    let cap = Capability::from_str(bare)
+        .map_err(|_| field(path, format!("unknown capability {name:?}")))?;
+    to_value(&cap, "spec")
+}
+
+fn capabilities(names: &[String], path: &str) -> Result<Value, OciError> {
+    names
+        .iter()
+        .map(|name| capability(name, path))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+fn process_json(p: &oci::Process) -> Result<Value, OciError> {
     let mut m = Map::new();
     put(&mut m, "terminal", json!(p.Terminal));
     if let Some(size) = p.ConsoleSize.as_ref()
@@ -751,14 +785,24 @@ fn process_json(p: &oci::Process) -> Value {
     m.insert("user".into(), Value::Object(u));
     put(&mut m, "args", json!(p.Args));
     put(&mut m, "env", json!(p.Env));
-    m.insert("cwd".into(), json!(p.Cwd));
+    let cwd = if p.Cwd.is_empty() {
+        "/"
+    } else {
+        p.Cwd.as_str()
+    };
+    m.insert("cwd".into(), json!(cwd));
     if let Some(caps) = p.Capabilities.as_ref() {
         let mut c = Map::new();
-        put(&mut c, "bounding", json!(caps.Bounding));
-        put(&mut c, "effective", json!(caps.Effective));
-        put(&mut c, "inheritable", json!(caps.Inheritable));
-        put(&mut c, "permitted", json!(caps.Permitted));
-        put(&mut c, "ambient", json!(caps.Ambient));
+        for (key, names) in [
+            ("bounding", &caps.Bounding),
+            ("effective", &caps.Effective),
+            ("inheritable", &caps.Inheritable),
+            ("permitted", &caps.Permitted),
+            ("ambient", &caps.Ambient),
+        ] {
+            let path = format!("process.capabilities.{key}");
+            put(&mut c, key, capabilities(names, &path)?);
+        }
         m.insert("capabilities".into(), Value::Object(c));
     }
     let rlimits: Vec<Value> = p
@@ -772,7 +816,7 @@ fn process_json(p: &oci::Process) -> Value {
     // Out of i32's range, oci_spec refuses it by name.
     put(&mut m, "oomScoreAdj", json!(p.OOMScoreAdj));
     put(&mut m, "selinuxLabel", json!(p.SelinuxLabel));
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
 fn hooks_json(h: &oci::Hooks) -> Value {
@@ -801,7 +845,7 @@ fn hooks_json(h: &oci::Hooks) -> Value {
     Value::Object(m)
 }
 
-fn linux_json(l: &oci::Linux) -> Value {
+fn linux_json(l: &oci::Linux) -> Result<Value, OciError> {
     let mut m = Map::new();
     let mapping = |list: &[oci::LinuxIDMapping]| -> Value {
         Value::Array(
@@ -820,13 +864,15 @@ fn linux_json(l: &oci::Linux) -> Value {
     let namespaces: Vec<Value> = l
         .Namespaces
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
             let mut o = Map::new();
-            o.insert("type".into(), json!(n.Type));
+            let path = format!("linux.namespaces[{i}].type");
+            o.insert("type".into(), namespace_type(&n.Type, &path)?);
             put(&mut o, "path", json!(n.Path));
-            Value::Object(o)
+            Ok(Value::Object(o))
         })
-        .collect();
+        .collect::<Result<_, OciError>>()?;
     put(&mut m, "namespaces", Value::Array(namespaces));
     let devices: Vec<Value> = l
         .Devices
@@ -861,7 +907,7 @@ fn linux_json(l: &oci::Linux) -> Value {
             json!({"l3CacheSchema": rdt.L3CacheSchema}),
         );
     }
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
 fn seccomp_json(s: &oci::LinuxSeccomp) -> Value {

@@ -171,8 +171,11 @@ pub struct ContainerSpec {
     pub cwd: String,
     /// Run it on a pseudo-terminal (OCI `process.terminal`).
     pub terminal: bool,
-    /// Namespaces created for the container; `pid` left out shares the guest's.
+    /// Namespaces created for the container (a `pid` left out: the agent gives the
+    /// container one of its own all the same, as Kata's agent does).
     pub namespaces: Vec<String>,
+    /// Join this PID namespace (`/proc/1/ns/pid`: the guest's) instead of a new one.
+    pub pid_namespace_path: Option<String>,
     /// Mounts after the standard ones (OCI `mounts` entries).
     pub extra_mounts: Vec<Value>,
     /// `linux.resources.memory.limit`, bytes.
@@ -194,6 +197,7 @@ impl ContainerSpec {
             cwd: "/".into(),
             terminal: false,
             namespaces: ["pid", "ipc", "uts", "mount"].map(String::from).to_vec(),
+            pid_namespace_path: None,
             extra_mounts: Vec::new(),
             memory_limit: None,
             pids_limit: None,
@@ -207,9 +211,12 @@ impl ContainerSpec {
         Self::new(["sh", "-c", script])
     }
 
-    /// Shares the guest's PID namespace (no `pid` namespace in the spec).
+    /// Shares the guest's PID namespace (joins `/proc/1/ns/pid`, init's).
     pub fn in_guest_pid_namespace(mut self) -> Self {
-        self.namespaces.retain(|n| n != "pid");
+        if !self.namespaces.iter().any(|n| n == "pid") {
+            self.namespaces.insert(0, "pid".into());
+        }
+        self.pid_namespace_path = Some("/proc/1/ns/pid".into());
         self
     }
 
@@ -250,7 +257,10 @@ impl ContainerSpec {
             resources.insert("pids".into(), json!({"limit": limit}));
         }
         let mut linux = json!({
-            "namespaces": self.namespaces.iter().map(|n| json!({"type": n})).collect::<Vec<_>>(),
+            "namespaces": self.namespaces.iter().map(|n| match &self.pid_namespace_path {
+                Some(path) if n == "pid" => json!({"type": n, "path": path}),
+                _ => json!({"type": n}),
+            }).collect::<Vec<_>>(),
             "maskedPaths": [
                 "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
@@ -369,7 +379,14 @@ mod tests {
             .in_guest_pid_namespace()
             .bind_read_only("/sys/fs/cgroup", "/cgroup");
         let proto = shared.to_proto("c2").unwrap();
-        assert!(proto.Linux.Namespaces.iter().all(|n| n.Type != "pid"));
+        let pid: Vec<&str> = proto
+            .Linux
+            .Namespaces
+            .iter()
+            .filter(|n| n.Type == "pid")
+            .map(|n| n.Path.as_str())
+            .collect();
+        assert_eq!(pid, ["/proc/1/ns/pid"]);
         let last = proto.Mounts.last().unwrap();
         assert_eq!(
             (last.source.as_str(), last.destination.as_str()),

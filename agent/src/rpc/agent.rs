@@ -270,7 +270,7 @@ impl AgentService for AgentRpc {
     ) -> ttrpc::Result<Empty> {
         let resources = container::resources(req.resources.as_ref()).map_err(fail)?;
         self.sandbox
-            .update_container(&req.container_id, &resources)
+            .update_container(&req.container_id, resources.as_ref())
             .map_err(fail)?;
         Ok(Empty::new())
     }

@@ -62,12 +62,13 @@ pub fn exec_process(req: &ExecProcessRequest) -> Result<Process, AgentError> {
     oci::process_from_proto(&process)
 }
 
-/// `UpdateContainerRequest.resources` as OCI resources, with the agent's policy.
+/// `UpdateContainerRequest.resources` as OCI resources, with the agent's policy. Without
+/// any (runtime-rs sends none when nothing the guest enforces changed) there is nothing
+/// to update, as in Kata's agent.
 pub fn resources(
     resources: Option<&hull_protocols::oci::LinuxResources>,
-) -> Result<LinuxResources, AgentError> {
-    let resources = resources.ok_or(AgentError::MissingField { field: "resources" })?;
-    oci::resources_from_proto(resources)
+) -> Result<Option<LinuxResources>, AgentError> {
+    resources.map(oci::resources_from_proto).transpose()
 }
 
 /// `SignalProcessRequest.signal` as a signal.
@@ -93,6 +94,11 @@ fn refuse_vsock_stdio(stdin: u32, stdout: u32, stderr: u32) -> Result<(), AgentE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hull_container::plan::{
+        ContainerPlan, NamespaceKind, PlanOptions, plan_container, plan_process,
+    };
+    use hull_e2e::bundle::{ContainerSpec, DEFAULT_CAPABILITIES};
+    use hull_e2e::kata_forms::{GUEST_SANDBOX_SHM, KataRuntime, SharedFile};
     use hull_protocols::agent::Storage;
     use hull_protocols::oci;
 
@@ -176,6 +182,116 @@ mod tests {
         let exec = ExecProcessRequest::default();
         let err = exec_process(&exec).unwrap_err();
         assert!(matches!(err, AgentError::MissingField { field: "process" }));
+    }
+
+    /// The container layer's plan of a converted request: the whole way short of
+    /// starting a process.
+    fn planned(req: &CreateContainerRequest) -> ContainerPlan {
+        let request = container_request(req).unwrap();
+        let options = PlanOptions {
+            bundle: "/run/kata-containers/c".into(),
+            share_sandbox_network: true,
+            no_pivot: false,
+        };
+        plan_container(&req.container_id, &request.spec, &options).unwrap()
+    }
+
+    fn default_capabilities() -> Vec<String> {
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn both_kata_runtimes_create_requests_are_taken() {
+        for runtime in KataRuntime::BOTH {
+            let id = format!("{}-c1", runtime.name());
+            let spec = ContainerSpec::shell("true");
+            let req = runtime
+                .create_container(&id, &spec, &SharedFile::pod_files(&id))
+                .unwrap();
+            let plan = planned(&req);
+            let kinds: Vec<NamespaceKind> = plan.namespaces.iter().map(|n| n.kind).collect();
+            let mut expected = vec![NamespaceKind::Ipc, NamespaceKind::Uts, NamespaceKind::Mount];
+            if runtime == KataRuntime::Rust {
+                expected.push(NamespaceKind::Cgroup);
+            }
+            assert_eq!(kinds, expected, "{runtime:?}");
+            let caps = plan.process.capabilities.as_ref().unwrap();
+            assert_eq!(caps.bounding, default_capabilities(), "{runtime:?}");
+            assert_eq!(caps.effective, default_capabilities(), "{runtime:?}");
+            let shm = plan
+                .mounts
+                .iter()
+                .find(|m| m.destination == std::path::Path::new("/dev/shm"))
+                .unwrap();
+            assert!(shm.is_bind());
+            assert_eq!(shm.source.as_deref(), Some(GUEST_SANDBOX_SHM.as_ref()));
+            let hosts = plan
+                .mounts
+                .iter()
+                .find(|m| m.destination == std::path::Path::new("/etc/hosts"))
+                .unwrap();
+            assert!(hosts.is_bind(), "{runtime:?}");
+            assert_eq!(plan.process.cwd, std::path::Path::new("/"));
+        }
+    }
+
+    #[test]
+    fn both_kata_runtimes_exec_requests_are_taken() {
+        for runtime in KataRuntime::BOTH {
+            let req = runtime
+                .exec_process("c1", "e1", &ContainerSpec::shell("id"))
+                .unwrap();
+            let process = exec_process(&req).unwrap();
+            let plan = plan_process(&process, None).unwrap();
+            assert_eq!(plan.args, ["sh", "-c", "id"]);
+            match runtime {
+                // The container's are given at exec (hull_container::Containers::exec).
+                KataRuntime::Go => assert!(plan.capabilities.is_none()),
+                KataRuntime::Rust => {
+                    assert_eq!(plan.capabilities.unwrap().bounding, default_capabilities())
+                }
+            }
+        }
+        let mut req = KataRuntime::Go
+            .exec_process("c1", "e2", &ContainerSpec::shell("pwd"))
+            .unwrap();
+        req.process.as_mut().unwrap().Cwd.clear();
+        let plan = plan_process(&exec_process(&req).unwrap(), None).unwrap();
+        assert_eq!(plan.cwd, std::path::Path::new("/"), "an empty cwd is /");
+    }
+
+    #[test]
+    fn update_requests_with_and_without_resources_are_taken() {
+        let rust = KataRuntime::Rust.update_container("c1", None).unwrap();
+        assert_eq!(resources(rust.resources.as_ref()).unwrap(), None);
+        // The Go runtime's "nothing": every section empty.
+        let go = KataRuntime::Go.update_container("c1", None).unwrap();
+        let empty = resources(go.resources.as_ref()).unwrap().unwrap();
+        assert!(empty.memory().is_none() && empty.cpu().is_none() && empty.pids().is_none());
+        let wanted: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 33554432},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+        }))
+        .unwrap();
+        for runtime in KataRuntime::BOTH {
+            let req = runtime.update_container("c1", Some(&wanted)).unwrap();
+            let got = resources(req.resources.as_ref()).unwrap().unwrap();
+            assert_eq!(
+                got.memory().as_ref().unwrap().limit(),
+                Some(32 << 20),
+                "{runtime:?}"
+            );
+            assert_eq!(got.cpu().as_ref().unwrap().quota(), Some(50000));
+        }
+        let go = KataRuntime::Go
+            .update_container("c1", Some(&wanted))
+            .unwrap();
+        let got = resources(go.resources.as_ref()).unwrap().unwrap();
+        assert_eq!(
+            got.cpu().as_ref().unwrap().cpus(),
+            &None,
+            "host CPUs are not sent"
+        );
     }
 
     #[test]

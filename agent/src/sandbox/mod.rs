@@ -240,7 +240,7 @@ impl Sandbox {
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match sandbox_pidns {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
-            false => spec,
+            false => own_pid_namespace(spec)?,
         };
         let spec = self.with_devices(spec, &devices).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
@@ -593,9 +593,17 @@ impl Sandbox {
         Ok(self.containers.wait(id, exec_id).await?)
     }
 
-    /// `UpdateContainer`: new cgroup limits.
-    pub fn update_container(&self, id: &str, resources: &LinuxResources) -> Result<(), AgentError> {
-        Ok(self.containers.update(id, resources)?)
+    /// `UpdateContainer`: new cgroup limits; `None` changes nothing (the container must
+    /// exist all the same).
+    pub fn update_container(
+        &self,
+        id: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<(), AgentError> {
+        match resources {
+            Some(resources) => Ok(self.containers.update(id, resources)?),
+            None => self.containers.get(id).map(drop).map_err(Into::into),
+        }
     }
 
     /// `StatsContainer`: the container's cgroup statistics.
@@ -662,6 +670,27 @@ impl Sandbox {
 }
 
 /// `spec` with exactly one PID namespace entry: joining `path`, or new when `None`.
+/// As Kata's agent: a container whose spec lists no PID namespace gets a new one (both
+/// Kata runtimes take it out of the spec and say `sandbox_pidns` instead), never the
+/// guest's; one the spec lists, new or joined by path, is kept.
+fn own_pid_namespace(spec: Spec) -> Result<Spec, AgentError> {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let Some(linux) = spec.linux() else {
+        // Refused below, naming the missing section.
+        return Ok(spec);
+    };
+    let listed = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Pid);
+    if listed {
+        Ok(spec)
+    } else {
+        with_pid_namespace(spec, None)
+    }
+}
+
 fn with_pid_namespace(mut spec: Spec, path: Option<PathBuf>) -> Result<Spec, AgentError> {
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
     let invalid = AgentError::PidNamespace;
@@ -790,5 +819,48 @@ mod tests {
         assert_eq!(sandbox.info(), None);
         // The request can be made again, corrected.
         sandbox.create(&spec("sb")).await.unwrap();
+    }
+
+    #[test]
+    fn an_update_without_resources_changes_nothing_but_needs_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = sandbox(&dir).update_container("nope", None).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn a_spec_without_a_pid_namespace_gets_its_own_as_in_kata() {
+        use oci_spec::runtime::LinuxNamespaceType;
+        let spec = |namespaces: serde_json::Value| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "linux": {"namespaces": namespaces},
+            }))
+            .unwrap()
+        };
+        let pid = |spec: &Spec| {
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .iter()
+                .flatten()
+                .filter(|ns| ns.typ() == LinuxNamespaceType::Pid)
+                .map(|ns| ns.path().clone())
+                .collect::<Vec<_>>()
+        };
+        // Both runtimes leave the PID namespace out: a new one.
+        let given = own_pid_namespace(spec(serde_json::json!([{"type": "mount"}]))).unwrap();
+        assert_eq!(pid(&given), [None]);
+        let given = own_pid_namespace(spec(serde_json::Value::Null)).unwrap();
+        assert_eq!(pid(&given), [None]);
+        // One the spec lists is kept as it is.
+        let joined = serde_json::json!([{"type": "pid", "path": "/proc/1/ns/pid"}]);
+        let kept = own_pid_namespace(spec(joined)).unwrap();
+        assert_eq!(pid(&kept), [Some(PathBuf::from("/proc/1/ns/pid"))]);
+        // Without a linux section the spec is refused later, naming the section.
+        let bare: Spec =
+            serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2"})).unwrap();
+        assert!(own_pid_namespace(bare).unwrap().linux().is_none());
     }
 }

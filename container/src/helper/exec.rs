@@ -83,8 +83,7 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
             reason: errno.to_string(),
         })?;
     }
-    let env: Vec<CString> = p
-        .env
+    let env: Vec<CString> = with_home(&p.env, p.uid)
         .iter()
         .map(|e| cstring(e, "an environment variable"))
         .collect::<Result<_, _>>()?;
@@ -98,6 +97,30 @@ pub(super) fn prepare(p: &ProcessPlan) -> HelperResult<Prepared> {
         path: cstring(&path.to_string_lossy(), "the executable path")?,
         args,
         env,
+    })
+}
+
+/// As runc and Kata's agent: a process without `HOME` in its environment gets its user's
+/// home directory from the container's `/etc/passwd` (read here, inside the container,
+/// as the user), or `/`.
+fn with_home(env: &[String], uid: u32) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let home = home_in_passwd(&passwd, uid).unwrap_or("/");
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// The home directory of `uid` in the text of a `passwd` file.
+fn home_in_passwd(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.as_slice() {
+            [_, _, id, _, _, home, ..] if id.parse() == Ok(uid) && !home.is_empty() => Some(*home),
+            _ => None,
+        }
     })
 }
 
@@ -210,5 +233,24 @@ fn mark_fds_cloexec() {
     for fd in fds {
         // SAFETY: setting FD_CLOEXEC on an fd number; harmless if it is not open.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_comes_from_passwd_or_is_the_root() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                      broken line\n\
+                      app:x:1000:1000::/home/app:/bin/sh\n\
+                      nohome:x:1001:1001:::/bin/sh\n";
+        assert_eq!(home_in_passwd(passwd, 0), Some("/root"));
+        assert_eq!(home_in_passwd(passwd, 1000), Some("/home/app"));
+        assert_eq!(home_in_passwd(passwd, 1001), None);
+        assert_eq!(home_in_passwd(passwd, 7), None);
+        let given = vec!["PATH=/bin".to_string(), "HOME=/srv".to_string()];
+        assert_eq!(with_home(&given, 0), given, "a HOME given is kept");
     }
 }

@@ -64,8 +64,17 @@ impl AgentClient {
             resources: Some(resources).into(),
             ..Default::default()
         };
+        self.update_container_request(&req).await
+    }
+
+    /// `AgentService.UpdateContainer` as given (`resources` may be absent: runtime-rs
+    /// sends none when nothing the guest enforces changed).
+    pub async fn update_container_request(
+        &self,
+        req: &UpdateContainerRequest,
+    ) -> Result<(), ClientError> {
         self.call_agent("AgentService.UpdateContainer", |agent, ctx| {
-            agent.update_container(ctx, &req)
+            agent.update_container(ctx, req)
         })
         .await
         .map(drop)

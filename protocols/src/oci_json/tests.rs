@@ -196,17 +196,44 @@ fn fields_the_protobuf_cannot_carry_are_refused_by_name() {
 #[test]
 fn bad_names_from_the_wire_are_refused() {
     let good = spec_to_proto(&parse(&rich_config())).unwrap();
+    fn caps(s: &mut oci::Spec, names: &[&str]) {
+        s.Process
+            .as_mut()
+            .unwrap()
+            .Capabilities
+            .as_mut()
+            .unwrap()
+            .Bounding = names.iter().map(|n| n.to_string()).collect();
+    }
+    type Patch = fn(&mut oci::Spec);
+    let named: [(Patch, &str); 5] = [
+        (
+            |s| s.Linux.as_mut().unwrap().Namespaces[1].Type = "bogus".into(),
+            "linux.namespaces[1].type",
+        ),
+        (
+            |s| s.Linux.as_mut().unwrap().Namespaces[0].Type = "MOUNT".into(),
+            "linux.namespaces[0].type",
+        ),
+        (|s| caps(s, &["CAP_BOGUS"]), "process.capabilities.bounding"),
+        // Kata's agent takes capability names in upper case only, one `CAP_` at most.
+        (|s| caps(s, &["cap_chown"]), "process.capabilities.bounding"),
+        (
+            |s| caps(s, &["CAP_CAP_CHOWN"]),
+            "process.capabilities.bounding",
+        ),
+    ];
+    for (patch, path) in named {
+        let mut spec = good.clone();
+        patch(&mut spec);
+        let err = spec_from_proto(&spec).unwrap_err();
+        assert!(
+            matches!(&err, OciError::Field { path: p, .. } if p == path),
+            "{path}: {err}"
+        );
+        assert!(err.to_string().contains("unknown"), "{err}");
+    }
     for patch in [
-        |s: &mut oci::Spec| s.Linux.as_mut().unwrap().Namespaces[0].Type = "bogus".into(),
-        |s: &mut oci::Spec| {
-            s.Process
-                .as_mut()
-                .unwrap()
-                .Capabilities
-                .as_mut()
-                .unwrap()
-                .Bounding = vec!["CAP_BOGUS".into()]
-        },
         |s: &mut oci::Spec| s.Process.as_mut().unwrap().Rlimits[0].Type = "RLIMIT_X".into(),
         |s: &mut oci::Spec| {
             s.Linux
@@ -230,6 +257,66 @@ fn bad_names_from_the_wire_are_refused() {
 }
 
 #[test]
+fn both_runtimes_spellings_of_names_are_read_as_kata_s_agent_reads_them() {
+    let mut spec = spec_to_proto(&parse(&rich_config())).unwrap();
+    let linux = spec.Linux.as_mut().unwrap();
+    for extra in ["user", "cgroup"] {
+        linux.Namespaces.push(oci::LinuxNamespace {
+            Type: extra.into(),
+            ..Default::default()
+        });
+    }
+    // runtime-rs writes oci-spec's `to_string()`; the Go runtime OCI's JSON names.
+    for (ns, name) in linux
+        .Namespaces
+        .iter_mut()
+        .zip(["pid", "ipc", "uts", "mnt", "net", "user", "cgroup"])
+    {
+        ns.Type = name.into();
+    }
+    let process = spec.Process.as_mut().unwrap();
+    let caps = process.Capabilities.as_mut().unwrap();
+    caps.Bounding = vec!["CHOWN".into(), "\"CAP_KILL\"".into()];
+    caps.Effective = vec!["\"CHOWN\"".into()];
+    caps.Permitted = vec!["CAP_KILL".into(), "SYS_TTY_CONFIG".into(), "SETFCAP".into()];
+    process.Cwd = String::new();
+    let back = spec_from_proto(&spec).unwrap();
+    let written = serde_json::to_value(&back).unwrap();
+    let types: Vec<&str> = written["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["pid", "ipc", "uts", "mount", "network", "user", "cgroup"]
+    );
+    let caps = &written["process"]["capabilities"];
+    let mut bounding: Vec<&str> = caps["bounding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    bounding.sort();
+    assert_eq!(bounding, ["CAP_CHOWN", "CAP_KILL"]);
+    assert_eq!(caps["effective"], json!(["CAP_CHOWN"]));
+    let mut permitted: Vec<&str> = caps["permitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    permitted.sort();
+    assert_eq!(permitted, ["CAP_KILL", "CAP_SETFCAP", "CAP_SYS_TTY_CONFIG"]);
+    assert_eq!(written["process"]["cwd"], "/", "an empty cwd is /");
+    // An exec'd process reads the same way.
+    let process = process_from_proto(spec.Process.as_ref().unwrap()).unwrap();
+    assert_eq!(process.cwd(), std::path::Path::new("/"));
+}
+
+#[test]
 fn processes_and_resources_convert_alone() {
     let spec = parse(&rich_config());
     let process = spec.process().as_ref().unwrap();
@@ -249,4 +336,47 @@ fn processes_and_resources_convert_alone() {
 fn not_json_is_a_decode_error() {
     let err = spec_from_config_json(b"{\"ociVersion\": ").unwrap_err();
     assert!(err.to_string().starts_with("invalid spec: "), "{err}");
+}
+
+/// runtime-rs writes every other name with oci-spec's `to_string()` (rlimits, seccomp
+/// actions, architectures, flags, operators); those are OCI's names already, so they
+/// need no tolerance: this guards that they stay so.
+#[test]
+fn runtime_rs_spells_rlimits_and_seccomp_names_as_oci_does() {
+    use oci_spec::runtime::{
+        Arch, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, PosixRlimitType,
+    };
+    fn same<T: serde::de::DeserializeOwned + std::fmt::Display>(names: &[&str]) {
+        for name in names {
+            let parsed: T = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(parsed.to_string(), *name);
+        }
+    }
+    same::<PosixRlimitType>(&[
+        "RLIMIT_NOFILE",
+        "RLIMIT_NPROC",
+        "RLIMIT_RTTIME",
+        "RLIMIT_AS",
+    ]);
+    same::<LinuxSeccompAction>(&[
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_LOG",
+    ]);
+    same::<Arch>(&[
+        "SCMP_ARCH_X86_64",
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X32",
+        "SCMP_ARCH_AARCH64",
+        "SCMP_ARCH_ARM",
+        "SCMP_ARCH_MIPS64N32",
+        "SCMP_ARCH_MIPSEL64",
+        "SCMP_ARCH_PPC64LE",
+        "SCMP_ARCH_S390X",
+        "SCMP_ARCH_RISCV64",
+    ]);
+    same::<LinuxSeccompFilterFlag>(&["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]);
+    same::<LinuxSeccompOperator>(&["SCMP_CMP_EQ", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"]);
 }
