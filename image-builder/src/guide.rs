@@ -82,6 +82,8 @@ impl GuideInput {
             disks: Vec::new(),
             nic: None,
             console: Console::Stdio,
+            qmp: None,
+            hotplug: None,
         }
     }
 

@@ -10,4 +10,5 @@ pub mod guest;
 pub mod http;
 pub mod nic;
 pub mod process;
+pub mod qmp;
 pub mod vm;

@@ -5,7 +5,9 @@
 //! exposed as a Unix socket with the hybrid-vsock `CONNECT` handshake; vmm-lite serves that
 //! socket itself), one `virtiofsd` per virtio-fs share asked for, and the VMM with the
 //! kernel and initrd, its serial console going to a file. Disk images can be attached read-only as virtio-blk (at a fixed PCI
-//! slot, so a Kata PCI path names them) or virtio-pmem. Everything lives in a temporary
+//! slot, so a Kata PCI path names them) or virtio-pmem. QEMU serves QMP on a socket in
+//! the run directory ([`Vm::qmp`]); [`VmConfig::hotplug`] leaves room to hot-plug vCPUs,
+//! memory and PCI devices through it. Everything lives in a temporary
 //! directory. QEMU's arguments come from hull-image's [`vm_args`] (the description
 //! [`VmConfig::spec`] fills in), the same that `hull-image attach` prints for users.
 //! Dropping the [`Vm`] kills every process it started and removes that
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hull_image::mkfs::FsType;
+pub use hull_image::vm_args::Hotplug;
 use hull_image::vm_args::{self, Boot, Console, FsShare, RootImage, VmSpec, Vsock};
 use hull_protocols::address::AgentAddress;
 use hull_protocols::client::{AgentClient, DEFAULT_CALL_TIMEOUT};
@@ -28,6 +31,7 @@ use crate::accel::Accel;
 use crate::artifacts::{GuestArtifacts, find_program};
 use crate::nic::NicConfig;
 use crate::process::OwnedChild;
+use crate::qmp::Qmp;
 
 pub use hull_image::vm_args::{Attachment, Disk, DiskAttach, Vmm};
 
@@ -156,6 +160,9 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     /// A NIC on QEMU user networking; none by default.
     pub nic: Option<NicConfig>,
+    /// Room to hot-plug vCPUs, memory and PCI devices through QMP; none by default
+    /// (QEMU only).
+    pub hotplug: Option<Hotplug>,
 }
 
 /// A host directory the guest mounts by tag (`mount -t virtiofs TAG`).
@@ -183,6 +190,7 @@ impl VmConfig {
             virtio_fs: Vec::new(),
             disks: Vec::new(),
             nic: None,
+            hotplug: None,
         }
     }
 
@@ -195,6 +203,11 @@ impl VmConfig {
     /// The socket of vhost-device-vsock, the vhost-user backend of the guest's vsock.
     pub fn vhost_vsock_socket(dir: &Path) -> PathBuf {
         dir.join("vhost-vsock.sock")
+    }
+
+    /// QEMU's QMP socket.
+    pub fn qmp_socket(dir: &Path) -> PathBuf {
+        dir.join("qmp.sock")
     }
 
     /// The socket of the virtiofsd serving share `index`.
@@ -263,6 +276,11 @@ impl VmConfig {
             disks: self.disks.clone(),
             nic: self.nic.as_ref().map(NicConfig::user_nic),
             console: Console::File(dir.join("console.log")),
+            qmp: match self.vmm {
+                Vmm::VmmLite => None,
+                _ => Some(Self::qmp_socket(dir)),
+            },
+            hotplug: self.hotplug,
         }
     }
 
@@ -288,6 +306,10 @@ pub struct Vm {
     virtiofsd: Vec<OwnedChild>,
     started: Instant,
     accel: Accel,
+    /// The QMP connection, opened on first use (QEMU serves one client at a time).
+    qmp: Option<Qmp>,
+    /// Where QEMU serves QMP; `None` under vmm-lite.
+    qmp_socket: Option<PathBuf>,
     finished: bool,
     // Last: removed after the processes using it are gone.
     dir: TempDir,
@@ -349,6 +371,11 @@ impl Vm {
             virtiofsd,
             started,
             accel: config.accel.clone(),
+            qmp: None,
+            qmp_socket: match config.vmm {
+                Vmm::VmmLite => None,
+                _ => Some(VmConfig::qmp_socket(dir.path())),
+            },
             finished: false,
             dir,
         })
@@ -357,6 +384,21 @@ impl Vm {
     /// The accelerator this guest runs with.
     pub fn accel(&self) -> &Accel {
         &self.accel
+    }
+
+    /// The QMP connection to QEMU, connected (greeting, `qmp_capabilities`) on first use
+    /// and kept: events arriving after that are collected on it. Fails under vmm-lite,
+    /// which has no QMP.
+    pub fn qmp(&mut self) -> Result<&mut Qmp> {
+        let Some(socket) = &self.qmp_socket else {
+            bail!("this VMM serves no QMP (only QEMU does)");
+        };
+        if self.qmp.is_none() {
+            let qmp = Qmp::connect(socket, Duration::from_secs(10))
+                .context("connecting to QEMU's QMP socket")?;
+            self.qmp = Some(qmp);
+        }
+        self.qmp.as_mut().context("QMP connection")
     }
 
     /// The Unix socket where the host reaches guest vsock ports (`CONNECT <port>`).
@@ -590,6 +632,7 @@ mod tests {
             virtio_fs: Vec::new(),
             disks: Vec::new(),
             nic: None,
+            hotplug: None,
         }
     }
 
@@ -764,6 +807,32 @@ mod tests {
                 .unwrap()
                 .join(" ")
                 .contains("maxmem")
+        );
+    }
+
+    #[test]
+    fn qemu_serves_qmp_and_hotplug_is_opt_in() {
+        let args = config().qemu_args(Path::new("/run/x")).unwrap();
+        assert_eq!(
+            value_after(&args, "-qmp"),
+            ["unix:/run/x/qmp.sock,server=on,wait=off"]
+        );
+        assert_eq!(value_after(&args, "-smp"), ["1"]);
+        let hotplug = VmConfig {
+            hotplug: Some(Hotplug {
+                max_cpus: 2,
+                memory_slots: 2,
+                max_memory_mib: 1024,
+                root_ports: 2,
+            }),
+            ..config()
+        };
+        let args = hotplug.qemu_args(Path::new("/run/x")).unwrap();
+        assert_eq!(value_after(&args, "-smp"), ["1,maxcpus=2"]);
+        assert_eq!(value_after(&args, "-m"), ["256M,slots=2,maxmem=1024M"]);
+        assert!(
+            value_after(&args, "-device")
+                .contains(&"pcie-root-port,id=rp1,bus=pcie.0,chassis=2,addr=0x19")
         );
     }
 

@@ -26,8 +26,8 @@ pub mod vmm_lite;
 
 pub use attachment::{Attachment, VERITY_DM_NAME, VerityRoot, root_cmdline};
 pub use spec::{
-    Accel, Boot, Console, Disk, DiskAttach, FsShare, PMEM_ALIGN, PortForward, RootImage, UserNic,
-    VmArgsError, VmSpec, Vsock, file_size,
+    Accel, Boot, Console, Disk, DiskAttach, FsShare, Hotplug, PMEM_ALIGN, PortForward, RootImage,
+    UserNic, VmArgsError, VmSpec, Vsock, file_size,
 };
 pub use vmm::Vmm;
 

@@ -6,11 +6,13 @@
 //! QEMU), the serial console, kernel, then the root (`-initrd`, or the image: a read-only
 //! shared `memory-backend-file` under `nvdimm,unarmed=on` or `virtio-pmem-pci`, or a
 //! read-only `virtio-blk-pci` drive), the command line, vsock, virtio-fs shares, further
-//! disks, the NIC.
+//! disks, the NIC. Then, when asked: the QMP socket (`-qmp unix:PATH,server=on,wait=off`)
+//! and, for hot-plug ([`Hotplug`]), the PCIe root ports `rp0`, `rp1`, ... at fixed slots;
+//! hot-plug also widens `-smp` (`maxcpus=`) and `-m` (`slots=`, `maxmem=`).
 
 use super::attachment::Attachment;
-use super::memory::qemu_memory_arg;
-use super::spec::{Accel, Boot, Console, DiskAttach, UserNic, VmArgsError, VmSpec, Vsock};
+use super::memory::{HotplugRoom, qemu_memory_arg};
+use super::spec::{Accel, Boot, Console, DiskAttach, Hotplug, UserNic, VmArgsError, VmSpec, Vsock};
 use super::vmm::Vmm;
 
 impl Accel {
@@ -52,9 +54,19 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
         "-cpu".into(),
         spec.accel.qemu_cpu().into(),
         "-smp".into(),
-        spec.cpus.to_string(),
+        match &spec.hotplug {
+            Some(h) => format!("{},maxcpus={}", spec.cpus, h.max_cpus.max(spec.cpus)),
+            None => spec.cpus.to_string(),
+        },
         "-m".into(),
-        qemu_memory_arg(spec.memory_mib, &spec.pmem_region_sizes()),
+        qemu_memory_arg(
+            spec.memory_mib,
+            &spec.pmem_region_sizes(),
+            spec.hotplug.map(|h| HotplugRoom {
+                slots: h.memory_slots,
+                max_memory_mib: h.max_memory_mib,
+            }),
+        ),
     ];
     if vhost_user {
         args.extend([
@@ -161,6 +173,24 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
     if let Some(nic) = &spec.nic {
         args.extend(nic_args(nic));
     }
+    if let Some(qmp) = &spec.qmp {
+        args.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
+        ]);
+    }
+    if let Some(hotplug) = &spec.hotplug {
+        for i in 0..hotplug.root_ports {
+            args.extend([
+                "-device".into(),
+                format!(
+                    "pcie-root-port,id=rp{i},bus=pcie.0,chassis={},addr=0x{:02x}",
+                    u32::from(i) + 1,
+                    Hotplug::root_port_slot(i)
+                ),
+            ]);
+        }
+    }
     Ok(args)
 }
 
@@ -193,7 +223,7 @@ pub fn nic_args(nic: &UserNic) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::super::spec::test_spec::{harness, image};
-    use super::super::spec::{Disk, FsShare, PortForward};
+    use super::super::spec::{Disk, FsShare, Hotplug, PortForward};
     use super::*;
 
     fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
@@ -352,5 +382,35 @@ mod tests {
         };
         assert!(args(&spec).join(" ").contains("restrict=off"));
         assert!(!args(&harness()).join(" ").contains("-netdev"));
+    }
+
+    #[test]
+    fn qmp_and_hotplug_only_when_asked() {
+        let plain = args(&harness());
+        assert!(value_after(&plain, "-qmp").is_empty());
+        assert_eq!(value_after(&plain, "-smp"), ["1"]);
+        assert!(!plain.join(" ").contains("pcie-root-port"));
+
+        let spec = VmSpec {
+            qmp: Some("/run/x/qmp.sock".into()),
+            hotplug: Some(Hotplug {
+                max_cpus: 4,
+                memory_slots: 2,
+                max_memory_mib: 1024,
+                root_ports: 2,
+            }),
+            ..harness()
+        };
+        let args = args(&spec);
+        assert_eq!(
+            value_after(&args, "-qmp"),
+            ["unix:/run/x/qmp.sock,server=on,wait=off"]
+        );
+        assert_eq!(value_after(&args, "-smp"), ["1,maxcpus=4"]);
+        assert_eq!(value_after(&args, "-m"), ["256M,slots=2,maxmem=1024M"]);
+        let devices = value_after(&args, "-device");
+        assert!(devices.contains(&"pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=0x18"));
+        assert!(devices.contains(&"pcie-root-port,id=rp1,bus=pcie.0,chassis=2,addr=0x19"));
+        assert_eq!(Hotplug::root_port_device_pci_path(1), "19/00");
     }
 }

@@ -66,6 +66,47 @@ pub struct VmSpec {
     pub nic: Option<UserNic>,
     /// Where the serial console goes.
     pub console: Console,
+    /// A QMP socket the VMM serves (QEMU: `-qmp unix:PATH,server=on,wait=off`), for
+    /// hot-plug and queries while the guest runs; `None` for none.
+    pub qmp: Option<PathBuf>,
+    /// Room to hot-plug vCPUs, memory and PCI devices; `None` (the default) leaves the
+    /// machine as booted.
+    pub hotplug: Option<Hotplug>,
+}
+
+/// What may be hot-plugged into a running guest (QEMU): vCPUs up to `max_cpus`, memory
+/// devices into `memory_slots` up to `max_memory_mib`, and PCI devices into
+/// `root_ports` PCIe root ports (q35's root bus takes no hot-plugged device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hotplug {
+    /// The most vCPUs the guest can have (`-smp N,maxcpus=`).
+    pub max_cpus: u32,
+    /// Slots for hot-plugged memory devices (pc-dimm), beside the persistent-memory ones.
+    pub memory_slots: u32,
+    /// The most RAM the guest can have in MiB, boot RAM and hot-plugged memory together
+    /// (persistent-memory regions come on top).
+    pub max_memory_mib: u64,
+    /// The number of `pcie-root-port`s, `rp0`, `rp1`, ..., at slots
+    /// [`Hotplug::FIRST_ROOT_PORT_SLOT`] and up of the root bus: a device hot-plugged
+    /// into `rpN` sits at slot 0 behind it, Kata PCI path `{port slot:02x}/00`.
+    pub root_ports: u8,
+}
+
+impl Hotplug {
+    /// The root-bus slot of root port `rp0`; `rpN` is at this slot plus N (clear of the
+    /// slots QEMU assigns itself from 01 up and of the harness's disks at 0x10).
+    pub const FIRST_ROOT_PORT_SLOT: u8 = 0x18;
+
+    /// The root-bus slot of root port `index`.
+    pub fn root_port_slot(index: u8) -> u8 {
+        Self::FIRST_ROOT_PORT_SLOT + index
+    }
+
+    /// The Kata PCI path (`{port slot:02x}/00`) of the device hot-plugged into root port
+    /// `index`.
+    pub fn root_port_device_pci_path(index: u8) -> String {
+        format!("{:02x}/00", Self::root_port_slot(index))
+    }
 }
 
 /// Hardware virtualization or software emulation.
@@ -275,6 +316,8 @@ pub(crate) mod test_spec {
             disks: Vec::new(),
             nic: None,
             console: Console::File("/run/x/console.log".into()),
+            qmp: None,
+            hotplug: None,
         }
     }
 

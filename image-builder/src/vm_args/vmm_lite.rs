@@ -34,6 +34,12 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
     if spec.nic.is_some() {
         return Err(unsupported("attach a NIC"));
     }
+    if spec.qmp.is_some() {
+        return Err(unsupported("serve QMP"));
+    }
+    if spec.hotplug.is_some() {
+        return Err(unsupported("hot-plug vCPUs, memory or PCI devices"));
+    }
     let mut args: Vec<String> = vec!["--kernel".into(), spec.kernel.display().to_string()];
     match &spec.boot {
         Boot::Initrd(initrd) => args.extend(["--initrd".into(), initrd.display().to_string()]),
@@ -87,7 +93,7 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
 #[cfg(test)]
 mod tests {
     use super::super::spec::test_spec::{harness, image};
-    use super::super::spec::{Disk, FsShare, UserNic};
+    use super::super::spec::{Disk, FsShare, Hotplug, UserNic};
     use super::*;
 
     fn lite(spec: VmSpec) -> VmSpec {
@@ -172,6 +178,25 @@ mod tests {
                     ..lite(harness())
                 },
                 "NIC",
+            ),
+            (
+                VmSpec {
+                    qmp: Some("/run/x/qmp.sock".into()),
+                    ..lite(harness())
+                },
+                "QMP",
+            ),
+            (
+                VmSpec {
+                    hotplug: Some(Hotplug {
+                        max_cpus: 2,
+                        memory_slots: 1,
+                        max_memory_mib: 1024,
+                        root_ports: 1,
+                    }),
+                    ..lite(harness())
+                },
+                "hot-plug",
             ),
         ] {
             let err = argv(&spec).unwrap_err().to_string();
