@@ -11,6 +11,7 @@ use hull_container::ContainerError;
 use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
+use crate::device::cpu_mem::CpuMemError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
@@ -169,6 +170,9 @@ pub enum AgentError {
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// Onlining hot-plugged vCPUs or memory, or probing memory, failed.
+    #[error(transparent)]
+    CpuMem(#[from] CpuMemError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -14,6 +14,7 @@
 //! is found when its uevent arrives. The result is the device node under `/dev`, checked
 //! to be a block device.
 
+pub mod cpu_mem;
 pub mod pci;
 pub mod uevent;
 

@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use hull_protocols::agent::{
     AddARPNeighborsRequest, CloseStdinRequest, CreateContainerRequest, CreateSandboxRequest,
     DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
-    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, OOMEvent,
-    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
-    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
-    UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
-    WriteStreamRequest, WriteStreamResponse,
+    GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest,
+    MemHotplugByProbeRequest, OOMEvent, OnlineCPUMemRequest, PauseContainerRequest,
+    ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest, ResumeContainerRequest, Routes,
+    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
+    TtyWinResizeRequest, UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::types::Interface;
@@ -22,7 +22,7 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, network, oci, sandbox};
+use super::{container, cpu_mem, network, oci, sandbox};
 use crate::error::AgentError;
 use crate::sandbox::{OutputStream, Sandbox};
 
@@ -52,6 +52,8 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "CloseStdin",
     "TtyWinResize",
     "GetOOMEvent",
+    "OnlineCPUMem",
+    "MemHotplugByProbe",
 ];
 
 /// The AgentService implementation.
@@ -342,6 +344,26 @@ impl AgentService for AgentRpc {
         self.sandbox
             .resize_tty(&req.container_id, &req.exec_id, rows, cols)
             .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn online_cpu_mem(
+        &self,
+        _ctx: &TtrpcContext,
+        req: OnlineCPUMemRequest,
+    ) -> ttrpc::Result<Empty> {
+        let request = cpu_mem::online_request(&req);
+        self.sandbox.cpu_mem().online(request).await.map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn mem_hotplug_by_probe(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemHotplugByProbeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let addresses = cpu_mem::probe_addresses(&req);
+        self.sandbox.cpu_mem().probe(addresses).map_err(fail)?;
         Ok(Empty::new())
     }
 

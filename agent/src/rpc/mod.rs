@@ -11,6 +11,7 @@
 
 mod agent;
 pub mod container;
+pub mod cpu_mem;
 mod health;
 pub mod network;
 pub mod oci;

@@ -10,6 +10,7 @@ use hull_container::{ContainerError, SetupError};
 use ttrpc::Code;
 
 use crate::device::DeviceError;
+use crate::device::cpu_mem::CpuMemError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
@@ -45,9 +46,26 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
+        AgentError::CpuMem(e) => cpu_mem_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+/// A probe the kernel refuses says why by its errno: memory there already (EEXIST), an
+/// address beyond what it can address (E2BIG, ERANGE) or not a block's start (EINVAL).
+fn cpu_mem_code(error: &CpuMemError) -> Code {
+    match error {
+        CpuMemError::NoProbeFile { .. } => Code::FAILED_PRECONDITION,
+        CpuMemError::UnalignedProbe { .. } => Code::INVALID_ARGUMENT,
+        CpuMemError::Probe { source, .. } => match source.raw_os_error() {
+            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
+            Some(libc::EINVAL | libc::E2BIG | libc::ERANGE) => Code::INVALID_ARGUMENT,
+            _ => Code::INTERNAL,
+        },
+        CpuMemError::CpusTimeout { .. } => Code::DEADLINE_EXCEEDED,
+        CpuMemError::Online { .. } | CpuMemError::Sysfs { .. } => Code::INTERNAL,
+    }
 }
 
 fn hook_code(error: &HookError) -> Code {
@@ -333,6 +351,47 @@ mod tests {
             (
                 AgentError::SandboxExists { id: "s".into() },
                 Code::FAILED_PRECONDITION,
+            ),
+            (
+                CpuMemError::NoProbeFile {
+                    path: "/sys/devices/system/memory/probe".into(),
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                CpuMemError::UnalignedProbe {
+                    addr: 1,
+                    block_size: 0x800_0000,
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CpuMemError::Probe {
+                    addr: 0x1_0000_0000,
+                    source: std::io::Error::from_raw_os_error(libc::EEXIST),
+                }
+                .into(),
+                Code::ALREADY_EXISTS,
+            ),
+            (
+                CpuMemError::Probe {
+                    addr: 1 << 50,
+                    source: std::io::Error::from_raw_os_error(libc::E2BIG),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CpuMemError::CpusTimeout {
+                    wanted: 2,
+                    online: 1,
+                    waited: std::time::Duration::from_secs(5),
+                    last_error: None,
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
             ),
             (
                 AgentError::KernelModules { names: "m".into() },

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod health;
+pub mod hotplug;
 pub mod network;
 pub mod sandbox;
 
@@ -12,6 +13,7 @@ use hull_protocols::AgentClient;
 
 pub use container::ContainerCommand;
 pub use health::HealthCommand;
+pub use hotplug::HotplugCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
 
@@ -30,6 +32,9 @@ pub enum Command {
     /// The guest's network.
     #[command(flatten)]
     Network(NetworkCommand),
+    /// Hot-plugged vCPUs and memory.
+    #[command(flatten)]
+    Hotplug(HotplugCommand),
     /// Containers and their processes.
     #[command(flatten)]
     Container(ContainerCommand),
@@ -68,6 +73,7 @@ pub async fn run(
         Command::Health(c) => health::run(client, c).await,
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
+        Command::Hotplug(c) => hotplug::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
     }
 }
