@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
-use hull_e2e::bundle::ContainerSpec;
+use hull_e2e::bundle::{ContainerSpec, guest_rootfs};
 use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::qmp::Qmp;
 use hull_e2e::vm::{Hotplug, VmConfig};
 use hull_protocols::agent::{CreateContainerRequest, OnlineCPUMemRequest, Storage};
 use hull_protocols::client::AgentClient;
+use hull_protocols::oci_json;
 use hull_protocols::ttrpc::Code;
 use hull_protocols::types::{IPAddress, IPFamily, Interface};
 use hull_testkit::check_refused;
@@ -28,8 +29,9 @@ use serde_json::json;
 
 /// How long the guest may take to handle a hot-plug (ACPI under TCG).
 const GUEST_HANDLING: Duration = Duration::from_secs(60);
-/// The guest's `agent.hotplug_timeout`: also how long OnlineCPUMem waits for CPUs.
-const HOTPLUG_TIMEOUT_SECS: u64 = 20;
+/// The guest's `agent.hotplug_timeout`: also how long OnlineCPUMem waits for CPUs (at
+/// least 5 s).
+const HOTPLUG_TIMEOUT_SECS: u64 = 8;
 /// The memory hot-plugged, one memory block of an x86_64 guest this small.
 const DIMM_MIB: u64 = 128;
 /// The hot-plugged NIC's MAC.
@@ -150,6 +152,36 @@ fn online(cpus: u32, cpu_only: bool) -> OnlineCPUMemRequest {
     }
 }
 
+/// Creates and starts container `id` running `sleep`, its cgroup's `cpuset.cpus` set to
+/// `cpus` (OCI `linux.resources.cpu.cpus`).
+async fn start_pinned(guest: &SandboxGuest, id: &str, cpus: &str) -> Result<Container> {
+    guest.busybox_rootfs(id)?;
+    let mut config = ContainerSpec::new(["sleep", "600"]).config_json(&guest_rootfs(id));
+    config["linux"]["resources"] = json!({ "cpu": { "cpus": cpus } });
+    let spec = oci_json::spec_from_config_json(config.to_string().as_bytes())?;
+    let container = Container::create(&guest.client, id, oci_json::spec_to_proto(&spec)?)
+        .await
+        .with_context(|| format!("CreateContainer {id} with cpuset {cpus}"))?;
+    container.start().await.context("StartContainer")?;
+    Ok(container)
+}
+
+/// The CPUs the container's init and a new process in it may run on
+/// (`Cpus_allowed_list`), through ExecProcess.
+async fn allowed_cpus(container: &Container, exec_id: &str) -> Result<String> {
+    let script = "grep Cpus_allowed_list /proc/1/status /proc/self/status";
+    let process = ContainerSpec::shell(script).process_proto()?;
+    container
+        .exec(exec_id, process)
+        .await
+        .context("ExecProcess")?;
+    let readers = container.readers(exec_id, false);
+    let status = container.wait(exec_id).await.context("WaitProcess")?;
+    let (stdout, stderr) = readers.finish().await?;
+    ensure!(status == 0, "{script}: exit {status}: {}", stderr.text());
+    Ok(stdout.text())
+}
+
 /// An ext4 image of 8 MiB holding `data/<marker>` (mkfs.ext4 -d).
 fn ext4_image(dir: &Path, marker: &str) -> Result<std::path::PathBuf> {
     let tree = dir.join("tree");
@@ -212,7 +244,14 @@ async fn a_vcpu_memory_a_disk_and_a_nic_hot_plugged_through_qmp_are_brought_into
     );
 
     // (a) A vCPU: plugged, registered by the guest through ACPI, onlined by the agent.
+    // A container pinned to CPUs 0-1 before CPU 1 exists runs on CPU 0 until then.
     ensure!(guest_cpus(&guest, "cpus-before").await? == 1);
+    let pinned = start_pinned(&guest, "pinned", "0-1").await?;
+    let allowed = allowed_cpus(&pinned, "before").await?;
+    ensure!(
+        allowed.lines().count() == 2 && allowed.lines().all(|l| l.ends_with(":\t0")),
+        "before the hot-plug: {allowed:?}"
+    );
     let cpu = plug_vcpu(guest.vm_mut().qmp()?)?;
     let started = Instant::now();
     guest
@@ -227,6 +266,16 @@ async fn a_vcpu_memory_a_disk_and_a_nic_hot_plugged_through_qmp_are_brought_into
         cpus == 2,
         "/proc/cpuinfo lists {cpus} CPUs after the hot-plug"
     );
+    // cgroup v2 follows by itself: the running init and a new process get CPU 1 with no
+    // cpuset rewritten.
+    let allowed = allowed_cpus(&pinned, "after").await?;
+    ensure!(
+        allowed.lines().count() == 2 && allowed.lines().all(|l| l.ends_with(":\t0-1")),
+        "after the hot-plug: {allowed:?}"
+    );
+    pinned.signal("", 9).await.context("SignalProcess")?;
+    pinned.wait("").await.context("WaitProcess")?;
+    pinned.remove().await.context("RemoveContainer")?;
     // Asking for more CPUs than exist fails in bounded time, saying how many are online.
     check_refused(
         "OnlineCPUMem for 3 CPUs",
