@@ -12,6 +12,7 @@ use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
 use crate::device::container::ContainerDeviceError;
+use crate::device::cpu_mem::CpuMemError;
 use crate::entropy::EntropyError;
 use crate::fs::ConfineError;
 use crate::fs::copy::CopyFileError;
@@ -193,6 +194,9 @@ pub enum AgentError {
     /// `ReseedRandomDev` was refused or failed.
     #[error(transparent)]
     Entropy(#[from] EntropyError),
+    /// Onlining hot-plugged vCPUs or memory, or probing memory, failed.
+    #[error(transparent)]
+    CpuMem(#[from] CpuMemError),
 }
 
 impl From<ConfineError> for AgentError {

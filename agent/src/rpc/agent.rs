@@ -11,13 +11,13 @@ use hull_protocols::agent::{
     AddARPNeighborsRequest, AddSwapPathRequest, AddSwapRequest, CloseStdinRequest,
     CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
     GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, Interfaces,
-    ListInterfacesRequest, ListRoutesRequest, OOMEvent, PauseContainerRequest, ReadStreamRequest,
-    ReadStreamResponse, RemoveContainerRequest, RemoveStaleVirtiofsShareMountsRequest,
-    ResizeVolumeRequest, ResumeContainerRequest, Routes, SignalProcessRequest,
-    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
-    UpdateContainerRequest, UpdateEphemeralMountsRequest, UpdateInterfaceRequest,
-    UpdateRoutesRequest, VolumeStatsRequest, WaitProcessRequest, WaitProcessResponse,
-    WriteStreamRequest, WriteStreamResponse,
+    ListInterfacesRequest, ListRoutesRequest, MemHotplugByProbeRequest, OOMEvent,
+    OnlineCPUMemRequest, PauseContainerRequest, ReadStreamRequest, ReadStreamResponse,
+    RemoveContainerRequest, RemoveStaleVirtiofsShareMountsRequest, ResizeVolumeRequest,
+    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
+    UpdateEphemeralMountsRequest, UpdateInterfaceRequest, UpdateRoutesRequest, VolumeStatsRequest,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 // The guest services (CopyFile, SetGuestDateTime, ReseedRandomDev, GetMetrics).
 use hull_protocols::agent::{
@@ -30,7 +30,7 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, guest, network, oci, sandbox, volume};
+use super::{container, cpu_mem, guest, network, oci, sandbox, volume};
 use crate::error::AgentError;
 use crate::fs::copy;
 use crate::sandbox::{OutputStream, Sandbox};
@@ -72,6 +72,8 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "SetGuestDateTime",
     "ReseedRandomDev",
     "GetMetrics",
+    "OnlineCPUMem",
+    "MemHotplugByProbe",
 ];
 
 /// The AgentService implementation.
@@ -364,6 +366,26 @@ impl AgentService for AgentRpc {
         self.sandbox
             .resize_tty(&req.container_id, &req.exec_id, rows, cols)
             .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn online_cpu_mem(
+        &self,
+        _ctx: &TtrpcContext,
+        req: OnlineCPUMemRequest,
+    ) -> ttrpc::Result<Empty> {
+        let request = cpu_mem::online_request(&req);
+        self.sandbox.cpu_mem().online(request).await.map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn mem_hotplug_by_probe(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemHotplugByProbeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let addresses = cpu_mem::probe_addresses(&req);
+        self.sandbox.cpu_mem().probe(addresses).map_err(fail)?;
         Ok(Empty::new())
     }
 

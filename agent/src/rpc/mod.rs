@@ -11,6 +11,7 @@
 
 mod agent;
 pub mod container;
+pub mod cpu_mem;
 pub mod device;
 pub mod guest;
 mod health;

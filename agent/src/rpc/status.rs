@@ -12,6 +12,7 @@ use ttrpc::Code;
 
 use crate::device::DeviceError;
 use crate::device::container::ContainerDeviceError;
+use crate::device::cpu_mem::CpuMemError;
 use crate::entropy::EntropyError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
@@ -59,6 +60,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::CopyFile(e) => copy_file_code(e),
         AgentError::Clock(e) => clock_code(e),
         AgentError::Entropy(e) => entropy_code(e),
+        AgentError::CpuMem(e) => cpu_mem_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -100,6 +102,22 @@ fn errno_code(errno: nix::errno::Errno) -> Code {
         Errno::EPERM | Errno::EACCES => Code::PERMISSION_DENIED,
         Errno::ENOSPC | Errno::EDQUOT => Code::RESOURCE_EXHAUSTED,
         _ => Code::INTERNAL,
+    }
+}
+
+/// A probe the kernel refuses says why by its errno: memory there already (EEXIST), an
+/// address beyond what it can address (E2BIG, ERANGE) or not a block's start (EINVAL).
+fn cpu_mem_code(error: &CpuMemError) -> Code {
+    match error {
+        CpuMemError::NoProbeFile { .. } => Code::FAILED_PRECONDITION,
+        CpuMemError::UnalignedProbe { .. } => Code::INVALID_ARGUMENT,
+        CpuMemError::Probe { source, .. } => match source.raw_os_error() {
+            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
+            Some(libc::EINVAL | libc::E2BIG | libc::ERANGE) => Code::INVALID_ARGUMENT,
+            _ => Code::INTERNAL,
+        },
+        CpuMemError::CpusTimeout { .. } => Code::DEADLINE_EXCEEDED,
+        CpuMemError::Online { .. } | CpuMemError::Sysfs { .. } => Code::INTERNAL,
     }
 }
 
@@ -500,6 +518,47 @@ mod tests {
             (
                 AgentError::SandboxExists { id: "s".into() },
                 Code::FAILED_PRECONDITION,
+            ),
+            (
+                CpuMemError::NoProbeFile {
+                    path: "/sys/devices/system/memory/probe".into(),
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                CpuMemError::UnalignedProbe {
+                    addr: 1,
+                    block_size: 0x800_0000,
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CpuMemError::Probe {
+                    addr: 0x1_0000_0000,
+                    source: std::io::Error::from_raw_os_error(libc::EEXIST),
+                }
+                .into(),
+                Code::ALREADY_EXISTS,
+            ),
+            (
+                CpuMemError::Probe {
+                    addr: 1 << 50,
+                    source: std::io::Error::from_raw_os_error(libc::E2BIG),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CpuMemError::CpusTimeout {
+                    wanted: 2,
+                    online: 1,
+                    waited: std::time::Duration::from_secs(5),
+                    last_error: None,
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
             ),
             (
                 AgentError::KernelModules { names: "m".into() },

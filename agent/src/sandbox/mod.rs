@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
 use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
+use crate::device::cpu_mem::{self, CpuMem};
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
@@ -64,6 +65,8 @@ pub struct Sandbox {
     /// Waits for the devices containers are given (`agent.hotplug_timeout`).
     devices: DeviceWaiter,
     network: Network,
+    /// Onlines hot-plugged vCPUs and memory (OnlineCPUMem, MemHotplugByProbe).
+    cpu_mem: CpuMem,
     /// Serializes CreateSandbox and DestroySandbox.
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// What CreateSandbox recorded, for containers to read.
@@ -177,6 +180,7 @@ impl Sandbox {
             storages: Storages::new(config.run_dir.clone(), devices.clone()),
             devices,
             network: Network::default(),
+            cpu_mem: CpuMem::guest(config.hotplug_timeout.max(cpu_mem::MIN_CPU_WAIT)),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
             info: Mutex::new(None),
             containers: Containers::new(ContainerSettings {
@@ -428,6 +432,11 @@ impl Sandbox {
     pub fn with_network(mut self, network: Network) -> Self {
         self.network = network;
         self
+    }
+
+    /// Onlines hot-plugged vCPUs and memory, and adds memory by probe.
+    pub fn cpu_mem(&self) -> &CpuMem {
+        &self.cpu_mem
     }
 
     /// The guest's network (the agent's own network namespace).

@@ -5,6 +5,7 @@
 pub mod container;
 pub mod guest;
 pub mod health;
+pub mod hotplug;
 pub mod network;
 pub mod sandbox;
 pub mod volume;
@@ -15,6 +16,7 @@ use hull_protocols::AgentClient;
 pub use container::ContainerCommand;
 pub use guest::GuestCommand;
 pub use health::HealthCommand;
+pub use hotplug::HotplugCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
 pub use volume::VolumeCommand;
@@ -34,6 +36,9 @@ pub enum Command {
     /// The guest's network.
     #[command(flatten)]
     Network(NetworkCommand),
+    /// Hot-plugged vCPUs and memory.
+    #[command(flatten)]
+    Hotplug(HotplugCommand),
     /// Containers and their processes.
     #[command(flatten)]
     Container(ContainerCommand),
@@ -78,6 +83,7 @@ pub async fn run(
         Command::Health(c) => health::run(client, c).await,
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
+        Command::Hotplug(c) => hotplug::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
         Command::Volume(c) => volume::run(client, c).await,
         Command::Guest(c) => guest::run(client, c).await,
