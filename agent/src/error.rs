@@ -11,8 +11,11 @@ use hull_container::ContainerError;
 use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
+use crate::diagnostic::DiagnosticError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
+use crate::iptables::IptablesError;
+use crate::mem_agent::MemAgentError;
 use crate::network::NetworkError;
 use crate::storage::StorageError;
 
@@ -169,6 +172,15 @@ pub enum AgentError {
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// The memory agent's configuration was refused.
+    #[error(transparent)]
+    MemAgent(#[from] MemAgentError),
+    /// GetDiagnosticData could not answer.
+    #[error(transparent)]
+    Diagnostic(#[from] DiagnosticError),
+    /// GetIPTables / SetIPTables failed.
+    #[error(transparent)]
+    Iptables(#[from] IptablesError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -12,10 +12,13 @@
 pub mod config;
 pub mod debug_console;
 pub mod device;
+pub mod diagnostic;
 pub mod error;
 pub mod fs;
 pub mod hooks;
+pub mod iptables;
 pub mod logging;
+pub mod mem_agent;
 pub mod mount;
 pub mod network;
 pub mod rpc;

@@ -16,14 +16,20 @@ use hull_protocols::agent::{
     UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
     WriteStreamRequest, WriteStreamResponse,
 };
+use hull_protocols::agent::{
+    GetDiagnosticDataRequest, GetDiagnosticDataResponse, GetIPTablesRequest, GetIPTablesResponse,
+    MemAgentCompactConfig, MemAgentMemcgConfig, SetIPTablesRequest, SetIPTablesResponse,
+};
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, network, oci, sandbox};
+use super::{container, guest_admin, network, oci, sandbox};
+use crate::diagnostic::LogType;
 use crate::error::AgentError;
+use crate::iptables;
 use crate::sandbox::{OutputStream, Sandbox};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
@@ -52,6 +58,11 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "CloseStdin",
     "TtyWinResize",
     "GetOOMEvent",
+    "MemAgentMemcgSet",
+    "MemAgentCompactSet",
+    "GetDiagnosticData",
+    "GetIPTables",
+    "SetIPTables",
 ];
 
 /// The AgentService implementation.
@@ -352,6 +363,67 @@ impl AgentService for AgentRpc {
     ) -> ttrpc::Result<OOMEvent> {
         Ok(OOMEvent {
             container_id: self.sandbox.next_oom_event().await,
+            ..Default::default()
+        })
+    }
+
+    async fn mem_agent_memcg_set(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemAgentMemcgConfig,
+    ) -> ttrpc::Result<Empty> {
+        let update = guest_admin::memcg_update(&req);
+        self.sandbox.mem_agent().set_memcg(&update).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn mem_agent_compact_set(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemAgentCompactConfig,
+    ) -> ttrpc::Result<Empty> {
+        let update = guest_admin::compact_update(&req);
+        self.sandbox
+            .mem_agent()
+            .set_compact(&update)
+            .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn get_diagnostic_data(
+        &self,
+        _ctx: &TtrpcContext,
+        req: GetDiagnosticDataRequest,
+    ) -> ttrpc::Result<GetDiagnosticDataResponse> {
+        let data = match LogType::parse(&req.log_type).map_err(fail)? {
+            LogType::TerminationLog => self.sandbox.termination_log(&req.container_id),
+        };
+        Ok(GetDiagnosticDataResponse {
+            data: data.map_err(fail)?,
+            ..Default::default()
+        })
+    }
+
+    async fn get_ip_tables(
+        &self,
+        _ctx: &TtrpcContext,
+        req: GetIPTablesRequest,
+    ) -> ttrpc::Result<GetIPTablesResponse> {
+        let family = guest_admin::ip_family(req.is_ipv6);
+        Ok(GetIPTablesResponse {
+            data: iptables::save(family).await.map_err(fail)?,
+            ..Default::default()
+        })
+    }
+
+    async fn set_ip_tables(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetIPTablesRequest,
+    ) -> ttrpc::Result<SetIPTablesResponse> {
+        let family = guest_admin::ip_family(req.is_ipv6);
+        Ok(SetIPTablesResponse {
+            data: iptables::restore(family, req.data).await.map_err(fail)?,
             ..Default::default()
         })
     }

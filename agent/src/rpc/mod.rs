@@ -11,6 +11,7 @@
 
 mod agent;
 pub mod container;
+pub mod guest_admin;
 mod health;
 pub mod network;
 pub mod oci;

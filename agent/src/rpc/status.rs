@@ -10,9 +10,12 @@ use hull_container::{ContainerError, SetupError};
 use ttrpc::Code;
 
 use crate::device::DeviceError;
+use crate::diagnostic::DiagnosticError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
+use crate::iptables::IptablesError;
+use crate::mem_agent::MemAgentError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::storage::StorageError;
@@ -45,9 +48,41 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
+        AgentError::MemAgent(e) => mem_agent_code(e),
+        AgentError::Diagnostic(e) => diagnostic_code(e),
+        AgentError::Iptables(e) => iptables_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+fn mem_agent_code(error: &MemAgentError) -> Code {
+    match error {
+        MemAgentError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        MemAgentError::Io { .. } | MemAgentError::Parse { .. } | MemAgentError::Compact(_) => {
+            Code::INTERNAL
+        }
+    }
+}
+
+fn diagnostic_code(error: &DiagnosticError) -> Code {
+    match error {
+        DiagnosticError::UnknownType { .. } => Code::INVALID_ARGUMENT,
+        DiagnosticError::NoTerminationPath { .. } | DiagnosticError::NoTerminationMount { .. } => {
+            Code::FAILED_PRECONDITION
+        }
+        DiagnosticError::Read { .. } => Code::INTERNAL,
+    }
+}
+
+fn iptables_code(error: &IptablesError) -> Code {
+    match error {
+        IptablesError::Missing { .. } => Code::FAILED_PRECONDITION,
+        // Most often rules the tool rejects.
+        IptablesError::Failed { .. } => Code::INVALID_ARGUMENT,
+        IptablesError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+        IptablesError::Spawn { .. } => Code::INTERNAL,
+    }
 }
 
 fn hook_code(error: &HookError) -> Code {
@@ -372,6 +407,57 @@ mod tests {
         for (error, code) in cases {
             match status(error) {
                 ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn guest_admin_errors_map_to_their_codes() {
+        let cases: [(AgentError, Code); 5] = [
+            (
+                MemAgentError::Invalid {
+                    field: "compact_order",
+                    reason: "x".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                DiagnosticError::UnknownType { name: "x".into() }.into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                DiagnosticError::NoTerminationPath {
+                    container: "c".into(),
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                IptablesError::Missing {
+                    tool: "iptables-save",
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                IptablesError::Failed {
+                    tool: "iptables-restore",
+                    code: 2,
+                    stderr: String::new(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            match status(error) {
+                ttrpc::Error::RpcStatus(s) => {
+                    assert_eq!(s.code(), code);
+                    assert_eq!(s.message(), message);
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
