@@ -3,6 +3,7 @@
 //! to [`Command`] and an arm to [`run`].
 
 pub mod container;
+pub mod guest_admin;
 pub mod health;
 pub mod network;
 pub mod sandbox;
@@ -11,6 +12,7 @@ use clap::Subcommand;
 use hull_protocols::AgentClient;
 
 pub use container::ContainerCommand;
+pub use guest_admin::GuestAdminCommand;
 pub use health::HealthCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
@@ -33,6 +35,9 @@ pub enum Command {
     /// Containers and their processes.
     #[command(flatten)]
     Container(ContainerCommand),
+    /// The memory agent, diagnostic data and the packet filter.
+    #[command(flatten)]
+    GuestAdmin(GuestAdminCommand),
 }
 
 /// What a command produced.
@@ -69,5 +74,6 @@ pub async fn run(
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
+        Command::GuestAdmin(c) => guest_admin::run(client, c).await,
     }
 }
