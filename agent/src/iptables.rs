@@ -63,7 +63,17 @@ pub enum IptablesError {
         #[source]
         source: std::io::Error,
     },
-    /// The tool failed (for `iptables-restore`: most often, rules it rejects).
+    /// `iptables-restore` refused the rules.
+    #[error("{tool} refused the rules (status {code}): {stderr}")]
+    Rejected {
+        /// The tool's name.
+        tool: &'static str,
+        /// Its exit code.
+        code: i32,
+        /// What it wrote on stderr.
+        stderr: String,
+    },
+    /// The tool failed.
     #[error("{tool} failed with status {code}: {stderr}")]
     Failed {
         /// The tool's name.
@@ -101,7 +111,13 @@ pub async fn restore(family: IpFamily, rules: Vec<u8>) -> Result<Vec<u8>, Iptabl
     let path = find_tool(TOOL_DIRS, tool).ok_or(IptablesError::Missing { tool })?;
     let mut command = Command::new(path);
     command.args(["--wait", &RESTORE_WAIT_SECS.to_string()]);
-    run(tool, command, rules).await
+    match run(tool, command, rules).await {
+        // Killed by a signal is not a refusal.
+        Err(IptablesError::Failed { tool, code, stderr }) if code < 128 => {
+            Err(IptablesError::Rejected { tool, code, stderr })
+        }
+        other => other,
+    }
 }
 
 /// Runs `command` under the agent's reaper with `input` on stdin; answers stdout.

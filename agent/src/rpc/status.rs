@@ -78,10 +78,9 @@ fn diagnostic_code(error: &DiagnosticError) -> Code {
 fn iptables_code(error: &IptablesError) -> Code {
     match error {
         IptablesError::Missing { .. } => Code::FAILED_PRECONDITION,
-        // Most often rules the tool rejects.
-        IptablesError::Failed { .. } => Code::INVALID_ARGUMENT,
+        IptablesError::Rejected { .. } => Code::INVALID_ARGUMENT,
         IptablesError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
-        IptablesError::Spawn { .. } => Code::INTERNAL,
+        IptablesError::Failed { .. } | IptablesError::Spawn { .. } => Code::INTERNAL,
     }
 }
 
@@ -414,7 +413,7 @@ mod tests {
 
     #[test]
     fn guest_admin_errors_map_to_their_codes() {
-        let cases: [(AgentError, Code); 5] = [
+        let cases: [(AgentError, Code); 6] = [
             (
                 MemAgentError::Invalid {
                     field: "compact_order",
@@ -442,13 +441,22 @@ mod tests {
                 Code::FAILED_PRECONDITION,
             ),
             (
-                IptablesError::Failed {
+                IptablesError::Rejected {
                     tool: "iptables-restore",
                     code: 2,
                     stderr: String::new(),
                 }
                 .into(),
                 Code::INVALID_ARGUMENT,
+            ),
+            (
+                IptablesError::Failed {
+                    tool: "iptables-save",
+                    code: 1,
+                    stderr: String::new(),
+                }
+                .into(),
+                Code::INTERNAL,
             ),
         ];
         for (error, code) in cases {
