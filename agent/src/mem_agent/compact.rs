@@ -304,6 +304,46 @@ Node 0, zone      DMA            1            7            0            0       
     }
 
     #[test]
+    fn a_period_compacts_through_compact_memory_and_remembers_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path();
+        std::fs::create_dir_all(proc.join("pressure")).unwrap();
+        std::fs::create_dir_all(proc.join("sys/vm")).unwrap();
+        std::fs::write(proc.join("pressure/memory"), "some total=10\n").unwrap();
+        std::fs::write(proc.join("meminfo"), "MemFree: 5000 kB\n").unwrap();
+        std::fs::write(proc.join("pagetypeinfo"), PAGETYPEINFO).unwrap();
+        std::fs::write(proc.join("sys/vm/compact_memory"), "").unwrap();
+        let config = CompactConfig {
+            compact_threshold: 1_000_000,
+            ..Default::default()
+        };
+        let mut compactor = Compactor::new(proc);
+        compactor.prime();
+        // Not fragmented enough: nothing written.
+        assert_eq!(
+            compactor.run_period(&config).unwrap(),
+            CompactDecision::BelowThreshold
+        );
+        assert_eq!(compactor.state.idle_periods, 1);
+        let forced = CompactConfig {
+            compact_force_times: 1,
+            ..config
+        };
+        assert_eq!(
+            compactor.run_period(&forced).unwrap(),
+            CompactDecision::Compact { forced: true }
+        );
+        assert_eq!(
+            std::fs::read_to_string(proc.join("sys/vm/compact_memory")).unwrap(),
+            "1",
+            "the child process wrote the trigger"
+        );
+        assert_eq!(compactor.state.idle_periods, 0);
+        assert_eq!(compactor.state.prev_memfree_kb, 5000);
+        assert_eq!(compactor.state.prev_free_movable, 15);
+    }
+
+    #[test]
     fn idle_periods_force_a_compaction_when_asked() {
         let mut c = config(u64::MAX);
         let state = CompactState {

@@ -312,6 +312,16 @@ mod tests {
         let set = agent.set_compact(&good).unwrap();
         assert_eq!(set.period, Duration::from_secs(7));
         assert_eq!(agent.compact_config(), Some(set));
+        let tasks: Vec<_> = agent
+            .tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.abort_handle())
+            .collect();
+        assert_eq!(tasks.len(), 2, "both jobs started");
         agent.stop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tasks.iter().all(|t| t.is_finished()), "stop ends both jobs");
     }
 }
