@@ -33,9 +33,11 @@ guest:
 kernel: setup
     {{hull_image}} kernel -o build/kernel
 
-# Build the initrd from the guest binaries.
+# Build the initrd from the guest binaries (and a second one with Debian's iptables tools
+# for the GetIPTables/SetIPTables tests).
 initrd: guest
     {{hull_image}} initrd -o build/initrd.img {{guest_bins}}
+    {{hull_image}} -q initrd -o build/initrd-iptables.img --with-iptables {{guest_bins}}
 
 # Build the disk images and manifests: build/rootfs.{ext4,erofs,ext4-verity}.img (DAX on pmem, or virtio-blk).
 image: guest kernel

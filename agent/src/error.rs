@@ -13,11 +13,14 @@ use nix::errno::Errno;
 
 use crate::device::container::ContainerDeviceError;
 use crate::device::cpu_mem::CpuMemError;
+use crate::diagnostic::DiagnosticError;
 use crate::entropy::EntropyError;
 use crate::fs::ConfineError;
 use crate::fs::copy::CopyFileError;
 use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
+use crate::iptables::IptablesError;
+use crate::mem_agent::MemAgentError;
 use crate::network::NetworkError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
@@ -197,6 +200,15 @@ pub enum AgentError {
     /// Onlining hot-plugged vCPUs or memory, or probing memory, failed.
     #[error(transparent)]
     CpuMem(#[from] CpuMemError),
+    /// The memory agent's configuration was refused.
+    #[error(transparent)]
+    MemAgent(#[from] MemAgentError),
+    /// GetDiagnosticData could not answer.
+    #[error(transparent)]
+    Diagnostic(#[from] DiagnosticError),
+    /// GetIPTables / SetIPTables failed.
+    #[error(transparent)]
+    Iptables(#[from] IptablesError),
 }
 
 impl From<ConfineError> for AgentError {

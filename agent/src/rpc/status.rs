@@ -13,12 +13,15 @@ use ttrpc::Code;
 use crate::device::DeviceError;
 use crate::device::container::ContainerDeviceError;
 use crate::device::cpu_mem::CpuMemError;
+use crate::diagnostic::DiagnosticError;
 use crate::entropy::EntropyError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::fs::copy::CopyFileError;
 use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
+use crate::iptables::IptablesError;
+use crate::mem_agent::MemAgentError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::sandbox::shared_mounts::SharedMountError;
@@ -61,6 +64,9 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Clock(e) => clock_code(e),
         AgentError::Entropy(e) => entropy_code(e),
         AgentError::CpuMem(e) => cpu_mem_code(e),
+        AgentError::MemAgent(e) => mem_agent_code(e),
+        AgentError::Diagnostic(e) => diagnostic_code(e),
+        AgentError::Iptables(e) => iptables_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -118,6 +124,34 @@ fn cpu_mem_code(error: &CpuMemError) -> Code {
         },
         CpuMemError::CpusTimeout { .. } => Code::DEADLINE_EXCEEDED,
         CpuMemError::Online { .. } | CpuMemError::Sysfs { .. } => Code::INTERNAL,
+    }
+}
+
+fn mem_agent_code(error: &MemAgentError) -> Code {
+    match error {
+        MemAgentError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        MemAgentError::Io { .. } | MemAgentError::Parse { .. } | MemAgentError::Compact(_) => {
+            Code::INTERNAL
+        }
+    }
+}
+
+fn diagnostic_code(error: &DiagnosticError) -> Code {
+    match error {
+        DiagnosticError::UnknownType { .. } => Code::INVALID_ARGUMENT,
+        DiagnosticError::NoTerminationPath { .. } | DiagnosticError::NoTerminationMount { .. } => {
+            Code::FAILED_PRECONDITION
+        }
+        DiagnosticError::Read { .. } => Code::INTERNAL,
+    }
+}
+
+fn iptables_code(error: &IptablesError) -> Code {
+    match error {
+        IptablesError::Missing { .. } => Code::FAILED_PRECONDITION,
+        IptablesError::Rejected { .. } => Code::INVALID_ARGUMENT,
+        IptablesError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+        IptablesError::Failed { .. } | IptablesError::Spawn { .. } => Code::INTERNAL,
     }
 }
 
@@ -713,6 +747,66 @@ mod tests {
         for (error, code) in cases.into_iter().chain(more) {
             match status(error) {
                 ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn guest_admin_errors_map_to_their_codes() {
+        let cases: [(AgentError, Code); 6] = [
+            (
+                MemAgentError::Invalid {
+                    field: "compact_order",
+                    reason: "x".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                DiagnosticError::UnknownType { name: "x".into() }.into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                DiagnosticError::NoTerminationPath {
+                    container: "c".into(),
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                IptablesError::Missing {
+                    tool: "iptables-save",
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                IptablesError::Rejected {
+                    tool: "iptables-restore",
+                    code: 2,
+                    stderr: String::new(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                IptablesError::Failed {
+                    tool: "iptables-save",
+                    code: 1,
+                    stderr: String::new(),
+                }
+                .into(),
+                Code::INTERNAL,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            match status(error) {
+                ttrpc::Error::RpcStatus(s) => {
+                    assert_eq!(s.code(), code);
+                    assert_eq!(s.message(), message);
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

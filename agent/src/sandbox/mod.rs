@@ -35,8 +35,10 @@ use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
 use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
 use crate::device::cpu_mem::{self, CpuMem};
+use crate::diagnostic::{self, TerminationLog};
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
+use crate::mem_agent::MemAgent;
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
 
@@ -83,6 +85,10 @@ pub struct Sandbox {
     hooks: Mutex<GuestHooks>,
     /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
     bundle_base: PathBuf,
+    /// Each container's termination message, as its spec placed it (GetDiagnosticData).
+    termination_logs: Mutex<HashMap<String, TerminationLog>>,
+    /// The memory agent (MemAgentMemcgSet, MemAgentCompactSet).
+    mem_agent: MemAgent,
 }
 
 /// The first container that asked for the sandbox PID namespace created it (Kata's pause
@@ -192,6 +198,8 @@ impl Sandbox {
             pidns_holder: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
             bundle_base: config.run_dir.clone(),
+            termination_logs: Mutex::new(HashMap::new()),
+            mem_agent: MemAgent::new(&config.cgroup_root, Path::new("/proc")),
         }
     }
 
@@ -248,8 +256,14 @@ impl Sandbox {
         };
         let spec = self.with_devices(spec, &devices).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
+        let termination_log = diagnostic::termination_log_of(&spec);
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
+                if let Some(log) = termination_log
+                    && let Ok(mut logs) = self.termination_logs.lock()
+                {
+                    logs.insert(id.to_string(), log);
+                }
                 if !refs.is_empty()
                     && let Ok(mut held) = self.container_storages.lock()
                 {
@@ -413,6 +427,9 @@ impl Sandbox {
         if let Ok(mut names) = self.container_names.lock() {
             names.remove(id);
         }
+        if let Ok(mut logs) = self.termination_logs.lock() {
+            logs.remove(id);
+        }
         let state = self.hook_state(id, "stopped", 0);
         if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
             tracing::warn!(container = id, error = %e, "poststop hook");
@@ -426,6 +443,22 @@ impl Sandbox {
             self.storages.release(&refs).await?;
         }
         Ok(())
+    }
+
+    /// `GetDiagnosticData`'s `termination_log`: the container's termination message.
+    pub fn termination_log(&self, id: &str) -> Result<String, AgentError> {
+        self.containers.get(id)?;
+        let log = self
+            .termination_logs
+            .lock()
+            .ok()
+            .and_then(|logs| logs.get(id).cloned());
+        Ok(diagnostic::container_termination_log(id, log.as_ref())?)
+    }
+
+    /// The memory agent.
+    pub fn mem_agent(&self) -> &MemAgent {
+        &self.mem_agent
     }
 
     /// The same sandbox with `network` (settings from the agent's configuration).

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod guest;
+pub mod guest_admin;
 pub mod health;
 pub mod hotplug;
 pub mod network;
@@ -15,6 +16,7 @@ use hull_protocols::AgentClient;
 
 pub use container::ContainerCommand;
 pub use guest::GuestCommand;
+pub use guest_admin::GuestAdminCommand;
 pub use health::HealthCommand;
 pub use hotplug::HotplugCommand;
 pub use network::NetworkCommand;
@@ -48,6 +50,9 @@ pub enum Command {
     /// Guest services: files, clock, entropy, metrics.
     #[command(flatten)]
     Guest(GuestCommand),
+    /// The memory agent, diagnostic data and the packet filter.
+    #[command(flatten)]
+    GuestAdmin(GuestAdminCommand),
 }
 
 /// What a command produced.
@@ -87,5 +92,6 @@ pub async fn run(
         Command::Container(c) => container::run(client, c, format).await,
         Command::Volume(c) => volume::run(client, c).await,
         Command::Guest(c) => guest::run(client, c).await,
+        Command::GuestAdmin(c) => guest_admin::run(client, c).await,
     }
 }
