@@ -183,6 +183,9 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     /// Mount the rootfs read-only (OCI `root.readonly`).
     pub root_readonly: bool,
+    /// Capabilities granted on top of Docker's default set (`CAP_SYS_PTRACE` for an
+    /// inspector reading other processes' `/proc/<pid>/smaps_rollup` and `fd/`).
+    pub extra_capabilities: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -199,6 +202,7 @@ impl ContainerSpec {
             pids_limit: None,
             hostname: None,
             root_readonly: false,
+            extra_capabilities: Vec::new(),
         }
     }
 
@@ -210,6 +214,12 @@ impl ContainerSpec {
     /// Shares the guest's PID namespace (no `pid` namespace in the spec).
     pub fn in_guest_pid_namespace(mut self) -> Self {
         self.namespaces.retain(|n| n != "pid");
+        self
+    }
+
+    /// Grants `capability` (`CAP_...`) on top of the default set.
+    pub fn with_capability(mut self, capability: &str) -> Self {
+        self.extra_capabilities.push(capability.into());
         self
     }
 
@@ -241,7 +251,8 @@ impl ContainerSpec {
                    "options": ["nosuid", "noexec", "nodev", "ro"]}),
         ];
         mounts.extend(self.extra_mounts.iter().cloned());
-        let caps = DEFAULT_CAPABILITIES;
+        let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        caps.extend(self.extra_capabilities.iter().cloned());
         let mut resources = serde_json::Map::new();
         if let Some(limit) = self.memory_limit {
             resources.insert("memory".into(), json!({"limit": limit}));

@@ -128,6 +128,11 @@ impl SandboxGuest {
         &self.vm
     }
 
+    /// The VM, for fault injection ([`Vm::kill_virtiofsd`]).
+    pub fn vm_mut(&mut self) -> &mut Vm {
+        &mut self.vm
+    }
+
     /// Waits for the VM to power off after someone else asked for it (`DestroySandbox`
     /// through another client).
     pub fn wait_powered_off(mut self) -> Result<()> {
