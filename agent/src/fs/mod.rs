@@ -7,5 +7,6 @@
 //! checked is what gets mounted on.
 
 pub mod confine;
+pub mod responsive;
 
 pub use confine::{ConfineError, ConfinedPath, ConfinedRoot, Scope, relative_to};

@@ -41,6 +41,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Hostname { .. } | AgentError::Dns { .. } | AgentError::Io { .. } => {
             Code::INTERNAL
         }
+        AgentError::Unresponsive { .. } => Code::DEADLINE_EXCEEDED,
         AgentError::Container(e) => container_code(e),
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),

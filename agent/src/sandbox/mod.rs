@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
 use crate::error::AgentError;
+use crate::fs::responsive::{ROOTFS_ANSWER_TIMEOUT, answers_within};
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
@@ -214,6 +215,15 @@ impl Sandbox {
         }
         if self.containers.get(id).is_ok() {
             return Err(ContainerError::ContainerExists(id.into()).into());
+        }
+        if let Some(rootfs) = spec.root().as_ref().map(|r| r.path().clone())
+            && rootfs.is_absolute()
+            && !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await
+        {
+            return Err(AgentError::Unresponsive {
+                path: rootfs,
+                timeout: ROOTFS_ANSWER_TIMEOUT,
+            });
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match sandbox_pidns {
