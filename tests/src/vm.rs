@@ -490,6 +490,23 @@ impl Vm {
         self.restarts
     }
 
+    /// Stops vhost-device-vsock with SIGSTOP (a fault test: its worker answers no CONNECT
+    /// any more, as when it wedges); the harness's restart kills it for good.
+    pub fn stop_vsock_backend(&self) -> Result<()> {
+        let backend = self
+            .processes
+            .vsock_backend
+            .as_ref()
+            .context("this VMM has no vsock backend of its own")?;
+        let pid = i32::try_from(backend.id()).context("a pid beyond i32")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .context("SIGSTOP to vhost-device-vsock")?;
+        Ok(())
+    }
+
     /// Kills the virtiofsd serving share `index` (a fault test: the host side of the
     /// shared directory dies under the guest).
     pub fn kill_virtiofsd(&mut self, index: usize) -> Result<()> {

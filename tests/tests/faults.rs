@@ -437,3 +437,49 @@ async fn a_dead_virtiofsd_fails_calls_clearly_and_the_guest_still_powers_off() -
     eprintln!("DestroySandbox with the share's virtiofsd dead: off after {took:.1?}");
     Ok(())
 }
+
+/// vhost-device-vsock answers no CONNECT at all (its worker wedged; here it is stopped
+/// with SIGSTOP once init has started the agent): the harness notices within its bound,
+/// boots the guest again with a fresh backend, says so in its diagnostics, and the agent
+/// answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wedged_vsock_backend_is_noticed_and_the_guest_booted_again() -> Result<()> {
+    use hull_e2e::vm::Vm;
+    let config = VmConfig::new(GuestArtifacts::locate()?);
+    if config.vmm != hull_e2e::vm::Vmm::Qemu {
+        eprintln!("only QEMU runs vhost-device-vsock; nothing to wedge");
+        return Ok(());
+    }
+    let mut vm = Vm::boot(&config)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !vm.console().contains("init: agent started") {
+        ensure!(
+            Instant::now() < deadline,
+            "init did not start the agent:\n{}",
+            vm.console()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vm.stop_vsock_backend()?;
+    let asked = Instant::now();
+    let (client, _) = vm.wait_for_agent(Duration::from_secs(120)).await?;
+    let took = asked.elapsed();
+    ensure!(
+        vm.restarts() == 1,
+        "the guest was booted {} more times",
+        vm.restarts()
+    );
+    let diagnostics = vm.diagnostics();
+    ensure!(
+        diagnostics.contains("answered no CONNECT") && diagnostics.contains("console-1.log"),
+        "the diagnostics do not tell of the restart:\n{diagnostics}"
+    );
+    serving(&client).await?;
+    eprintln!(
+        "a wedged vsock backend: noticed and the guest booted again, agent ready {took:.1?} after the wedge"
+    );
+    vm.power_off_through_agent(&client, Duration::from_secs(30))
+        .await?;
+    vm.finish();
+    Ok(())
+}
