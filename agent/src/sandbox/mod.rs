@@ -498,6 +498,15 @@ impl Sandbox {
         exec_id: &str,
         process: &OciProcess,
     ) -> Result<(), AgentError> {
+        // The process starts from the container's root: a root that does not answer
+        // would hold the exec for the helper's whole setup timeout.
+        let rootfs = self.containers.get(id)?.rootfs().to_path_buf();
+        if !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await {
+            return Err(AgentError::Unresponsive {
+                path: rootfs,
+                timeout: ROOTFS_ANSWER_TIMEOUT,
+            });
+        }
         Ok(self.containers.exec(id, exec_id, process).await?)
     }
 
