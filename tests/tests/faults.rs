@@ -419,14 +419,31 @@ async fn a_dead_virtiofsd_fails_calls_clearly_and_the_guest_still_powers_off() -
     eprintln!("CreateContainer with the share's virtiofsd dead: {answer:?} after {took:.1?}");
     match &answer {
         Ok(()) => bail!("CreateContainer succeeded with the share gone"),
-        Err(e) => {
-            ensure!(
-                e.rpc_code().is_some(),
-                "no answer from the agent within {BOUND:?}: {e}"
-            );
-            ensure!(took <= BOUND, "the refusal took {took:?}");
-        }
+        Err(e) => ensure!(
+            e.rpc_code() == Some(Code::DEADLINE_EXCEEDED) && e.to_string().contains("late/rootfs"),
+            "CreateContainer: {e}"
+        ),
     }
+    ensure!(took <= BOUND, "the refusal took {took:?}");
+    // An exec into the running container, whose root is in the share: bounded too.
+    let exec = hull_protocols::agent::ExecProcessRequest {
+        container_id: "runner".into(),
+        exec_id: "probe".into(),
+        process: Some(ContainerSpec::new(["true"]).process_proto()?).into(),
+        ..Default::default()
+    };
+    let asked = Instant::now();
+    let answer = bounded.exec_process(&exec).await;
+    let took = asked.elapsed();
+    eprintln!("ExecProcess with the share's virtiofsd dead: {answer:?} after {took:.1?}");
+    match &answer {
+        Ok(()) => bail!("ExecProcess succeeded with the container's root gone"),
+        Err(e) => ensure!(
+            e.rpc_code() == Some(Code::DEADLINE_EXCEEDED) && e.to_string().contains("rootfs"),
+            "ExecProcess: {e}"
+        ),
+    }
+    ensure!(took <= BOUND, "ExecProcess took {took:?}");
     serving(&guest.client).await?;
     // The running container still answers calls that do not touch the share.
     runner
