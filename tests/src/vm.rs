@@ -11,6 +11,10 @@
 //! Dropping the [`Vm`] kills every process it started and removes that
 //! directory; unless the test called [`Vm::finish`] after a clean power-off, the drop also
 //! prints the guest console and the host programs' logs, so a failing test shows why.
+//!
+//! Every hybrid-vsock `CONNECT` is bounded, and [`Vm::wait_for_agent`] boots the guest
+//! again when vhost-device-vsock answers no `CONNECT` at all (see [`probe_backend`]);
+//! such a restart is written to `harness.log`, part of [`Vm::diagnostics`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
