@@ -82,6 +82,14 @@ test: setup artifacts lint init-smoke
 fuzz seconds="60":
     scripts/fuzz.sh {{seconds}}
 
+# Soak: one guest, CYCLES container lifecycles mixed with execs, signals, pauses and OOM kills while 16 clients call at once; prints cycle times, the agent's memory, fds and threads, the guest's mounts, cgroups and processes; fails on a leak or a slowdown.
+soak cycles="1000": setup artifacts
+    HULL_SOAK_CYCLES={{cycles}} cargo test --locked -p hull-e2e --test soak -- --exact soak_of_container_lifecycles --nocapture
+
+# Stdio at scale: MIB through ReadStdout and WriteStdin (sha256 on both ends, the client reconnecting mid-stream), a read in flight when its client leaves, a slow reader.
+stdio mib="1024": setup artifacts
+    HULL_STDIO_MIB={{mib}} cargo test --locked -p hull-e2e --test soak -- --exact stdio_at_scale --nocapture
+
 # The full Linux boot under vmm-lite (initrd, pmem and blk images; agent, a container, power-off, exit 0). Needs hardware KVM: fails at once where there is none.
 test-kvm:
     scripts/hw-kvm.sh

@@ -166,6 +166,18 @@ pub enum AgentError {
         source: std::io::Error,
     },
 
+    /// A path's filesystem does not answer (a virtio-fs share whose virtiofsd is gone).
+    #[error(
+        "{path} did not answer within {timeout:?}: the filesystem it is on does not respond \
+         (a shared filesystem whose server on the host is gone?)"
+    )]
+    Unresponsive {
+        /// The path asked about.
+        path: PathBuf,
+        /// How long it was given.
+        timeout: std::time::Duration,
+    },
+
     // The layers below.
     /// A container or process operation failed.
     #[error(transparent)]

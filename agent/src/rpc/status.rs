@@ -52,6 +52,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Hostname { .. } | AgentError::Dns { .. } | AgentError::Io { .. } => {
             Code::INTERNAL
         }
+        AgentError::Unresponsive { .. } => Code::DEADLINE_EXCEEDED,
         AgentError::Container(e) => container_code(e),
         AgentError::Devices(e) => container_device_code(e),
         AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,

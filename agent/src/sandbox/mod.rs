@@ -37,6 +37,7 @@ use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, re
 use crate::device::cpu_mem::{self, CpuMem};
 use crate::diagnostic::{self, TerminationLog};
 use crate::error::AgentError;
+use crate::fs::responsive::{ROOTFS_ANSWER_TIMEOUT, answers_within};
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::mem_agent::MemAgent;
 use crate::network::Network;
@@ -248,6 +249,15 @@ impl Sandbox {
         }
         if self.containers.get(id).is_ok() {
             return Err(ContainerError::ContainerExists(id.into()).into());
+        }
+        if let Some(rootfs) = spec.root().as_ref().map(|r| r.path().clone())
+            && rootfs.is_absolute()
+            && !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await
+        {
+            return Err(AgentError::Unresponsive {
+                path: rootfs,
+                timeout: ROOTFS_ANSWER_TIMEOUT,
+            });
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match sandbox_pidns {
@@ -617,6 +627,15 @@ impl Sandbox {
         exec_id: &str,
         process: &OciProcess,
     ) -> Result<(), AgentError> {
+        // The process starts from the container's root: a root that does not answer
+        // would hold the exec for the helper's whole setup timeout.
+        let rootfs = self.containers.get(id)?.rootfs().to_path_buf();
+        if !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await {
+            return Err(AgentError::Unresponsive {
+                path: rootfs,
+                timeout: ROOTFS_ANSWER_TIMEOUT,
+            });
+        }
         Ok(self.containers.exec(id, exec_id, process).await?)
     }
 
