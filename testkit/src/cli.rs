@@ -1,15 +1,57 @@
 //! Running one of hull's command-line tools (`hull-ctl`) from a test: with the
 //! environment's `HULL_AGENT_ADDR` removed, so only what the test passes counts.
+//!
+//! The child is spawned through the process's [`Reaper`]: a test that serves an agent
+//! in-process has the agent's reaper owning `waitpid(-1)`, which would take the tool's
+//! exit status from under `Command::output` (ECHILD).
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use hull_container::process::{ExitStatus, Reaper};
 
 /// Runs `binary` with `args` to its end.
 pub fn run(binary: &str, args: &[&str]) -> Output {
-    Command::new(binary)
-        .args(args)
-        .env_remove("HULL_AGENT_ADDR")
-        .output()
-        .unwrap_or_else(|e| panic!("running {binary}: {e}"))
+    let reaper = Reaper::global().unwrap_or_else(|e| panic!("the test's reaper: {e}"));
+    let (mut child, exited) = reaper
+        .spawn_registered(|| {
+            let child = Command::new(binary)
+                .args(args)
+                .env_remove("HULL_AGENT_ADDR")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            Ok((child.id() as i32, child))
+        })
+        .unwrap_or_else(|e| panic!("running {binary}: {e}"));
+    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    let mut stdout = Vec::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_end(&mut stdout);
+    }
+    let stderr = stderr.join().unwrap_or_default();
+    let status = loop {
+        if let Some(status) = exited.status() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status: match status {
+            ExitStatus::Exited(code) => std::process::ExitStatus::from_raw(code << 8),
+            ExitStatus::Signaled(signal) => std::process::ExitStatus::from_raw(signal),
+        },
+        stdout,
+        stderr,
+    }
 }
 
 /// [`run`] on the blocking pool, for async tests whose runtime serves the agent.
