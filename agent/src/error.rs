@@ -18,6 +18,7 @@ use crate::fs::copy::CopyFileError;
 use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::sandbox::pod_namespaces::PodNamespaceError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
 use crate::swap::SwapError;
@@ -172,6 +173,9 @@ pub enum AgentError {
     /// A mount shared from another container (`shared_mounts`) could not be made.
     #[error(transparent)]
     SharedMount(#[from] SharedMountError),
+    /// The pod's IPC and UTS namespaces could not be made (`CreateSandbox`).
+    #[error(transparent)]
+    PodNamespaces(#[from] PodNamespaceError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -1294,6 +1294,64 @@ async fn containers_that_ask_share_the_sandbox_pid_namespace() {
     agent.assert_serving().await;
 }
 
+/// As Kata's agent: CreateSandbox makes the pod's IPC and UTS namespaces (the latter
+/// named with its hostname) and every container listing `ipc`/`uts` joins them; the
+/// spec's own hostname gives way to the pod's.
+#[tokio::test]
+async fn containers_of_a_pod_share_its_ipc_and_uts_namespaces() {
+    require_containers();
+    let agent = HostAgent::builder(env!("CARGO_BIN_EXE_hull-agent"))
+        .run_dir("bundles")
+        .env("HULL_AGENT_CGROUP_ROOT", cgroup_root())
+        .isolation(hull_testkit::agent::Isolation::MountNamespace)
+        .start();
+    let rootfs = busybox_rootfs();
+    let client = client(&agent).await;
+    let req = CreateSandboxRequest {
+        sandbox_id: unique("pod-ns"),
+        hostname: "pod-ns".into(),
+        ..Default::default()
+    };
+    client.create_sandbox(&req).await.expect("CreateSandbox");
+    let show = [
+        "sh",
+        "-c",
+        "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts",
+    ];
+    let mut seen = Vec::new();
+    for name in ["pod-ns-a", "pod-ns-b"] {
+        let id = unique(name);
+        let ctr = Ctr::create(
+            &client,
+            &id,
+            spec(rootfs.path(), &format!("/hull-test/{id}"), &show),
+        )
+        .await
+        .expect("CreateContainer");
+        let (status, out, err) = ctr.run().await;
+        assert_eq!(status, 0, "{err}");
+        ctr.remove().await.expect("RemoveContainer");
+        seen.push(out);
+    }
+    assert_eq!(seen[0], seen[1], "one IPC and UTS namespace for the pod");
+    let lines: Vec<&str> = seen[0].lines().collect();
+    assert_eq!(lines.first(), Some(&"pod-ns"), "{}", seen[0]);
+    let agents = |kind: &str| {
+        std::fs::read_link(format!("/proc/{}/ns/{kind}", agent.pid()))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert!(
+        lines.len() == 3 && lines[1].starts_with("ipc:"),
+        "{}",
+        seen[0]
+    );
+    assert_ne!(lines[1], agents("ipc"), "not the agent's IPC namespace");
+    assert_ne!(lines[2], agents("uts"), "not the agent's UTS namespace");
+    agent.assert_serving().await;
+}
+
 #[tokio::test]
 async fn guest_hooks_run_around_the_container_lifecycle() {
     let agent = start_agent();

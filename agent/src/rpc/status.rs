@@ -52,6 +52,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Devices(e) => container_device_code(e),
         AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
         AgentError::SharedMount(SharedMountError::Failed { .. }) => Code::INTERNAL,
+        AgentError::PodNamespaces(_) => Code::INTERNAL,
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
@@ -495,6 +496,10 @@ mod tests {
                     source: std::io::Error::other("EPERM"),
                 }
                 .into(),
+                Code::INTERNAL,
+            ),
+            (
+                crate::sandbox::pod_namespaces::PodNamespaceError::Thread("panicked").into(),
                 Code::INTERNAL,
             ),
             (

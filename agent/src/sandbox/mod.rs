@@ -8,6 +8,7 @@
 //! - [`spec`]: `CreateSandbox`'s request and its checks.
 //! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
 //! - [`guest`]: the facts `GetGuestDetails` reports.
+//! - [`pod_namespaces`]: the IPC and UTS namespaces all containers of the pod share.
 //! - [`shared_mounts`]: mounts of one container given to another (`CreateContainer`'s
 //!   `shared_mounts`); a container's devices are [`crate::device::container`]'s.
 
@@ -15,6 +16,7 @@ pub mod dns;
 pub mod guest;
 pub mod hostname;
 pub mod leftovers;
+pub mod pod_namespaces;
 pub mod shared_mounts;
 pub mod spec;
 
@@ -38,6 +40,7 @@ use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
+use pod_namespaces::PodNamespaces;
 
 pub use guest::{GuestFacts, read_guest_facts};
 pub use shared_mounts::SharedMount;
@@ -76,6 +79,8 @@ pub struct Sandbox {
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
     /// The container whose init holds the sandbox-wide PID namespace, once created.
     pidns_holder: Mutex<Option<PidnsHolder>>,
+    /// The pod's IPC and UTS namespaces, from CreateSandbox to DestroySandbox.
+    pod_namespaces: Mutex<Option<PodNamespaces>>,
     /// Guest hooks found under CreateSandbox's `guest_hook_path`.
     hooks: Mutex<GuestHooks>,
     /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
@@ -186,6 +191,7 @@ impl Sandbox {
             container_names: Mutex::new(HashMap::new()),
             container_storages: Mutex::new(HashMap::new()),
             pidns_holder: Mutex::new(None),
+            pod_namespaces: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
             bundle_base: config.run_dir.clone(),
         }
@@ -238,6 +244,10 @@ impl Sandbox {
             return Err(ContainerError::ContainerExists(id.into()).into());
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
+        let spec = match self.pod_namespaces.lock().as_deref() {
+            Ok(Some(pod)) => pod.rewrite(spec),
+            _ => spec,
+        };
         let spec = match sandbox_pidns {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => own_pid_namespace(spec)?,
@@ -446,8 +456,8 @@ impl Sandbox {
     }
 
     /// `CreateSandbox`: checks the request whole, then sets the sandbox up: storages,
-    /// DNS, hostname, in that order; on an error, what was done is undone (the hostname,
-    /// last, cannot fail half-way).
+    /// DNS, the pod's IPC and UTS namespaces, the hostname, in that order; on an error,
+    /// what was done is undone (the hostname, last, cannot fail half-way).
     pub async fn create(&self, request: &SandboxRequest) -> Result<(), AgentError> {
         let spec = SandboxSpec::check(request, &self.storages)?;
         let mut lifecycle = self.lifecycle.lock().await;
@@ -475,16 +485,27 @@ impl Sandbox {
                 return Err(e);
             }
         }
-        if let Some(hostname) = &spec.hostname
-            && let Err(e) = hostname::set_hostname(hostname)
-        {
-            if !spec.dns.is_empty()
-                && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
-            {
-                tracing::warn!(error = %e, "undoing DNS");
+        // The pod's IPC and UTS namespaces (the latter with the hostname), then the
+        // guest's own hostname, as Kata's agent.
+        let pod = PodNamespaces::create(spec.hostname.as_deref()).map_err(AgentError::from);
+        let set_up = match (&pod, &spec.hostname) {
+            (Err(_), _) | (Ok(_), None) => pod,
+            (Ok(_), Some(hostname)) => hostname::set_hostname(hostname).and(pod),
+        };
+        let pod = match set_up {
+            Ok(pod) => pod,
+            Err(e) => {
+                if !spec.dns.is_empty()
+                    && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
+                {
+                    tracing::warn!(error = %e, "undoing DNS");
+                }
+                undo_storages(storages).await;
+                return Err(e);
             }
-            undo_storages(storages).await;
-            return Err(e);
+        };
+        if let Ok(mut slot) = self.pod_namespaces.lock() {
+            *slot = Some(pod);
         }
         lifecycle.created = true;
         self.lost.store(false, Ordering::SeqCst);
@@ -550,6 +571,10 @@ impl Sandbox {
             {
                 tracing::warn!(container = %id, error = %e, "removing a container at the sandbox's end");
             }
+        }
+        // The containers have left the pod's namespaces: closing them ends them.
+        if let Ok(mut slot) = self.pod_namespaces.lock() {
+            slot.take();
         }
         let failures = self.storages.release_all().await;
         lifecycle.storages.clear();
@@ -766,6 +791,22 @@ mod tests {
         assert!(matches!(err, AgentError::SandboxExists { .. }));
         assert!(err.to_string().contains("sb-1"), "{err}");
         assert_eq!(sandbox.info().unwrap().id, "sb-1");
+    }
+
+    #[tokio::test]
+    async fn the_pods_namespaces_live_from_create_to_destroy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        sandbox.create(&spec("sb-ns")).await.unwrap();
+        let path = |sandbox: &Sandbox| {
+            let pod = sandbox.pod_namespaces.lock().unwrap();
+            pod.as_ref()
+                .and_then(|pod| pod.path(oci_spec::runtime::LinuxNamespaceType::Ipc))
+        };
+        let ipc = path(&sandbox).expect("made at CreateSandbox");
+        assert!(ipc.exists(), "{}", ipc.display());
+        sandbox.destroy().await.unwrap();
+        assert_eq!(path(&sandbox), None, "closed at DestroySandbox");
     }
 
     #[tokio::test]
