@@ -1438,6 +1438,106 @@ async fn guest_hooks_run_around_the_container_lifecycle() {
     agent.assert_serving().await;
 }
 
+/// A spec's hooks run as Kata's agent runs them: prestart, createRuntime, poststart and
+/// poststop in the agent's namespaces, createContainer in the container's before
+/// `pivot_root`, startContainer inside it at the start; each reads the OCI state.
+#[tokio::test]
+async fn spec_hooks_run_where_and_when_oci_says() {
+    let agent = start_agent();
+    let rootfs = busybox_rootfs();
+    let client = client(&agent).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    // Every hook appends "<kind> <status> <id>"; startContainer's lands in the rootfs.
+    let hook = |kind: &str, file: &Path, extra: &str| oci::Hook {
+        Path: "/bin/sh".into(),
+        Args: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "state=$(cat); {extra} echo \"{kind} $state\" >> {}",
+                file.display()
+            ),
+        ],
+        Env: vec!["PATH=/bin:/usr/bin".into()],
+        Timeout: 5,
+        ..Default::default()
+    };
+    let hooks = |refuse_start: bool| oci::Hooks {
+        Prestart: vec![hook("prestart", &log, "")],
+        CreateRuntime: vec![hook("createRuntime", &log, "")],
+        CreateContainer: vec![hook("createContainer", &log, "")],
+        StartContainer: vec![hook(
+            "startContainer",
+            Path::new("/root/hooks"),
+            if refuse_start {
+                "echo no start >&2; exit 9;"
+            } else {
+                ""
+            },
+        )],
+        Poststart: vec![hook("poststart", &log, "")],
+        Poststop: vec![hook("poststop", &log, "")],
+        ..Default::default()
+    };
+    let id = unique("spec-hooks");
+    let mut s = spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]);
+    s.Hooks = Some(hooks(false)).into();
+    let ctr = Ctr::create(&client, &id, s).await.expect("CreateContainer");
+    let (status, _, err) = ctr.run().await;
+    assert_eq!(status, 0, "{err}");
+    ctr.remove().await.expect("RemoveContainer");
+    let text = std::fs::read_to_string(&log).expect("the hooks ran");
+    let kinds: Vec<(&str, serde_json::Value)> = text
+        .lines()
+        .map(|line| {
+            let (kind, json) = line.split_once(' ').unwrap();
+            (kind, serde_json::from_str(json).unwrap())
+        })
+        .collect();
+    let order: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        order,
+        [
+            "createContainer",
+            "prestart",
+            "createRuntime",
+            "poststart",
+            "poststop"
+        ],
+        "{text}"
+    );
+    for ((kind, state), status) in kinds
+        .iter()
+        .zip(["created", "created", "created", "running", "stopped"])
+    {
+        assert_eq!(state["id"], id.as_str(), "{kind}");
+        assert_eq!(state["status"], status, "{kind}");
+        assert!(state["bundle"].as_str().unwrap().ends_with(&id), "{kind}");
+    }
+    // startContainer ran inside the container: its file is in the rootfs.
+    let inside = std::fs::read_to_string(rootfs.path().join("root/hooks")).unwrap();
+    assert!(inside.starts_with("startContainer {"), "{inside}");
+
+    // A failing startContainer hook fails StartContainer, naming the hook.
+    let id = unique("spec-hooks-refused");
+    let mut s = spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]);
+    s.Hooks = Some(hooks(true)).into();
+    let ctr = Ctr::create(&client, &id, s).await.expect("CreateContainer");
+    let err = ctr
+        .start()
+        .await
+        .expect_err("the startContainer hook refuses");
+    assert_eq!(code(&err), Some(Code::FAILED_PRECONDITION), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("startContainer hook /bin/sh") && text.contains("no start"),
+        "{text}"
+    );
+    let _ = ctr.remove().await;
+    agent.assert_serving().await;
+}
+
 /// A process that cannot run as asked is the request's fault: INVALID_ARGUMENT, with
 /// runc's words, at CreateContainer (the executable is looked up before the start gate),
 /// at StartContainer (when only `execve` finds out) and at ExecProcess.

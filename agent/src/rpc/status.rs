@@ -23,6 +23,7 @@ use crate::network::NetworkError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::{StorageError, VolumeError};
 use crate::swap::SwapError;
+use hull_container::hooks::HookFailure;
 
 /// The one mapping from domain errors to ttRPC statuses.
 pub fn status(error: AgentError) -> ttrpc::Error {
@@ -106,9 +107,18 @@ fn errno_code(errno: nix::errno::Errno) -> Code {
 
 fn hook_code(error: &HookError) -> Code {
     match error {
-        HookError::Failed { .. } => Code::FAILED_PRECONDITION,
-        HookError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
-        HookError::Read { .. } | HookError::Spawn { .. } => Code::INTERNAL,
+        HookError::Hook { failure, .. } => hook_failure_code(failure),
+        HookError::Read { .. } => Code::INTERNAL,
+    }
+}
+
+/// A hook that ran and refused is the request's precondition; one past its timeout, a
+/// deadline; one that could not start, the guest's fault.
+fn hook_failure_code(failure: &HookFailure) -> Code {
+    match failure {
+        HookFailure::Exited { .. } => Code::FAILED_PRECONDITION,
+        HookFailure::Timeout(_) => Code::DEADLINE_EXCEEDED,
+        HookFailure::Spawn(_) => Code::INTERNAL,
     }
 }
 
@@ -307,6 +317,7 @@ fn setup_code(error: &SetupError) -> Code {
         | SetupError::Credentials { .. }
         | SetupError::Process { .. }
         | SetupError::Protocol { .. } => Code::INTERNAL,
+        SetupError::Hook { failure, .. } => hook_failure_code(failure),
     }
 }
 

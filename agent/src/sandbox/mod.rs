@@ -37,9 +37,10 @@ use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
 use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
 use crate::error::AgentError;
-use crate::hooks::{GuestHooks, HookKind, HookState};
+use crate::hooks::{GuestHooks, HookKind, HookState, run_hooks};
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
+use hull_container::hooks::SpecHooks;
 use pod_namespaces::PodNamespaces;
 
 pub use guest::{GuestFacts, read_guest_facts};
@@ -83,8 +84,17 @@ pub struct Sandbox {
     pod_namespaces: Mutex<Option<PodNamespaces>>,
     /// Guest hooks found under CreateSandbox's `guest_hook_path`.
     hooks: Mutex<GuestHooks>,
+    /// Each container's spec hooks and annotations (the state its hooks read).
+    container_hooks: Mutex<HashMap<String, ContainerHooks>>,
     /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
     bundle_base: PathBuf,
+}
+
+/// What a container's hooks need after `CreateContainer`.
+#[derive(Debug, Clone, Default)]
+struct ContainerHooks {
+    hooks: SpecHooks,
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The first container that asked for the sandbox PID namespace created it (Kata's pause
@@ -193,6 +203,7 @@ impl Sandbox {
             pidns_holder: Mutex::new(None),
             pod_namespaces: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
+            container_hooks: Mutex::new(HashMap::new()),
             bundle_base: config.run_dir.clone(),
         }
     }
@@ -237,6 +248,15 @@ impl Sandbox {
         let devices = ContainerDevice::parse_all(&devices)?;
         shared_mounts::check(&shared_mounts)?;
         let name = shared_mounts::container_name(&spec);
+        let hooks = ContainerHooks {
+            hooks: SpecHooks::from_spec(&spec)?,
+            annotations: spec
+                .annotations()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
         if self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
         }
@@ -266,6 +286,9 @@ impl Sandbox {
                 {
                     names.insert(id.to_string(), name);
                 }
+                if let Ok(mut all) = self.container_hooks.lock() {
+                    all.insert(id.to_string(), hooks.clone());
+                }
                 let state = self.hook_state(id, "created", container.pid());
                 let sharing = self.share_mounts(&shared_mounts, container.pid()).await;
                 if let Err(e) = sharing {
@@ -277,7 +300,14 @@ impl Sandbox {
                     }
                     return Err(e.into());
                 }
-                if let Err(e) = self.hooks().run(HookKind::Prestart, &state).await {
+                // Guest prestart hooks, then the spec's prestart and createRuntime ones.
+                let mut ran = self.hooks().run(HookKind::Prestart, &state).await;
+                for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                    if ran.is_ok() {
+                        ran = run_hooks(kind, hooks.hooks.of(kind), &state).await;
+                    }
+                }
+                if let Err(e) = ran {
                     if let Err(undo) = self
                         .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
                         .await
@@ -391,6 +421,10 @@ impl Sandbox {
         if let Err(e) = self.hooks().run(HookKind::Poststart, &state).await {
             tracing::warn!(container = id, error = %e, "poststart hook");
         }
+        let spec_hooks = self.spec_hooks(id, HookKind::Poststart);
+        if let Err(e) = run_hooks(HookKind::Poststart, &spec_hooks, &state).await {
+            tracing::warn!(container = id, error = %e, "poststart hook");
+        }
         Ok(())
     }
 
@@ -398,13 +432,29 @@ impl Sandbox {
         self.hooks.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
+    /// Container `id`'s spec hooks of `kind`.
+    fn spec_hooks(&self, id: &str, kind: HookKind) -> Vec<hull_container::hooks::HookPlan> {
+        self.container_hooks
+            .lock()
+            .ok()
+            .and_then(|all| all.get(id).map(|c| c.hooks.of(kind).to_vec()))
+            .unwrap_or_default()
+    }
+
     fn hook_state(&self, id: &str, status: &str, pid: i32) -> HookState {
+        let annotations = self
+            .container_hooks
+            .lock()
+            .ok()
+            .and_then(|all| all.get(id).map(|c| c.annotations.clone()))
+            .unwrap_or_default();
         HookState {
             oci_version: OCI_VERSION.into(),
             id: id.into(),
             status: status.into(),
             pid,
             bundle: self.bundle_base.join(id),
+            annotations,
         }
     }
 
@@ -422,6 +472,13 @@ impl Sandbox {
         let state = self.hook_state(id, "stopped", 0);
         if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
             tracing::warn!(container = id, error = %e, "poststop hook");
+        }
+        let spec_hooks = self.spec_hooks(id, HookKind::Poststop);
+        if let Err(e) = run_hooks(HookKind::Poststop, &spec_hooks, &state).await {
+            tracing::warn!(container = id, error = %e, "poststop hook");
+        }
+        if let Ok(mut all) = self.container_hooks.lock() {
+            all.remove(id);
         }
         let refs = self
             .container_storages
