@@ -21,11 +21,13 @@
 //! | `exec_id` of CreateContainer | the container's id | empty |
 //! | ExecProcess | terminal, user ids, args, env, cwd: no capabilities | the whole exec process, capabilities without `CAP_` |
 //! | UpdateContainer | always resources (possibly all empty), `cpus`/`mems` emptied | resources or none |
+//! | CopyFile (no file sharing) | `Lstat`'s whole mode, Go's `DirMode` (0750 with `os.ModeDir`'s bit 31), 1 MiB chunks at offsets | the file's whole mode, no `dir_mode`, the file in one request |
+//! | a hot-plugged disk | `Device` `blk`, its PCI path as `id` | the same |
 
 use anyhow::{Context, Result};
 use hull_protocols::agent::{
-    CreateContainerRequest, CreateSandboxRequest, ExecProcessRequest, Storage,
-    UpdateContainerRequest,
+    CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, Device, ExecProcessRequest,
+    Storage, UpdateContainerRequest,
 };
 use hull_protocols::oci;
 use hull_protocols::oci_json;
@@ -110,6 +112,50 @@ pub fn sandbox_request(sandbox_id: &str, hostname: &str) -> CreateSandboxRequest
         storages: vec![shared_fs_storage(SHARED_FS_TAG), shm],
         ..Default::default()
     }
+}
+
+/// The Go runtime's `DirMode` as CopyFile carries it: `os.FileMode(0750) | os.ModeDir`
+/// (Go's directory bit is bit 31, not `S_IFDIR`).
+pub const GO_COPY_FILE_DIR_MODE: u32 = (1 << 31) | 0o750;
+/// The Go runtime's CopyFile chunk (`grpcMaxDataSize`).
+pub const GO_COPY_FILE_CHUNK: usize = 1 << 20;
+
+/// The `Device` both runtimes send for a virtio-blk disk hot-plugged at `pci_path`, seen
+/// at `container_path` in the container.
+pub fn blk_device(pci_path: &str, container_path: &str) -> Device {
+    Device {
+        id: pci_path.into(),
+        type_: "blk".into(),
+        container_path: container_path.into(),
+        ..Default::default()
+    }
+}
+
+/// `request` with the disk at `pci_path` given to its container at `container_path`,
+/// as both runtimes give it: the `Device`, and the spec's `linux.devices` entry under the
+/// host's numbers `host` (the agent puts the guest's in), no cgroup rule (both runtimes
+/// clear those).
+pub fn with_blk_device(
+    mut request: CreateContainerRequest,
+    pci_path: &str,
+    container_path: &str,
+    host: (i64, i64),
+) -> CreateContainerRequest {
+    request.devices.push(blk_device(pci_path, container_path));
+    let linux = request
+        .OCI
+        .mut_or_insert_default()
+        .Linux
+        .mut_or_insert_default();
+    linux.Devices.push(oci::LinuxDevice {
+        Path: container_path.into(),
+        Type: "b".into(),
+        Major: host.0,
+        Minor: host.1,
+        FileMode: 0o660,
+        ..Default::default()
+    });
+    request
 }
 
 /// The `config.json` CRI gives the runtime for container `id` (see the module
@@ -219,7 +265,67 @@ impl KataRuntime {
         spec: &ContainerSpec,
         shared: &[SharedFile],
     ) -> Result<CreateContainerRequest> {
+        self.create_container_with_hooks(id, spec, shared, Value::Null)
+    }
+
+    /// CreateSandbox for a pod named `hostname` with `dns` lines: the share and the
+    /// sandbox's shm; neither runtime asks for the sandbox PID namespace unless the pod
+    /// shares its process namespace (the Go runtime's `sharePidNs`, runtime-rs never at
+    /// CreateSandbox).
+    pub fn create_sandbox(
+        self,
+        sandbox_id: &str,
+        hostname: &str,
+        dns: &[&str],
+    ) -> CreateSandboxRequest {
+        CreateSandboxRequest {
+            dns: dns.iter().map(|l| l.to_string()).collect(),
+            sandbox_pidns: false,
+            ..sandbox_request(sandbox_id, hostname)
+        }
+    }
+
+    /// CopyFile of a regular file (`mode`, e.g. 0o644, owned by root) with `data` to
+    /// `guest_path`, as each runtime sends it when the VMM shares no file system.
+    pub fn copy_file(self, guest_path: &str, data: &[u8], mode: u32) -> Vec<CopyFileRequest> {
+        let whole = CopyFileRequest {
+            path: guest_path.into(),
+            file_size: i64::try_from(data.len()).unwrap_or(i64::MAX),
+            file_mode: libc::S_IFREG | mode,
+            ..Default::default()
+        };
+        match self {
+            Self::Go => data
+                .chunks(GO_COPY_FILE_CHUNK)
+                .enumerate()
+                .map(|(i, chunk)| CopyFileRequest {
+                    dir_mode: GO_COPY_FILE_DIR_MODE,
+                    offset: i64::try_from(i * GO_COPY_FILE_CHUNK).unwrap_or(i64::MAX),
+                    data: chunk.to_vec(),
+                    ..whole.clone()
+                })
+                .collect(),
+            Self::Rust => vec![CopyFileRequest {
+                data: data.to_vec(),
+                ..whole
+            }],
+        }
+    }
+
+    /// CreateContainer as [`KataRuntime::create_container`], the CRI spec carrying
+    /// `hooks` (its `hooks` object): the Go runtime strips them all (they run on the
+    /// host), runtime-rs keeps the `startContainer` ones for the guest.
+    pub fn create_container_with_hooks(
+        self,
+        id: &str,
+        spec: &ContainerSpec,
+        shared: &[SharedFile],
+        hooks: Value,
+    ) -> Result<CreateContainerRequest> {
         let mut config = cri_config(id, spec, shared);
+        if !hooks.is_null() {
+            config["hooks"] = hooks;
+        }
         bind_sandbox_shm(&mut config);
         match self {
             Self::Go => go_create_container(id, config),
@@ -461,6 +567,36 @@ mod tests {
                 .Annotations
                 .contains_key("io.katacontainers.pkg.oci.container_type")
         );
+    }
+
+    #[test]
+    fn copy_file_and_hooks_differ() {
+        let data = vec![7u8; GO_COPY_FILE_CHUNK + 10];
+        let go = KataRuntime::Go.copy_file("/run/x", &data, 0o644);
+        assert_eq!(go.len(), 2);
+        assert_eq!((go[1].offset, go[1].data.len()), (1 << 20, 10));
+        assert!(go.iter().all(|r| r.dir_mode == GO_COPY_FILE_DIR_MODE
+            && r.file_mode == libc::S_IFREG | 0o644
+            && r.file_size == data.len() as i64));
+        let rust = KataRuntime::Rust.copy_file("/run/x", &data, 0o644);
+        assert_eq!((rust.len(), rust[0].dir_mode), (1, 0));
+        let hooks = json!({
+            "prestart": [{"path": "/bin/p"}],
+            "startContainer": [{"path": "/bin/s"}],
+        });
+        let spec = ContainerSpec::shell("true");
+        let go = KataRuntime::Go
+            .create_container_with_hooks("c1", &spec, &[], hooks.clone())
+            .unwrap();
+        assert!(go.OCI.Hooks.is_none() || go.OCI.Hooks.StartContainer.is_empty());
+        let rust = KataRuntime::Rust
+            .create_container_with_hooks("c1", &spec, &[], hooks)
+            .unwrap();
+        assert_eq!(rust.OCI.Hooks.StartContainer[0].Path, "/bin/s");
+        assert!(rust.OCI.Hooks.Prestart.is_empty());
+        let with_disk = with_blk_device(rust, "18/00", "/dev/xda", (8, 0));
+        assert_eq!(with_disk.devices[0].id, "18/00");
+        assert_eq!(with_disk.OCI.Linux.Devices[0].Path, "/dev/xda");
     }
 
     #[test]
