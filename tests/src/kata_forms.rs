@@ -23,6 +23,8 @@
 //! | UpdateContainer | always resources (possibly all empty), `cpus`/`mems` emptied | resources or none |
 //! | CopyFile (no file sharing) | `Lstat`'s whole mode, Go's `DirMode` (0750 with `os.ModeDir`'s bit 31), 1 MiB chunks at offsets | the file's whole mode, no `dir_mode`, the file in one request |
 //! | a hot-plugged disk | `Device` `blk`, its PCI path as `id` | the same |
+//! | UpdateInterface | device and name, addresses, MTU, MAC, the endpoint's type (`virtual` for a veth pair), `IFF_NOARP` of the flags, the NIC's PCI path | the same but the host link's kind (`veth`) as type and no PCI path (found by MAC) |
+//! | UpdateRoutes | each route with the device, family, scope, flags | the same |
 
 use anyhow::{Context, Result};
 use hull_protocols::agent::{
@@ -32,6 +34,7 @@ use hull_protocols::agent::{
 use hull_protocols::oci;
 use hull_protocols::oci_json;
 use hull_protocols::oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxResources};
+use hull_protocols::types::{IPAddress, IPFamily, Interface, Route};
 use serde_json::{Value, json};
 
 use crate::bundle::{ContainerSpec, SHARED_FS_TAG, guest_rootfs};
@@ -282,6 +285,48 @@ impl KataRuntime {
             dns: dns.iter().map(|l| l.to_string()).collect(),
             sandbox_pidns: false,
             ..sandbox_request(sandbox_id, hostname)
+        }
+    }
+
+    /// UpdateInterface for the pod's veth endpoint `name` behind the NIC with `mac` at
+    /// `pci_path`, with `address`/`prefix_len` (IPv4) and MTU 1500.
+    pub fn update_interface(
+        self,
+        name: &str,
+        mac: &str,
+        pci_path: &str,
+        address: &str,
+        prefix_len: u8,
+    ) -> Interface {
+        let (type_, device_path) = match self {
+            Self::Go => ("virtual", pci_path),
+            Self::Rust => ("veth", ""),
+        };
+        Interface {
+            device: name.into(),
+            name: name.into(),
+            IPAddresses: vec![IPAddress {
+                family: IPFamily::v4.into(),
+                address: address.into(),
+                mask: prefix_len.to_string(),
+                ..Default::default()
+            }],
+            mtu: 1500,
+            hwAddr: mac.into(),
+            devicePath: device_path.into(),
+            type_: type_.into(),
+            raw_flags: 0,
+            ..Default::default()
+        }
+    }
+
+    /// UpdateRoutes' default route through `gateway` on `device` (both runtimes alike).
+    pub fn default_route(self, gateway: &str, device: &str) -> Route {
+        Route {
+            gateway: gateway.into(),
+            device: device.into(),
+            family: IPFamily::v4.into(),
+            ..Default::default()
         }
     }
 

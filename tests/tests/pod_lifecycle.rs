@@ -1,6 +1,6 @@
 //! A pod's whole life as each of Kata's runtimes drives the agent, each in a guest of its
 //! own, with the request shapes each really sends ([`hull_e2e::kata_forms`]):
-//! GetGuestDetails; CreateSandbox (the share, the sandbox's shm, hostname, DNS); CopyFile
+//! GetGuestDetails; UpdateInterface and UpdateRoutes for the pod's NIC; CreateSandbox (the share, the sandbox's shm, hostname, DNS); CopyFile
 //! of the pod's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` (as both copy them
 //! when the VMM shares no file system); a pause container and an app container, the
 //! latter given a virtio-blk disk hot-plugged through QMP into a PCIe root port, by its
@@ -19,12 +19,14 @@ use hull_e2e::bundle::ContainerSpec;
 use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::kata_forms::{self, KataRuntime, SharedFile};
+use hull_e2e::nic::{self, NicConfig};
 use hull_e2e::vm::{Hotplug, VmConfig};
 use hull_protocols::client::AgentClient;
 use hull_protocols::oci_spec::runtime::LinuxResources;
 use serde_json::json;
 
 const HOSTNAME: &str = "podlife";
+const MAC: &str = "52:54:00:12:34:57";
 const SIGKILL: i32 = 9;
 const MIB: i64 = 1 << 20;
 /// What the host writes at the start of the hot-plugged disk (32 bytes).
@@ -86,6 +88,9 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
         root_ports: 1,
     });
     config.extra_cmdline.push("agent.hotplug_timeout=20".into());
+    let nic = NicConfig::new(MAC);
+    let nic_pci_path = nic.pci_path();
+    config.nic = Some(nic);
     let mut guest = SandboxGuest::boot_without_sandbox(config).await?;
     let client = guest.client.clone();
 
@@ -93,6 +98,33 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
     ensure!(
         !details.agent_details.version.is_empty(),
         "GetGuestDetails: {details:?}"
+    );
+    // The pod's network, before CreateSandbox, as both runtimes set it up.
+    let gateway = nic::GATEWAY.to_string();
+    let wanted = runtime.update_interface(
+        "eth0",
+        MAC,
+        &nic_pci_path,
+        &nic::GUEST_ADDRESS.to_string(),
+        nic::GUEST_PREFIX_LEN,
+    );
+    let eth0 = client
+        .update_interface(wanted.clone())
+        .await
+        .context("UpdateInterface")?;
+    ensure!(
+        eth0.name == "eth0" && eth0.IPAddresses == wanted.IPAddresses,
+        "UpdateInterface answered {eth0:?}"
+    );
+    let routes = client
+        .update_routes(vec![runtime.default_route(&gateway, "eth0")])
+        .await
+        .context("UpdateRoutes")?;
+    ensure!(
+        routes
+            .iter()
+            .any(|r| r.gateway == gateway && r.device == "eth0"),
+        "UpdateRoutes answered {routes:?}"
     );
     client
         .create_sandbox(&runtime.create_sandbox(
@@ -165,7 +197,8 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
     // (runtime-rs only) a startContainer hook.
     let script = "echo hostname=$(hostname); echo ipc=$(readlink /proc/self/ns/ipc); \
          echo etc=$(cat /etc/hostname); echo hook=$(cat /hook-ran 2>/dev/null); \
-         echo disk=$(head -c 32 /dev/xda); echo ready; exec sleep 600";
+         echo disk=$(head -c 32 /dev/xda); echo routes=$(grep -c eth0 /proc/net/route); \
+         echo ready; exec sleep 600";
     let spec = ContainerSpec {
         memory_limit: Some(64 * MIB),
         ..ContainerSpec::shell(script)
@@ -201,6 +234,10 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
     ensure!(
         line_with(&out, "disk=") == Some(DISK_MARKER),
         "the hot-plugged disk: {out}"
+    );
+    ensure!(
+        line_with(&out, "routes=").is_some_and(|n| n != "0"),
+        "the app shares the pod's network, its eth0 routes: {out}"
     );
     let hook = line_with(&out, "hook=").unwrap_or_default();
     match runtime {
