@@ -33,9 +33,11 @@ guest:
 kernel: setup
     {{hull_image}} kernel -o build/kernel
 
-# Build the initrd from the guest binaries.
+# Build the initrd from the guest binaries (and a second one with Debian's iptables tools
+# for the GetIPTables/SetIPTables tests).
 initrd: guest
     {{hull_image}} initrd -o build/initrd.img {{guest_bins}}
+    {{hull_image}} -q initrd -o build/initrd-iptables.img --with-iptables {{guest_bins}}
 
 # Build the disk images and manifests: build/rootfs.{ext4,erofs,ext4-verity}.img (DAX on pmem, or virtio-blk).
 image: guest kernel
@@ -79,6 +81,14 @@ test: setup artifacts lint init-smoke
 # Fuzz every decoder of untrusted input (fuzz/, cargo-fuzz on nightly) for SECONDS per target; prints execs and crashes per target, fails on a crash.
 fuzz seconds="60":
     scripts/fuzz.sh {{seconds}}
+
+# Soak: one guest, CYCLES container lifecycles mixed with execs, signals, pauses and OOM kills while 16 clients call at once; prints cycle times, the agent's memory, fds and threads, the guest's mounts, cgroups and processes; fails on a leak or a slowdown.
+soak cycles="1000": setup artifacts
+    HULL_SOAK_CYCLES={{cycles}} cargo test --locked -p hull-e2e --test soak -- --exact soak_of_container_lifecycles --nocapture
+
+# Stdio at scale: MIB through ReadStdout and WriteStdin (sha256 on both ends, the client reconnecting mid-stream), a read in flight when its client leaves, a slow reader.
+stdio mib="1024": setup artifacts
+    HULL_STDIO_MIB={{mib}} cargo test --locked -p hull-e2e --test soak -- --exact stdio_at_scale --nocapture
 
 # The full Linux boot under vmm-lite (initrd, pmem and blk images; agent, a container, power-off, exit 0). Needs hardware KVM: fails at once where there is none.
 test-kvm:

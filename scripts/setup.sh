@@ -13,6 +13,7 @@ debian_packages=(
     e2fsprogs erofs-utils cpio  # image filesystems, initrd inspection
     cryptsetup-bin       # veritysetup: the tests cross-check hull-image's dm-verity tree with it
     busybox-static       # debug tools and the demo container
+    iptables             # baked into the guest by `hull-image ... --with-iptables` (GetIPTables/SetIPTables)
     libseccomp-dev libcap-ng-dev pkg-config       # building virtiofsd
 )
 # name version: pinned so every machine runs the same tools.

@@ -12,11 +12,15 @@ use hull_container::process::ProcessError;
 use nix::errno::Errno;
 
 use crate::device::container::ContainerDeviceError;
+use crate::device::cpu_mem::CpuMemError;
+use crate::diagnostic::DiagnosticError;
 use crate::entropy::EntropyError;
 use crate::fs::ConfineError;
 use crate::fs::copy::CopyFileError;
 use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
+use crate::iptables::IptablesError;
+use crate::mem_agent::MemAgentError;
 use crate::network::NetworkError;
 use crate::sandbox::pod_namespaces::PodNamespaceError;
 use crate::sandbox::shared_mounts::SharedMountError;
@@ -163,6 +167,18 @@ pub enum AgentError {
         source: std::io::Error,
     },
 
+    /// A path's filesystem does not answer (a virtio-fs share whose virtiofsd is gone).
+    #[error(
+        "{path} did not answer within {timeout:?}: the filesystem it is on does not respond \
+         (a shared filesystem whose server on the host is gone?)"
+    )]
+    Unresponsive {
+        /// The path asked about.
+        path: PathBuf,
+        /// How long it was given.
+        timeout: std::time::Duration,
+    },
+
     // The layers below.
     /// A container or process operation failed.
     #[error(transparent)]
@@ -197,6 +213,18 @@ pub enum AgentError {
     /// `ReseedRandomDev` was refused or failed.
     #[error(transparent)]
     Entropy(#[from] EntropyError),
+    /// Onlining hot-plugged vCPUs or memory, or probing memory, failed.
+    #[error(transparent)]
+    CpuMem(#[from] CpuMemError),
+    /// The memory agent's configuration was refused.
+    #[error(transparent)]
+    MemAgent(#[from] MemAgentError),
+    /// GetDiagnosticData could not answer.
+    #[error(transparent)]
+    Diagnostic(#[from] DiagnosticError),
+    /// GetIPTables / SetIPTables failed.
+    #[error(transparent)]
+    Iptables(#[from] IptablesError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -14,12 +14,15 @@
 pub mod config;
 pub mod debug_console;
 pub mod device;
+pub mod diagnostic;
 pub mod entropy;
 pub mod error;
 pub mod fs;
 pub mod guest_clock;
 pub mod hooks;
+pub mod iptables;
 pub mod logging;
+pub mod mem_agent;
 pub mod metrics;
 pub mod mount;
 pub mod network;

@@ -217,6 +217,11 @@ impl Container {
         self.init.pid
     }
 
+    /// The container's root filesystem, as the agent sees it.
+    pub fn rootfs(&self) -> &std::path::Path {
+        &self.plan.rootfs
+    }
+
     /// The init process (empty `exec_id` or the init's own) or an exec'd process.
     pub fn process(&self, exec_id: &str) -> Result<Arc<Process>, ContainerError> {
         if exec_id.is_empty() || exec_id == self.init.exec_id {

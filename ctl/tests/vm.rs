@@ -129,6 +129,38 @@ async fn hull_ctl_drives_a_guest_by_hand() -> Result<()> {
     ensure!(waited == "exit_status: 137\n", "{waited:?}");
     expect(addr, &["remove", "three"], 0).await?;
 
+    // The guest administration commands (the default initrd has no iptables).
+    for (args, said) in [
+        (
+            &["iptables", "get"][..],
+            "iptables-save is not in this guest",
+        ),
+        (
+            &["iptables", "get", "--ipv6"][..],
+            "ip6tables-save is not in this guest",
+        ),
+        (
+            &["mem-agent-compact", "--compact-order", "11"][..],
+            "compact_order",
+        ),
+        (&["diagnostic-data", "dmesg"][..], "\"dmesg\""),
+    ] {
+        let out = hull_ctl(addr, args).await;
+        ensure!(
+            out.status.code() == Some(1) && text(&out.stderr).contains(said),
+            "hull-ctl {args:?}: {:?}\n{}",
+            out.status.code(),
+            text(&out.stderr)
+        );
+    }
+    let applied = expect(
+        addr,
+        &["--json", "mem-agent-memcg", "--period-secs", "600"],
+        0,
+    )
+    .await?;
+    ensure!(applied.contains("\"applied\": true"), "{applied}");
+
     expect(addr, &["destroy-sandbox"], 0).await?;
     guest.wait_powered_off()
 }

@@ -543,6 +543,7 @@ pub fn rootfs_request(
         agent,
         busybox,
         extras,
+        with_iptables: false,
         arch,
     }
 }

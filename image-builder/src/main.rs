@@ -70,6 +70,10 @@ struct TreeArgs {
     /// Extra host file SRC copied to absolute path DST in the tree (repeatable).
     #[arg(long, value_name = "SRC:DST")]
     extra: Vec<Extra>,
+    /// Add Debian's iptables tools from this host (legacy backend, with their libraries
+    /// and plugins) for the agent's GetIPTables/SetIPTables.
+    #[arg(long)]
+    with_iptables: bool,
     /// Guest architecture (the binaries must be built for it).
     #[arg(long, value_enum, default_value_t = Arch::X86_64)]
     arch: Arch,
@@ -86,6 +90,7 @@ impl TreeArgs {
                 .unwrap_or_else(|| workspace::default_guest_binary(self.arch, "hull-agent")),
             busybox: self.debug_tools.then_some(self.busybox),
             extras: self.extra,
+            with_iptables: self.with_iptables,
             arch: self.arch,
         }
     }
@@ -204,6 +209,11 @@ struct InitrdArgs {
     /// Extra host file SRC copied to absolute path DST in the initrd (repeatable).
     #[arg(long, value_name = "SRC:DST")]
     extra: Vec<Extra>,
+    /// Add Debian's iptables tools from this host (iptables-save/-restore and the ip6
+    /// ones, legacy backend, with their libraries and plugins) for the agent's
+    /// GetIPTables/SetIPTables.
+    #[arg(long)]
+    with_iptables: bool,
     /// Guest architecture (the binaries must be built for it).
     #[arg(long, value_enum, default_value_t = Arch::X86_64)]
     arch: Arch,
@@ -273,6 +283,7 @@ fn run_initrd(args: InitrdArgs, progress: &Progress) -> anyhow::Result<()> {
             .agent
             .unwrap_or_else(|| workspace::default_guest_binary(args.arch, "hull-agent")),
         extras: args.extra,
+        with_iptables: args.with_iptables,
         arch: args.arch,
         mtime: initrd::mtime_from_source_date_epoch(sde.as_deref())?,
     };

@@ -11,7 +11,7 @@ use rustix::io::Errno;
 use rustix::process::WaitOptions;
 
 /// Linux's `__WALL`: wait for every kind of child.
-const WALL: u32 = 0x4000_0000;
+pub(crate) const WALL: u32 = 0x4000_0000;
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use core::time::Duration;
 use hull_common::mountinfo::{self, MountInfoEntry};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags, mount_remount, unmount};
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, WaitOptions, kill_process_group};
 use rustix::system::{RebootCommand, reboot};
 use tracing::{debug, error, info, warn};
 
@@ -22,6 +22,9 @@ use crate::{console, fs, uptime_ms};
 pub const TERM_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for zombies after SIGKILL.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long sync, unmount and the read-only remount may take before init powers off
+/// without them.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on waiting for the console to transmit the last lines.
 const CONSOLE_DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -112,6 +115,12 @@ pub fn run(reason: Reason, signals: Option<&Signals>, action: ShutdownAction) ->
     }
 
     terminate_all(signals, start);
+    settle_filesystems_bounded(start);
+    power_off(start, action)
+}
+
+/// Syncs, unmounts, remounts `/` read-only and syncs again.
+fn settle_filesystems(start: Instant) {
     rustix::fs::sync();
     info!(elapsed_ms = ms(start), "synced");
 
@@ -119,8 +128,52 @@ pub fn run(reason: Reason, signals: Option<&Signals>, action: ShutdownAction) ->
     unmount_all(&entries, start);
     remount_root_read_only(root(&entries), start);
     rustix::fs::sync();
+}
 
-    power_off(start, action)
+/// [`settle_filesystems`] in a child process, waited for at most [`SETTLE_TIMEOUT`]: a
+/// filesystem whose server is gone (a virtio-fs share whose virtiofsd died) blocks
+/// `sync` and `umount` for ever, and PID 1 must still power the machine off. Done in
+/// init itself when the child cannot be forked.
+fn settle_filesystems_bounded(start: Instant) {
+    // SAFETY: init is single-threaded, so the child may allocate and log: no lock can
+    // be held by another thread at the fork. The child ends with exit_group.
+    match unsafe { crate::sys::fork() } {
+        Ok(None) => {
+            settle_filesystems(start);
+            crate::sys::exit_group(0)
+        }
+        Ok(Some(pid)) => {
+            let Some(pid) = Pid::from_raw(pid) else {
+                return;
+            };
+            let deadline = Instant::now() + SETTLE_TIMEOUT;
+            let options = WaitOptions::NOHANG | WaitOptions::from_bits_retain(reaper::WALL);
+            loop {
+                match rustix::process::waitpid(Some(pid), options) {
+                    Ok(Some(_)) | Err(Errno::CHILD) => return,
+                    Ok(None) | Err(Errno::INTR) => {}
+                    Err(e) => {
+                        warn!(error = %e, "waiting for the filesystems' child failed");
+                        return;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    error!(
+                        timeout_ms = millis(SETTLE_TIMEOUT),
+                        elapsed_ms = ms(start),
+                        "sync and unmount did not finish (a filesystem does not answer: \
+                         a shared filesystem whose server is gone?); powering off anyway"
+                    );
+                    return;
+                }
+                clock::sleep(Duration::from_millis(10));
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot fork for sync and unmount, doing them in init");
+            settle_filesystems(start);
+        }
+    }
 }
 
 /// SIGTERM to all, wait, SIGKILL to what is left, wait again.

@@ -186,6 +186,9 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     /// Mount the rootfs read-only (OCI `root.readonly`).
     pub root_readonly: bool,
+    /// Capabilities granted on top of Docker's default set (`CAP_SYS_PTRACE` for an
+    /// inspector reading other processes' `/proc/<pid>/smaps_rollup` and `fd/`).
+    pub extra_capabilities: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -203,6 +206,7 @@ impl ContainerSpec {
             pids_limit: None,
             hostname: None,
             root_readonly: false,
+            extra_capabilities: Vec::new(),
         }
     }
 
@@ -217,6 +221,12 @@ impl ContainerSpec {
             self.namespaces.insert(0, "pid".into());
         }
         self.pid_namespace_path = Some("/proc/1/ns/pid".into());
+        self
+    }
+
+    /// Grants `capability` (`CAP_...`) on top of the default set.
+    pub fn with_capability(mut self, capability: &str) -> Self {
+        self.extra_capabilities.push(capability.into());
         self
     }
 
@@ -248,7 +258,8 @@ impl ContainerSpec {
                    "options": ["nosuid", "noexec", "nodev", "ro"]}),
         ];
         mounts.extend(self.extra_mounts.iter().cloned());
-        let caps = DEFAULT_CAPABILITIES;
+        let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        caps.extend(self.extra_capabilities.iter().cloned());
         let mut resources = serde_json::Map::new();
         if let Some(limit) = self.memory_limit {
             resources.insert("memory".into(), json!({"limit": limit}));

@@ -128,7 +128,7 @@ impl SandboxGuest {
         &self.vm
     }
 
-    /// The VM, for QMP ([`Vm::qmp`]).
+    /// The VM, for QMP ([`Vm::qmp`]) and fault injection ([`Vm::kill_virtiofsd`]).
     pub fn vm_mut(&mut self) -> &mut Vm {
         &mut self.vm
     }

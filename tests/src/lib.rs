@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod container;
 pub mod guest;
 pub mod http;
+pub mod inspect;
 pub mod kata_forms;
 pub mod nic;
 pub mod process;

@@ -13,6 +13,10 @@
 //! Dropping the [`Vm`] kills every process it started and removes that
 //! directory; unless the test called [`Vm::finish`] after a clean power-off, the drop also
 //! prints the guest console and the host programs' logs, so a failing test shows why.
+//!
+//! Every hybrid-vsock `CONNECT` is bounded, and [`Vm::wait_for_agent`] boots the guest
+//! again when vhost-device-vsock answers no `CONNECT` at all (see [`probe_backend`]);
+//! such a restart is written to `harness.log`, part of [`Vm::diagnostics`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -74,6 +78,62 @@ fn vmm_program(vmm: Vmm) -> Result<PathBuf> {
 
 /// How long one Health.Check attempt may take while waiting for the agent.
 const READINESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one `CONNECT` through the hybrid-vsock socket may go unanswered.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A guest vsock port nobody listens on: a working backend answers `CONNECT` to it by
+/// closing the connection (the guest resets it); a wedged one answers nothing.
+pub const PROBE_PORT: u32 = 0x7fff_fff0;
+/// How long a probe may go unanswered before it counts as silent.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after init started the agent the harness waits before probing the backend.
+pub const HANG_GRACE: Duration = Duration::from_secs(10);
+/// Silent probes in a row that mean the backend is wedged.
+pub const SILENT_PROBES: u32 = 2;
+/// How many times [`Vm::wait_for_agent`] boots a guest again after a wedged backend.
+pub const MAX_RESTARTS: u32 = 2;
+/// The harness's own log in the run directory: restarts and wedged-backend findings.
+const HARNESS_LOG: &str = "harness.log";
+
+/// How the hybrid-vsock socket answered a `CONNECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendState {
+    /// It answered (`OK`, a close, a reset or another line): its worker runs.
+    Answers,
+    /// No answer within the probe's time: its worker is gone.
+    Silent,
+    /// The socket could not even be connected.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for BackendState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Answers => f.write_str("still answers a CONNECT to a port nobody listens on"),
+            Self::Silent => f.write_str(
+                "answers no CONNECT at all, not even to a port nobody listens on \
+                 (its worker thread is gone)",
+            ),
+            Self::Unreachable(e) => write!(f, "cannot be reached: {e}"),
+        }
+    }
+}
+
+/// Sends `CONNECT port` to the hybrid-vsock socket at `socket` and classifies the answer.
+pub async fn probe_backend(socket: &Path, port: u32, timeout: Duration) -> BackendState {
+    use hull_protocols::dial::{AttemptError, hybrid_vsock_handshake};
+    match tokio::time::timeout(timeout, hybrid_vsock_handshake(socket, port)).await {
+        Err(_) => BackendState::Silent,
+        Ok(Ok(_)) => BackendState::Answers,
+        Ok(Err(AttemptError::Io(e))) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            match std::os::unix::net::UnixStream::connect(socket) {
+                Ok(_) => BackendState::Answers,
+                Err(e) => BackendState::Unreachable(e.to_string()),
+            }
+        }
+        Ok(Err(_)) => BackendState::Answers,
+    }
+}
 
 /// The vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
@@ -297,37 +357,40 @@ impl VmConfig {
 
 /// A running guest. See the module documentation for what dropping it does.
 pub struct Vm {
-    /// QEMU or vmm-lite.
-    vmm: OwnedChild,
+    /// The VMM and its host programs.
+    processes: Processes,
     /// Its log file's name in the run directory.
     vmm_log: &'static str,
-    /// vhost-device-vsock, for QEMU (vmm-lite serves the hybrid socket itself).
-    vsock_backend: Option<OwnedChild>,
-    virtiofsd: Vec<OwnedChild>,
-    started: Instant,
     accel: Accel,
     /// The QMP connection, opened on first use (QEMU serves one client at a time).
     qmp: Option<Qmp>,
     /// Where QEMU serves QMP; `None` under vmm-lite.
     qmp_socket: Option<PathBuf>,
+    /// What it was booted with, to boot it again when the vsock backend wedges.
+    config: VmConfig,
+    /// How many times the harness restarted the guest (see [`Vm::wait_for_agent`]).
+    restarts: u32,
     finished: bool,
     // Last: removed after the processes using it are gone.
     dir: TempDir,
 }
 
-impl Vm {
-    /// Starts the vsock backend and the VMM. Returns once the VMM is running; the guest
-    /// is still booting (see [`Vm::wait_for_agent`]).
-    pub fn boot(config: &VmConfig) -> Result<Self> {
-        vmm_from_env()?;
-        let vmm_bin = vmm_program(config.vmm)?;
-        let dir = tempfile::Builder::new()
-            .prefix("hull-vm-")
-            .tempdir()
-            .context("creating the VM's temporary directory")?;
+/// The processes of one boot of the guest.
+struct Processes {
+    /// QEMU or vmm-lite.
+    vmm: OwnedChild,
+    /// vhost-device-vsock, for QEMU (vmm-lite serves the hybrid socket itself).
+    vsock_backend: Option<OwnedChild>,
+    virtiofsd: Vec<OwnedChild>,
+    started: Instant,
+}
 
+impl Processes {
+    /// Starts the vsock backend, one virtiofsd per share and the VMM in `dir`.
+    fn start(config: &VmConfig, dir: &Path, vmm_log: &str) -> Result<Self> {
+        let vmm_bin = vmm_program(config.vmm)?;
         let vsock_backend = match config.vmm {
-            Vmm::Qemu => Some(start_vsock_backend(config, dir.path())?),
+            Vmm::Qemu => Some(start_vsock_backend(config, dir)?),
             _ => None,
         };
 
@@ -335,14 +398,14 @@ impl Vm {
         if !config.virtio_fs.is_empty() {
             let virtiofsd_bin = find_program("virtiofsd")?;
             for (i, share) in config.virtio_fs.iter().enumerate() {
-                let socket = VmConfig::virtiofsd_socket(dir.path(), i);
+                let socket = VmConfig::virtiofsd_socket(dir, i);
                 let log = format!("virtiofsd-{i}.log");
                 let mut cmd = Command::new(&virtiofsd_bin);
                 cmd.arg(format!("--socket-path={}", socket.display()))
                     .arg(format!("--shared-dir={}", share.dir.display()))
                     .args(["--sandbox", "none", "--cache", "never"])
-                    .stdout(log_file(dir.path(), &log)?)
-                    .stderr(log_file(dir.path(), &log)?);
+                    .stdout(log_file(dir, &log)?)
+                    .stderr(log_file(dir, &log)?);
                 let mut child = OwnedChild::spawn(format!("virtiofsd-{i}"), cmd)
                     .with_context(|| format!("starting {}", virtiofsd_bin.display()))?;
                 wait_for_path(&socket, Duration::from_secs(10), &mut child)
@@ -351,34 +414,145 @@ impl Vm {
             }
         }
 
-        let (vmm_name, vmm_log) = match config.vmm {
-            Vmm::VmmLite => ("vmm-lite", "vmm-lite.log"),
-            _ => ("qemu", "qemu.log"),
+        let vmm_name = match config.vmm {
+            Vmm::VmmLite => "vmm-lite",
+            _ => "qemu",
         };
         let mut vmm_cmd = Command::new(&vmm_bin);
         vmm_cmd
-            .args(config.vmm_args(dir.path())?)
-            .stdout(log_file(dir.path(), vmm_log)?)
-            .stderr(log_file(dir.path(), vmm_log)?);
+            .args(config.vmm_args(dir)?)
+            .stdout(log_file(dir, vmm_log)?)
+            .stderr(log_file(dir, vmm_log)?);
         let started = Instant::now();
         let vmm = OwnedChild::spawn(vmm_name, vmm_cmd)
             .with_context(|| format!("starting {}", vmm_bin.display()))?;
-        tracing::debug!(dir = %dir.path().display(), accel = %config.accel, vmm = %config.vmm, "guest booting");
         Ok(Self {
             vmm,
-            vmm_log,
             vsock_backend,
             virtiofsd,
             started,
+        })
+    }
+
+    /// Kills every process, the VMM first.
+    fn kill(&mut self) {
+        self.vmm.kill();
+        if let Some(backend) = &mut self.vsock_backend {
+            backend.kill();
+        }
+        for daemon in &mut self.virtiofsd {
+            daemon.kill();
+        }
+    }
+}
+
+impl Vm {
+    /// Starts the vsock backend and the VMM. Returns once the VMM is running; the guest
+    /// is still booting (see [`Vm::wait_for_agent`]).
+    pub fn boot(config: &VmConfig) -> Result<Self> {
+        vmm_from_env()?;
+        let dir = tempfile::Builder::new()
+            .prefix("hull-vm-")
+            .tempdir()
+            .context("creating the VM's temporary directory")?;
+        let vmm_log = match config.vmm {
+            Vmm::VmmLite => "vmm-lite.log",
+            _ => "qemu.log",
+        };
+        let processes = Processes::start(config, dir.path(), vmm_log)?;
+        tracing::debug!(dir = %dir.path().display(), accel = %config.accel, vmm = %config.vmm, "guest booting");
+        Ok(Self {
+            processes,
+            vmm_log,
             accel: config.accel.clone(),
             qmp: None,
             qmp_socket: match config.vmm {
                 Vmm::VmmLite => None,
                 _ => Some(VmConfig::qmp_socket(dir.path())),
             },
+            config: config.clone(),
+            restarts: 0,
             finished: false,
             dir,
         })
+    }
+
+    /// Writes `message` to the harness's log in the run directory (part of
+    /// [`Vm::diagnostics`]) and to stderr.
+    fn note(&self, message: &str) {
+        eprintln!("hull-e2e: {message}");
+        tracing::warn!("{message}");
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(HARNESS_LOG))
+        {
+            let _ = std::io::Write::write_all(&mut log, format!("{message}\n").as_bytes());
+        }
+    }
+
+    /// Kills this boot's processes and boots the guest again in the same run directory;
+    /// the previous console is kept as `console-<n>.log`.
+    fn restart(&mut self, why: &str) -> Result<()> {
+        self.restarts += 1;
+        let kept = format!("console-{}.log", self.restarts);
+        self.note(&format!(
+            "{why}: restarting vhost-device-vsock together with the VMM and virtiofsd \
+             (restart {} of {MAX_RESTARTS}; QEMU cannot attach a new vsock backend to a \
+             running guest); the previous console is kept as {kept}",
+            self.restarts
+        ));
+        self.processes.kill();
+        // The QMP connection was to the QEMU just killed.
+        self.qmp = None;
+        let dir = self.dir.path();
+        let _ = std::fs::rename(dir.join("console.log"), dir.join(&kept));
+        if let Some(qmp) = &self.qmp_socket {
+            let _ = std::fs::remove_file(qmp);
+        }
+        for socket in std::iter::once(VmConfig::vhost_vsock_socket(dir))
+            .chain(std::iter::once(dir.join("vm.vsock")))
+            .chain((0..self.config.virtio_fs.len()).map(|i| VmConfig::virtiofsd_socket(dir, i)))
+        {
+            let _ = std::fs::remove_file(socket);
+        }
+        self.processes = Processes::start(&self.config, dir, self.vmm_log)?;
+        Ok(())
+    }
+
+    /// How many times the harness restarted the guest because the vsock backend answered
+    /// no CONNECT (0 on a clean boot).
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Stops vhost-device-vsock with SIGSTOP (a fault test: its worker answers no CONNECT
+    /// any more, as when it wedges); the harness's restart kills it for good.
+    pub fn stop_vsock_backend(&self) -> Result<()> {
+        let backend = self
+            .processes
+            .vsock_backend
+            .as_ref()
+            .context("this VMM has no vsock backend of its own")?;
+        let pid = i32::try_from(backend.id()).context("a pid beyond i32")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .context("SIGSTOP to vhost-device-vsock")?;
+        Ok(())
+    }
+
+    /// Kills the virtiofsd serving share `index` (a fault test: the host side of the
+    /// shared directory dies under the guest).
+    pub fn kill_virtiofsd(&mut self, index: usize) -> Result<()> {
+        let daemon = self
+            .processes
+            .virtiofsd
+            .get_mut(index)
+            .with_context(|| format!("no virtiofsd for share {index}"))?;
+        daemon.kill();
+        Ok(())
     }
 
     /// The accelerator this guest runs with.
@@ -407,13 +581,26 @@ impl Vm {
     }
 
     /// Opens one connection to guest vsock `port` through the hybrid-vsock socket
-    /// (`CONNECT <port>` / `OK`), as a blocking stream; fails when nothing listens there.
+    /// (`CONNECT <port>` / `OK`), as a blocking stream; fails when nothing listens there,
+    /// and within [`CONNECT_TIMEOUT`] when the backend answers nothing at all (then the
+    /// error says whether the backend still answers a CONNECT to a port nobody listens on).
     pub async fn connect_guest_port(&self, port: u32) -> Result<std::os::unix::net::UnixStream> {
-        let stream =
-            hull_protocols::dial::hybrid_vsock_handshake(&self.hybrid_vsock_socket(), port)
-                .await
-                .with_context(|| format!("connecting to guest vsock port {port}"))?
-                .into_std()?;
+        let socket = self.hybrid_vsock_socket();
+        let handshake = hull_protocols::dial::hybrid_vsock_handshake(&socket, port);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(stream) => {
+                stream.with_context(|| format!("connecting to guest vsock port {port}"))?
+            }
+            Err(_) => {
+                let state = probe_backend(&socket, PROBE_PORT, PROBE_TIMEOUT).await;
+                let message = format!(
+                    "CONNECT {port} got no answer within {CONNECT_TIMEOUT:?}; the vsock backend {state}"
+                );
+                self.note(&message);
+                bail!(message)
+            }
+        };
+        let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(stream)
@@ -433,12 +620,23 @@ impl Vm {
     }
 
     /// Waits until the agent answers `Health.Check`, and returns a client and the time
-    /// from QEMU's start to that first answer (boot-to-agent-ready).
+    /// from the VMM's start to that first answer (boot-to-agent-ready).
+    ///
+    /// Every attempt is bounded. Under QEMU it also watches for the state in which
+    /// vhost-device-vsock (0.3.0) answers no CONNECT at all (a CONNECT made while the guest
+    /// was bringing up its vsock device can leave the backend's worker thread gone): once
+    /// init has started the agent and [`HANG_GRACE`] has passed without an answer, it sends
+    /// `CONNECT` to a port nobody listens on, which a working backend answers by closing
+    /// the connection. When [`SILENT_PROBES`] such probes in a row get no answer at all, it
+    /// boots the guest again (at most [`MAX_RESTARTS`] times) and says so on stderr and in
+    /// the diagnostics.
     pub async fn wait_for_agent(&mut self, deadline: Duration) -> Result<(AgentClient, Duration)> {
         let address = self.agent_address();
         let mut last_error = String::from("no attempt made");
-        while self.started.elapsed() < deadline {
-            if let Some(status) = self.vmm.try_status()? {
+        let mut agent_started: Option<Instant> = None;
+        let mut silent_probes = 0;
+        while self.processes.started.elapsed() < deadline {
+            if let Some(status) = self.processes.vmm.try_status()? {
                 bail!("the VMM exited ({status}) before the agent answered");
             }
             // Each attempt is short and uses a fresh connection: a connection that the
@@ -449,13 +647,41 @@ impl Vm {
                     match client.check().await {
                         Ok(_) => {
                             client.set_timeout(DEFAULT_CALL_TIMEOUT);
-                            return Ok((client, self.started.elapsed()));
+                            return Ok((client, self.processes.started.elapsed()));
                         }
                         Err(e) => last_error = e.to_string(),
                     }
                 }
                 Err(e) => last_error = e.to_string(),
             }
+            if self.processes.vsock_backend.is_none() {
+                continue;
+            }
+            if agent_started.is_none() && self.console().contains("init: agent started") {
+                agent_started = Some(Instant::now());
+            }
+            if agent_started.is_none_or(|at| at.elapsed() < HANG_GRACE) {
+                continue;
+            }
+            match probe_backend(&self.hybrid_vsock_socket(), PROBE_PORT, PROBE_TIMEOUT).await {
+                BackendState::Silent => silent_probes += 1,
+                _ => silent_probes = 0,
+            }
+            if silent_probes < SILENT_PROBES {
+                continue;
+            }
+            let why = format!(
+                "vhost-device-vsock answered no CONNECT ({SILENT_PROBES} probes of port \
+                 {PROBE_PORT}, {PROBE_TIMEOUT:?} each) {HANG_GRACE:?} after init started \
+                 the agent; last error: {last_error}"
+            );
+            if self.restarts >= MAX_RESTARTS {
+                self.note(&format!("{why}; giving up after {MAX_RESTARTS} restarts"));
+                bail!("{why}; the guest was restarted {MAX_RESTARTS} times already");
+            }
+            self.restart(&why)?;
+            agent_started = None;
+            silent_probes = 0;
         }
         bail!(
             "the agent did not answer Health.Check within {deadline:?} (last error: {last_error})"
@@ -480,7 +706,7 @@ impl Vm {
 
     /// Waits up to `timeout` for the VMM to exit by itself (the guest powered off).
     pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        match self.vmm.wait_timeout(timeout)? {
+        match self.processes.vmm.wait_timeout(timeout)? {
             Some(status) => Ok(status),
             None => bail!("the VMM still runs {timeout:?} after it was asked to power off"),
         }
@@ -508,9 +734,18 @@ impl Vm {
     /// Everything worth reading when a guest misbehaves: console and host program logs.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();
-        let virtiofsd_logs: Vec<(String, String)> = (0..self.virtiofsd.len())
+        let mut extra_logs: Vec<(String, String)> = (0..self.processes.virtiofsd.len())
             .map(|i| (format!("virtiofsd {i}"), format!("virtiofsd-{i}.log")))
             .collect();
+        for restart in 1..=self.restarts {
+            extra_logs.push((
+                format!("guest console before restart {restart}"),
+                format!("console-{restart}.log"),
+            ));
+        }
+        if self.dir.path().join(HARNESS_LOG).exists() {
+            extra_logs.push(("the harness".to_string(), HARNESS_LOG.to_string()));
+        }
         let logs = [
             ("guest console".to_string(), "console.log".to_string()),
             (
@@ -522,7 +757,7 @@ impl Vm {
                 "vhost-device-vsock.log".to_string(),
             ),
         ];
-        for (title, file) in logs.iter().chain(&virtiofsd_logs) {
+        for (title, file) in logs.iter().chain(&extra_logs) {
             let _ = writeln!(out, "----- {title} ({file}) -----");
             out.push_str(&read_lossy(&self.dir.path().join(file)));
             if !out.ends_with('\n') {
@@ -540,13 +775,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        self.vmm.kill();
-        if let Some(backend) = &mut self.vsock_backend {
-            backend.kill();
-        }
-        for daemon in &mut self.virtiofsd {
-            daemon.kill();
-        }
+        self.processes.kill();
         if !self.finished {
             eprintln!(
                 "hull-e2e: the guest did not finish cleanly; its logs follow\n{}",
@@ -808,6 +1037,56 @@ mod tests {
                 .join(" ")
                 .contains("maxmem")
         );
+    }
+
+    /// A fake hybrid-vsock socket whose connections get `reply` after `CONNECT`: `None`
+    /// keeps them open without a word (a wedged backend), `Some("")` closes them.
+    fn fake_backend(reply: Option<&'static str>) -> (tempfile::TempDir, PathBuf) {
+        use std::io::{BufRead, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.vsock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+                match reply {
+                    Some(text) => {
+                        let _ = stream.write_all(text.as_bytes());
+                    }
+                    None => held.push(stream),
+                }
+            }
+        });
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_answers_nothing_is_told_from_one_that_refuses() {
+        let timeout = Duration::from_millis(300);
+        let (_silent_dir, silent) = fake_backend(None);
+        assert_eq!(
+            probe_backend(&silent, PROBE_PORT, timeout).await,
+            BackendState::Silent
+        );
+        let (_closing_dir, closing) = fake_backend(Some(""));
+        assert_eq!(
+            probe_backend(&closing, PROBE_PORT, timeout).await,
+            BackendState::Answers
+        );
+        let (_ok_dir, ok) = fake_backend(Some("OK 1024\n"));
+        assert_eq!(
+            probe_backend(&ok, PROBE_PORT, timeout).await,
+            BackendState::Answers
+        );
+        let missing = _ok_dir.path().join("nothing-here");
+        assert!(matches!(
+            probe_backend(&missing, PROBE_PORT, timeout).await,
+            BackendState::Unreachable(_)
+        ));
+        assert!(BackendState::Silent.to_string().contains("no CONNECT"));
     }
 
     #[test]

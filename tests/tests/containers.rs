@@ -11,6 +11,7 @@ use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::{ContainerSpec, kernel_release};
 use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
+use hull_e2e::inspect::inspect;
 use hull_e2e::vm::VmConfig;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use hull_protocols::client::AgentClient;
@@ -503,53 +504,6 @@ async fn limits_hold_and_removal_leaves_nothing_behind() -> Result<()> {
 
     guest.power_off().await?;
     Ok(())
-}
-
-/// What an inspector container saw of the guest.
-#[derive(Debug)]
-struct Inspection {
-    /// `mount point, fstype, source` of each line of PID 1's mountinfo.
-    mounts: Vec<String>,
-    /// cgroup directories, the inspectors' own left out.
-    cgroups: Vec<String>,
-    /// Command lines of the guest's processes.
-    processes: Vec<String>,
-}
-
-async fn inspect(guest: &SandboxGuest, id: &str) -> Result<Inspection> {
-    let script = "echo @mounts; while read -r _ _ _ _ point _ rest; do \
-           echo \"$point ${rest#*- }\"; done < /proc/1/mountinfo; \
-         echo @cgroups; find /sys/fs/cgroup -type d; \
-         echo @processes; for p in /proc/[0-9]*; do \
-           [ -r $p/cmdline ] && tr '\\0' ' ' < $p/cmdline && echo; done; true";
-    let spec = ContainerSpec::shell(script)
-        .in_guest_pid_namespace()
-        .bind_read_only("/sys/fs/cgroup", "/sys/fs/cgroup");
-    let out = guest.run_container(id, &spec).await?;
-    ensure!(out.status == 0, "{id}: {out:?}");
-    let text = out.stdout.text();
-    let section = |name: &str| -> Vec<String> {
-        text.split('@')
-            .find_map(|s| s.strip_prefix(name))
-            .unwrap_or_default()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
-    let mut mounts = section("mounts\n");
-    mounts.sort();
-    let mut cgroups: Vec<String> = section("cgroups\n")
-        .into_iter()
-        .filter(|c| !c.contains("inspect-"))
-        .collect();
-    cgroups.sort();
-    Ok(Inspection {
-        mounts,
-        cgroups,
-        processes: section("processes\n"),
-    })
 }
 
 fn host_release() -> Result<String> {

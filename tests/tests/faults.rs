@@ -1,5 +1,7 @@
 //! Faults a real deployment meets, in a real guest: the agent killed under a running
-//! container, restarted by hull-init, and the sandbox rebuilt afterwards.
+//! container, restarted by hull-init, and the sandbox rebuilt afterwards; stalled frames;
+//! the guest out of memory; virtiofsd dying under a container; DestroySandbox under heavy
+//! writes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -9,6 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::ContainerSpec;
 use hull_e2e::guest::{SandboxGuest, sandbox_request};
+use hull_e2e::inspect::inspect;
 use hull_e2e::vm::VmConfig;
 use hull_protocols::agent::CreateContainerRequest;
 use hull_protocols::client::{AgentClient, ClientError};
@@ -271,5 +274,229 @@ async fn stalled_partial_frames_do_not_grow_the_agent() -> Result<()> {
     );
     steady.remove().await?;
     guest.power_off().await?;
+    Ok(())
+}
+
+/// `Health.Check` answers SERVING.
+async fn serving(client: &AgentClient) -> Result<()> {
+    use hull_protocols::health::health_check_response::ServingStatus;
+    let health = client.check().await.context("Health.Check")?;
+    ensure!(
+        health.status.enum_value() == Ok(ServingStatus::SERVING),
+        "the agent answers {:?}",
+        health.status
+    );
+    Ok(())
+}
+
+/// The guest's memory runs out (a container without a memory limit allocates more than
+/// the guest has): the kernel's OOM killer ends container processes, never init or the
+/// agent, and GetOOMEvent names the container (the agent watches `oom_kill` in each
+/// container's `memory.events`, which counts global OOM kills of the cgroup's processes
+/// too). Then, on the same guest: DestroySandbox while containers write as fast as they
+/// can powers the VM off within 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_memory_pressure_spares_init_and_the_agent() -> Result<()> {
+    const DESTROY_DEADLINE: Duration = Duration::from_secs(10);
+    let guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
+    let before = inspect(&guest, "inspect-0").await?;
+    let oom_events = tokio::spawn({
+        let client = guest.client.clone().with_timeout(Duration::ZERO);
+        async move { client.get_oom_event().await }
+    });
+    // Six copies holding 48 MiB each need more than the 256 MiB guest has.
+    let pressure = ContainerSpec::shell(
+        "for i in 1 2 3 4 5 6; do dd if=/dev/zero of=/dev/null bs=48M count=20 2>/dev/null & \
+         done; wait; echo done",
+    );
+    let run = guest.run_container("pressure", &pressure).await?;
+    let event = tokio::time::timeout(Duration::from_secs(30), oom_events)
+        .await
+        .context("no OOM event within 30 s of the pressure")???;
+    ensure!(event == "pressure", "the OOM event names {event:?}");
+    let console = guest.vm().console();
+    let kills: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("Out of memory: Killed process") || l.contains("oom-kill:"))
+        .collect();
+    for line in &kills {
+        eprintln!("{line}");
+    }
+    ensure!(
+        console.contains("Out of memory: Killed process"),
+        "the kernel's (global) OOM killer did not run (status {}, stderr {:?}); console:\n{console}",
+        run.status,
+        run.stderr.text()
+    );
+    ensure!(
+        !console.contains("Memory cgroup out of memory"),
+        "a cgroup limit, not the guest's memory, ran out"
+    );
+    serving(&guest.client).await?;
+    let after = inspect(&guest, "inspect-1").await?;
+    ensure!(
+        after.agent.pid == before.agent.pid,
+        "the agent's pid changed: {} → {}",
+        before.agent.pid,
+        after.agent.pid
+    );
+    // PID 1 cannot be replaced: had the OOM killer ended init, the kernel would have
+    // panicked and the VM would be gone.
+    ensure!(
+        !guest.vm().console().contains("Kernel panic"),
+        "the guest kernel panicked"
+    );
+    eprintln!(
+        "memory pressure: {} OOM kills, agent pid {} and init survived, MemAvailable {} KiB \
+         before, {} KiB after",
+        kills
+            .iter()
+            .filter(|l| l.contains("Out of memory: Killed process"))
+            .count(),
+        after.agent.pid,
+        before.mem_available_kib,
+        after.mem_available_kib
+    );
+
+    // Containers writing as fast as they can: to stdout (read by the host), to the share
+    // and to tmpfs.
+    let mut writers = Vec::new();
+    for (id, script) in [
+        ("w-stdout", "while :; do head -c 16777216 /dev/zero; done"),
+        (
+            "w-share",
+            "while :; do dd if=/dev/zero of=/big bs=1M count=8 2>/dev/null; done",
+        ),
+        (
+            "w-tmpfs",
+            "while :; do dd if=/dev/zero of=/dev/shm/big bs=1M count=16 2>/dev/null; done",
+        ),
+    ] {
+        let container = guest
+            .start_container(id, &ContainerSpec::shell(script))
+            .await?;
+        writers.push(container.readers("", false));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let took = guest.power_off().await?;
+    eprintln!("DestroySandbox with 3 containers writing heavily: off after {took:.1?}");
+    ensure!(
+        took <= DESTROY_DEADLINE,
+        "the VM powered off {took:?} after DestroySandbox (allowed {DESTROY_DEADLINE:?})"
+    );
+    drop(writers);
+    Ok(())
+}
+
+/// virtiofsd dies under a running container: calls that touch the share fail within a
+/// bounded time with an error that says what went wrong, the agent keeps serving, and
+/// DestroySandbox still powers the VM off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_virtiofsd_fails_calls_clearly_and_the_guest_still_powers_off() -> Result<()> {
+    const BOUND: Duration = Duration::from_secs(30);
+    let mut guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
+    let runner = guest
+        .start_container("runner", &ContainerSpec::new(["sleep", "600"]))
+        .await?;
+    guest.busybox_rootfs("late")?;
+    guest.vm_mut().kill_virtiofsd(0)?;
+    eprintln!("virtiofsd killed");
+
+    // A container whose rootfs is in the share: refused within the bound.
+    let late = CreateContainerRequest {
+        container_id: "late".into(),
+        exec_id: "late".into(),
+        OCI: Some(ContainerSpec::new(["true"]).to_proto("late")?).into(),
+        ..Default::default()
+    };
+    let bounded = guest
+        .client
+        .clone()
+        .with_timeout(BOUND + Duration::from_secs(5));
+    let asked = Instant::now();
+    let answer = bounded.create_container(&late).await;
+    let took = asked.elapsed();
+    eprintln!("CreateContainer with the share's virtiofsd dead: {answer:?} after {took:.1?}");
+    match &answer {
+        Ok(()) => bail!("CreateContainer succeeded with the share gone"),
+        Err(e) => ensure!(
+            e.rpc_code() == Some(Code::DEADLINE_EXCEEDED) && e.to_string().contains("late/rootfs"),
+            "CreateContainer: {e}"
+        ),
+    }
+    ensure!(took <= BOUND, "the refusal took {took:?}");
+    // An exec into the running container, whose root is in the share: bounded too.
+    let exec = hull_protocols::agent::ExecProcessRequest {
+        container_id: "runner".into(),
+        exec_id: "probe".into(),
+        process: Some(ContainerSpec::new(["true"]).process_proto()?).into(),
+        ..Default::default()
+    };
+    let asked = Instant::now();
+    let answer = bounded.exec_process(&exec).await;
+    let took = asked.elapsed();
+    eprintln!("ExecProcess with the share's virtiofsd dead: {answer:?} after {took:.1?}");
+    match &answer {
+        Ok(()) => bail!("ExecProcess succeeded with the container's root gone"),
+        Err(e) => ensure!(
+            e.rpc_code() == Some(Code::DEADLINE_EXCEEDED) && e.to_string().contains("rootfs"),
+            "ExecProcess: {e}"
+        ),
+    }
+    ensure!(took <= BOUND, "ExecProcess took {took:?}");
+    serving(&guest.client).await?;
+    // The running container still answers calls that do not touch the share.
+    runner
+        .stats()
+        .await
+        .context("StatsContainer of the running container")?;
+    let took = guest.power_off().await?;
+    eprintln!("DestroySandbox with the share's virtiofsd dead: off after {took:.1?}");
+    Ok(())
+}
+
+/// vhost-device-vsock answers no CONNECT at all (its worker wedged; here it is stopped
+/// with SIGSTOP once init has started the agent): the harness notices within its bound,
+/// boots the guest again with a fresh backend, says so in its diagnostics, and the agent
+/// answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wedged_vsock_backend_is_noticed_and_the_guest_booted_again() -> Result<()> {
+    use hull_e2e::vm::Vm;
+    let config = VmConfig::new(GuestArtifacts::locate()?);
+    if config.vmm != hull_e2e::vm::Vmm::Qemu {
+        eprintln!("only QEMU runs vhost-device-vsock; nothing to wedge");
+        return Ok(());
+    }
+    let mut vm = Vm::boot(&config)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !vm.console().contains("init: agent started") {
+        ensure!(
+            Instant::now() < deadline,
+            "init did not start the agent:\n{}",
+            vm.console()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vm.stop_vsock_backend()?;
+    let asked = Instant::now();
+    let (client, _) = vm.wait_for_agent(Duration::from_secs(120)).await?;
+    let took = asked.elapsed();
+    ensure!(
+        vm.restarts() == 1,
+        "the guest was booted {} more times",
+        vm.restarts()
+    );
+    let diagnostics = vm.diagnostics();
+    ensure!(
+        diagnostics.contains("answered no CONNECT") && diagnostics.contains("console-1.log"),
+        "the diagnostics do not tell of the restart:\n{diagnostics}"
+    );
+    serving(&client).await?;
+    eprintln!(
+        "a wedged vsock backend: noticed and the guest booted again, agent ready {took:.1?} after the wedge"
+    );
+    vm.power_off_through_agent(&client, Duration::from_secs(30))
+        .await?;
+    vm.finish();
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! to be a block device.
 
 pub mod container;
+pub mod cpu_mem;
 pub mod pci;
 pub mod uevent;
 

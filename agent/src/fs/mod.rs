@@ -8,5 +8,6 @@
 
 pub mod confine;
 pub mod copy;
+pub mod responsive;
 
 pub use confine::{ConfineError, ConfinedPath, ConfinedRoot, Scope, relative_to};

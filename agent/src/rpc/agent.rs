@@ -8,21 +8,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocols::agent::{
-    AddARPNeighborsRequest, AddSwapPathRequest, AddSwapRequest, CloseStdinRequest,
+    AddARPNeighborsRequest, AddSwapPathRequest, AddSwapRequest, CloseStdinRequest, CopyFileRequest,
     CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
-    GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, Interfaces,
-    ListInterfacesRequest, ListRoutesRequest, OOMEvent, PauseContainerRequest, ReadStreamRequest,
-    ReadStreamResponse, RemoveContainerRequest, RemoveStaleVirtiofsShareMountsRequest,
-    ResizeVolumeRequest, ResumeContainerRequest, Routes, SignalProcessRequest,
-    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest,
-    UpdateContainerRequest, UpdateEphemeralMountsRequest, UpdateInterfaceRequest,
-    UpdateRoutesRequest, VolumeStatsRequest, WaitProcessRequest, WaitProcessResponse,
-    WriteStreamRequest, WriteStreamResponse,
+    GetDiagnosticDataRequest, GetDiagnosticDataResponse, GetIPTablesRequest, GetIPTablesResponse,
+    GetMetricsRequest, GetOOMEventRequest, GuestDetailsRequest, GuestDetailsResponse, Interfaces,
+    ListInterfacesRequest, ListRoutesRequest, MemAgentCompactConfig, MemAgentMemcgConfig,
+    MemHotplugByProbeRequest, Metrics, OOMEvent, OnlineCPUMemRequest, PauseContainerRequest,
+    ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
+    RemoveStaleVirtiofsShareMountsRequest, ReseedRandomDevRequest, ResizeVolumeRequest,
+    ResumeContainerRequest, Routes, SetGuestDateTimeRequest, SetIPTablesRequest,
+    SetIPTablesResponse, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
+    UpdateEphemeralMountsRequest, UpdateInterfaceRequest, UpdateRoutesRequest, VolumeStatsRequest,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 // The guest services (CopyFile, SetGuestDateTime, ReseedRandomDev, GetMetrics).
-use hull_protocols::agent::{
-    CopyFileRequest, GetMetricsRequest, Metrics, ReseedRandomDevRequest, SetGuestDateTimeRequest,
-};
 use hull_protocols::agent_ttrpc::AgentService;
 use hull_protocols::csi::VolumeStatsResponse;
 use hull_protocols::types::Interface;
@@ -30,11 +30,12 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, guest, network, oci, sandbox, volume};
+use super::{container, cpu_mem, guest, guest_admin, network, oci, sandbox, volume};
+use crate::diagnostic::LogType;
 use crate::error::AgentError;
 use crate::fs::copy;
 use crate::sandbox::{OutputStream, Sandbox};
-use crate::{entropy, guest_clock, metrics};
+use crate::{entropy, guest_clock, iptables, metrics};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
 pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
@@ -72,6 +73,13 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "SetGuestDateTime",
     "ReseedRandomDev",
     "GetMetrics",
+    "OnlineCPUMem",
+    "MemHotplugByProbe",
+    "MemAgentMemcgSet",
+    "MemAgentCompactSet",
+    "GetDiagnosticData",
+    "GetIPTables",
+    "SetIPTables",
 ];
 
 /// The AgentService implementation.
@@ -367,6 +375,26 @@ impl AgentService for AgentRpc {
         Ok(Empty::new())
     }
 
+    async fn online_cpu_mem(
+        &self,
+        _ctx: &TtrpcContext,
+        req: OnlineCPUMemRequest,
+    ) -> ttrpc::Result<Empty> {
+        let request = cpu_mem::online_request(&req);
+        self.sandbox.cpu_mem().online(request).await.map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn mem_hotplug_by_probe(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemHotplugByProbeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let addresses = cpu_mem::probe_addresses(&req);
+        self.sandbox.cpu_mem().probe(addresses).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
     async fn get_oom_event(
         &self,
         _ctx: &TtrpcContext,
@@ -428,6 +456,29 @@ impl AgentService for AgentRpc {
         Ok(Empty::new())
     }
 
+    async fn mem_agent_memcg_set(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemAgentMemcgConfig,
+    ) -> ttrpc::Result<Empty> {
+        let update = guest_admin::memcg_update(&req);
+        self.sandbox.mem_agent().set_memcg(&update).map_err(fail)?;
+        Ok(Empty::new())
+    }
+
+    async fn mem_agent_compact_set(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemAgentCompactConfig,
+    ) -> ttrpc::Result<Empty> {
+        let update = guest_admin::compact_update(&req);
+        self.sandbox
+            .mem_agent()
+            .set_compact(&update)
+            .map_err(fail)?;
+        Ok(Empty::new())
+    }
+
     async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
         let shared_dir = self.sandbox.storages().run_dir().join(copy::SHARED_DIR);
         let request = guest::copy_request(req);
@@ -474,6 +525,44 @@ impl AgentService for AgentRpc {
         _req: GetMetricsRequest,
     ) -> ttrpc::Result<Metrics> {
         Ok(guest::metrics_to_proto(self.metrics.gather()))
+    }
+
+    async fn get_diagnostic_data(
+        &self,
+        _ctx: &TtrpcContext,
+        req: GetDiagnosticDataRequest,
+    ) -> ttrpc::Result<GetDiagnosticDataResponse> {
+        let data = match LogType::parse(&req.log_type).map_err(fail)? {
+            LogType::TerminationLog => self.sandbox.termination_log(&req.container_id),
+        };
+        Ok(GetDiagnosticDataResponse {
+            data: data.map_err(fail)?,
+            ..Default::default()
+        })
+    }
+
+    async fn get_ip_tables(
+        &self,
+        _ctx: &TtrpcContext,
+        req: GetIPTablesRequest,
+    ) -> ttrpc::Result<GetIPTablesResponse> {
+        let family = guest_admin::ip_family(req.is_ipv6);
+        Ok(GetIPTablesResponse {
+            data: iptables::save(family).await.map_err(fail)?,
+            ..Default::default()
+        })
+    }
+
+    async fn set_ip_tables(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetIPTablesRequest,
+    ) -> ttrpc::Result<SetIPTablesResponse> {
+        let family = guest_admin::ip_family(req.is_ipv6);
+        Ok(SetIPTablesResponse {
+            data: iptables::restore(family, req.data).await.map_err(fail)?,
+            ..Default::default()
+        })
     }
 }
 

@@ -11,8 +11,10 @@
 
 mod agent;
 pub mod container;
+pub mod cpu_mem;
 pub mod device;
 pub mod guest;
+pub mod guest_admin;
 mod health;
 pub mod network;
 pub mod oci;

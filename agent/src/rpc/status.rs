@@ -12,12 +12,16 @@ use ttrpc::Code;
 
 use crate::device::DeviceError;
 use crate::device::container::ContainerDeviceError;
+use crate::device::cpu_mem::CpuMemError;
+use crate::diagnostic::DiagnosticError;
 use crate::entropy::EntropyError;
 use crate::error::AgentError;
 use crate::fs::ConfineError;
 use crate::fs::copy::CopyFileError;
 use crate::guest_clock::ClockError;
 use crate::hooks::HookError;
+use crate::iptables::IptablesError;
+use crate::mem_agent::MemAgentError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::sandbox::shared_mounts::SharedMountError;
@@ -49,6 +53,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Hostname { .. } | AgentError::Dns { .. } | AgentError::Io { .. } => {
             Code::INTERNAL
         }
+        AgentError::Unresponsive { .. } => Code::DEADLINE_EXCEEDED,
         AgentError::Container(e) => container_code(e),
         AgentError::Devices(e) => container_device_code(e),
         AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
@@ -61,6 +66,10 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::CopyFile(e) => copy_file_code(e),
         AgentError::Clock(e) => clock_code(e),
         AgentError::Entropy(e) => entropy_code(e),
+        AgentError::CpuMem(e) => cpu_mem_code(e),
+        AgentError::MemAgent(e) => mem_agent_code(e),
+        AgentError::Diagnostic(e) => diagnostic_code(e),
+        AgentError::Iptables(e) => iptables_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -102,6 +111,50 @@ fn errno_code(errno: nix::errno::Errno) -> Code {
         Errno::EPERM | Errno::EACCES => Code::PERMISSION_DENIED,
         Errno::ENOSPC | Errno::EDQUOT => Code::RESOURCE_EXHAUSTED,
         _ => Code::INTERNAL,
+    }
+}
+
+/// A probe the kernel refuses says why by its errno: memory there already (EEXIST), an
+/// address beyond what it can address (E2BIG, ERANGE) or not a block's start (EINVAL).
+fn cpu_mem_code(error: &CpuMemError) -> Code {
+    match error {
+        CpuMemError::NoProbeFile { .. } => Code::FAILED_PRECONDITION,
+        CpuMemError::UnalignedProbe { .. } => Code::INVALID_ARGUMENT,
+        CpuMemError::Probe { source, .. } => match source.raw_os_error() {
+            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
+            Some(libc::EINVAL | libc::E2BIG | libc::ERANGE) => Code::INVALID_ARGUMENT,
+            _ => Code::INTERNAL,
+        },
+        CpuMemError::CpusTimeout { .. } => Code::DEADLINE_EXCEEDED,
+        CpuMemError::Online { .. } | CpuMemError::Sysfs { .. } => Code::INTERNAL,
+    }
+}
+
+fn mem_agent_code(error: &MemAgentError) -> Code {
+    match error {
+        MemAgentError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        MemAgentError::Io { .. } | MemAgentError::Parse { .. } | MemAgentError::Compact(_) => {
+            Code::INTERNAL
+        }
+    }
+}
+
+fn diagnostic_code(error: &DiagnosticError) -> Code {
+    match error {
+        DiagnosticError::UnknownType { .. } => Code::INVALID_ARGUMENT,
+        DiagnosticError::NoTerminationPath { .. } | DiagnosticError::NoTerminationMount { .. } => {
+            Code::FAILED_PRECONDITION
+        }
+        DiagnosticError::Read { .. } => Code::INTERNAL,
+    }
+}
+
+fn iptables_code(error: &IptablesError) -> Code {
+    match error {
+        IptablesError::Missing { .. } => Code::FAILED_PRECONDITION,
+        IptablesError::Rejected { .. } => Code::INVALID_ARGUMENT,
+        IptablesError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+        IptablesError::Failed { .. } | IptablesError::Spawn { .. } => Code::INTERNAL,
     }
 }
 
@@ -518,6 +571,47 @@ mod tests {
                 Code::FAILED_PRECONDITION,
             ),
             (
+                CpuMemError::NoProbeFile {
+                    path: "/sys/devices/system/memory/probe".into(),
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                CpuMemError::UnalignedProbe {
+                    addr: 1,
+                    block_size: 0x800_0000,
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CpuMemError::Probe {
+                    addr: 0x1_0000_0000,
+                    source: std::io::Error::from_raw_os_error(libc::EEXIST),
+                }
+                .into(),
+                Code::ALREADY_EXISTS,
+            ),
+            (
+                CpuMemError::Probe {
+                    addr: 1 << 50,
+                    source: std::io::Error::from_raw_os_error(libc::E2BIG),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                CpuMemError::CpusTimeout {
+                    wanted: 2,
+                    online: 1,
+                    waited: std::time::Duration::from_secs(5),
+                    last_error: None,
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
                 AgentError::KernelModules { names: "m".into() },
                 Code::UNIMPLEMENTED,
             ),
@@ -670,6 +764,66 @@ mod tests {
         for (error, code) in cases.into_iter().chain(more) {
             match status(error) {
                 ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn guest_admin_errors_map_to_their_codes() {
+        let cases: [(AgentError, Code); 6] = [
+            (
+                MemAgentError::Invalid {
+                    field: "compact_order",
+                    reason: "x".into(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                DiagnosticError::UnknownType { name: "x".into() }.into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                DiagnosticError::NoTerminationPath {
+                    container: "c".into(),
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                IptablesError::Missing {
+                    tool: "iptables-save",
+                }
+                .into(),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                IptablesError::Rejected {
+                    tool: "iptables-restore",
+                    code: 2,
+                    stderr: String::new(),
+                }
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                IptablesError::Failed {
+                    tool: "iptables-save",
+                    code: 1,
+                    stderr: String::new(),
+                }
+                .into(),
+                Code::INTERNAL,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            match status(error) {
+                ttrpc::Error::RpcStatus(s) => {
+                    assert_eq!(s.code(), code);
+                    assert_eq!(s.message(), message);
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -36,8 +36,12 @@ use tokio::sync::watch;
 use crate::config::AgentConfig;
 use crate::device::DeviceWaiter;
 use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
+use crate::device::cpu_mem::{self, CpuMem};
+use crate::diagnostic::{self, TerminationLog};
 use crate::error::AgentError;
+use crate::fs::responsive::{ROOTFS_ANSWER_TIMEOUT, answers_within};
 use crate::hooks::{GuestHooks, HookKind, HookState, run_hooks};
+use crate::mem_agent::MemAgent;
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
 use hull_container::hooks::SpecHooks;
@@ -68,6 +72,8 @@ pub struct Sandbox {
     /// Waits for the devices containers are given (`agent.hotplug_timeout`).
     devices: DeviceWaiter,
     network: Network,
+    /// Onlines hot-plugged vCPUs and memory (OnlineCPUMem, MemHotplugByProbe).
+    cpu_mem: CpuMem,
     /// Serializes CreateSandbox and DestroySandbox.
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// What CreateSandbox recorded, for containers to read.
@@ -88,6 +94,10 @@ pub struct Sandbox {
     container_hooks: Mutex<HashMap<String, ContainerHooks>>,
     /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
     bundle_base: PathBuf,
+    /// Each container's termination message, as its spec placed it (GetDiagnosticData).
+    termination_logs: Mutex<HashMap<String, TerminationLog>>,
+    /// The memory agent (MemAgentMemcgSet, MemAgentCompactSet).
+    mem_agent: MemAgent,
 }
 
 /// What a container's hooks need after `CreateContainer`.
@@ -192,6 +202,7 @@ impl Sandbox {
             storages: Storages::new(config.run_dir.clone(), devices.clone()),
             devices,
             network: Network::default(),
+            cpu_mem: CpuMem::guest(config.hotplug_timeout.max(cpu_mem::MIN_CPU_WAIT)),
             lifecycle: tokio::sync::Mutex::new(Lifecycle::default()),
             info: Mutex::new(None),
             containers: Containers::new(ContainerSettings {
@@ -205,6 +216,8 @@ impl Sandbox {
             hooks: Mutex::new(GuestHooks::default()),
             container_hooks: Mutex::new(HashMap::new()),
             bundle_base: config.run_dir.clone(),
+            termination_logs: Mutex::new(HashMap::new()),
+            mem_agent: MemAgent::new(&config.cgroup_root, Path::new("/proc")),
         }
     }
 
@@ -263,6 +276,15 @@ impl Sandbox {
         if self.containers.get(id).is_ok() {
             return Err(ContainerError::ContainerExists(id.into()).into());
         }
+        if let Some(rootfs) = spec.root().as_ref().map(|r| r.path().clone())
+            && rootfs.is_absolute()
+            && !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await
+        {
+            return Err(AgentError::Unresponsive {
+                path: rootfs,
+                timeout: ROOTFS_ANSWER_TIMEOUT,
+            });
+        }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
         let spec = match self.pod_namespaces.lock().as_deref() {
             Ok(Some(pod)) => pod.rewrite(spec),
@@ -274,8 +296,14 @@ impl Sandbox {
         };
         let spec = self.with_devices(spec, &devices).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
+        let termination_log = diagnostic::termination_log_of(&spec);
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
+                if let Some(log) = termination_log
+                    && let Ok(mut logs) = self.termination_logs.lock()
+                {
+                    logs.insert(id.to_string(), log);
+                }
                 if !refs.is_empty()
                     && let Ok(mut held) = self.container_storages.lock()
                 {
@@ -469,6 +497,9 @@ impl Sandbox {
         if let Ok(mut names) = self.container_names.lock() {
             names.remove(id);
         }
+        if let Ok(mut logs) = self.termination_logs.lock() {
+            logs.remove(id);
+        }
         let state = self.hook_state(id, "stopped", 0);
         if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
             tracing::warn!(container = id, error = %e, "poststop hook");
@@ -491,10 +522,31 @@ impl Sandbox {
         Ok(())
     }
 
+    /// `GetDiagnosticData`'s `termination_log`: the container's termination message.
+    pub fn termination_log(&self, id: &str) -> Result<String, AgentError> {
+        self.containers.get(id)?;
+        let log = self
+            .termination_logs
+            .lock()
+            .ok()
+            .and_then(|logs| logs.get(id).cloned());
+        Ok(diagnostic::container_termination_log(id, log.as_ref())?)
+    }
+
+    /// The memory agent.
+    pub fn mem_agent(&self) -> &MemAgent {
+        &self.mem_agent
+    }
+
     /// The same sandbox with `network` (settings from the agent's configuration).
     pub fn with_network(mut self, network: Network) -> Self {
         self.network = network;
         self
+    }
+
+    /// Onlines hot-plugged vCPUs and memory, and adds memory by probe.
+    pub fn cpu_mem(&self) -> &CpuMem {
+        &self.cpu_mem
     }
 
     /// The guest's network (the agent's own network namespace).
@@ -657,6 +709,15 @@ impl Sandbox {
         exec_id: &str,
         process: &OciProcess,
     ) -> Result<(), AgentError> {
+        // The process starts from the container's root: a root that does not answer
+        // would hold the exec for the helper's whole setup timeout.
+        let rootfs = self.containers.get(id)?.rootfs().to_path_buf();
+        if !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await {
+            return Err(AgentError::Unresponsive {
+                path: rootfs,
+                timeout: ROOTFS_ANSWER_TIMEOUT,
+            });
+        }
         Ok(self.containers.exec(id, exec_id, process).await?)
     }
 

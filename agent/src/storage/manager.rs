@@ -10,6 +10,7 @@ use super::{
     StorageRequest, StorageSpec, VolumeStats, volume,
 };
 use crate::device::DeviceWaiter;
+use crate::fs::responsive::{STORAGE_ANSWER_TIMEOUT, answers_within};
 use crate::fs::{ConfinedRoot, Scope};
 use crate::mount::{MountError, MountOptions};
 
@@ -249,7 +250,9 @@ impl Storages {
     }
 
     /// Unmounts every storage, newest first, whoever holds it (the sandbox's end).
-    /// Returns what failed.
+    /// Returns what failed. A storage whose filesystem does not answer (a virtio-fs share
+    /// whose virtiofsd is gone) is left mounted: unmounting it would block the agent for
+    /// ever, and with it the guest's power-off.
     pub async fn release_all(&self) -> Vec<StorageError> {
         let mut table = self.table.lock().await;
         let Some(root) = table.root.clone() else {
@@ -257,6 +260,16 @@ impl Storages {
         };
         let mut errors = Vec::new();
         while let Some(entry) = table.entries.pop() {
+            if entry.mounted.mounted
+                && !answers_within(entry.mounted.path.clone(), STORAGE_ANSWER_TIMEOUT).await
+            {
+                tracing::warn!(
+                    mount_point = %entry.spec.mount_point.display(),
+                    timeout = ?STORAGE_ANSWER_TIMEOUT,
+                    "storage does not answer: left mounted (unmounting it would block for ever)"
+                );
+                continue;
+            }
             if let Err(e) = take_down(&root, &entry) {
                 tracing::warn!(error = %e, "unmounting a storage at the sandbox's end");
                 errors.push(e);

@@ -4,7 +4,9 @@
 
 pub mod container;
 pub mod guest;
+pub mod guest_admin;
 pub mod health;
+pub mod hotplug;
 pub mod network;
 pub mod sandbox;
 pub mod volume;
@@ -14,7 +16,9 @@ use hull_protocols::AgentClient;
 
 pub use container::ContainerCommand;
 pub use guest::GuestCommand;
+pub use guest_admin::GuestAdminCommand;
 pub use health::HealthCommand;
+pub use hotplug::HotplugCommand;
 pub use network::NetworkCommand;
 pub use sandbox::SandboxCommand;
 pub use volume::VolumeCommand;
@@ -34,6 +38,9 @@ pub enum Command {
     /// The guest's network.
     #[command(flatten)]
     Network(NetworkCommand),
+    /// Hot-plugged vCPUs and memory.
+    #[command(flatten)]
+    Hotplug(HotplugCommand),
     /// Containers and their processes.
     #[command(flatten)]
     Container(ContainerCommand),
@@ -43,6 +50,9 @@ pub enum Command {
     /// Guest services: files, clock, entropy, metrics.
     #[command(flatten)]
     Guest(GuestCommand),
+    /// The memory agent, diagnostic data and the packet filter.
+    #[command(flatten)]
+    GuestAdmin(GuestAdminCommand),
 }
 
 /// What a command produced.
@@ -78,8 +88,10 @@ pub async fn run(
         Command::Health(c) => health::run(client, c).await,
         Command::Sandbox(c) => sandbox::run(client, c).await,
         Command::Network(c) => network::run(client, c).await,
+        Command::Hotplug(c) => hotplug::run(client, c).await,
         Command::Container(c) => container::run(client, c, format).await,
         Command::Volume(c) => volume::run(client, c).await,
         Command::Guest(c) => guest::run(client, c).await,
+        Command::GuestAdmin(c) => guest_admin::run(client, c).await,
     }
 }

@@ -75,6 +75,31 @@ fn inspect<H: FileHeader<Endian = Endianness>>(bytes: &[u8]) -> Result<ElfInfo, 
     })
 }
 
+/// The `DT_NEEDED` entries (the shared libraries it links against) of a 64-bit
+/// little-endian ELF file; empty for a static one.
+pub fn needed_libraries(bytes: &[u8]) -> Result<Vec<String>, String> {
+    use object::read::elf::Dyn;
+    let header = FileHeader64::<Endianness>::parse(bytes).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let sections = header.sections(endian, bytes).map_err(|e| e.to_string())?;
+    let Some((entries, strings_index)) =
+        sections.dynamic(endian, bytes).map_err(|e| e.to_string())?
+    else {
+        return Ok(Vec::new());
+    };
+    let strings = sections
+        .strings(endian, bytes, strings_index)
+        .map_err(|e| e.to_string())?;
+    let mut needed = Vec::new();
+    for entry in entries {
+        if entry.tag32(endian) == Some(object::elf::DT_NEEDED) {
+            let name = entry.string(endian, strings).map_err(|e| e.to_string())?;
+            needed.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    Ok(needed)
+}
+
 /// Builds a small but well-formed 64-bit little-endian ELF executable image: one
 /// `PT_LOAD` header and, when `interpreter` is given, a `PT_INTERP` header pointing at it.
 /// For tests (here and in the CLI tests); it is never run.

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod cpio;
 pub mod elf;
 mod error;
+pub mod iptables;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -75,6 +76,8 @@ pub struct InitrdRequest {
     pub agent: PathBuf,
     /// Host files to add (`--extra SRC:DST`).
     pub extras: Vec<Extra>,
+    /// Add the build host's iptables tools (`--with-iptables`, [`iptables`]).
+    pub with_iptables: bool,
     /// The guest architecture the binaries must be built for.
     pub arch: Arch,
     /// Modification time of every entry (`SOURCE_DATE_EPOCH`, or 0).
@@ -282,7 +285,12 @@ pub fn render(req: &InitrdRequest) -> Result<(Vec<u8>, usize, u64)> {
     let init = read_static_executable("init binary", &req.init, req.arch)?;
     let agent = read_static_executable("agent binary", &req.agent, req.arch)?;
     let extras = read_extras(&req.extras)?;
-    let archive = layout(init, agent, extras)?;
+    let mut archive = layout(init, agent, extras)?;
+    if req.with_iptables {
+        for (path, entry) in iptables::entries(Path::new("/"))? {
+            archive.add(&path, entry)?;
+        }
+    }
     let cpio = archive.to_bytes(req.mtime)?;
     let gz = compress::gzip(&cpio).map_err(io_err("compress", "initrd"))?;
     Ok((gz, archive.len(), cpio.len() as u64))
@@ -443,6 +451,7 @@ mod tests {
             init,
             agent,
             extras: vec![],
+            with_iptables: false,
             arch: Arch::X86_64,
             mtime: 0,
         }

@@ -10,7 +10,8 @@
 //! `--debug-tools` adds Debian's static busybox as `/bin/busybox` with a symlink per
 //! applet (`/bin/sh`, `/bin/ls`...) and the debug-console marker
 //! ([`hull_common::DEBUG_CONSOLE_MARKER`]) that lets the agent serve a shell when the
-//! kernel command line asks (`agent.debug_console`); `--extra SRC:DST` adds files.
+//! kernel command line asks (`agent.debug_console`); `--extra SRC:DST` adds files;
+//! `--with-iptables` the host's iptables tools ([`initrd::iptables`]).
 //!
 //! The tree is first an in-memory [`Archive`] (sorted, checked paths), so its description
 //! ([`describe`]) and digest do not depend on the host filesystem; [`materialize`] then
@@ -81,6 +82,8 @@ pub struct RootfsRequest {
     pub busybox: Option<PathBuf>,
     /// Host files to add (`--extra SRC:DST`).
     pub extras: Vec<Extra>,
+    /// Add the build host's iptables tools (`--with-iptables`, [`initrd::iptables`]).
+    pub with_iptables: bool,
     /// The guest architecture the binaries must be built for.
     pub arch: Arch,
 }
@@ -249,7 +252,12 @@ pub fn assemble(req: &RootfsRequest) -> Result<Tree> {
         }
     };
     let extras = initrd::read_extras(&req.extras)?;
-    let archive = layout(init, agent, busybox, extras)?;
+    let mut archive = layout(init, agent, busybox, extras)?;
+    if req.with_iptables {
+        for (path, entry) in initrd::iptables::entries(Path::new("/"))? {
+            archive.add(&path, entry)?;
+        }
+    }
     Ok(describe(archive))
 }
 

@@ -199,6 +199,16 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, VmArgsError> {
         ]);
     }
     if let Some(hotplug) = &spec.hotplug {
+        if hotplug.root_ports > Hotplug::MAX_ROOT_PORTS {
+            return Err(VmArgsError::Unsupported {
+                vmm: Vmm::Qemu,
+                what: format!(
+                    "place {} PCIe root ports: slots 0x18 to 0x1e hold {} at most",
+                    hotplug.root_ports,
+                    Hotplug::MAX_ROOT_PORTS
+                ),
+            });
+        }
         for i in 0..hotplug.root_ports {
             args.extend([
                 "-device".into(),
@@ -469,5 +479,15 @@ mod tests {
         assert!(devices.contains(&"pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=0x18"));
         assert!(devices.contains(&"pcie-root-port,id=rp1,bus=pcie.0,chassis=2,addr=0x19"));
         assert_eq!(Hotplug::root_port_device_pci_path(1), "19/00");
+
+        let crowded = VmSpec {
+            hotplug: Some(Hotplug {
+                root_ports: Hotplug::MAX_ROOT_PORTS + 1,
+                ..spec.hotplug.unwrap()
+            }),
+            ..spec
+        };
+        let err = argv(&crowded).unwrap_err().to_string();
+        assert!(err.contains("8 PCIe root ports"), "{err}");
     }
 }

@@ -88,7 +88,8 @@ pub struct Hotplug {
     pub max_memory_mib: u64,
     /// The number of `pcie-root-port`s, `rp0`, `rp1`, ..., at slots
     /// [`Hotplug::FIRST_ROOT_PORT_SLOT`] and up of the root bus: a device hot-plugged
-    /// into `rpN` sits at slot 0 behind it, Kata PCI path `{port slot:02x}/00`.
+    /// into `rpN` sits at slot 0 behind it, Kata PCI path `{port slot:02x}/00`. At most
+    /// [`Hotplug::MAX_ROOT_PORTS`].
     pub root_ports: u8,
 }
 
@@ -97,9 +98,13 @@ impl Hotplug {
     /// slots QEMU assigns itself from 01 up and of the harness's disks at 0x10).
     pub const FIRST_ROOT_PORT_SLOT: u8 = 0x18;
 
-    /// The root-bus slot of root port `index`.
+    /// The most root ports: slots 0x18 to 0x1e (q35's ICH9 functions sit at 0x1f).
+    pub const MAX_ROOT_PORTS: u8 = 7;
+
+    /// The root-bus slot of root port `index` (past [`Hotplug::MAX_ROOT_PORTS`] it is not
+    /// one QEMU gets: [`crate::vm_args::qemu::argv`] refuses that many).
     pub fn root_port_slot(index: u8) -> u8 {
-        Self::FIRST_ROOT_PORT_SLOT + index
+        Self::FIRST_ROOT_PORT_SLOT.saturating_add(index)
     }
 
     /// The Kata PCI path (`{port slot:02x}/00`) of the device hot-plugged into root port
