@@ -25,11 +25,12 @@
 //! | a hot-plugged disk | `Device` `blk`, its PCI path as `id` | the same |
 //! | UpdateInterface | device and name, addresses, MTU, MAC, the endpoint's type (`virtual` for a veth pair), `IFF_NOARP` of the flags, the NIC's PCI path | the same but the host link's kind (`veth`) as type and no PCI path (found by MAC) |
 //! | UpdateRoutes | each route with the device, family, scope, flags | the same |
+//! | OnlineCPUMem after growing the VM | twice: the new vCPU total with `cpu_only`, then 0 CPUs for memory; `wait` false | once: the vCPU total, CPUs and memory; `wait` false |
 
 use anyhow::{Context, Result};
 use hull_protocols::agent::{
     CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, Device, ExecProcessRequest,
-    Storage, UpdateContainerRequest,
+    OnlineCPUMemRequest, Storage, UpdateContainerRequest,
 };
 use hull_protocols::oci;
 use hull_protocols::oci_json;
@@ -327,6 +328,22 @@ impl KataRuntime {
             device: device.into(),
             family: IPFamily::v4.into(),
             ..Default::default()
+        }
+    }
+
+    /// OnlineCPUMem once the VM was grown to `cpus` vCPUs and given memory: the Go
+    /// runtime's `updateResources` onlines the CPUs (`cpu_only`, the new total) and then
+    /// the memory (0 CPUs); runtime-rs's `update_linux_resource` asks once for both.
+    pub fn online_cpu_mem(self, cpus: u32) -> Vec<OnlineCPUMemRequest> {
+        let request = |nb_cpus, cpu_only| OnlineCPUMemRequest {
+            wait: false,
+            nb_cpus,
+            cpu_only,
+            ..Default::default()
+        };
+        match self {
+            Self::Go => vec![request(cpus, true), request(0, false)],
+            Self::Rust => vec![request(cpus, false)],
         }
     }
 

@@ -4,7 +4,9 @@
 //! of the pod's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` (as both copy them
 //! when the VMM shares no file system); a pause container and an app container, the
 //! latter given a virtio-blk disk hot-plugged through QMP into a PCIe root port, by its
-//! PCI path; the two share the pod's IPC and UTS namespaces; runtime-rs's
+//! PCI path; a vCPU and a pc-dimm hot-plugged through QMP, onlined with OnlineCPUMem as
+//! each runtime asks, seen in the container's `/proc/cpuinfo` and `MemTotal`; the two
+//! containers share the pod's IPC and UTS namespaces; runtime-rs's
 //! `startContainer` hook runs inside the app container (the Go runtime strips hooks);
 //! ExecProcess with WriteStdin and ReadStdout; StatsContainer and UpdateContainer;
 //! SignalProcess, WaitProcess, RemoveContainer; DestroySandbox, and the VM powers off.
@@ -20,6 +22,7 @@ use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::kata_forms::{self, KataRuntime, SharedFile};
 use hull_e2e::nic::{self, NicConfig};
+use hull_e2e::qmp::Qmp;
 use hull_e2e::vm::{Hotplug, VmConfig};
 use hull_protocols::client::AgentClient;
 use hull_protocols::oci_spec::runtime::LinuxResources;
@@ -29,6 +32,10 @@ const HOSTNAME: &str = "podlife";
 const MAC: &str = "52:54:00:12:34:57";
 const SIGKILL: i32 = 9;
 const MIB: i64 = 1 << 20;
+/// The pc-dimm hot-plugged: one memory block of this guest.
+const DIMM_MIB: u64 = 128;
+/// How long the guest may take to handle an ACPI hot-plug under TCG.
+const GUEST_HANDLING: Duration = Duration::from_secs(60);
 /// What the host writes at the start of the hot-plugged disk (32 bytes).
 const DISK_MARKER: &str = "hull-pod-life-hotplugged-disk...";
 
@@ -56,6 +63,106 @@ fn line_with<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .map(str::trim)
+}
+
+/// Runs `script` as exec `exec_id` in container `ctr` (the runtime's shape); its stdout.
+async fn exec_sh(
+    client: &AgentClient,
+    runtime: KataRuntime,
+    ctr: &Container,
+    exec_id: &str,
+    script: &str,
+) -> Result<String> {
+    let req = runtime.exec_process(&ctr.id, exec_id, &ContainerSpec::shell(script))?;
+    client
+        .exec_process(&req)
+        .await
+        .with_context(|| format!("ExecProcess {script}"))?;
+    let readers = ctr.readers(exec_id, false);
+    let status = ctr.wait(exec_id).await?;
+    let (stdout, stderr) = readers.finish().await?;
+    ensure!(status == 0, "{script}: exit {status}: {}", stderr.text());
+    Ok(stdout.text())
+}
+
+/// The guest's CPUs and MemTotal (KiB), as a container's `/proc` shows them.
+async fn cpus_and_memory(
+    client: &AgentClient,
+    runtime: KataRuntime,
+    ctr: &Container,
+    exec_id: &str,
+) -> Result<(u32, u64)> {
+    let out = exec_sh(
+        client,
+        runtime,
+        ctr,
+        exec_id,
+        "grep -c ^processor /proc/cpuinfo; grep ^MemTotal: /proc/meminfo",
+    )
+    .await?;
+    let mut lines = out.lines();
+    let cpus = lines.next().and_then(|n| n.trim().parse().ok());
+    let kib = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok());
+    match (cpus, kib) {
+        (Some(cpus), Some(kib)) => Ok((cpus, kib)),
+        _ => bail!("cpuinfo and meminfo: {out:?}"),
+    }
+}
+
+/// Plugs the first free vCPU slot QEMU offers; returns its device id.
+fn plug_vcpu(qmp: &mut Qmp) -> Result<String> {
+    let cpus = qmp.execute("query-hotpluggable-cpus", None)?;
+    let free = cpus
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c.get("qom-path").is_none()))
+        .with_context(|| format!("no free vCPU slot in {cpus}"))?;
+    let id = "pod-cpu1".to_string();
+    let mut args = json!({ "driver": free["type"], "id": id });
+    for (key, value) in free["props"].as_object().into_iter().flatten() {
+        args[key] = value.clone();
+    }
+    qmp.execute("device_add", Some(args))
+        .context("device_add of a vCPU")?;
+    Ok(id)
+}
+
+/// Plugs a pc-dimm on shared memory (the vhost-user daemons map guest RAM) and waits
+/// for the guest's ACPI answer.
+fn plug_dimm(qmp: &mut Qmp, id: &str) -> Result<()> {
+    let backend = format!("{id}-mem");
+    qmp.execute(
+        "object-add",
+        Some(json!({
+            "qom-type": "memory-backend-memfd",
+            "id": backend,
+            "size": DIMM_MIB << 20,
+            "share": true,
+        })),
+    )
+    .context("object-add of a memory backend")?;
+    qmp.execute(
+        "device_add",
+        Some(json!({ "driver": "pc-dimm", "id": id, "memdev": backend })),
+    )
+    .context("device_add of a pc-dimm")?;
+    wait_acpi_ost(qmp, id)
+}
+
+/// Waits for the guest's `_OST` answer to the hot-plug of `device`: success.
+fn wait_acpi_ost(qmp: &mut Qmp, device: &str) -> Result<()> {
+    let event = qmp
+        .wait_event("ACPI_DEVICE_OST", GUEST_HANDLING, |data| {
+            data["info"]["device"] == device
+        })
+        .with_context(|| format!("the guest never answered the hot-plug of {device}"))?;
+    ensure!(
+        event["data"]["info"]["status"] == 0,
+        "the guest refused {device}: {event}"
+    );
+    Ok(())
 }
 
 async fn memory_limit(container: &Container) -> Result<u64> {
@@ -298,6 +405,26 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
     ensure!(
         memory_limit(&app_ctr).await? == 48 << 20,
         "updated to 48 MiB"
+    );
+
+    // The pod grows: a vCPU and a pc-dimm through QMP, onlined as the runtime asks.
+    let (cpus, mem_before) = cpus_and_memory(&client, runtime, &app_ctr, "before").await?;
+    ensure!(cpus == 1, "{cpus} CPUs before the hot-plug");
+    let cpu = plug_vcpu(guest.vm_mut().qmp()?)?;
+    plug_dimm(guest.vm_mut().qmp()?, "pod-dimm1")?;
+    for req in runtime.online_cpu_mem(2) {
+        client
+            .online_cpu_mem(&req)
+            .await
+            .with_context(|| format!("OnlineCPUMem {req:?}"))?;
+    }
+    wait_acpi_ost(guest.vm_mut().qmp()?, &cpu)?;
+    let (cpus, mem_after) = cpus_and_memory(&client, runtime, &app_ctr, "after").await?;
+    eprintln!("{runtime:?}: {cpus} CPUs, MemTotal {mem_before} → {mem_after} KiB");
+    ensure!(cpus == 2, "{cpus} CPUs in /proc/cpuinfo after the hot-plug");
+    ensure!(
+        mem_after >= mem_before + (DIMM_MIB << 10) * 9 / 10,
+        "MemTotal {mem_before} → {mem_after} KiB after a {DIMM_MIB} MiB dimm"
     );
 
     // Teardown as the runtimes do it: SIGKILL, WaitProcess, RemoveContainer, then the
