@@ -656,6 +656,23 @@ mod tests {
             .unwrap();
         assert_eq!(rust.OCI.Hooks.StartContainer[0].Path, "/bin/s");
         assert!(rust.OCI.Hooks.Prestart.is_empty());
+        let go_online = KataRuntime::Go.online_cpu_mem(2);
+        assert_eq!(
+            go_online
+                .iter()
+                .map(|r| (r.nb_cpus, r.cpu_only, r.wait))
+                .collect::<Vec<_>>(),
+            [(2, true, false), (0, false, false)]
+        );
+        let rust_online = KataRuntime::Rust.online_cpu_mem(2);
+        assert_eq!(
+            (
+                rust_online.len(),
+                rust_online[0].nb_cpus,
+                rust_online[0].cpu_only
+            ),
+            (1, 2, false)
+        );
         let with_disk = with_blk_device(rust, "18/00", "/dev/xda", (8, 0));
         assert_eq!(with_disk.devices[0].id, "18/00");
         assert_eq!(with_disk.OCI.Linux.Devices[0].Path, "/dev/xda");
