@@ -235,10 +235,12 @@ impl Sandbox {
         })
     }
 
-    /// `CreateContainer`: checks the container's devices, storages and shared mounts,
-    /// waits for the devices and puts their guest numbers into the spec, mounts the
-    /// storages (held for it until it is removed), creates the container and gives it
-    /// the shared mounts; on an error the storages are released (and the container
+    /// `CreateContainer`: checks the container's devices, storages, shared mounts and
+    /// hooks, points its `ipc`/`uts` namespaces at the pod's, waits for the devices and
+    /// puts their guest numbers into the spec, mounts the storages (held for it until it
+    /// is removed), creates the container (its `createContainer` hooks run then), gives it
+    /// the shared mounts and runs the guest and spec `prestart` hooks, then the spec's
+    /// `createRuntime` ones; on an error the storages are released (and the container
     /// removed).
     pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
         let ContainerRequest {
@@ -440,8 +442,9 @@ impl Sandbox {
         with_pid_namespace(spec, path)
     }
 
-    /// `StartContainer`: starts the workload, then runs the poststart hooks (whose
-    /// failures are logged, as OCI says).
+    /// `StartContainer`: starts the workload (its `startContainer` hooks run right before
+    /// it), then runs the guest and spec poststart hooks (whose failures are logged, as
+    /// OCI says).
     pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
         self.containers.start(id).await?;
         let pid = self.containers.get(id).map(|c| c.pid()).unwrap_or(0);
@@ -486,8 +489,8 @@ impl Sandbox {
         }
     }
 
-    /// `RemoveContainer`: removes the container, releases its storages, then runs the
-    /// poststop hooks (whose failures are logged).
+    /// `RemoveContainer`: removes the container, runs the guest and spec poststop hooks
+    /// (whose failures are logged), then releases its storages.
     pub async fn remove_container(
         &self,
         id: &str,
