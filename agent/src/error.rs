@@ -22,6 +22,7 @@ use crate::hooks::HookError;
 use crate::iptables::IptablesError;
 use crate::mem_agent::MemAgentError;
 use crate::network::NetworkError;
+use crate::sandbox::pod_namespaces::PodNamespaceError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
 use crate::swap::SwapError;
@@ -188,6 +189,9 @@ pub enum AgentError {
     /// A mount shared from another container (`shared_mounts`) could not be made.
     #[error(transparent)]
     SharedMount(#[from] SharedMountError),
+    /// The pod's IPC and UTS namespaces could not be made (`CreateSandbox`).
+    #[error(transparent)]
+    PodNamespaces(#[from] PodNamespaceError),
     /// A storage could not be set up or taken down.
     #[error(transparent)]
     Storage(#[from] StorageError),

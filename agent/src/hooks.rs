@@ -1,53 +1,36 @@
-//! Guest hooks: OCI hooks that live in the guest image, found under the directory
-//! `CreateSandbox` names in `guest_hook_path`, as Kata's agent runs them.
+//! Hooks the agent runs in its own namespaces, as Kata's agent does: guest hooks, found
+//! under the directory `CreateSandbox` names in `guest_hook_path`, and a container
+//! spec's `prestart`, `createRuntime`, `poststart` and `poststop` hooks (its
+//! `createContainer` and `startContainer` ones run inside the container:
+//! [`hull_container::hooks`]).
 //!
 //! `<path>/prestart/`, `<path>/poststart/` and `<path>/poststop/` hold executables, run in
-//! file-name order with the container's OCI state (`ociVersion`, `id`, `status`, `pid`,
-//! `bundle`) as JSON on standard input, in the agent's namespaces:
+//! file-name order with no arguments. Every hook gets the container's OCI state
+//! (`ociVersion`, `id`, `status`, `pid`, `bundle`, `annotations`) as JSON on standard
+//! input:
 //!
-//! - prestart: after the container is created, before its process can start; a failure
-//!   fails `CreateContainer` (and the container is removed);
+//! - prestart (guest, then the spec's) and createRuntime: after the container is
+//!   created, before its process can start; a failure fails `CreateContainer` (and the
+//!   container is removed);
 //! - poststart: after `StartContainer`; poststop: after `RemoveContainer`. As OCI says,
 //!   their failures are logged and do not change the answer.
 //!
-//! Each hook has [`HOOK_TIMEOUT`] to finish; hooks run under the agent's one reaper.
+//! Each hook has its timeout (a guest hook [`HOOK_TIMEOUT`]) to finish, or it is killed;
+//! hooks run under the agent's one reaper.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
 
+use hull_container::hooks::{DEFAULT_TIMEOUT, HookFailure, HookPlan, STDERR_KEPT, command};
 use hull_container::process::reaper::{ExitStatus, Reaper};
 
-/// How long one hook may run.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much of a failing hook's standard error is kept for the error message.
-const STDERR_KEPT: u64 = 4096;
+pub use hull_container::hooks::{HookKind, OciState as HookState};
 
-/// When a hook runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    /// After the container is created, before its process starts; a failure fails
-    /// `CreateContainer`.
-    Prestart,
-    /// After `StartContainer`; a failure is only logged.
-    Poststart,
-    /// After `RemoveContainer`; a failure is only logged.
-    Poststop,
-}
-
-impl HookKind {
-    fn dir_name(self) -> &'static str {
-        match self {
-            HookKind::Prestart => "prestart",
-            HookKind::Poststart => "poststart",
-            HookKind::Poststop => "poststop",
-        }
-    }
-}
+/// How long one guest hook may run (Kata's default for any hook).
+pub const HOOK_TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
 /// A hook that could not be found or did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -61,68 +44,43 @@ pub enum HookError {
         #[source]
         source: std::io::Error,
     },
-    /// A hook could not be started.
-    #[error("{kind:?} hook {hook}: {source}")]
-    Spawn {
-        /// When it was to run.
-        kind: HookKind,
-        /// The hook's executable.
-        hook: PathBuf,
-        /// Why it could not be started.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A hook exited unsuccessfully.
-    #[error("{kind:?} hook {hook} failed with exit status {code}: {stderr}")]
-    Failed {
+    /// A hook did not succeed.
+    #[error("{kind} hook {}: {failure}", .hook.display())]
+    Hook {
         /// When it ran.
         kind: HookKind,
         /// The hook's executable.
         hook: PathBuf,
-        /// Its exit code, or 128 + the signal that killed it.
-        code: i32,
-        /// The start of its standard error (up to 4 KiB), trimmed.
-        stderr: String,
-    },
-    /// A hook ran longer than [`HOOK_TIMEOUT`] and was killed.
-    #[error("{kind:?} hook {hook} did not finish within {HOOK_TIMEOUT:?} and was killed")]
-    Timeout {
-        /// When it ran.
-        kind: HookKind,
-        /// The hook's executable.
-        hook: PathBuf,
+        /// How it failed: not started, exited unsuccessfully, or killed at its timeout.
+        failure: HookFailure,
     },
 }
 
-/// The OCI state a hook reads on its standard input.
-#[derive(Debug, Clone, Serialize)]
-pub struct HookState {
-    /// The OCI runtime spec version the state follows (`ociVersion`).
-    #[serde(rename = "ociVersion")]
-    pub oci_version: String,
-    /// The container's id.
-    pub id: String,
-    /// The container's OCI status: `created`, `running` or `stopped`.
-    pub status: String,
-    /// The container's init process, in the agent's PID namespace; 0 once it is gone.
-    pub pid: i32,
-    /// The container's bundle directory, `<run dir>/<container id>`.
-    pub bundle: PathBuf,
+fn dir_name(kind: HookKind) -> Option<&'static str> {
+    match kind {
+        HookKind::Prestart => Some("prestart"),
+        HookKind::Poststart => Some("poststart"),
+        HookKind::Poststop => Some("poststop"),
+        _ => None,
+    }
 }
 
 /// The hooks found under a `guest_hook_path`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestHooks {
-    prestart: Vec<PathBuf>,
-    poststart: Vec<PathBuf>,
-    poststop: Vec<PathBuf>,
+    prestart: Vec<HookPlan>,
+    poststart: Vec<HookPlan>,
+    poststop: Vec<HookPlan>,
 }
 
 impl GuestHooks {
     /// Finds the executables under `dir`'s three hook folders; a missing folder has none.
     pub fn load(dir: &Path) -> Result<Self, HookError> {
-        let find = |kind: HookKind| -> Result<Vec<PathBuf>, HookError> {
-            let folder = dir.join(kind.dir_name());
+        let find = |kind: HookKind| -> Result<Vec<HookPlan>, HookError> {
+            let Some(name) = dir_name(kind) else {
+                return Ok(Vec::new());
+            };
+            let folder = dir.join(name);
             let entries = match std::fs::read_dir(&folder) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -144,7 +102,7 @@ impl GuestHooks {
                 }
             }
             hooks.sort();
-            Ok(hooks)
+            Ok(hooks.into_iter().map(HookPlan::executable).collect())
         };
         Ok(Self {
             prestart: find(HookKind::Prestart)?,
@@ -160,17 +118,34 @@ impl GuestHooks {
 
     /// Runs the hooks of `kind` in order; stops at the first failure.
     pub async fn run(&self, kind: HookKind, state: &HookState) -> Result<(), HookError> {
-        let hooks = match kind {
+        let hooks: &[HookPlan] = match kind {
             HookKind::Prestart => &self.prestart,
             HookKind::Poststart => &self.poststart,
             HookKind::Poststop => &self.poststop,
+            _ => &[],
         };
-        for hook in hooks {
-            run_one(kind, hook, state).await?;
-            tracing::debug!(?kind, hook = %hook.display(), container = %state.id, "hook ran");
-        }
-        Ok(())
+        run_hooks(kind, hooks, state).await
     }
+}
+
+/// Runs `hooks` (of `kind`) in order in the agent's namespaces; stops at the first
+/// failure.
+pub async fn run_hooks(
+    kind: HookKind,
+    hooks: &[HookPlan],
+    state: &HookState,
+) -> Result<(), HookError> {
+    for hook in hooks {
+        run_one(hook, state)
+            .await
+            .map_err(|failure| HookError::Hook {
+                kind,
+                hook: hook.path.clone(),
+                failure,
+            })?;
+        tracing::debug!(%kind, hook = %hook.path.display(), container = %state.id, "hook ran");
+    }
+    Ok(())
 }
 
 fn is_executable_file(path: &Path) -> bool {
@@ -178,27 +153,18 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-async fn run_one(kind: HookKind, hook: &Path, state: &HookState) -> Result<(), HookError> {
-    let spawn_error = |source| HookError::Spawn {
-        kind,
-        hook: hook.to_path_buf(),
-        source,
-    };
-    let input = serde_json::to_vec(state).map_err(|e| spawn_error(std::io::Error::other(e)))?;
-    let reaper = Reaper::global().map_err(|e| spawn_error(std::io::Error::other(e)))?;
-    let mut command = Command::new(hook);
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .current_dir("/");
+async fn run_one(hook: &HookPlan, state: &HookState) -> Result<(), HookFailure> {
+    let spawn_error = |e: &dyn std::fmt::Display| HookFailure::Spawn(e.to_string());
+    let input = serde_json::to_vec(state).map_err(|e| spawn_error(&e))?;
+    let reaper = Reaper::global().map_err(|e| spawn_error(&e))?;
+    let mut command = command(hook);
     let (mut child, mut exited) = reaper
         .spawn_registered(|| {
             let child = command.spawn()?;
             let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
             Ok((pid, child))
         })
-        .map_err(spawn_error)?;
+        .map_err(|e| spawn_error(&e))?;
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let stdin = child.stdin.take();
     let stderr = child.stderr.take();
@@ -213,30 +179,27 @@ async fn run_one(kind: HookKind, hook: &Path, state: &HookState) -> Result<(), H
         let mut kept = String::new();
         if let Some(stderr) = stderr {
             let mut stderr = stderr;
-            let _ = (&mut stderr).take(STDERR_KEPT).read_to_string(&mut kept);
+            let _ = (&mut stderr)
+                .take(STDERR_KEPT as u64)
+                .read_to_string(&mut kept);
             // Read the rest so the hook never blocks on a full pipe.
             let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         }
         kept
     });
-    let status = match tokio::time::timeout(HOOK_TIMEOUT, exited.wait()).await {
+    let status = match tokio::time::timeout(hook.timeout, exited.wait()).await {
         Ok(status) => status,
         Err(_) => {
             let _ = reaper.signal(pid, Signal::SIGKILL);
             exited.wait().await;
-            return Err(HookError::Timeout {
-                kind,
-                hook: hook.to_path_buf(),
-            });
+            return Err(HookFailure::Timeout(hook.timeout));
         }
     };
     let _ = feed.await;
     let stderr = drain.await.unwrap_or_default();
     match status {
         ExitStatus::Exited(0) => Ok(()),
-        other => Err(HookError::Failed {
-            kind,
-            hook: hook.to_path_buf(),
+        other => Err(HookFailure::Exited {
             code: other.code(),
             stderr: stderr.trim().to_string(),
         }),
@@ -264,6 +227,7 @@ mod tests {
             status: "created".into(),
             pid: 42,
             bundle: "/run/kata-containers/c1".into(),
+            annotations: Default::default(),
         }
     }
 
@@ -275,7 +239,10 @@ mod tests {
         std::fs::write(dir.path().join("prestart/not-executable"), "x").unwrap();
         std::fs::create_dir(dir.path().join("prestart/a-dir")).unwrap();
         let hooks = GuestHooks::load(dir.path()).unwrap();
-        assert_eq!(hooks.prestart, vec![a, b]);
+        assert_eq!(
+            hooks.prestart,
+            vec![HookPlan::executable(a), HookPlan::executable(b)]
+        );
         assert!(hooks.poststart.is_empty() && hooks.poststop.is_empty());
         assert!(
             GuestHooks::load(&dir.path().join("none"))
@@ -305,7 +272,7 @@ mod tests {
         assert_eq!(json["ociVersion"], "1.0.2");
         let err = hooks.run(HookKind::Poststart, &state()).await.unwrap_err();
         assert!(
-            matches!(&err, HookError::Failed { code: 3, stderr, .. } if stderr == "broken"),
+            matches!(&err, HookError::Hook { failure: HookFailure::Exited { code: 3, stderr }, .. } if stderr == "broken"),
             "{err}"
         );
         hooks.run(HookKind::Poststop, &state()).await.unwrap();

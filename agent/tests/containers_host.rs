@@ -1294,6 +1294,64 @@ async fn containers_that_ask_share_the_sandbox_pid_namespace() {
     agent.assert_serving().await;
 }
 
+/// As Kata's agent: CreateSandbox makes the pod's IPC and UTS namespaces (the latter
+/// named with its hostname) and every container listing `ipc`/`uts` joins them; the
+/// spec's own hostname gives way to the pod's.
+#[tokio::test]
+async fn containers_of_a_pod_share_its_ipc_and_uts_namespaces() {
+    require_containers();
+    let agent = HostAgent::builder(env!("CARGO_BIN_EXE_hull-agent"))
+        .run_dir("bundles")
+        .env("HULL_AGENT_CGROUP_ROOT", cgroup_root())
+        .isolation(hull_testkit::agent::Isolation::MountNamespace)
+        .start();
+    let rootfs = busybox_rootfs();
+    let client = client(&agent).await;
+    let req = CreateSandboxRequest {
+        sandbox_id: unique("pod-ns"),
+        hostname: "pod-ns".into(),
+        ..Default::default()
+    };
+    client.create_sandbox(&req).await.expect("CreateSandbox");
+    let show = [
+        "sh",
+        "-c",
+        "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts",
+    ];
+    let mut seen = Vec::new();
+    for name in ["pod-ns-a", "pod-ns-b"] {
+        let id = unique(name);
+        let ctr = Ctr::create(
+            &client,
+            &id,
+            spec(rootfs.path(), &format!("/hull-test/{id}"), &show),
+        )
+        .await
+        .expect("CreateContainer");
+        let (status, out, err) = ctr.run().await;
+        assert_eq!(status, 0, "{err}");
+        ctr.remove().await.expect("RemoveContainer");
+        seen.push(out);
+    }
+    assert_eq!(seen[0], seen[1], "one IPC and UTS namespace for the pod");
+    let lines: Vec<&str> = seen[0].lines().collect();
+    assert_eq!(lines.first(), Some(&"pod-ns"), "{}", seen[0]);
+    let agents = |kind: &str| {
+        std::fs::read_link(format!("/proc/{}/ns/{kind}", agent.pid()))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert!(
+        lines.len() == 3 && lines[1].starts_with("ipc:"),
+        "{}",
+        seen[0]
+    );
+    assert_ne!(lines[1], agents("ipc"), "not the agent's IPC namespace");
+    assert_ne!(lines[2], agents("uts"), "not the agent's UTS namespace");
+    agent.assert_serving().await;
+}
+
 #[tokio::test]
 async fn guest_hooks_run_around_the_container_lifecycle() {
     let agent = start_agent();
@@ -1377,6 +1435,106 @@ async fn guest_hooks_run_around_the_container_lifecycle() {
         gone.start().await.err().and_then(|e| code(&e)),
         Some(Code::NOT_FOUND)
     );
+    agent.assert_serving().await;
+}
+
+/// A spec's hooks run as Kata's agent runs them: prestart, createRuntime, poststart and
+/// poststop in the agent's namespaces, createContainer in the container's before
+/// `pivot_root`, startContainer inside it at the start; each reads the OCI state.
+#[tokio::test]
+async fn spec_hooks_run_where_and_when_oci_says() {
+    let agent = start_agent();
+    let rootfs = busybox_rootfs();
+    let client = client(&agent).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    // Every hook appends "<kind> <status> <id>"; startContainer's lands in the rootfs.
+    let hook = |kind: &str, file: &Path, extra: &str| oci::Hook {
+        Path: "/bin/sh".into(),
+        Args: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "state=$(cat); {extra} echo \"{kind} $state\" >> {}",
+                file.display()
+            ),
+        ],
+        Env: vec!["PATH=/bin:/usr/bin".into()],
+        Timeout: 5,
+        ..Default::default()
+    };
+    let hooks = |refuse_start: bool| oci::Hooks {
+        Prestart: vec![hook("prestart", &log, "")],
+        CreateRuntime: vec![hook("createRuntime", &log, "")],
+        CreateContainer: vec![hook("createContainer", &log, "")],
+        StartContainer: vec![hook(
+            "startContainer",
+            Path::new("/root/hooks"),
+            if refuse_start {
+                "echo no start >&2; exit 9;"
+            } else {
+                ""
+            },
+        )],
+        Poststart: vec![hook("poststart", &log, "")],
+        Poststop: vec![hook("poststop", &log, "")],
+        ..Default::default()
+    };
+    let id = unique("spec-hooks");
+    let mut s = spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]);
+    s.Hooks = Some(hooks(false)).into();
+    let ctr = Ctr::create(&client, &id, s).await.expect("CreateContainer");
+    let (status, _, err) = ctr.run().await;
+    assert_eq!(status, 0, "{err}");
+    ctr.remove().await.expect("RemoveContainer");
+    let text = std::fs::read_to_string(&log).expect("the hooks ran");
+    let kinds: Vec<(&str, serde_json::Value)> = text
+        .lines()
+        .map(|line| {
+            let (kind, json) = line.split_once(' ').unwrap();
+            (kind, serde_json::from_str(json).unwrap())
+        })
+        .collect();
+    let order: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        order,
+        [
+            "createContainer",
+            "prestart",
+            "createRuntime",
+            "poststart",
+            "poststop"
+        ],
+        "{text}"
+    );
+    for ((kind, state), status) in kinds
+        .iter()
+        .zip(["created", "created", "created", "running", "stopped"])
+    {
+        assert_eq!(state["id"], id.as_str(), "{kind}");
+        assert_eq!(state["status"], status, "{kind}");
+        assert!(state["bundle"].as_str().unwrap().ends_with(&id), "{kind}");
+    }
+    // startContainer ran inside the container: its file is in the rootfs.
+    let inside = std::fs::read_to_string(rootfs.path().join("root/hooks")).unwrap();
+    assert!(inside.starts_with("startContainer {"), "{inside}");
+
+    // A failing startContainer hook fails StartContainer, naming the hook.
+    let id = unique("spec-hooks-refused");
+    let mut s = spec(rootfs.path(), &format!("/hull-test/{id}"), &["true"]);
+    s.Hooks = Some(hooks(true)).into();
+    let ctr = Ctr::create(&client, &id, s).await.expect("CreateContainer");
+    let err = ctr
+        .start()
+        .await
+        .expect_err("the startContainer hook refuses");
+    assert_eq!(code(&err), Some(Code::FAILED_PRECONDITION), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("startContainer hook /bin/sh") && text.contains("no start"),
+        "{text}"
+    );
+    let _ = ctr.remove().await;
     agent.assert_serving().await;
 }
 

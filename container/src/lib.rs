@@ -36,13 +36,17 @@
 //! this layer a spec whose PID namespace is new or a path to join.
 //!
 //! Not built (refused with a clear error where a request asks for it): user names in
-//! `StringUser` (numeric ids only), seccomp user notification, Intel RDT, id-mapped mounts. Ignored as Kata's agent
-//! ignores them: spec hooks, AppArmor/SELinux labels, device cgroup rules (cgroup v2
-//! needs BPF for them; the VM is the device boundary). OOM events need the memory
+//! `StringUser` (numeric ids only), seccomp user notification, Intel RDT, id-mapped
+//! mounts. Ignored as Kata's agent ignores them: AppArmor/SELinux labels, device cgroup
+//! rules (cgroup v2 needs BPF for them; the VM is the device boundary).
+//!
+//! Spec hooks ([`hooks`]): the plan carries the `createContainer` and `startContainer`
+//! ones, which the helper runs inside the container; the caller runs the others. OOM events need the memory
 //! controller (`memory.events`).
 
 pub mod cgroup;
 pub mod helper;
+pub mod hooks;
 pub mod launcher;
 pub mod mount_options;
 pub mod plan;

@@ -16,6 +16,7 @@ use oci_spec::runtime::{
 use serde::{Deserialize, Serialize};
 
 use super::ContainerError;
+use super::hooks::{HookPlan, OciState, SpecHooks};
 use super::mount_options::{MountOptions, propagation_flag};
 use super::seccomp::{self, SeccompProgram};
 
@@ -61,6 +62,14 @@ pub struct ContainerPlan {
     pub no_pivot: bool,
     /// The init process.
     pub process: ProcessPlan,
+    /// The spec's `createContainer` hooks, run by the helper in the container's
+    /// namespaces before `pivot_root`.
+    pub create_container_hooks: Vec<HookPlan>,
+    /// The spec's `startContainer` hooks, run by the helper inside the container at the
+    /// start, before the process.
+    pub start_container_hooks: Vec<HookPlan>,
+    /// The state those hooks read (`pid` is filled in by the helper).
+    pub hook_state: OciState,
 }
 
 /// A namespace to create (`path: None`) or join.
@@ -412,6 +421,20 @@ pub fn plan_container(
 
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
     let process = plan_process(process, seccomp)?;
+    let hooks = SpecHooks::from_spec(spec)?;
+    let hook_state = OciState {
+        oci_version: spec.version().clone(),
+        id: id.to_string(),
+        status: "created".into(),
+        pid: 0,
+        bundle: options.bundle.clone(),
+        annotations: spec
+            .annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
 
     Ok(ContainerPlan {
         id: id.to_string(),
@@ -430,6 +453,9 @@ pub fn plan_container(
         devices,
         no_pivot: options.no_pivot,
         process,
+        create_container_hooks: hooks.create_container,
+        start_container_hooks: hooks.start_container,
+        hook_state,
     })
 }
 

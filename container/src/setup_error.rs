@@ -16,7 +16,8 @@
 //!   (mounts, devices, `pivot_root`, masked and read-only paths),
 //!   [`SetupError::Credentials`] (user, groups, capabilities), [`SetupError::Process`]
 //!   (rlimits, seccomp, terminal, ...), [`SetupError::Protocol`] (the conversation with
-//!   the launcher, `fork`). Each names the step and the system's reason.
+//!   the launcher, `fork`). Each names the step and the system's reason;
+//! - a hook of the spec run by the helper failed: [`SetupError::Hook`], naming it.
 
 use std::path::PathBuf;
 
@@ -89,6 +90,16 @@ pub enum SetupError {
         step: String,
         /// The system's error.
         reason: String,
+    },
+    /// A `createContainer` or `startContainer` hook of the spec failed.
+    #[error("{kind} hook {}: {failure}", .path.display())]
+    Hook {
+        /// When it ran.
+        kind: crate::hooks::HookKind,
+        /// Its executable.
+        path: PathBuf,
+        /// How it failed.
+        failure: crate::hooks::HookFailure,
     },
     /// The helper's own machinery failed: a message, `fork`, a pipe.
     #[error("{step}: {reason}")]

@@ -21,15 +21,21 @@
 //! | `exec_id` of CreateContainer | the container's id | empty |
 //! | ExecProcess | terminal, user ids, args, env, cwd: no capabilities | the whole exec process, capabilities without `CAP_` |
 //! | UpdateContainer | always resources (possibly all empty), `cpus`/`mems` emptied | resources or none |
+//! | CopyFile (no file sharing) | `Lstat`'s whole mode, Go's `DirMode` (0750 with `os.ModeDir`'s bit 31), 1 MiB chunks at offsets | the file's whole mode, no `dir_mode`, the file in one request |
+//! | a hot-plugged disk | `Device` `blk`, its PCI path as `id` | the same |
+//! | UpdateInterface | device and name, addresses, MTU, MAC, the endpoint's type (`virtual` for a veth pair), `IFF_NOARP` of the flags, the NIC's PCI path | the same but the host link's kind (`veth`) as type and no PCI path (found by MAC) |
+//! | UpdateRoutes | each route with the device, family, scope, flags | the same |
+//! | OnlineCPUMem after growing the VM | twice: the new vCPU total with `cpu_only`, then 0 CPUs for memory; `wait` false | once: the vCPU total, CPUs and memory; `wait` false |
 
 use anyhow::{Context, Result};
 use hull_protocols::agent::{
-    CreateContainerRequest, CreateSandboxRequest, ExecProcessRequest, Storage,
-    UpdateContainerRequest,
+    CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, Device, ExecProcessRequest,
+    OnlineCPUMemRequest, Storage, UpdateContainerRequest,
 };
 use hull_protocols::oci;
 use hull_protocols::oci_json;
 use hull_protocols::oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxResources};
+use hull_protocols::types::{IPAddress, IPFamily, Interface, Route};
 use serde_json::{Value, json};
 
 use crate::bundle::{ContainerSpec, SHARED_FS_TAG, guest_rootfs};
@@ -110,6 +116,50 @@ pub fn sandbox_request(sandbox_id: &str, hostname: &str) -> CreateSandboxRequest
         storages: vec![shared_fs_storage(SHARED_FS_TAG), shm],
         ..Default::default()
     }
+}
+
+/// The Go runtime's `DirMode` as CopyFile carries it: `os.FileMode(0750) | os.ModeDir`
+/// (Go's directory bit is bit 31, not `S_IFDIR`).
+pub const GO_COPY_FILE_DIR_MODE: u32 = (1 << 31) | 0o750;
+/// The Go runtime's CopyFile chunk (`grpcMaxDataSize`).
+pub const GO_COPY_FILE_CHUNK: usize = 1 << 20;
+
+/// The `Device` both runtimes send for a virtio-blk disk hot-plugged at `pci_path`, seen
+/// at `container_path` in the container.
+pub fn blk_device(pci_path: &str, container_path: &str) -> Device {
+    Device {
+        id: pci_path.into(),
+        type_: "blk".into(),
+        container_path: container_path.into(),
+        ..Default::default()
+    }
+}
+
+/// `request` with the disk at `pci_path` given to its container at `container_path`,
+/// as both runtimes give it: the `Device`, and the spec's `linux.devices` entry under the
+/// host's numbers `host` (the agent puts the guest's in), no cgroup rule (both runtimes
+/// clear those).
+pub fn with_blk_device(
+    mut request: CreateContainerRequest,
+    pci_path: &str,
+    container_path: &str,
+    host: (i64, i64),
+) -> CreateContainerRequest {
+    request.devices.push(blk_device(pci_path, container_path));
+    let linux = request
+        .OCI
+        .mut_or_insert_default()
+        .Linux
+        .mut_or_insert_default();
+    linux.Devices.push(oci::LinuxDevice {
+        Path: container_path.into(),
+        Type: "b".into(),
+        Major: host.0,
+        Minor: host.1,
+        FileMode: 0o660,
+        ..Default::default()
+    });
+    request
 }
 
 /// The `config.json` CRI gives the runtime for container `id` (see the module
@@ -219,7 +269,125 @@ impl KataRuntime {
         spec: &ContainerSpec,
         shared: &[SharedFile],
     ) -> Result<CreateContainerRequest> {
+        self.create_container_with_hooks(id, spec, shared, Value::Null)
+    }
+
+    /// CreateSandbox for a pod named `hostname` with `dns` lines: the share and the
+    /// sandbox's shm; neither runtime asks for the sandbox PID namespace unless the pod
+    /// shares its process namespace (the Go runtime's `sharePidNs`, runtime-rs never at
+    /// CreateSandbox).
+    pub fn create_sandbox(
+        self,
+        sandbox_id: &str,
+        hostname: &str,
+        dns: &[&str],
+    ) -> CreateSandboxRequest {
+        CreateSandboxRequest {
+            dns: dns.iter().map(|l| l.to_string()).collect(),
+            sandbox_pidns: false,
+            ..sandbox_request(sandbox_id, hostname)
+        }
+    }
+
+    /// UpdateInterface for the pod's veth endpoint `name` behind the NIC with `mac` at
+    /// `pci_path`, with `address`/`prefix_len` (IPv4) and MTU 1500.
+    pub fn update_interface(
+        self,
+        name: &str,
+        mac: &str,
+        pci_path: &str,
+        address: &str,
+        prefix_len: u8,
+    ) -> Interface {
+        let (type_, device_path) = match self {
+            Self::Go => ("virtual", pci_path),
+            Self::Rust => ("veth", ""),
+        };
+        Interface {
+            device: name.into(),
+            name: name.into(),
+            IPAddresses: vec![IPAddress {
+                family: IPFamily::v4.into(),
+                address: address.into(),
+                mask: prefix_len.to_string(),
+                ..Default::default()
+            }],
+            mtu: 1500,
+            hwAddr: mac.into(),
+            devicePath: device_path.into(),
+            type_: type_.into(),
+            raw_flags: 0,
+            ..Default::default()
+        }
+    }
+
+    /// UpdateRoutes' default route through `gateway` on `device` (both runtimes alike).
+    pub fn default_route(self, gateway: &str, device: &str) -> Route {
+        Route {
+            gateway: gateway.into(),
+            device: device.into(),
+            family: IPFamily::v4.into(),
+            ..Default::default()
+        }
+    }
+
+    /// OnlineCPUMem once the VM was grown to `cpus` vCPUs and given memory: the Go
+    /// runtime's `updateResources` onlines the CPUs (`cpu_only`, the new total) and then
+    /// the memory (0 CPUs); runtime-rs's `update_linux_resource` asks once for both.
+    pub fn online_cpu_mem(self, cpus: u32) -> Vec<OnlineCPUMemRequest> {
+        let request = |nb_cpus, cpu_only| OnlineCPUMemRequest {
+            wait: false,
+            nb_cpus,
+            cpu_only,
+            ..Default::default()
+        };
+        match self {
+            Self::Go => vec![request(cpus, true), request(0, false)],
+            Self::Rust => vec![request(cpus, false)],
+        }
+    }
+
+    /// CopyFile of a regular file (`mode`, e.g. 0o644, owned by root) with `data` to
+    /// `guest_path`, as each runtime sends it when the VMM shares no file system.
+    pub fn copy_file(self, guest_path: &str, data: &[u8], mode: u32) -> Vec<CopyFileRequest> {
+        let whole = CopyFileRequest {
+            path: guest_path.into(),
+            file_size: i64::try_from(data.len()).unwrap_or(i64::MAX),
+            file_mode: libc::S_IFREG | mode,
+            ..Default::default()
+        };
+        match self {
+            Self::Go => data
+                .chunks(GO_COPY_FILE_CHUNK)
+                .enumerate()
+                .map(|(i, chunk)| CopyFileRequest {
+                    dir_mode: GO_COPY_FILE_DIR_MODE,
+                    offset: i64::try_from(i * GO_COPY_FILE_CHUNK).unwrap_or(i64::MAX),
+                    data: chunk.to_vec(),
+                    ..whole.clone()
+                })
+                .collect(),
+            Self::Rust => vec![CopyFileRequest {
+                data: data.to_vec(),
+                ..whole
+            }],
+        }
+    }
+
+    /// CreateContainer as [`KataRuntime::create_container`], the CRI spec carrying
+    /// `hooks` (its `hooks` object): the Go runtime strips them all (they run on the
+    /// host), runtime-rs keeps the `startContainer` ones for the guest.
+    pub fn create_container_with_hooks(
+        self,
+        id: &str,
+        spec: &ContainerSpec,
+        shared: &[SharedFile],
+        hooks: Value,
+    ) -> Result<CreateContainerRequest> {
         let mut config = cri_config(id, spec, shared);
+        if !hooks.is_null() {
+            config["hooks"] = hooks;
+        }
         bind_sandbox_shm(&mut config);
         match self {
             Self::Go => go_create_container(id, config),
@@ -461,6 +629,53 @@ mod tests {
                 .Annotations
                 .contains_key("io.katacontainers.pkg.oci.container_type")
         );
+    }
+
+    #[test]
+    fn copy_file_and_hooks_differ() {
+        let data = vec![7u8; GO_COPY_FILE_CHUNK + 10];
+        let go = KataRuntime::Go.copy_file("/run/x", &data, 0o644);
+        assert_eq!(go.len(), 2);
+        assert_eq!((go[1].offset, go[1].data.len()), (1 << 20, 10));
+        assert!(go.iter().all(|r| r.dir_mode == GO_COPY_FILE_DIR_MODE
+            && r.file_mode == libc::S_IFREG | 0o644
+            && r.file_size == data.len() as i64));
+        let rust = KataRuntime::Rust.copy_file("/run/x", &data, 0o644);
+        assert_eq!((rust.len(), rust[0].dir_mode), (1, 0));
+        let hooks = json!({
+            "prestart": [{"path": "/bin/p"}],
+            "startContainer": [{"path": "/bin/s"}],
+        });
+        let spec = ContainerSpec::shell("true");
+        let go = KataRuntime::Go
+            .create_container_with_hooks("c1", &spec, &[], hooks.clone())
+            .unwrap();
+        assert!(go.OCI.Hooks.is_none() || go.OCI.Hooks.StartContainer.is_empty());
+        let rust = KataRuntime::Rust
+            .create_container_with_hooks("c1", &spec, &[], hooks)
+            .unwrap();
+        assert_eq!(rust.OCI.Hooks.StartContainer[0].Path, "/bin/s");
+        assert!(rust.OCI.Hooks.Prestart.is_empty());
+        let go_online = KataRuntime::Go.online_cpu_mem(2);
+        assert_eq!(
+            go_online
+                .iter()
+                .map(|r| (r.nb_cpus, r.cpu_only, r.wait))
+                .collect::<Vec<_>>(),
+            [(2, true, false), (0, false, false)]
+        );
+        let rust_online = KataRuntime::Rust.online_cpu_mem(2);
+        assert_eq!(
+            (
+                rust_online.len(),
+                rust_online[0].nb_cpus,
+                rust_online[0].cpu_only
+            ),
+            (1, 2, false)
+        );
+        let with_disk = with_blk_device(rust, "18/00", "/dev/xda", (8, 0));
+        assert_eq!(with_disk.devices[0].id, "18/00");
+        assert_eq!(with_disk.OCI.Linux.Devices[0].Path, "/dev/xda");
     }
 
     #[test]

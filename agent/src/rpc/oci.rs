@@ -5,8 +5,9 @@
 //! directions (hull-ctl and the tests use the other). It carries every field faithfully;
 //! what this agent does with them is decided here, as Kata's agent does:
 //!
-//! - ignored: hooks (the host runtime ran them; Kata's runtime does not send them),
-//!   `mountLabel`, the device cgroup rules (cgroup v2 device control needs BPF, which
+//! - kept: hooks, run in the guest as Kata's agent runs them (the Go runtime sends
+//!   none, runtime-rs its `startContainer` ones);
+//! - ignored: `mountLabel`, the device cgroup rules (cgroup v2 device control needs BPF, which
 //!   this agent does not carry; the VM is the device boundary: a container's rules are
 //!   kept in its spec, rewritten to the guest's numbers for its `devices`, as Kata's
 //!   agent does, and `UpdateContainer`'s are dropped), `network` resources
@@ -35,16 +36,6 @@ fn converted(field: &'static str) -> impl Fn(OciError) -> AgentError {
 /// `CreateContainerRequest.OCI` → a spec.
 pub fn spec_from_proto(spec: &oci::Spec) -> Result<Spec, AgentError> {
     let mut spec = spec.clone();
-    if spec.Hooks.take().is_some_and(|h| {
-        !(h.Prestart.is_empty()
-            && h.Poststart.is_empty()
-            && h.Poststop.is_empty()
-            && h.CreateRuntime.is_empty()
-            && h.CreateContainer.is_empty()
-            && h.StartContainer.is_empty())
-    }) {
-        tracing::debug!("spec hooks ignored: they are the host runtime's");
-    }
     if let Some(linux) = spec.Linux.as_mut() {
         if linux
             .IntelRdt
@@ -334,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn the_guest_policy_drops_what_it_does_not_act_on_and_refuses_what_it_cannot_do() {
+    fn the_guest_policy_keeps_hooks_drops_what_it_does_not_act_on_and_refuses_what_it_cannot_do() {
         let mut spec = proto_spec();
         spec.Hooks = Some(oci::Hooks {
             Prestart: vec![oci::Hook {
@@ -355,7 +346,11 @@ mod tests {
         }];
         resources.Memory.as_mut().unwrap().Swappiness = 10;
         let converted = spec_from_proto(&spec).unwrap();
-        assert!(converted.hooks().is_none());
+        let hooks = converted.hooks().as_ref().expect("hooks are kept");
+        assert_eq!(
+            hooks.prestart().as_ref().unwrap()[0].path(),
+            std::path::Path::new("/bin/hook")
+        );
         let linux = converted.linux().as_ref().unwrap();
         assert!(linux.mount_label().is_none());
         let resources = linux.resources().as_ref().unwrap();

@@ -27,6 +27,7 @@ use crate::network::NetworkError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::{StorageError, VolumeError};
 use crate::swap::SwapError;
+use hull_container::hooks::HookFailure;
 
 /// The one mapping from domain errors to ttRPC statuses.
 pub fn status(error: AgentError) -> ttrpc::Error {
@@ -57,6 +58,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Devices(e) => container_device_code(e),
         AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
         AgentError::SharedMount(SharedMountError::Failed { .. }) => Code::INTERNAL,
+        AgentError::PodNamespaces(_) => Code::INTERNAL,
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
@@ -158,9 +160,18 @@ fn iptables_code(error: &IptablesError) -> Code {
 
 fn hook_code(error: &HookError) -> Code {
     match error {
-        HookError::Failed { .. } => Code::FAILED_PRECONDITION,
-        HookError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
-        HookError::Read { .. } | HookError::Spawn { .. } => Code::INTERNAL,
+        HookError::Hook { failure, .. } => hook_failure_code(failure),
+        HookError::Read { .. } => Code::INTERNAL,
+    }
+}
+
+/// A hook that ran and refused is the request's precondition; one past its timeout, a
+/// deadline; one that could not start, the guest's fault.
+fn hook_failure_code(failure: &HookFailure) -> Code {
+    match failure {
+        HookFailure::Exited { .. } => Code::FAILED_PRECONDITION,
+        HookFailure::Timeout(_) => Code::DEADLINE_EXCEEDED,
+        HookFailure::Spawn(_) => Code::INTERNAL,
     }
 }
 
@@ -359,6 +370,7 @@ fn setup_code(error: &SetupError) -> Code {
         | SetupError::Credentials { .. }
         | SetupError::Process { .. }
         | SetupError::Protocol { .. } => Code::INTERNAL,
+        SetupError::Hook { failure, .. } => hook_failure_code(failure),
     }
 }
 
@@ -548,6 +560,10 @@ mod tests {
                     source: std::io::Error::other("EPERM"),
                 }
                 .into(),
+                Code::INTERNAL,
+            ),
+            (
+                crate::sandbox::pod_namespaces::PodNamespaceError::Thread("panicked").into(),
                 Code::INTERNAL,
             ),
             (

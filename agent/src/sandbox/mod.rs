@@ -8,6 +8,7 @@
 //! - [`spec`]: `CreateSandbox`'s request and its checks.
 //! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
 //! - [`guest`]: the facts `GetGuestDetails` reports.
+//! - [`pod_namespaces`]: the IPC and UTS namespaces all containers of the pod share.
 //! - [`shared_mounts`]: mounts of one container given to another (`CreateContainer`'s
 //!   `shared_mounts`); a container's devices are [`crate::device::container`]'s.
 
@@ -15,6 +16,7 @@ pub mod dns;
 pub mod guest;
 pub mod hostname;
 pub mod leftovers;
+pub mod pod_namespaces;
 pub mod shared_mounts;
 pub mod spec;
 
@@ -38,10 +40,12 @@ use crate::device::cpu_mem::{self, CpuMem};
 use crate::diagnostic::{self, TerminationLog};
 use crate::error::AgentError;
 use crate::fs::responsive::{ROOTFS_ANSWER_TIMEOUT, answers_within};
-use crate::hooks::{GuestHooks, HookKind, HookState};
+use crate::hooks::{GuestHooks, HookKind, HookState, run_hooks};
 use crate::mem_agent::MemAgent;
 use crate::network::Network;
 use crate::storage::{StorageRef, StorageRequest, Storages};
+use hull_container::hooks::SpecHooks;
+use pod_namespaces::PodNamespaces;
 
 pub use guest::{GuestFacts, read_guest_facts};
 pub use shared_mounts::SharedMount;
@@ -82,14 +86,25 @@ pub struct Sandbox {
     container_storages: Mutex<HashMap<String, Vec<StorageRef>>>,
     /// The container whose init holds the sandbox-wide PID namespace, once created.
     pidns_holder: Mutex<Option<PidnsHolder>>,
+    /// The pod's IPC and UTS namespaces, from CreateSandbox to DestroySandbox.
+    pod_namespaces: Mutex<Option<PodNamespaces>>,
     /// Guest hooks found under CreateSandbox's `guest_hook_path`.
     hooks: Mutex<GuestHooks>,
+    /// Each container's spec hooks and annotations (the state its hooks read).
+    container_hooks: Mutex<HashMap<String, ContainerHooks>>,
     /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
     bundle_base: PathBuf,
     /// Each container's termination message, as its spec placed it (GetDiagnosticData).
     termination_logs: Mutex<HashMap<String, TerminationLog>>,
     /// The memory agent (MemAgentMemcgSet, MemAgentCompactSet).
     mem_agent: MemAgent,
+}
+
+/// What a container's hooks need after `CreateContainer`.
+#[derive(Debug, Clone, Default)]
+struct ContainerHooks {
+    hooks: SpecHooks,
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The first container that asked for the sandbox PID namespace created it (Kata's pause
@@ -197,7 +212,9 @@ impl Sandbox {
             container_names: Mutex::new(HashMap::new()),
             container_storages: Mutex::new(HashMap::new()),
             pidns_holder: Mutex::new(None),
+            pod_namespaces: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
+            container_hooks: Mutex::new(HashMap::new()),
             bundle_base: config.run_dir.clone(),
             termination_logs: Mutex::new(HashMap::new()),
             mem_agent: MemAgent::new(&config.cgroup_root, Path::new("/proc")),
@@ -218,10 +235,12 @@ impl Sandbox {
         })
     }
 
-    /// `CreateContainer`: checks the container's devices, storages and shared mounts,
-    /// waits for the devices and puts their guest numbers into the spec, mounts the
-    /// storages (held for it until it is removed), creates the container and gives it
-    /// the shared mounts; on an error the storages are released (and the container
+    /// `CreateContainer`: checks the container's devices, storages, shared mounts and
+    /// hooks, points its `ipc`/`uts` namespaces at the pod's, waits for the devices and
+    /// puts their guest numbers into the spec, mounts the storages (held for it until it
+    /// is removed), creates the container (its `createContainer` hooks run then), gives it
+    /// the shared mounts and runs the guest and spec `prestart` hooks, then the spec's
+    /// `createRuntime` ones; on an error the storages are released (and the container
     /// removed).
     pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
         let ContainerRequest {
@@ -244,6 +263,15 @@ impl Sandbox {
         let devices = ContainerDevice::parse_all(&devices)?;
         shared_mounts::check(&shared_mounts)?;
         let name = shared_mounts::container_name(&spec);
+        let hooks = ContainerHooks {
+            hooks: SpecHooks::from_spec(&spec)?,
+            annotations: spec
+                .annotations()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
         if self.destroying.load(Ordering::SeqCst) {
             return Err(AgentError::SandboxDestroyed);
         }
@@ -260,6 +288,10 @@ impl Sandbox {
             });
         }
         let holder = self.pidns_holder.lock().map(|h| h.clone()).unwrap_or(None);
+        let spec = match self.pod_namespaces.lock().as_deref() {
+            Ok(Some(pod)) => pod.rewrite(spec),
+            _ => spec,
+        };
         let spec = match sandbox_pidns {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => own_pid_namespace(spec)?,
@@ -284,6 +316,9 @@ impl Sandbox {
                 {
                     names.insert(id.to_string(), name);
                 }
+                if let Ok(mut all) = self.container_hooks.lock() {
+                    all.insert(id.to_string(), hooks.clone());
+                }
                 let state = self.hook_state(id, "created", container.pid());
                 let sharing = self.share_mounts(&shared_mounts, container.pid()).await;
                 if let Err(e) = sharing {
@@ -295,7 +330,14 @@ impl Sandbox {
                     }
                     return Err(e.into());
                 }
-                if let Err(e) = self.hooks().run(HookKind::Prestart, &state).await {
+                // Guest prestart hooks, then the spec's prestart and createRuntime ones.
+                let mut ran = self.hooks().run(HookKind::Prestart, &state).await;
+                for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                    if ran.is_ok() {
+                        ran = run_hooks(kind, hooks.hooks.of(kind), &state).await;
+                    }
+                }
+                if let Err(e) = ran {
                     if let Err(undo) = self
                         .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
                         .await
@@ -400,13 +442,18 @@ impl Sandbox {
         with_pid_namespace(spec, path)
     }
 
-    /// `StartContainer`: starts the workload, then runs the poststart hooks (whose
-    /// failures are logged, as OCI says).
+    /// `StartContainer`: starts the workload (its `startContainer` hooks run right before
+    /// it), then runs the guest and spec poststart hooks (whose failures are logged, as
+    /// OCI says).
     pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
         self.containers.start(id).await?;
         let pid = self.containers.get(id).map(|c| c.pid()).unwrap_or(0);
         let state = self.hook_state(id, "running", pid);
         if let Err(e) = self.hooks().run(HookKind::Poststart, &state).await {
+            tracing::warn!(container = id, error = %e, "poststart hook");
+        }
+        let spec_hooks = self.spec_hooks(id, HookKind::Poststart);
+        if let Err(e) = run_hooks(HookKind::Poststart, &spec_hooks, &state).await {
             tracing::warn!(container = id, error = %e, "poststart hook");
         }
         Ok(())
@@ -416,18 +463,34 @@ impl Sandbox {
         self.hooks.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
+    /// Container `id`'s spec hooks of `kind`.
+    fn spec_hooks(&self, id: &str, kind: HookKind) -> Vec<hull_container::hooks::HookPlan> {
+        self.container_hooks
+            .lock()
+            .ok()
+            .and_then(|all| all.get(id).map(|c| c.hooks.of(kind).to_vec()))
+            .unwrap_or_default()
+    }
+
     fn hook_state(&self, id: &str, status: &str, pid: i32) -> HookState {
+        let annotations = self
+            .container_hooks
+            .lock()
+            .ok()
+            .and_then(|all| all.get(id).map(|c| c.annotations.clone()))
+            .unwrap_or_default();
         HookState {
             oci_version: OCI_VERSION.into(),
             id: id.into(),
             status: status.into(),
             pid,
             bundle: self.bundle_base.join(id),
+            annotations,
         }
     }
 
-    /// `RemoveContainer`: removes the container, releases its storages, then runs the
-    /// poststop hooks (whose failures are logged).
+    /// `RemoveContainer`: removes the container, runs the guest and spec poststop hooks
+    /// (whose failures are logged), then releases its storages.
     pub async fn remove_container(
         &self,
         id: &str,
@@ -443,6 +506,13 @@ impl Sandbox {
         let state = self.hook_state(id, "stopped", 0);
         if let Err(e) = self.hooks().run(HookKind::Poststop, &state).await {
             tracing::warn!(container = id, error = %e, "poststop hook");
+        }
+        let spec_hooks = self.spec_hooks(id, HookKind::Poststop);
+        if let Err(e) = run_hooks(HookKind::Poststop, &spec_hooks, &state).await {
+            tracing::warn!(container = id, error = %e, "poststop hook");
+        }
+        if let Ok(mut all) = self.container_hooks.lock() {
+            all.remove(id);
         }
         let refs = self
             .container_storages
@@ -498,8 +568,8 @@ impl Sandbox {
     }
 
     /// `CreateSandbox`: checks the request whole, then sets the sandbox up: storages,
-    /// DNS, hostname, in that order; on an error, what was done is undone (the hostname,
-    /// last, cannot fail half-way).
+    /// DNS, the pod's IPC and UTS namespaces, the hostname, in that order; on an error,
+    /// what was done is undone (the hostname, last, cannot fail half-way).
     pub async fn create(&self, request: &SandboxRequest) -> Result<(), AgentError> {
         let spec = SandboxSpec::check(request, &self.storages)?;
         let mut lifecycle = self.lifecycle.lock().await;
@@ -527,16 +597,27 @@ impl Sandbox {
                 return Err(e);
             }
         }
-        if let Some(hostname) = &spec.hostname
-            && let Err(e) = hostname::set_hostname(hostname)
-        {
-            if !spec.dns.is_empty()
-                && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
-            {
-                tracing::warn!(error = %e, "undoing DNS");
+        // The pod's IPC and UTS namespaces (the latter with the hostname), then the
+        // guest's own hostname, as Kata's agent.
+        let pod = PodNamespaces::create(spec.hostname.as_deref()).map_err(AgentError::from);
+        let set_up = match (&pod, &spec.hostname) {
+            (Err(_), _) | (Ok(_), None) => pod,
+            (Ok(_), Some(hostname)) => hostname::set_hostname(hostname).and(pod),
+        };
+        let pod = match set_up {
+            Ok(pod) => pod,
+            Err(e) => {
+                if !spec.dns.is_empty()
+                    && let Err(e) = dns::remove_dns(Path::new(dns::RESOLV_CONF))
+                {
+                    tracing::warn!(error = %e, "undoing DNS");
+                }
+                undo_storages(storages).await;
+                return Err(e);
             }
-            undo_storages(storages).await;
-            return Err(e);
+        };
+        if let Ok(mut slot) = self.pod_namespaces.lock() {
+            *slot = Some(pod);
         }
         lifecycle.created = true;
         self.lost.store(false, Ordering::SeqCst);
@@ -602,6 +683,10 @@ impl Sandbox {
             {
                 tracing::warn!(container = %id, error = %e, "removing a container at the sandbox's end");
             }
+        }
+        // The containers have left the pod's namespaces: closing them ends them.
+        if let Ok(mut slot) = self.pod_namespaces.lock() {
+            slot.take();
         }
         let failures = self.storages.release_all().await;
         lifecycle.storages.clear();
@@ -827,6 +912,22 @@ mod tests {
         assert!(matches!(err, AgentError::SandboxExists { .. }));
         assert!(err.to_string().contains("sb-1"), "{err}");
         assert_eq!(sandbox.info().unwrap().id, "sb-1");
+    }
+
+    #[tokio::test]
+    async fn the_pods_namespaces_live_from_create_to_destroy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox(&dir);
+        sandbox.create(&spec("sb-ns")).await.unwrap();
+        let path = |sandbox: &Sandbox| {
+            let pod = sandbox.pod_namespaces.lock().unwrap();
+            pod.as_ref()
+                .and_then(|pod| pod.path(oci_spec::runtime::LinuxNamespaceType::Ipc))
+        };
+        let ipc = path(&sandbox).expect("made at CreateSandbox");
+        assert!(ipc.exists(), "{}", ipc.display());
+        sandbox.destroy().await.unwrap();
+        assert_eq!(path(&sandbox), None, "closed at DestroySandbox");
     }
 
     #[tokio::test]

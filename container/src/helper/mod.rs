@@ -22,9 +22,10 @@
 //!
 //! Stage 2 of an init process builds the container's filesystem in its mount namespace
 //! (`rootfs`, with `mounts` placing each mount inside the rootfs and `devices`
-//! filling `/dev`), sets the hostname and sysctls, and prepares the process (`exec`,
+//! filling `/dev`; the spec's `createContainer` hooks run before it is entered), sets
+//! the hostname and sysctls, and prepares the process (`exec`,
 //! with `credentials` for user, groups and capabilities); it reports `Ready` and waits
-//! at the start gate. Seccomp comes last, right before `execve`, so the profile only has
+//! at the start gate (then runs the spec's `startContainer` hooks). Seccomp comes last, right before `execve`, so the profile only has
 //! to allow `execve` itself (without `no_new_privs` it must come before the capabilities
 //! are dropped, as in runc). Stage 2 of an exec'd process prepares and executes at once.
 //!
@@ -52,6 +53,7 @@ use nix::errno::Errno;
 use nix::unistd::ForkResult;
 
 use crate::SetupError;
+use crate::hooks::{HookKind, HookPlan};
 use crate::plan::{ContainerPlan, NamespaceKind, ProcessPlan};
 use crate::protocol::{self, Command, Gate, Report, Request};
 
@@ -216,6 +218,11 @@ fn init_stage2(
         .iter()
         .any(|n| n.kind == NamespaceKind::User);
     rootfs::build(plan, in_user_ns)?;
+    run_hooks(
+        HookKind::CreateContainer,
+        &plan.create_container_hooks,
+        plan,
+    )?;
     rootfs::enter(&plan.rootfs, plan.no_pivot)?;
     rootfs::finish(plan, in_user_ns)?;
     namespaces::configure(plan)?;
@@ -235,12 +242,33 @@ fn init_stage2(
             Some(conn)
         }
     };
-    // Only returns when execve failed.
-    let error = exec::exec(&plan.process, prepared);
+    // Only returns when a hook or execve failed.
+    let error = match run_hooks(HookKind::StartContainer, &plan.start_container_hooks, plan) {
+        Ok(()) => exec::exec(&plan.process, prepared),
+        Err(error) => error,
+    };
     if let Some(conn) = reply_to.as_mut() {
         let _ = protocol::send(conn, &Report::Error(error.clone()));
     }
     Err(error)
+}
+
+/// Runs the spec's hooks of `kind` here, in order, with the container's state (this
+/// process's pid, as Kata's agent gives it); the first failure is the setup's.
+fn run_hooks(kind: HookKind, hooks: &[HookPlan], plan: &ContainerPlan) -> HelperResult<()> {
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let mut state = plan.hook_state.clone();
+    state.pid = i32::try_from(std::process::id()).unwrap_or(0);
+    for hook in hooks {
+        crate::hooks::run_blocking(hook, &state).map_err(|failure| SetupError::Hook {
+            kind,
+            path: hook.path.clone(),
+            failure,
+        })?;
+    }
+    Ok(())
 }
 
 fn set_controlling_terminal() -> HelperResult<()> {
