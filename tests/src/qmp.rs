@@ -53,6 +53,15 @@ pub enum QmpError {
     #[error("QMP protocol: {0}")]
     Protocol(String),
 
+    /// The guest answered a hot-plug with a failure (`ACPI_DEVICE_OST` status not 0).
+    #[error("the guest refused the hot-plug of {device}: {event}")]
+    Refused {
+        /// The device id.
+        device: String,
+        /// The whole event.
+        event: String,
+    },
+
     /// The command failed; QEMU's error class (e.g. `GenericError`, `DeviceNotFound`) and
     /// description.
     #[error("QMP {command} failed: {class}: {desc}")]
@@ -216,6 +225,65 @@ impl Qmp {
             }
             self.events.push_back(message);
         }
+    }
+
+    /// Plugs a vCPU into the first free slot `query-hotpluggable-cpus` offers, with its
+    /// driver and topology, as device `id`.
+    pub fn plug_vcpu(&mut self, id: &str) -> Result<(), QmpError> {
+        let cpus = self.execute("query-hotpluggable-cpus", None)?;
+        let free = cpus
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c.get("qom-path").is_none()))
+            .ok_or_else(|| QmpError::Protocol(format!("no free vCPU slot in {cpus}")))?;
+        let mut args = json!({ "driver": free["type"], "id": id });
+        for (key, value) in free["props"].as_object().into_iter().flatten() {
+            args[key] = value.clone();
+        }
+        self.execute("device_add", Some(args))?;
+        Ok(())
+    }
+
+    /// Plugs a `size_mib` pc-dimm `id` backed by shared memory (vhost-user daemons map
+    /// all guest RAM, so hot-plugged RAM must be shareable like the boot RAM); returns its
+    /// guest physical address.
+    pub fn plug_dimm(&mut self, id: &str, size_mib: u64) -> Result<u64, QmpError> {
+        let backend = format!("{id}-mem");
+        self.execute(
+            "object-add",
+            Some(json!({
+                "qom-type": "memory-backend-memfd",
+                "id": backend,
+                "size": size_mib << 20,
+                "share": true,
+            })),
+        )?;
+        self.execute(
+            "device_add",
+            Some(json!({ "driver": "pc-dimm", "id": id, "memdev": backend })),
+        )?;
+        let devices = self.execute("query-memory-devices", None)?;
+        devices
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["data"]["id"] == id))
+            .and_then(|d| d["data"]["addr"].as_u64())
+            .ok_or_else(|| {
+                QmpError::Protocol(format!("{id} not in query-memory-devices: {devices}"))
+            })
+    }
+
+    /// Waits up to `timeout` for the guest's ACPI `_OST` answer to the hot-plug of
+    /// `device`; an answer other than success is a [`QmpError::Refused`].
+    pub fn wait_acpi_ost(&mut self, device: &str, timeout: Duration) -> Result<(), QmpError> {
+        let event = self.wait_event("ACPI_DEVICE_OST", timeout, |data| {
+            data["info"]["device"] == device
+        })?;
+        if event["data"]["info"]["status"] != 0 {
+            return Err(QmpError::Refused {
+                device: device.to_string(),
+                event: event.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Every event received and not yet taken, oldest first.

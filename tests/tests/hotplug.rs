@@ -17,7 +17,6 @@ use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::{ContainerSpec, guest_rootfs};
 use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
-use hull_e2e::qmp::Qmp;
 use hull_e2e::vm::{Hotplug, VmConfig};
 use hull_protocols::agent::{CreateContainerRequest, OnlineCPUMemRequest, Storage};
 use hull_protocols::client::AgentClient;
@@ -78,69 +77,6 @@ async fn mem_total_kib(guest: &SandboxGuest, id: &str) -> Result<u64> {
         .nth(1)
         .and_then(|kib| kib.parse().ok())
         .with_context(|| format!("MemTotal line {out:?}"))
-}
-
-/// Waits for the guest's `_OST` answer to the hot-plug of `device`, and checks it
-/// succeeded (status 0).
-fn wait_acpi_ost(qmp: &mut Qmp, device: &str) -> Result<()> {
-    let event = qmp
-        .wait_event("ACPI_DEVICE_OST", GUEST_HANDLING, |data| {
-            data["info"]["device"] == device
-        })
-        .with_context(|| format!("the guest never answered the hot-plug of {device} (_OST)"))?;
-    ensure!(
-        event["data"]["info"]["status"] == 0,
-        "the guest refused {device}: {event}"
-    );
-    Ok(())
-}
-
-/// Plugs the first vCPU QEMU offers, with the driver and topology from
-/// `query-hotpluggable-cpus`; returns its device id.
-fn plug_vcpu(qmp: &mut Qmp) -> Result<String> {
-    let cpus = qmp.execute("query-hotpluggable-cpus", None)?;
-    let free = cpus
-        .as_array()
-        .and_then(|all| all.iter().find(|c| c.get("qom-path").is_none()))
-        .with_context(|| format!("no free vCPU slot in {cpus}"))?;
-    let id = "hp-cpu1".to_string();
-    let mut args = json!({ "driver": free["type"], "id": id });
-    if let Some(props) = free["props"].as_object() {
-        for (key, value) in props {
-            args[key] = value.clone();
-        }
-    }
-    qmp.execute("device_add", Some(args))
-        .context("device_add of a vCPU")?;
-    Ok(id)
-}
-
-/// Plugs a `size_mib` pc-dimm backed by shared memory (the vhost-user daemons map all of
-/// guest RAM, so hot-plugged RAM must be shareable like the boot RAM); returns its guest
-/// physical address.
-fn plug_dimm(qmp: &mut Qmp, id: &str, size_mib: u64) -> Result<u64> {
-    let backend = format!("{id}-mem");
-    qmp.execute(
-        "object-add",
-        Some(json!({
-            "qom-type": "memory-backend-memfd",
-            "id": backend,
-            "size": size_mib << 20,
-            "share": true,
-        })),
-    )
-    .context("object-add of a memory backend")?;
-    qmp.execute(
-        "device_add",
-        Some(json!({ "driver": "pc-dimm", "id": id, "memdev": backend })),
-    )
-    .context("device_add of a pc-dimm")?;
-    let devices = qmp.execute("query-memory-devices", None)?;
-    devices
-        .as_array()
-        .and_then(|all| all.iter().find(|d| d["data"]["id"] == id))
-        .and_then(|d| d["data"]["addr"].as_u64())
-        .with_context(|| format!("{id} not in query-memory-devices: {devices}"))
 }
 
 fn online(cpus: u32, cpu_only: bool) -> OnlineCPUMemRequest {
@@ -252,7 +188,8 @@ async fn a_vcpu_memory_a_disk_and_a_nic_hot_plugged_through_qmp_are_brought_into
         allowed.lines().count() == 2 && allowed.lines().all(|l| l.ends_with(":\t0")),
         "before the hot-plug: {allowed:?}"
     );
-    let cpu = plug_vcpu(guest.vm_mut().qmp()?)?;
+    let cpu = "hp-cpu1";
+    guest.vm_mut().qmp()?.plug_vcpu(cpu)?;
     let started = Instant::now();
     guest
         .client
@@ -260,7 +197,7 @@ async fn a_vcpu_memory_a_disk_and_a_nic_hot_plugged_through_qmp_are_brought_into
         .await
         .context("OnlineCPUMem for 2 CPUs after plugging one")?;
     eprintln!("OnlineCPUMem (2 CPUs) took {:?}", started.elapsed());
-    wait_acpi_ost(guest.vm_mut().qmp()?, &cpu)?;
+    guest.vm_mut().qmp()?.wait_acpi_ost(cpu, GUEST_HANDLING)?;
     let cpus = guest_cpus(&guest, "cpus-after").await?;
     ensure!(
         cpus == 2,
@@ -287,8 +224,11 @@ async fn a_vcpu_memory_a_disk_and_a_nic_hot_plugged_through_qmp_are_brought_into
 
     // (b) Memory: a pc-dimm, added by ACPI offline, onlined by the agent.
     let before = mem_total_kib(&guest, "mem-before").await?;
-    let addr = plug_dimm(guest.vm_mut().qmp()?, "hp-dimm1", DIMM_MIB)?;
-    wait_acpi_ost(guest.vm_mut().qmp()?, "hp-dimm1")?;
+    let addr = guest.vm_mut().qmp()?.plug_dimm("hp-dimm1", DIMM_MIB)?;
+    guest
+        .vm_mut()
+        .qmp()?
+        .wait_acpi_ost("hp-dimm1", GUEST_HANDLING)?;
     let offline = mem_total_kib(&guest, "mem-offline").await?;
     ensure!(
         offline == before,
@@ -427,7 +367,7 @@ async fn memory_the_kernel_was_not_told_about_is_added_by_probe() -> Result<()> 
     config.extra_cmdline.push("acpi_no_memhotplug".into());
     let mut guest = SandboxGuest::boot(config).await?;
     let before = mem_total_kib(&guest, "mem-before").await?;
-    let addr = plug_dimm(guest.vm_mut().qmp()?, "hp-dimm1", DIMM_MIB)?;
+    let addr = guest.vm_mut().qmp()?.plug_dimm("hp-dimm1", DIMM_MIB)?;
     // Nothing tells the guest; give an (unexpected) ACPI handling time to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let unannounced = mem_total_kib(&guest, "mem-unannounced").await?;

@@ -22,7 +22,6 @@ use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::kata_forms::{self, KataRuntime, SharedFile};
 use hull_e2e::nic::{self, NicConfig};
-use hull_e2e::qmp::Qmp;
 use hull_e2e::vm::{Hotplug, VmConfig};
 use hull_protocols::client::AgentClient;
 use hull_protocols::oci_spec::runtime::LinuxResources;
@@ -110,59 +109,6 @@ async fn cpus_and_memory(
         (Some(cpus), Some(kib)) => Ok((cpus, kib)),
         _ => bail!("cpuinfo and meminfo: {out:?}"),
     }
-}
-
-/// Plugs the first free vCPU slot QEMU offers; returns its device id.
-fn plug_vcpu(qmp: &mut Qmp) -> Result<String> {
-    let cpus = qmp.execute("query-hotpluggable-cpus", None)?;
-    let free = cpus
-        .as_array()
-        .and_then(|all| all.iter().find(|c| c.get("qom-path").is_none()))
-        .with_context(|| format!("no free vCPU slot in {cpus}"))?;
-    let id = "pod-cpu1".to_string();
-    let mut args = json!({ "driver": free["type"], "id": id });
-    for (key, value) in free["props"].as_object().into_iter().flatten() {
-        args[key] = value.clone();
-    }
-    qmp.execute("device_add", Some(args))
-        .context("device_add of a vCPU")?;
-    Ok(id)
-}
-
-/// Plugs a pc-dimm on shared memory (the vhost-user daemons map guest RAM) and waits
-/// for the guest's ACPI answer.
-fn plug_dimm(qmp: &mut Qmp, id: &str) -> Result<()> {
-    let backend = format!("{id}-mem");
-    qmp.execute(
-        "object-add",
-        Some(json!({
-            "qom-type": "memory-backend-memfd",
-            "id": backend,
-            "size": DIMM_MIB << 20,
-            "share": true,
-        })),
-    )
-    .context("object-add of a memory backend")?;
-    qmp.execute(
-        "device_add",
-        Some(json!({ "driver": "pc-dimm", "id": id, "memdev": backend })),
-    )
-    .context("device_add of a pc-dimm")?;
-    wait_acpi_ost(qmp, id)
-}
-
-/// Waits for the guest's `_OST` answer to the hot-plug of `device`: success.
-fn wait_acpi_ost(qmp: &mut Qmp, device: &str) -> Result<()> {
-    let event = qmp
-        .wait_event("ACPI_DEVICE_OST", GUEST_HANDLING, |data| {
-            data["info"]["device"] == device
-        })
-        .with_context(|| format!("the guest never answered the hot-plug of {device}"))?;
-    ensure!(
-        event["data"]["info"]["status"] == 0,
-        "the guest refused {device}: {event}"
-    );
-    Ok(())
 }
 
 async fn memory_limit(container: &Container) -> Result<u64> {
@@ -410,15 +356,20 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
     // The pod grows: a vCPU and a pc-dimm through QMP, onlined as the runtime asks.
     let (cpus, mem_before) = cpus_and_memory(&client, runtime, &app_ctr, "before").await?;
     ensure!(cpus == 1, "{cpus} CPUs before the hot-plug");
-    let cpu = plug_vcpu(guest.vm_mut().qmp()?)?;
-    plug_dimm(guest.vm_mut().qmp()?, "pod-dimm1")?;
+    let cpu = "pod-cpu1";
+    guest.vm_mut().qmp()?.plug_vcpu(cpu)?;
+    guest.vm_mut().qmp()?.plug_dimm("pod-dimm1", DIMM_MIB)?;
+    guest
+        .vm_mut()
+        .qmp()?
+        .wait_acpi_ost("pod-dimm1", GUEST_HANDLING)?;
     for req in runtime.online_cpu_mem(2) {
         client
             .online_cpu_mem(&req)
             .await
             .with_context(|| format!("OnlineCPUMem {req:?}"))?;
     }
-    wait_acpi_ost(guest.vm_mut().qmp()?, &cpu)?;
+    guest.vm_mut().qmp()?.wait_acpi_ost(cpu, GUEST_HANDLING)?;
     let (cpus, mem_after) = cpus_and_memory(&client, runtime, &app_ctr, "after").await?;
     eprintln!("{runtime:?}: {cpus} CPUs, MemTotal {mem_before} → {mem_after} KiB");
     ensure!(cpus == 2, "{cpus} CPUs in /proc/cpuinfo after the hot-plug");
