@@ -83,11 +83,9 @@ async fn address_from_environment() {
     let agent = InProcessAgent::start().await;
     let addr = agent.address().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(HULL_CTL)
-            .arg("check")
-            .env("HULL_AGENT_ADDR", addr)
-            .output()
-            .expect("run hull-ctl")
+        let mut command = Command::new(HULL_CTL);
+        command.arg("check").env("HULL_AGENT_ADDR", addr);
+        cli::output(command)
     })
     .await
     .expect("join");

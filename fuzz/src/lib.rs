@@ -13,7 +13,10 @@ use std::path::Path;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use hull_agent::rpc::{container, network, sandbox, storage};
+use hull_agent::device::container::{ContainerDevice, check_in_spec};
+use hull_agent::diagnostic::LogType;
+use hull_agent::mem_agent::config::{CompactConfig, MemcgConfig};
+use hull_agent::rpc::{container, cpu_mem, guest, guest_admin, network, sandbox, storage, volume};
 use hull_agent::storage::{StorageRegistry, StorageSpec};
 use hull_protocols::agent;
 use hull_protocols::health;
@@ -61,7 +64,11 @@ fn agent_method(method: &str, payload: &[u8]) {
         }
         "CreateContainer" => {
             if let Some(req) = decode::<agent::CreateContainerRequest>(payload) {
-                let _ = container::container_request(&req);
+                if let Ok(request) = container::container_request(&req)
+                    && let Ok(devices) = ContainerDevice::parse_all(&request.devices)
+                {
+                    let _ = check_in_spec(&request.spec, &devices);
+                }
                 check_storages(&req.storages);
             }
         }
@@ -144,6 +151,74 @@ fn agent_method(method: &str, payload: &[u8]) {
         "GetOOMEvent" => {
             let _ = decode::<agent::GetOOMEventRequest>(payload);
         }
+        "UpdateEphemeralMounts" => {
+            if let Some(req) = decode::<agent::UpdateEphemeralMountsRequest>(payload) {
+                let _ = volume::ephemeral_updates(&req);
+                check_storages(&req.storages);
+            }
+        }
+        "CopyFile" => {
+            if let Some(req) = decode::<agent::CopyFileRequest>(payload) {
+                let _ = guest::copy_request(req);
+            }
+        }
+        "SetGuestDateTime" => {
+            if let Some(req) = decode::<agent::SetGuestDateTimeRequest>(payload) {
+                let _ = guest::wall_time(&req);
+            }
+        }
+        "OnlineCPUMem" => {
+            if let Some(req) = decode::<agent::OnlineCPUMemRequest>(payload) {
+                let _ = cpu_mem::online_request(&req);
+            }
+        }
+        "MemHotplugByProbe" => {
+            if let Some(req) = decode::<agent::MemHotplugByProbeRequest>(payload) {
+                let _ = cpu_mem::probe_addresses(&req);
+            }
+        }
+        "MemAgentMemcgSet" => {
+            if let Some(req) = decode::<agent::MemAgentMemcgConfig>(payload) {
+                let _ = guest_admin::memcg_update(&req).apply(&MemcgConfig::default());
+            }
+        }
+        "MemAgentCompactSet" => {
+            if let Some(req) = decode::<agent::MemAgentCompactConfig>(payload) {
+                let _ = guest_admin::compact_update(&req).apply(&CompactConfig::default());
+            }
+        }
+        "GetDiagnosticData" => {
+            if let Some(req) = decode::<agent::GetDiagnosticDataRequest>(payload) {
+                let _ = LogType::parse(&req.log_type);
+            }
+        }
+        "GetIPTables" => {
+            let _ = decode::<agent::GetIPTablesRequest>(payload);
+        }
+        "SetIPTables" => {
+            let _ = decode::<agent::SetIPTablesRequest>(payload);
+        }
+        "GetVolumeStats" => {
+            let _ = decode::<agent::VolumeStatsRequest>(payload);
+        }
+        "ResizeVolume" => {
+            let _ = decode::<agent::ResizeVolumeRequest>(payload);
+        }
+        "AddSwap" => {
+            let _ = decode::<agent::AddSwapRequest>(payload);
+        }
+        "AddSwapPath" => {
+            let _ = decode::<agent::AddSwapPathRequest>(payload);
+        }
+        "RemoveStaleVirtiofsShareMounts" => {
+            let _ = decode::<agent::RemoveStaleVirtiofsShareMountsRequest>(payload);
+        }
+        "GetMetrics" => {
+            let _ = decode::<agent::GetMetricsRequest>(payload);
+        }
+        "ReseedRandomDev" => {
+            let _ = decode::<agent::ReseedRandomDevRequest>(payload);
+        }
         _ => {}
     }
 }
@@ -175,6 +250,23 @@ pub const AGENT_METHODS: &[&str] = &[
     "ReadStderr",
     "CloseStdin",
     "GetOOMEvent",
+    "UpdateEphemeralMounts",
+    "CopyFile",
+    "SetGuestDateTime",
+    "OnlineCPUMem",
+    "MemHotplugByProbe",
+    "MemAgentMemcgSet",
+    "MemAgentCompactSet",
+    "GetDiagnosticData",
+    "GetIPTables",
+    "SetIPTables",
+    "GetVolumeStats",
+    "ResizeVolume",
+    "AddSwap",
+    "AddSwapPath",
+    "RemoveStaleVirtiofsShareMounts",
+    "GetMetrics",
+    "ReseedRandomDev",
 ];
 
 /// One input for the per-method target: the first byte picks the method, the rest is the

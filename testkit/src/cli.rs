@@ -1,9 +1,10 @@
 //! Running one of hull's command-line tools (`hull-ctl`) from a test: with the
 //! environment's `HULL_AGENT_ADDR` removed, so only what the test passes counts.
 //!
-//! The child is spawned through the process's [`Reaper`]: a test that serves an agent
-//! in-process has the agent's reaper owning `waitpid(-1)`, which would take the tool's
-//! exit status from under `Command::output` (ECHILD).
+//! Where the process's [`Reaper`] runs (a test serving an agent in-process, whose reaper
+//! owns `waitpid(-1)`), the child is spawned through it: the reaper would otherwise take
+//! the tool's exit status from under `Command::output` (ECHILD). Elsewhere (a test that
+//! also runs a VM, whose harness waits for its own children) no reaper is started.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -14,12 +15,23 @@ use hull_container::process::{ExitStatus, Reaper};
 
 /// Runs `binary` with `args` to its end.
 pub fn run(binary: &str, args: &[&str]) -> Output {
-    let reaper = Reaper::global().unwrap_or_else(|e| panic!("the test's reaper: {e}"));
+    let mut command = Command::new(binary);
+    command.args(args).env_remove("HULL_AGENT_ADDR");
+    output(command)
+}
+
+/// `command.output()`, through the process's reaper where one runs (see the module
+/// documentation); panics naming the program if it cannot be started.
+pub fn output(mut command: Command) -> Output {
+    let binary = command.get_program().to_string_lossy().into_owned();
+    let Some(reaper) = Reaper::started() else {
+        return command
+            .output()
+            .unwrap_or_else(|e| panic!("running {binary}: {e}"));
+    };
     let (mut child, exited) = reaper
         .spawn_registered(|| {
-            let child = Command::new(binary)
-                .args(args)
-                .env_remove("HULL_AGENT_ADDR")
+            let child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -8,6 +8,10 @@
 //!
 //! Dropping it stops the server (and the thread, which ends the namespace) and removes
 //! the directory.
+//!
+//! Starting one starts the process's [`Reaper`] first, as the agent binary has it: from
+//! then on it owns `waitpid(-1)`, so a test binary serving an agent in-process runs its
+//! other children through it ([`crate::cli::run`] does).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use hull_agent::config::AgentConfig;
 use hull_agent::network::Network;
 use hull_agent::sandbox::Sandbox;
 use hull_agent::server::{self, Ending, ServerError};
+use hull_container::process::Reaper;
 use hull_protocols::AgentAddress;
 use hull_protocols::client::AgentClient;
 use tokio::sync::oneshot;
@@ -43,6 +48,11 @@ pub struct InProcessAgent {
     dir: tempfile::TempDir,
 }
 
+/// Starts the process's reaper before any agent code can (see the module documentation).
+fn start_reaper() {
+    Reaper::global().unwrap_or_else(|e| panic!("the process's reaper: {e}"));
+}
+
 fn config(dir: &Path) -> AgentConfig {
     AgentConfig {
         server_addr: AgentAddress::Unix(dir.join("agent.sock")),
@@ -54,6 +64,7 @@ fn config(dir: &Path) -> AgentConfig {
 impl InProcessAgent {
     /// Serves on the current tokio runtime; waits for the socket.
     pub async fn start() -> Self {
+        start_reaper();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = config(dir.path());
         let address = config.server_addr.clone();
@@ -72,6 +83,7 @@ impl InProcessAgent {
     /// Serves on a thread in a new network namespace with the veth pair `v0`/`v1`
     /// (needs root); waits for the socket.
     pub fn start_in_network_namespace() -> Self {
+        start_reaper();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = config(dir.path());
         let address = config.server_addr.clone();

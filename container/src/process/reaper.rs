@@ -107,6 +107,16 @@ impl Reaper {
     /// SIGCHLD), so it does not depend on the runtime of whoever called first outliving
     /// everyone else: the agent has one runtime, but tests have one per test.
     pub fn global() -> Result<Reaper, ProcessError> {
+        Self::global_inner()
+    }
+
+    /// The reaper of this process if something started it already; `None` otherwise
+    /// (then `waitpid` on one's own children still works).
+    pub fn started() -> Option<Reaper> {
+        GLOBAL.get().cloned()
+    }
+
+    fn global_inner() -> Result<Reaper, ProcessError> {
         if let Some(reaper) = GLOBAL.get() {
             return Ok(reaper.clone());
         }
