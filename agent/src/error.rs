@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::policy::PolicyError;
 use crate::storage::StorageError;
 
 /// Everything that can go wrong below the RPC layer.
@@ -169,6 +170,9 @@ pub enum AgentError {
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// The agent policy refused the request, or a new policy was refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod logging;
 pub mod mount;
 pub mod network;
+pub mod policy;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;

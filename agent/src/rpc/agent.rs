@@ -11,7 +11,7 @@ use hull_protocols::agent::{
     DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
     GuestDetailsResponse, Interfaces, ListInterfacesRequest, ListRoutesRequest, OOMEvent,
     PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
-    ResumeContainerRequest, Routes, SignalProcessRequest, StartContainerRequest,
+    ResumeContainerRequest, Routes, SetPolicyRequest, SignalProcessRequest, StartContainerRequest,
     StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
     UpdateInterfaceRequest, UpdateRoutesRequest, WaitProcessRequest, WaitProcessResponse,
     WriteStreamRequest, WriteStreamResponse,
@@ -22,8 +22,9 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, network, oci, sandbox};
+use super::{container, network, oci, policy, sandbox};
 use crate::error::AgentError;
+use crate::policy::PolicyGate;
 use crate::sandbox::{OutputStream, Sandbox};
 
 /// The methods below; every other AgentService method answers `UNIMPLEMENTED`.
@@ -52,12 +53,14 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "CloseStdin",
     "TtyWinResize",
     "GetOOMEvent",
+    "SetPolicy",
 ];
 
 /// The AgentService implementation.
 pub struct AgentRpc {
     sandbox: Arc<Sandbox>,
     under_init: bool,
+    policy: Arc<PolicyGate>,
 }
 
 impl AgentRpc {
@@ -67,7 +70,14 @@ impl AgentRpc {
         Self {
             sandbox,
             under_init,
+            policy: Arc::default(),
         }
+    }
+
+    /// Enforces `policy` (every request but `SetPolicy` is checked by [`policy::guard`];
+    /// `SetPolicy` replaces it).
+    pub fn with_policy(self, policy: Arc<PolicyGate>) -> Self {
+        Self { policy, ..self }
     }
 }
 
@@ -354,6 +364,12 @@ impl AgentService for AgentRpc {
             container_id: self.sandbox.next_oom_event().await,
             ..Default::default()
         })
+    }
+
+    async fn set_policy(&self, _ctx: &TtrpcContext, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
+        let input = policy::input(&req).map_err(fail)?;
+        self.policy.replace(&input, &req.policy).map_err(fail)?;
+        Ok(Empty::new())
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The request's own faults are INVALID_ARGUMENT, what names nothing that exists
 //! NOT_FOUND, what the guest's state forbids FAILED_PRECONDITION, a duplicate
-//! ALREADY_EXISTS, a wait that ran out DEADLINE_EXCEEDED, and what went wrong inside the
-//! guest INTERNAL. The status's message is the error's `Display`.
+//! ALREADY_EXISTS, a wait that ran out DEADLINE_EXCEEDED, what the agent policy denies
+//! PERMISSION_DENIED (a malformed policy is INVALID_ARGUMENT), and what went wrong inside
+//! the guest INTERNAL. The status's message is the error's `Display`.
 
 use hull_container::process::ProcessError;
 use hull_container::{ContainerError, SetupError};
@@ -15,6 +16,7 @@ use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
+use crate::policy::PolicyError;
 use crate::storage::StorageError;
 
 /// The one mapping from domain errors to ttRPC statuses.
@@ -45,9 +47,18 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
         AgentError::Hook(e) => hook_code(e),
+        AgentError::Policy(e) => policy_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+fn policy_code(error: &PolicyError) -> Code {
+    match error {
+        PolicyError::Denied { .. } => Code::PERMISSION_DENIED,
+        PolicyError::Malformed { .. } | PolicyError::Input { .. } => Code::INVALID_ARGUMENT,
+        PolicyError::Read { .. } | PolicyError::Evaluation { .. } => Code::INTERNAL,
+    }
 }
 
 fn hook_code(error: &HookError) -> Code {
