@@ -9,7 +9,8 @@
 //!   `-m` that runs a container;
 //! - stdio: ReadStdout throughput (32 KiB and 1 MiB reads) against raw vsock;
 //! - containers: CreateContainer+StartContainer to the first byte, against ExecProcess in
-//!   a running container and a plain fork+exec in the guest.
+//!   a running container and a plain fork+exec in the guest;
+//! - the agent policy: the same call with and without a policy in force.
 //!
 //! Times are min / median / max; a ratio compares medians.
 
@@ -80,6 +81,8 @@ async fn main() -> Result<()> {
         &mut table,
     )
     .await?;
+    // Last on this guest: the policy it sets stays in force.
+    bench::policy::figures(&guest, args.runs, &mut table).await?;
     guest.power_off().await?;
 
     println!(
