@@ -6,6 +6,9 @@
 //!
 //! Run last on its guest: the policy stays in force (SetPolicy cannot go back to none);
 //! it allows what powering off needs.
+//!
+//! [`check_figures`] times the check alone on this host, in-process: the request turned
+//! into the policy's input and evaluated, against the same with no policy loaded.
 
 use std::time::{Duration, Instant};
 
@@ -65,6 +68,54 @@ pub async fn figures(guest: &SandboxGuest, runs: u32, table: &mut Table) -> Resu
         format!("{:.0} µs", us(checked) - us(base)),
     );
     Ok(())
+}
+
+/// Checks timed by one in-process sample.
+const CHECKS: u32 = 2000;
+
+/// The check alone: hull-agent's own input conversion and engine, in this process.
+pub fn check_figures(runs: u32, table: &mut Table) -> Result<()> {
+    use hull_agent::policy::{Policy, PolicyGate};
+    use hull_agent::rpc::policy::input;
+
+    let request = ExecProcessRequest {
+        container_id: "c1".into(),
+        exec_id: "e1".into(),
+        process: Some(ContainerSpec::new(["echo", "hi"]).process_proto()?).into(),
+        ..Default::default()
+    };
+    let time = |gate: &PolicyGate| -> Result<Vec<Duration>> {
+        let mut out = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            for _ in 0..CHECKS {
+                // What the rpc layer does per request (the conversion only when enforcing).
+                if gate.is_enforcing() {
+                    gate.check("ExecProcessRequest", &input(&request)?)?;
+                }
+            }
+            out.push(start.elapsed() / CHECKS);
+        }
+        Ok(out)
+    };
+    let none = time(&PolicyGate::new(Policy::allow_all()))?;
+    let with = time(&PolicyGate::new(Policy::from_rego(POLICY)?))?;
+    let ns = |d: Duration| d.as_secs_f64() * 1e9;
+    table.push(
+        format!("policy check on this host, no policy (mean of {CHECKS})"),
+        spread_ns(&none),
+    );
+    table.push_versus(
+        format!("policy check on this host, allow-list policy (mean of {CHECKS})"),
+        spread_ns(&with),
+        ratio(ns(median(&with)), ns(median(&none)), "no policy"),
+    );
+    Ok(())
+}
+
+fn spread_ns(samples: &[Duration]) -> String {
+    let us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    super::table::spread_of(&us, "µs", 3)
 }
 
 /// `runs` samples, each the mean of [`CALLS`] calls answered NOT_FOUND.
