@@ -4,6 +4,7 @@
 //! The container case needs root and busybox (see `containers_host.rs`); the others
 //! need nothing.
 
+#![cfg(feature = "policy")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::process::{Command, Stdio};
