@@ -294,4 +294,39 @@ async fn create_container_runs_only_the_commands_the_policy_data_lists() {
         .remove_container(&allowed, 10)
         .await
         .expect("RemoveContainer");
+
+    // As Kata's agent: a policy denying ReadStreamRequest redacts the output, it does
+    // not fail the read.
+    client
+        .set_policy(&ALLOW_LISTED_COMMANDS.replace(
+            "default ReadStreamRequest := true",
+            "default ReadStreamRequest := false",
+        ))
+        .await
+        .expect("SetPolicy");
+    let redacted = unique("redacted");
+    client
+        .create_container(&create(&redacted, &["echo", "allowed"]))
+        .await
+        .expect("CreateContainer");
+    client
+        .start_container(&redacted)
+        .await
+        .expect("StartContainer");
+    assert_eq!(
+        client
+            .wait_process(&redacted, "")
+            .await
+            .expect("WaitProcess"),
+        0
+    );
+    let out = client
+        .read_stream(&redacted, "", hull_protocols::client::Stream::Stdout, 4096)
+        .await
+        .expect("ReadStdout answers, empty");
+    assert!(out.is_empty(), "the output was not redacted: {out:?}");
+    client
+        .remove_container(&redacted, 10)
+        .await
+        .expect("RemoveContainer");
 }
