@@ -29,6 +29,10 @@
 //! `HULL_AGENT_CGROUP_ROOT` (environment only) moves the cgroup2 hierarchy containers'
 //! cgroups are made in, [`DEFAULT_CGROUP_ROOT`] by default (hull-init mounts it there);
 //! host tests on a hybrid-cgroup host use `/sys/fs/cgroup/unified`.
+//!
+//! `HULL_AGENT_POLICY_FILE` (environment only, like Kata's `KATA_AGENT_POLICY_FILE`: the
+//! host must not pick the policy) moves the agent policy read at start-up, by default
+//! Kata's `/etc/kata-opa/default-policy.rego` (see [`crate::policy`]).
 
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
@@ -127,6 +131,9 @@ pub struct AgentConfig {
     pub cgroup_root: PathBuf,
     /// Started by hull-init as PID 1's child.
     pub under_init: bool,
+    /// The agent policy in force before any `SetPolicy`; none (everything allowed) when
+    /// the file does not exist.
+    pub policy_file: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -144,6 +151,7 @@ impl Default for AgentConfig {
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
             under_init: false,
+            policy_file: PathBuf::from(crate::policy::DEFAULT_POLICY_FILE),
         }
     }
 }
@@ -200,6 +208,17 @@ impl AgentConfig {
                 });
             }
             config.run_dir = path;
+        }
+        if let Some(file) = env("HULL_AGENT_POLICY_FILE") {
+            let path = PathBuf::from(&file);
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key: "HULL_AGENT_POLICY_FILE".into(),
+                    value: file,
+                    reason: "expected an absolute path".into(),
+                });
+            }
+            config.policy_file = path;
         }
         if let Some(root) = env("HULL_AGENT_CGROUP_ROOT") {
             let path = PathBuf::from(&root);

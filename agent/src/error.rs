@@ -22,6 +22,7 @@ use crate::hooks::HookError;
 use crate::iptables::IptablesError;
 use crate::mem_agent::MemAgentError;
 use crate::network::NetworkError;
+use crate::policy::PolicyError;
 use crate::sandbox::pod_namespaces::PodNamespaceError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::StorageError;
@@ -225,6 +226,9 @@ pub enum AgentError {
     /// GetIPTables / SetIPTables failed.
     #[error(transparent)]
     Iptables(#[from] IptablesError),
+    /// The agent policy refused the request, or a new policy was refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 impl From<ConfineError> for AgentError {

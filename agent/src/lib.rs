@@ -26,6 +26,7 @@ pub mod mem_agent;
 pub mod metrics;
 pub mod mount;
 pub mod network;
+pub mod policy;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;

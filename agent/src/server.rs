@@ -15,6 +15,7 @@ use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
 use crate::config::AgentConfig;
+use crate::policy::{Policy, PolicyGate};
 use crate::rpc;
 use crate::sandbox::Sandbox;
 
@@ -36,6 +37,9 @@ pub enum ServerError {
     /// The SIGTERM or SIGINT handler could not be installed.
     #[error("cannot install the signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    /// The image's agent policy cannot be enforced: the agent must not serve without it.
+    #[error("the default agent policy: {0}")]
+    Policy(#[source] crate::policy::PolicyError),
 }
 
 /// How serving ended.
@@ -51,6 +55,10 @@ pub enum Ending {
 pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending, ServerError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+    let policy = Policy::from_file(&config.policy_file).map_err(ServerError::Policy)?;
+    if policy.is_enforcing() {
+        tracing::info!(file = %config.policy_file.display(), "agent policy in force");
+    }
     let addr = config.server_addr.clone();
     let listener = Listener::bind(addr.to_string()).map_err(|source| ServerError::Bind {
         addr: addr.clone(),
@@ -59,9 +67,10 @@ pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending
     let guard = limits::Guard::new(limits::Limits::default());
     let mut server = Server::new()
         .add_listener(limits::guarded_listener(listener, guard))
-        .register_service(undecodable_is_invalid_argument(rpc::services(
+        .register_service(undecodable_is_invalid_argument(rpc::services_with_policy(
             sandbox.clone(),
             config.under_init,
+            Arc::new(PolicyGate::new(policy)),
         )));
     server.start().await.map_err(ServerError::Start)?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "agent serving");

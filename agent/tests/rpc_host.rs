@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
-use hull_protocols::client::ClientError;
 use hull_testkit::HostAgent;
 use protobuf::Message;
 use ttrpc::Code;
@@ -49,10 +48,6 @@ fn read_response(stream: &mut UnixStream) -> (u32, ttrpc::Status) {
     (stream_id, response.status.into_option().unwrap_or_default())
 }
 
-fn rpc_code(err: &ClientError) -> Option<Code> {
-    err.rpc_code()
-}
-
 #[tokio::test]
 async fn health_check_and_version_answer() {
     let agent = start_agent();
@@ -86,19 +81,6 @@ async fn guest_details_report_this_machines_memory_block_size() {
         !agent_details.init_daemon,
         "on the host the agent is not under hull-init"
     );
-}
-
-#[tokio::test]
-async fn an_unimplemented_rpc_answers_unimplemented_with_its_name() {
-    let agent = start_agent();
-    let client = agent.client().await;
-    let err = client
-        .set_policy("")
-        .await
-        .expect_err("SetPolicy is not implemented");
-    assert_eq!(rpc_code(&err), Some(Code::UNIMPLEMENTED), "{err}");
-    assert!(err.to_string().contains("SetPolicy"), "{err}");
-    agent.assert_serving().await;
 }
 
 #[tokio::test]

@@ -129,6 +129,10 @@ mod tests {
             ("destroy-sandbox", |c| {
                 matches!(c, Command::Sandbox(SandboxCommand::DestroySandbox))
             }),
+            (
+                "set-policy",
+                |c| matches!(c, Command::Sandbox(SandboxCommand::SetPolicy { file }) if file.as_os_str() == "p.rego"),
+            ),
             ("list-interfaces", |c| {
                 matches!(c, Command::Network(NetworkCommand::ListInterfaces))
             }),
@@ -136,7 +140,12 @@ mod tests {
                 matches!(c, Command::Network(NetworkCommand::ListRoutes))
             }),
         ] {
-            let cli = parse(&["--addr", "vsock://3:1024", name]).expect(name);
+            let args: &[&str] = if name == "set-policy" {
+                &[name, "p.rego"]
+            } else {
+                &[name]
+            };
+            let cli = parse(&[&["--addr", "vsock://3:1024"], args].concat()).expect(name);
             assert!(check(&cli.command), "{name}: {:?}", cli.command);
         }
     }

@@ -91,3 +91,39 @@ async fn address_from_environment() {
     .expect("join");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_sends_the_file_and_the_agent_enforces_it() {
+    let agent = InProcessAgent::start().await;
+    let addr = agent.address().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.rego");
+    std::fs::write(
+        &policy,
+        "package agent_policy\ndefault GuestDetailsRequest := false\ndefault SetPolicyRequest := true\n",
+    )
+    .expect("write policy");
+    let policy = policy.display().to_string();
+    let out = hull_ctl(&["--addr", &addr, "--json", "set-policy", &policy]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["policy"], policy.as_str());
+    let out = hull_ctl(&["--addr", &addr, "guest-details"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("GuestDetailsRequest is blocked by policy"),
+        "{}",
+        stderr(&out)
+    );
+    let malformed = dir.path().join("malformed.rego");
+    std::fs::write(&malformed, "package agent_policy\nx if {").expect("write policy");
+    let out = hull_ctl(&[
+        "--addr",
+        &addr,
+        "set-policy",
+        &malformed.display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("malformed"), "{}", stderr(&out));
+}

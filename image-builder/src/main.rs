@@ -67,6 +67,11 @@ struct TreeArgs {
     /// The static busybox used by --debug-tools.
     #[arg(long, value_name = "PATH", default_value = rootfs::DEFAULT_BUSYBOX, requires = "debug_tools")]
     busybox: PathBuf,
+    /// A Rego agent policy (package agent_policy) installed as
+    /// /etc/kata-opa/default-policy.rego: the agent enforces it from its start, until a
+    /// SetPolicy that it allows replaces it. Without one, every request is allowed.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Extra host file SRC copied to absolute path DST in the tree (repeatable).
     #[arg(long, value_name = "SRC:DST")]
     extra: Vec<Extra>,
@@ -89,7 +94,7 @@ impl TreeArgs {
                 .agent
                 .unwrap_or_else(|| workspace::default_guest_binary(self.arch, "hull-agent")),
             busybox: self.debug_tools.then_some(self.busybox),
-            extras: self.extra,
+            extras: with_policy(self.extra, self.policy),
             with_iptables: self.with_iptables,
             arch: self.arch,
         }
@@ -144,6 +149,12 @@ struct AttachArgs {
     /// The image's manifest (`<image>.manifest.json`).
     #[arg(value_name = "MANIFEST")]
     manifest: PathBuf,
+}
+
+/// The `--extra` files and the `--policy` file, which goes where the agent reads it.
+fn with_policy(mut extras: Vec<Extra>, policy: Option<PathBuf>) -> Vec<Extra> {
+    extras.extend(policy.map(Extra::agent_policy));
+    extras
 }
 
 /// Parses `123`, `64M`, `64MiB`, `1G`, `512K` (binary units).
@@ -206,6 +217,11 @@ struct InitrdArgs {
     /// [default: <workspace>/target/x86_64-unknown-linux-gnu/guest/hull-agent].
     #[arg(long, value_name = "PATH")]
     agent: Option<PathBuf>,
+    /// A Rego agent policy (package agent_policy) installed as
+    /// /etc/kata-opa/default-policy.rego: the agent enforces it from its start, until a
+    /// SetPolicy that it allows replaces it. Without one, every request is allowed.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Extra host file SRC copied to absolute path DST in the initrd (repeatable).
     #[arg(long, value_name = "SRC:DST")]
     extra: Vec<Extra>,
@@ -282,7 +298,7 @@ fn run_initrd(args: InitrdArgs, progress: &Progress) -> anyhow::Result<()> {
         agent: args
             .agent
             .unwrap_or_else(|| workspace::default_guest_binary(args.arch, "hull-agent")),
-        extras: args.extra,
+        extras: with_policy(args.extra, args.policy),
         with_iptables: args.with_iptables,
         arch: args.arch,
         mtime: initrd::mtime_from_source_date_epoch(sde.as_deref())?,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -662,4 +662,43 @@ fn rootless_build_equals_root_build() {
         }
         assert!(outs[0] == outs[1], "{fs_type}: rootless build differs");
     }
+}
+
+#[test]
+fn a_policy_goes_where_the_agent_reads_its_default_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs(dir.path());
+    let policy = dir.path().join("policy.rego");
+    fs::write(
+        &policy,
+        "package agent_policy\ndefault ExecProcessRequest := false\n",
+    )
+    .unwrap();
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = dir.path().join("tree");
+    let mut cmd = hull_image();
+    cmd.args(["rootfs", "-o"])
+        .arg(&out)
+        .arg("--policy")
+        .arg(&policy);
+    tree_args(&mut cmd, &i);
+    ok(run(&mut cmd));
+    let installed = out.join(hull_image::initrd::AGENT_POLICY_PATH.trim_start_matches('/'));
+    assert_eq!(fs::read(&installed).unwrap(), fs::read(&policy).unwrap());
+    let mode = fs::metadata(&installed).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o644,
+        "readable by the agent whatever the source's mode"
+    );
+
+    let mut missing = hull_image();
+    missing
+        .args(["rootfs", "-o"])
+        .arg(dir.path().join("tree2"))
+        .arg("--policy")
+        .arg(dir.path().join("no-such.rego"));
+    tree_args(&mut missing, &i);
+    let o = run(&mut missing);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such.rego"), "{}", stderr(&o));
 }

@@ -17,8 +17,8 @@ use hull_protocols::agent::{
     ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
     RemoveStaleVirtiofsShareMountsRequest, ReseedRandomDevRequest, ResizeVolumeRequest,
     ResumeContainerRequest, Routes, SetGuestDateTimeRequest, SetIPTablesRequest,
-    SetIPTablesResponse, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
-    StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
+    SetIPTablesResponse, SetPolicyRequest, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
     UpdateEphemeralMountsRequest, UpdateInterfaceRequest, UpdateRoutesRequest, VolumeStatsRequest,
     WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
@@ -30,10 +30,11 @@ use protobuf::well_known_types::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 
 use super::status::status;
-use super::{container, cpu_mem, guest, guest_admin, network, oci, sandbox, volume};
+use super::{container, cpu_mem, guest, guest_admin, network, oci, policy, sandbox, volume};
 use crate::diagnostic::LogType;
 use crate::error::AgentError;
 use crate::fs::copy;
+use crate::policy::PolicyGate;
 use crate::sandbox::{OutputStream, Sandbox};
 use crate::{entropy, guest_clock, iptables, metrics};
 
@@ -80,6 +81,7 @@ pub const IMPLEMENTED_AGENT_METHODS: &[&str] = &[
     "GetDiagnosticData",
     "GetIPTables",
     "SetIPTables",
+    "SetPolicy",
 ];
 
 /// The AgentService implementation.
@@ -87,6 +89,7 @@ pub struct AgentRpc {
     sandbox: Arc<Sandbox>,
     under_init: bool,
     metrics: metrics::Metrics,
+    policy: Arc<PolicyGate>,
 }
 
 impl AgentRpc {
@@ -97,7 +100,14 @@ impl AgentRpc {
             sandbox,
             under_init,
             metrics: metrics::Metrics::new(),
+            policy: Arc::default(),
         }
+    }
+
+    /// Enforces `policy` (every request but `SetPolicy` is checked by [`policy::guard`];
+    /// `SetPolicy` replaces it).
+    pub fn with_policy(self, policy: Arc<PolicyGate>) -> Self {
+        Self { policy, ..self }
     }
 }
 
@@ -563,6 +573,12 @@ impl AgentService for AgentRpc {
             data: iptables::restore(family, req.data).await.map_err(fail)?,
             ..Default::default()
         })
+    }
+
+    async fn set_policy(&self, _ctx: &TtrpcContext, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
+        let input = policy::input(&req).map_err(fail)?;
+        self.policy.replace(&input, &req.policy).map_err(fail)?;
+        Ok(Empty::new())
     }
 }
 

@@ -2,9 +2,11 @@
 //!
 //! Handlers stay thin ([`agent`]): convert the request, call the [`Sandbox`], convert the
 //! answer back. The conversions live beside them, one module per kind of message
-//! ([`sandbox`], [`container`], [`device`] and [`oci`], [`storage`], [`network`], [`guest`]); they are the only
-//! code of the agent that names protobuf types. Errors become ttRPC statuses in exactly
-//! one place, [`status()`]. Every AgentService method
+//! ([`sandbox`], [`container`], [`device`] and [`oci`], [`storage`], [`network`], [`guest`],
+//! [`guest_admin`], [`cpu_mem`], [`volume`]); they are the only code of the agent that
+//! names protobuf types. Before any handler acts, the agent policy ([`policy`]) decides
+//! whether the request may go on. Errors become ttRPC statuses in exactly one place,
+//! [`status()`]. Every AgentService method
 //! that hull does not implement yet answers `UNIMPLEMENTED` with its full name (the
 //! generated defaults would answer `NOT_FOUND`, which a runtime could mistake for a
 //! missing container).
@@ -18,6 +20,7 @@ pub mod guest_admin;
 mod health;
 pub mod network;
 pub mod oci;
+pub mod policy;
 pub mod sandbox;
 mod status;
 pub mod storage;
@@ -30,6 +33,7 @@ use async_trait::async_trait;
 use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
+use crate::policy::PolicyGate;
 use crate::sandbox::Sandbox;
 
 pub use agent::{AgentRpc, IMPLEMENTED_AGENT_METHODS};
@@ -39,13 +43,23 @@ pub use status::status;
 /// The ttRPC service name of the agent API.
 pub const AGENT_SERVICE: &str = "grpc.AgentService";
 
-/// Every service the agent serves, ready for `ttrpc::asynchronous::Server::register_service`.
+/// Every service the agent serves, ready for `ttrpc::asynchronous::Server::register_service`,
+/// with no agent policy (until a `SetPolicy`).
 pub fn services(sandbox: Arc<Sandbox>, under_init: bool) -> HashMap<String, Service> {
-    let mut services = hull_protocols::agent_ttrpc::create_agent_service(Arc::new(AgentRpc::new(
-        sandbox, under_init,
-    )));
+    services_with_policy(sandbox, under_init, Arc::default())
+}
+
+/// [`services`], every AgentService request checked by `policy` first ([`policy::guard`]).
+pub fn services_with_policy(
+    sandbox: Arc<Sandbox>,
+    under_init: bool,
+    policy: Arc<PolicyGate>,
+) -> HashMap<String, Service> {
+    let rpc = AgentRpc::new(sandbox, under_init).with_policy(policy.clone());
+    let mut services = hull_protocols::agent_ttrpc::create_agent_service(Arc::new(rpc));
     if let Some(agent) = services.get_mut(AGENT_SERVICE) {
         answer_unimplemented(agent, AGENT_SERVICE, IMPLEMENTED_AGENT_METHODS);
+        policy::guard(agent, &policy);
     }
     services.extend(hull_protocols::health_ttrpc::create_health(Arc::new(
         HealthRpc,
@@ -93,6 +107,14 @@ mod tests {
         for method in IMPLEMENTED_AGENT_METHODS {
             assert!(agent.methods.contains_key(*method), "no such RPC: {method}");
         }
+        // And every method of the protocol is implemented: none answers UNIMPLEMENTED.
+        for method in agent.methods.keys() {
+            assert!(
+                IMPLEMENTED_AGENT_METHODS.contains(&method.as_str()),
+                "{method} answers UNIMPLEMENTED"
+            );
+        }
+        assert_eq!(agent.methods.len(), 42);
         assert!(services.contains_key("grpc.Health"));
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The request's own faults are INVALID_ARGUMENT, what names nothing that exists
 //! NOT_FOUND, what the guest's state forbids FAILED_PRECONDITION, a duplicate
-//! ALREADY_EXISTS, a wait that ran out DEADLINE_EXCEEDED, and what went wrong inside the
-//! guest INTERNAL. The status's message is the error's `Display`.
+//! ALREADY_EXISTS, a wait that ran out DEADLINE_EXCEEDED, what the agent policy denies
+//! PERMISSION_DENIED (a malformed policy is INVALID_ARGUMENT), and what went wrong inside
+//! the guest INTERNAL. The status's message is the error's `Display`.
 
 use hull_container::process::ProcessError;
 use hull_container::{ContainerError, SetupError};
@@ -24,6 +25,7 @@ use crate::iptables::IptablesError;
 use crate::mem_agent::MemAgentError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
+use crate::policy::PolicyError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::storage::{StorageError, VolumeError};
 use crate::swap::SwapError;
@@ -70,6 +72,7 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::MemAgent(e) => mem_agent_code(e),
         AgentError::Diagnostic(e) => diagnostic_code(e),
         AgentError::Iptables(e) => iptables_code(e),
+        AgentError::Policy(e) => policy_code(e),
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -155,6 +158,15 @@ fn iptables_code(error: &IptablesError) -> Code {
         IptablesError::Rejected { .. } => Code::INVALID_ARGUMENT,
         IptablesError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
         IptablesError::Failed { .. } | IptablesError::Spawn { .. } => Code::INTERNAL,
+    }
+}
+
+fn policy_code(error: &PolicyError) -> Code {
+    match error {
+        PolicyError::Denied { .. } => Code::PERMISSION_DENIED,
+        PolicyError::Malformed { .. } | PolicyError::Input { .. } => Code::INVALID_ARGUMENT,
+        PolicyError::NotBuiltIn => Code::UNIMPLEMENTED,
+        PolicyError::Read { .. } | PolicyError::Evaluation { .. } => Code::INTERNAL,
     }
 }
 

@@ -1,7 +1,9 @@
-//! `create-sandbox`, `guest-details` and `destroy-sandbox`.
+//! `create-sandbox`, `guest-details`, `destroy-sandbox` and `set-policy`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use hull_protocols::AgentClient;
 use hull_protocols::agent::{AgentDetails, CreateSandboxRequest, GuestDetailsResponse, Storage};
@@ -24,6 +26,12 @@ pub enum SandboxCommand {
     GuestDetails,
     /// AgentService.DestroySandbox: tear the sandbox down.
     DestroySandbox,
+    /// AgentService.SetPolicy: the Rego agent policy in FILE replaces the one in force
+    /// (if that policy allows SetPolicyRequest).
+    SetPolicy {
+        /// A Rego module of package agent_policy.
+        file: PathBuf,
+    },
 }
 
 /// `create-sandbox` options.
@@ -98,6 +106,33 @@ pub async fn run(client: &AgentClient, command: &SandboxCommand) -> anyhow::Resu
             client.destroy_sandbox().await?;
             Ok(Outcome::ok(DestroyReport { destroyed: true }))
         }
+        SandboxCommand::SetPolicy { file } => {
+            let policy = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the policy {}", file.display()))?;
+            client.set_policy(&policy).await?;
+            Ok(Outcome::ok(PolicyReport {
+                policy: file.display().to_string(),
+                bytes: policy.len(),
+            }))
+        }
+    }
+}
+
+/// `set-policy` result. JSON: `{"policy": "FILE", "bytes": N}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyReport {
+    /// The file sent.
+    pub policy: String,
+    /// Its size.
+    pub bytes: usize,
+}
+
+impl Report for PolicyReport {
+    fn human(&self) -> String {
+        format!("policy {} ({} bytes) in force", self.policy, self.bytes)
+    }
+    fn json(&self) -> serde_json::Value {
+        to_json(self)
     }
 }
 

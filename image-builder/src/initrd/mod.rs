@@ -39,6 +39,20 @@ pub struct Extra {
     pub dst: String,
 }
 
+/// Where the agent policy baked into an image goes (`--policy`): the file Kata's agent,
+/// and hull-agent, read the policy in force before any `SetPolicy` from.
+pub const AGENT_POLICY_PATH: &str = "/etc/kata-opa/default-policy.rego";
+
+impl Extra {
+    /// `--policy FILE`: a Rego agent policy installed at [`AGENT_POLICY_PATH`].
+    pub fn agent_policy(src: PathBuf) -> Extra {
+        Extra {
+            src,
+            dst: AGENT_POLICY_PATH.to_string(),
+        }
+    }
+}
+
 impl FromStr for Extra {
     type Err = InitrdError;
 

@@ -5,5 +5,6 @@ pub mod baseline;
 pub mod boot;
 pub mod containers;
 pub mod memory;
+pub mod policy;
 pub mod stdio;
 pub mod table;

@@ -9,7 +9,8 @@
 //!   `-m` that runs a container;
 //! - stdio: ReadStdout throughput (32 KiB and 1 MiB reads) against raw vsock;
 //! - containers: CreateContainer+StartContainer to the first byte, against ExecProcess in
-//!   a running container and a plain fork+exec in the guest.
+//!   a running container and a plain fork+exec in the guest;
+//! - the agent policy: the same call with and without a policy in force.
 //!
 //! Times are min / median / max; a ratio compares medians.
 
@@ -47,6 +48,9 @@ struct Args {
     /// Only the memory, stdio and container figures (no sizes, image builds or boots).
     #[arg(long)]
     containers_only: bool,
+    /// Only the agent policy figures (the check in-process, and one guest).
+    #[arg(long)]
+    policy_only: bool,
     /// Leave out the search for the smallest guest (several extra boots).
     #[arg(long)]
     no_min_memory: bool,
@@ -62,6 +66,14 @@ async fn main() -> Result<()> {
     let baselines = Baselines::build()?;
 
     let mut table = Table::default();
+    if args.policy_only {
+        bench::policy::check_figures(args.runs, &mut table)?;
+        let guest = SandboxGuest::boot(config.clone()).await?;
+        bench::policy::figures(&guest, args.runs, &mut table).await?;
+        guest.power_off().await?;
+        print!("{}", table.render());
+        return Ok(());
+    }
     if !args.containers_only {
         size_figures(&args, &config, &mut table)?;
         boot_figures(&args, &config, &baselines, &mut table).await?;
@@ -80,6 +92,9 @@ async fn main() -> Result<()> {
         &mut table,
     )
     .await?;
+    // Last on this guest: the policy it sets stays in force.
+    bench::policy::check_figures(args.runs, &mut table)?;
+    bench::policy::figures(&guest, args.runs, &mut table).await?;
     guest.power_off().await?;
 
     println!(

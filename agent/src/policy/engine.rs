@@ -1,0 +1,200 @@
+//! The Rego engine behind [`Policy`](super::Policy): regorus, set up as Kata's agent sets
+//! it up.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use super::{POLICY_PACKAGE, PolicyError, patch};
+
+/// The rule whose `true` turns denials into warnings (a debugging aid of Kata's).
+const ALLOW_FAILURES_RULE: &str = "AllowRequestsFailingPolicy";
+
+// regorus' default limits (1 KiB lines, 1 MiB files) reject policies that genpolicy
+// writes; these are the limits Kata's agent sets.
+const MAX_LINE_BYTES: u32 = 64 * 1024;
+const MAX_POLICY_BYTES: usize = 16 * 1024 * 1024;
+const MAX_POLICY_LINES: usize = 200_000;
+
+/// A compiled policy and its state.
+#[derive(Clone)]
+pub struct Engine {
+    rego: regorus::Engine,
+    /// `data.pstate`, the state the policy's `ops` change.
+    state: serde_json::Value,
+    /// `AllowRequestsFailingPolicy`: denials are logged, not enforced.
+    allow_failures: bool,
+}
+
+impl Engine {
+    /// Compiles `rego` (a module of package [`POLICY_PACKAGE`]).
+    pub fn compile(rego: &str) -> Result<Self, PolicyError> {
+        let malformed = |e: anyhow::Error| PolicyError::Malformed {
+            reason: e.to_string(),
+        };
+        let mut rego_engine = new_engine();
+        let package = rego_engine
+            .add_policy(POLICY_PACKAGE.to_string(), rego.to_string())
+            .map_err(malformed)?;
+        if package != format!("data.{POLICY_PACKAGE}") {
+            return Err(PolicyError::Malformed {
+                reason: format!("the package is {package}, expected data.{POLICY_PACKAGE}"),
+            });
+        }
+        let mut engine = Engine {
+            rego: rego_engine,
+            state: serde_json::json!({}),
+            allow_failures: false,
+        };
+        engine.load_state()?;
+        // Evaluating a rule compiles the whole module: errors that parsing does not see
+        // show here.
+        let allow_failures = engine
+            .query(ALLOW_FAILURES_RULE, &serde_json::json!({}))
+            .map_err(|e| match e {
+                PolicyError::Evaluation { reason, .. } => PolicyError::Malformed { reason },
+                other => other,
+            })?;
+        engine.take_prints();
+        engine.allow_failures = matches!(allow_failures, Some(regorus::Value::Bool(true)));
+        if engine.allow_failures {
+            tracing::warn!("policy: AllowRequestsFailingPolicy is set: denials are only logged");
+        }
+        Ok(engine)
+    }
+
+    /// Whether denials are only logged.
+    pub fn allows_failures(&self) -> bool {
+        self.allow_failures
+    }
+
+    /// Evaluates the rule `request` with `input`: whether it allows, and what the policy
+    /// printed. An allowed object answer's `ops` change the state.
+    pub fn decide(
+        &mut self,
+        request: &str,
+        input: &serde_json::Value,
+    ) -> Result<(bool, String), PolicyError> {
+        let answer = self.query(request, input)?;
+        let prints = self.take_prints();
+        let allowed = match answer {
+            // Undefined: the policy says nothing about this request.
+            None => false,
+            Some(regorus::Value::Bool(allowed)) => allowed,
+            Some(object @ regorus::Value::Object(_)) => self.apply_metadata(request, &object)?,
+            Some(other) => {
+                return Err(PolicyError::Evaluation {
+                    request: request.to_string(),
+                    reason: format!("the rule answered {other}, expected a boolean or an object"),
+                });
+            }
+        };
+        Ok((allowed, prints))
+    }
+    /// Evaluates `data.agent_policy.<rule>` with `input`; `None` when undefined.
+    fn query(
+        &mut self,
+        rule: &str,
+        input: &serde_json::Value,
+    ) -> Result<Option<regorus::Value>, PolicyError> {
+        let failed = |reason: String| PolicyError::Evaluation {
+            request: rule.to_string(),
+            reason,
+        };
+        let input = serde::Deserialize::deserialize(input)
+            .map_err(|e: serde_json::Error| failed(e.to_string()))?;
+        self.rego.set_input(input);
+        let results = self
+            .rego
+            .eval_query(format!("data.{POLICY_PACKAGE}.{rule}"), false)
+            .map_err(|e| failed(e.to_string()))?;
+        let mut answers = results.result.into_iter();
+        let answer = match (answers.next(), answers.next()) {
+            (None, _) => return Ok(None),
+            (Some(only), None) => only,
+            (Some(_), Some(_)) => return Err(failed("the rule has more than one answer".into())),
+        };
+        let mut expressions = answer.expressions.into_iter();
+        match (expressions.next(), expressions.next()) {
+            (Some(only), None) => match only.value {
+                regorus::Value::Undefined => Ok(None),
+                value => Ok(Some(value)),
+            },
+            _ => Err(failed("the query did not give exactly one value".into())),
+        }
+    }
+
+    fn take_prints(&mut self) -> String {
+        self.rego
+            .take_prints()
+            .map(|prints| prints.join(" "))
+            .unwrap_or_default()
+    }
+
+    /// An object answer: `{"allowed": bool, "ops": [JSON patch]}`; the patch applies to
+    /// the state only when the request is allowed.
+    fn apply_metadata(
+        &mut self,
+        request: &str,
+        answer: &regorus::Value,
+    ) -> Result<bool, PolicyError> {
+        let failed = |reason: String| PolicyError::Evaluation {
+            request: request.to_string(),
+            reason,
+        };
+        let answer = serde_json::to_value(answer).map_err(|e| failed(e.to_string()))?;
+        let allowed = answer
+            .get("allowed")
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| failed("the rule's object has no boolean \"allowed\"".into()))?;
+        if !allowed {
+            return Ok(false);
+        }
+        if let Some(ops) = answer.get("ops").filter(|ops| !ops.is_null()) {
+            let mut data = serde_json::json!({ "pstate": self.state.clone() });
+            patch::apply(&mut data, ops).map_err(|e| failed(e.to_string()))?;
+            self.state = data
+                .get_mut("pstate")
+                .map(serde_json::Value::take)
+                .unwrap_or_else(|| serde_json::json!({}));
+            self.load_state()?;
+        }
+        Ok(true)
+    }
+
+    /// Makes the state visible to the policy as `data.pstate`.
+    fn load_state(&mut self) -> Result<(), PolicyError> {
+        let data = serde_json::json!({ "pstate": self.state });
+        let data = serde::Deserialize::deserialize(&data).map_err(|e: serde_json::Error| {
+            PolicyError::Evaluation {
+                request: "pstate".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.rego.clear_data();
+        self.rego
+            .add_data(data)
+            .map_err(|e| PolicyError::Evaluation {
+                request: "pstate".into(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+fn new_engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    // As Kata's agent: a builtin's error makes its expression undefined, not the whole
+    // evaluation fail; `print` output is kept for the denial's message.
+    engine.set_strict_builtin_errors(false);
+    engine.set_gather_prints(true);
+    if let (Some(max_col), Some(max_file_bytes), Some(max_lines)) = (
+        NonZeroU32::new(MAX_LINE_BYTES),
+        NonZeroUsize::new(MAX_POLICY_BYTES),
+        NonZeroUsize::new(MAX_POLICY_LINES),
+    ) {
+        engine.set_policy_length_config(regorus::PolicyLengthConfig {
+            max_col,
+            max_file_bytes,
+            max_lines,
+        });
+    }
+    engine
+}

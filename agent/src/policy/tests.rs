@@ -1,0 +1,152 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use serde_json::json;
+
+use super::*;
+
+const DENY_EXEC: &str = r#"
+package agent_policy
+default ExecProcessRequest := false
+default CreateContainerRequest := true
+default SetPolicyRequest := true
+"#;
+
+#[test]
+fn no_policy_allows_everything_without_evaluating() {
+    let mut policy = Policy::allow_all();
+    assert!(!policy.is_enforcing());
+    policy.check("ExecProcessRequest", &json!({})).unwrap();
+}
+
+#[test]
+fn a_false_rule_denies_and_a_true_one_allows() {
+    let mut policy = Policy::from_rego(DENY_EXEC).unwrap();
+    assert!(policy.is_enforcing());
+    policy.check("CreateContainerRequest", &json!({})).unwrap();
+    let err = policy.check("ExecProcessRequest", &json!({})).unwrap_err();
+    assert!(matches!(&err, PolicyError::Denied { request, .. } if request == "ExecProcessRequest"));
+    assert_eq!(err.to_string(), "ExecProcessRequest is blocked by policy");
+}
+
+#[test]
+fn a_rule_the_policy_does_not_define_denies() {
+    let mut policy = Policy::from_rego(DENY_EXEC).unwrap();
+    let err = policy.check("ListRoutesRequest", &json!({})).unwrap_err();
+    assert!(matches!(err, PolicyError::Denied { .. }), "{err}");
+}
+
+#[test]
+fn rules_read_the_input_and_the_policy_data_and_their_prints_explain_a_denial() {
+    let rego = r#"
+package agent_policy
+policy_data := {"allowed_commands": [["/bin/echo", "hi"]]}
+default CreateContainerRequest := false
+CreateContainerRequest if {
+    some allowed in policy_data.allowed_commands
+    input.OCI.Process.Args == allowed
+}
+CreateContainerRequest if {
+    print("command not allowed:", input.OCI.Process.Args)
+    false
+}
+"#;
+    let mut policy = Policy::from_rego(rego).unwrap();
+    let request = |args: &[&str]| json!({"OCI": {"Process": {"Args": args}}});
+    policy
+        .check("CreateContainerRequest", &request(&["/bin/echo", "hi"]))
+        .unwrap();
+    let err = policy
+        .check("CreateContainerRequest", &request(&["/bin/sh"]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("command not allowed:"),
+        "the print is in the message: {err}"
+    );
+}
+
+#[test]
+fn malformed_policies_are_refused() {
+    for rego in [
+        "package agent_policy\nExecProcessRequest := {",
+        "package other\ndefault ExecProcessRequest := true",
+        "default ExecProcessRequest := true",
+        "package agent_policy\nExecProcessRequest if { input.x == }",
+    ] {
+        let err = Policy::from_rego(rego).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::Malformed { .. }),
+            "{rego}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_default_file_allows_everything_and_a_present_one_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = Policy::from_file(&dir.path().join("default-policy.rego")).unwrap();
+    assert!(!missing.is_enforcing());
+    let file = dir.path().join("policy.rego");
+    std::fs::write(&file, DENY_EXEC).unwrap();
+    let mut present = Policy::from_file(&file).unwrap();
+    assert!(present.check("ExecProcessRequest", &json!({})).is_err());
+    std::fs::write(&file, "package agent_policy\nx := {").unwrap();
+    assert!(matches!(
+        Policy::from_file(&file),
+        Err(PolicyError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn the_gate_replaces_the_policy_only_when_allowed_and_well_formed() {
+    let gate = PolicyGate::default();
+    let input = json!({"policy": ""});
+    gate.replace(&input, DENY_EXEC).unwrap();
+    assert!(gate.check("ExecProcessRequest", &json!({})).is_err());
+    // Malformed: the policy in force stays.
+    let err = gate.replace(&input, "package agent_policy\n{").unwrap_err();
+    assert!(matches!(err, PolicyError::Malformed { .. }), "{err}");
+    assert!(gate.check("ExecProcessRequest", &json!({})).is_err());
+    // A policy that forbids SetPolicy cannot be replaced.
+    let locked = "package agent_policy\ndefault SetPolicyRequest := false\ndefault ExecProcessRequest := true";
+    gate.replace(&input, locked).unwrap();
+    gate.check("ExecProcessRequest", &json!({})).unwrap();
+    let err = gate
+        .replace(
+            &input,
+            "package agent_policy\ndefault SetPolicyRequest := true",
+        )
+        .unwrap_err();
+    assert!(matches!(err, PolicyError::Denied { .. }), "{err}");
+}
+
+#[test]
+fn ops_of_an_allowed_answer_change_the_state_later_requests_see() {
+    let rego = r#"
+package agent_policy
+default CreateSandboxRequest := false
+CreateSandboxRequest := {"allowed": true, "ops": [{"op": "add", "path": "/pstate/hostname", "value": input.hostname}]} if {
+    not data.pstate.hostname
+}
+default GuestDetailsRequest := false
+GuestDetailsRequest if { data.pstate.hostname == "pod1" }
+"#;
+    let mut policy = Policy::from_rego(rego).unwrap();
+    assert!(policy.check("GuestDetailsRequest", &json!({})).is_err());
+    policy
+        .check("CreateSandboxRequest", &json!({"hostname": "pod1"}))
+        .unwrap();
+    policy.check("GuestDetailsRequest", &json!({})).unwrap();
+    // Once set, a second sandbox is refused.
+    assert!(
+        policy
+            .check("CreateSandboxRequest", &json!({"hostname": "pod2"}))
+            .is_err()
+    );
+}
+
+#[test]
+fn allow_requests_failing_policy_only_logs_denials() {
+    let rego = "package agent_policy\ndefault AllowRequestsFailingPolicy := true\ndefault ExecProcessRequest := false";
+    let mut policy = Policy::from_rego(rego).unwrap();
+    policy.check("ExecProcessRequest", &json!({})).unwrap();
+}

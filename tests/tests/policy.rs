@@ -1,0 +1,136 @@
+//! The agent policy in real guests: `SetPolicy` over vsock (a policy denying ExecProcess,
+//! then a malformed one that must leave it in force), and a policy baked into the initrd
+//! with `hull-image initrd --policy`, in force from the agent's first request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use hull_e2e::artifacts::{GuestArtifacts, guest_binary};
+use hull_e2e::vm::{Vm, VmConfig};
+use hull_image::Arch;
+use hull_image::initrd::{self, Extra, InitrdRequest};
+use hull_protocols::agent::ExecProcessRequest;
+use hull_protocols::client::{AgentClient, ClientError};
+use hull_protocols::oci;
+use hull_protocols::ttrpc::Code;
+
+const BOOT_DEADLINE: Duration = Duration::from_secs(120);
+const POWER_OFF_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Denies ExecProcess; allows what the test and powering off need.
+const DENY_EXEC: &str = r#"package agent_policy
+default ExecProcessRequest := false
+default GuestDetailsRequest := true
+default SetPolicyRequest := true
+default DestroySandboxRequest := true
+"#;
+
+/// The same, and SetPolicy denied: the image's policy cannot be replaced.
+const BAKED: &str = r#"package agent_policy
+default ExecProcessRequest := false
+default GuestDetailsRequest := true
+default SetPolicyRequest := false
+default DestroySandboxRequest := true
+"#;
+
+/// An exec into a container that does not exist: NOT_FOUND when the policy lets it
+/// through, PERMISSION_DENIED when it does not.
+async fn exec(client: &AgentClient) -> Result<(), ClientError> {
+    let req = ExecProcessRequest {
+        container_id: "nosuch".into(),
+        exec_id: "e1".into(),
+        process: Some(oci::Process {
+            Args: vec!["/bin/true".into()],
+            Cwd: "/".into(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    client.exec_process(&req).await
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Result<Code> {
+    match result {
+        Ok(v) => anyhow::bail!("expected an error status, got {v:?}"),
+        Err(e) => e.rpc_code().with_context(|| format!("not a status: {e}")),
+    }
+}
+
+async fn assert_exec_denied(client: &AgentClient) -> Result<()> {
+    let err = exec(client).await.expect_err("ExecProcess went through");
+    ensure!(
+        err.rpc_code() == Some(Code::PERMISSION_DENIED)
+            && err.to_string().contains("ExecProcessRequest"),
+        "ExecProcess: {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_policy_denies_exec_and_a_malformed_policy_changes_nothing() -> Result<()> {
+    let config = VmConfig::new(GuestArtifacts::locate()?);
+    let mut vm = Vm::boot(&config)?;
+    let (client, _) = vm.wait_for_agent(BOOT_DEADLINE).await?;
+
+    // No policy in the image: everything goes through.
+    ensure!(code(exec(&client).await)? == Code::NOT_FOUND);
+    client.set_policy(DENY_EXEC).await.context("SetPolicy")?;
+    assert_exec_denied(&client).await?;
+    client.guest_details().await.context("GetGuestDetails")?;
+
+    let malformed = client
+        .set_policy("package agent_policy\nExecProcessRequest if {")
+        .await
+        .expect_err("a malformed policy was taken");
+    ensure!(
+        malformed.rpc_code() == Some(Code::INVALID_ARGUMENT),
+        "malformed policy: {malformed}"
+    );
+    assert_exec_denied(&client).await?;
+
+    vm.power_off_through_agent(&client, POWER_OFF_DEADLINE)
+        .await?;
+    vm.finish();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_baked_into_the_initrd_is_in_force_from_the_start() -> Result<()> {
+    let mut artifacts = GuestArtifacts::locate()?;
+    let dir = tempfile::tempdir()?;
+    let policy = dir.path().join("policy.rego");
+    std::fs::write(&policy, BAKED)?;
+    let initrd = dir.path().join("initrd-with-policy.img");
+    let request = InitrdRequest {
+        init: guest_binary("hull-init"),
+        agent: guest_binary("hull-agent"),
+        extras: vec![Extra::agent_policy(policy)],
+        with_iptables: false,
+        arch: Arch::X86_64,
+        mtime: 0,
+    };
+    initrd::build(&request, &initrd).context("building the initrd with --policy")?;
+    artifacts.initrd = initrd;
+    let mut vm = Vm::boot(&VmConfig::new(artifacts))?;
+    let (client, _) = vm.wait_for_agent(BOOT_DEADLINE).await?;
+
+    assert_exec_denied(&client).await?;
+    client.guest_details().await.context("GetGuestDetails")?;
+    let err = client
+        .set_policy("package agent_policy\ndefault ExecProcessRequest := true")
+        .await
+        .expect_err("the baked policy was replaced");
+    ensure!(
+        err.rpc_code() == Some(Code::PERMISSION_DENIED),
+        "SetPolicy: {err}"
+    );
+    assert_exec_denied(&client).await?;
+
+    vm.power_off_through_agent(&client, POWER_OFF_DEADLINE)
+        .await?;
+    vm.finish();
+    Ok(())
+}
