@@ -174,6 +174,12 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<
     std::fs::write(dir.join(format!("seed-{name}")), bytes)
 }
 
+/// A policy that allows every request, as Kata's images carry by default.
+const POLICY_ALLOW_ALL: &str = "package agent_policy\n\ndefault ExecProcessRequest := true\ndefault CreateContainerRequest := true\n";
+
+/// A policy that allows only listed commands to be exec'd, with a data document.
+const POLICY_EXEC_LIST: &str = "package agent_policy\n\nimport future.keywords.in\n\ndefault ExecProcessRequest := false\n\nExecProcessRequest {\n    input.process.Args[0] in policy_data.allowed\n}\n\npolicy_data := {\"allowed\": [\"sh\", \"ls\"]}\n";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corpus = std::env::args()
         .nth(1)
@@ -382,6 +388,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     write(corpus, "cmdline", "guest", CMDLINE.as_bytes())?;
+    write(corpus, "policy", "allow-all", POLICY_ALLOW_ALL.as_bytes())?;
+    write(corpus, "policy", "exec-allow-list", POLICY_EXEC_LIST.as_bytes())?;
     write(corpus, "mountinfo", "guest", MOUNTINFO.as_bytes())?;
     write(
         corpus,

@@ -279,6 +279,22 @@ pub fn agent_requests(data: &[u8]) {
     dispatch("grpc.AgentService", method, payload);
 }
 
+/// A policy as `SetPolicy` carries it: compiled as Rego, and when it compiles, asked
+/// about an ExecProcess request (the JSON input Kata's policies see).
+pub fn policy(data: &[u8]) {
+    let Ok(rego) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(mut policy) = hull_agent::policy::Policy::from_rego(rego) {
+        let input = serde_json::json!({
+            "container_id": "c1",
+            "exec_id": "e1",
+            "process": { "Args": ["sh", "-c", "true"], "Cwd": "/" },
+        });
+        let _ = policy.check("ExecProcessRequest", &input);
+    }
+}
+
 /// Polls a future over an in-memory reader, which never waits, to its end.
 fn run_ready<F: Future>(future: F) -> Option<F::Output> {
     let mut future = pin!(future);
