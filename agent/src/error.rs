@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use crate::fs::ConfineError;
 use crate::hooks::HookError;
 use crate::network::NetworkError;
+use crate::stdio_ports::StdioPortError;
 use crate::storage::StorageError;
 
 /// Everything that can go wrong below the RPC layer.
@@ -40,9 +41,6 @@ pub enum AgentError {
         /// The feature asked for, in words.
         what: &'static str,
     },
-    /// A process's stdio was asked for over vsock ports.
-    #[error("stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin")]
-    VsockStdio,
     /// `StringUser` names a user or group: this agent does not read the container's
     /// `/etc/passwd`.
     #[error("string_user {field} {value:?}: only numeric ids are supported")]
@@ -169,6 +167,9 @@ pub enum AgentError {
     /// A guest hook (CreateSandbox's `guest_hook_path`) failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// A request's stdio ports could not be served.
+    #[error(transparent)]
+    StdioPort(#[from] StdioPortError),
 }
 
 impl From<ConfineError> for AgentError {

@@ -17,8 +17,8 @@ pub mod spec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hull_container::process::ExitStatus;
@@ -33,6 +33,7 @@ use crate::device::DeviceWaiter;
 use crate::error::AgentError;
 use crate::hooks::{GuestHooks, HookKind, HookState};
 use crate::network::Network;
+use crate::stdio_ports::{self, StdioConnections, StdioPorts};
 use crate::storage::{StorageRef, StorageRequest, Storages};
 
 pub use guest::{GuestFacts, read_guest_facts};
@@ -70,6 +71,8 @@ pub struct Sandbox {
     hooks: Mutex<GuestHooks>,
     /// Where container bundles live (`<run dir>/<container id>/`), for hooks' OCI state.
     bundle_base: PathBuf,
+    /// Connections to the stdio listener (`agent.passfd_listener_port`), if it runs.
+    stdio_connections: Option<Arc<StdioConnections>>,
 }
 
 /// The first container that asked for the sandbox PID namespace created it (Kata's pause
@@ -95,6 +98,8 @@ pub struct ContainerRequest {
     pub storages: Vec<StorageRequest>,
     /// Join (or, first, create) the sandbox-wide PID namespace.
     pub sandbox_pidns: bool,
+    /// The init process's streams carried on vsock connections.
+    pub stdio: StdioPorts,
 }
 
 /// One of a process's output streams.
@@ -173,7 +178,14 @@ impl Sandbox {
             pidns_holder: Mutex::new(None),
             hooks: Mutex::new(GuestHooks::default()),
             bundle_base: config.run_dir.clone(),
+            stdio_connections: None,
         }
+    }
+
+    /// The same sandbox taking processes' stdio connections from `connections`.
+    pub fn with_stdio_connections(mut self, connections: Arc<StdioConnections>) -> Self {
+        self.stdio_connections = Some(connections);
+        self
     }
 
     /// Records that a previous agent died and its sandbox was torn down
@@ -200,6 +212,7 @@ impl Sandbox {
             spec,
             storages,
             sandbox_pidns,
+            stdio,
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
         if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
@@ -220,9 +233,20 @@ impl Sandbox {
             true => self.in_sandbox_pidns(spec, holder.as_ref())?,
             false => spec,
         };
+        // Claimed first, as Kata's agent does: on any error below they are closed.
+        let streams = stdio_ports::claim(self.stdio_connections.as_deref(), stdio).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
         match self.containers.create(id, exec_id, spec).await {
             Ok(container) => {
+                if let Err(e) = self.containers.carry_stdio(id, "", streams).await {
+                    if let Err(undo) = self
+                        .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
+                        .await
+                    {
+                        tracing::warn!(error = %undo, "removing a container whose stdio failed");
+                    }
+                    return Err(e.into());
+                }
                 if !refs.is_empty()
                     && let Ok(mut held) = self.container_storages.lock()
                 {
@@ -481,14 +505,23 @@ impl Sandbox {
         let _ = rx.wait_for(|destroyed| *destroyed).await;
     }
 
-    /// `ExecProcess`: runs `process` in container `id`'s namespaces and cgroup.
+    /// `ExecProcess`: runs `process` in container `id`'s namespaces and cgroup, its
+    /// streams named in `stdio` carried on their vsock connections.
     pub async fn exec_process(
         &self,
         id: &str,
         exec_id: &str,
         process: &OciProcess,
+        stdio: StdioPorts,
     ) -> Result<(), AgentError> {
-        Ok(self.containers.exec(id, exec_id, process).await?)
+        let streams = stdio_ports::claim(self.stdio_connections.as_deref(), stdio).await?;
+        self.containers.exec(id, exec_id, process).await?;
+        if let Err(e) = self.containers.carry_stdio(id, exec_id, streams).await {
+            // Without its stdio the process is of no use to the runtime.
+            let _ = self.containers.signal(id, exec_id, Signal::SIGKILL);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// `SignalProcess`: an empty `exec_id` signals every process of the container.
