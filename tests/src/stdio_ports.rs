@@ -49,7 +49,13 @@ impl StdioPortDialer {
             "vsock-peer-ports".to_string(),
             PROBE_PORT.to_string(),
         ]);
-        let probe = guest.start_container(id, &spec).await?;
+        let probe = Container::create(&guest.client, id, spec.to_proto(id)?)
+            .await
+            .with_context(|| format!("CreateContainer {id}"))?;
+        probe
+            .start()
+            .await
+            .with_context(|| format!("StartContainer {id}"))?;
         Ok(Self {
             socket: guest.vm().hybrid_vsock_socket(),
             listener_port: LISTENER_PORT,
@@ -83,8 +89,8 @@ impl StdioPortDialer {
         }
     }
 
-    /// One connection to the stdio listener (blocking, 60 s read timeout) and the host
-    /// port the guest sees it come from.
+    /// One connection to the stdio listener (blocking, 10 min read timeout: a stream may
+    /// stay quiet while the process works) and the host port the guest sees it come from.
     pub async fn connect(&self) -> Result<(UnixStream, u32)> {
         let before = self.probe_port().await?;
         let (stream, reply) = hybrid_vsock_connect(&self.socket, self.listener_port)
@@ -96,7 +102,7 @@ impl StdioPortDialer {
         };
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_read_timeout(Some(Duration::from_secs(600)))?;
         Ok((stream, port))
     }
 
