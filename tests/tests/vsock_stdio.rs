@@ -193,6 +193,30 @@ async fn stdio_over_vsock_ports() -> Result<()> {
     let expected: String = (1..=100_000).map(|n| format!("{n}\n")).collect();
     ensure!(text == expected, "seq's lines arrived lost or out of order");
 
+    // The transport alone: 64 MiB written 1 MiB at a time (`head -c` writes in small
+    // pieces, which the bench's figure includes).
+    let (stdout, stdout_port) = dialer.connect().await?;
+    client
+        .exec_process(&exec(
+            "dd",
+            "dd if=/dev/zero bs=1048576 count=64 2>/dev/null",
+            0,
+            stdout_port,
+        )?)
+        .await?;
+    let asked = Instant::now();
+    let out = hash_to_end(stdout);
+    let status = worker.wait("dd").await?;
+    let (total, _, end) = out.join().expect("stdout reader")?;
+    ensure!(
+        status == 0 && total == 64 << 20,
+        "dd: status {status}, {total} bytes"
+    );
+    eprintln!(
+        "64 MiB from dd bs=1M through stdout_port: {:.1} MB/s",
+        total as f64 / 1e6 / (end - asked).as_secs_f64()
+    );
+
     // Bad input: a port no connection came from is refused, naming it, in bounded time;
     // the process is not started, and the exec id is free afterwards.
     let asked = Instant::now();
