@@ -213,6 +213,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_terminal_is_carried_both_ways_and_a_stderr_stream_is_closed() {
+        let (io, child) = ProcessIo::terminal(24, 80).unwrap();
+        let (_exit_tx, exit) = ExitWatch::manual();
+        let (mut host_in, agent_in) = pair();
+        let (mut host_out, agent_out) = pair();
+        let (mut host_err, agent_err) = pair();
+        io.carry(
+            StdioStreams {
+                stdin: Some(agent_in),
+                stdout: Some(agent_out),
+                stderr: Some(agent_err),
+            },
+            exit,
+        )
+        .await
+        .unwrap();
+        for stream in [&host_in, &host_out, &host_err] {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+        }
+        let mut rest = Vec::new();
+        host_err.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "stderr of a terminal carries nothing");
+        // The blocking side on a thread of its own: the copies run on the test's runtime.
+        let (stdout, stdin) = (child.stdout, child.stdin);
+        let terminal_user = tokio::task::spawn_blocking(move || {
+            let mut slave = std::fs::File::from(stdout);
+            slave.write_all(b"hello\n").unwrap();
+            let mut buf = [0u8; 7];
+            host_out.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"hello\r\n");
+            // The line discipline hands the slave a whole line of what the host typed.
+            host_in.write_all(b"typed\n").unwrap();
+            let mut stdin = std::fs::File::from(stdin);
+            let mut line = [0u8; 6];
+            stdin.read_exact(&mut line).unwrap();
+            assert_eq!(&line, b"typed\n");
+            (slave, stdin, host_in)
+        });
+        let (slave, stdin, host_in) = tokio::time::timeout(Duration::from_secs(20), terminal_user)
+            .await
+            .expect("the terminal carried both ways")
+            .unwrap();
+        drop((slave, stdin, child.stderr));
+        drop(host_in);
+        tokio::time::timeout(Duration::from_secs(5), io.output_drained())
+            .await
+            .expect("the terminal's output drained once its slave closed");
+    }
+
+    #[tokio::test]
     async fn stdin_copy_ends_with_the_process_and_the_drain_waits_for_writers() {
         let (io, child) = ProcessIo::pipes().unwrap();
         let (exit_tx, exit) = ExitWatch::manual();
