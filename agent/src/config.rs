@@ -11,6 +11,7 @@
 //! | `agent.server_addr=ADDR` | ttRPC address: `vsock://-1:PORT` or `unix:///path` | `vsock://-1:1024` |
 //! | `agent.debug_console` | a shell on vsock port `agent.debug_console_vport` | off |
 //! | `agent.hotplug_timeout=SECS` | how long to wait for a hot-plugged device | `3` |
+//! | `agent.passfd_listener_port=PORT` | listen for stdio connections on vsock PORT ([`crate::stdio_ports`]) | off |
 //!
 //! `agent.debug_console` is honoured only when the image was built with the debug console
 //! (the file [`DEBUG_CONSOLE_MARKER`] exists in the guest): a host that can only change
@@ -134,6 +135,9 @@ pub struct AgentConfig {
     /// The agent policy in force before any `SetPolicy`; none (everything allowed) when
     /// the file does not exist.
     pub policy_file: PathBuf,
+    /// The vsock port stdio connections are accepted on (`agent.passfd_listener_port`,
+    /// Kata's name); `None`: stdio only through the RPCs.
+    pub passfd_listener_port: Option<u32>,
 }
 
 impl Default for AgentConfig {
@@ -152,6 +156,7 @@ impl Default for AgentConfig {
             cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
             under_init: false,
             policy_file: PathBuf::from(crate::policy::DEFAULT_POLICY_FILE),
+            passfd_listener_port: None,
         }
     }
 }
@@ -187,6 +192,10 @@ impl AgentConfig {
             ("HULL_AGENT_LOG", "agent.log"),
             ("HULL_AGENT_LOG_VPORT", "agent.log_vport"),
             ("HULL_AGENT_HOTPLUG_TIMEOUT", "agent.hotplug_timeout"),
+            (
+                "HULL_AGENT_PASSFD_LISTENER_PORT",
+                "agent.passfd_listener_port",
+            ),
         ] {
             if let Some(value) = env(env_key) {
                 config.apply(key, Some(&value)).map_err(|e| match e {
@@ -271,6 +280,14 @@ impl AgentConfig {
             "agent.debug_console_vport" => {
                 self.debug_console_vport = parse_port(required()?).map_err(|e| invalid(&e))?
             }
+            // Kata's agent takes 0 as "off".
+            "agent.passfd_listener_port" => {
+                let value = required()?;
+                self.passfd_listener_port = match value {
+                    "0" => None,
+                    _ => Some(parse_port(value).map_err(|e| invalid(&e))?),
+                };
+            }
             "agent.hotplug_timeout" => {
                 let secs: u64 = required()?
                     .parse()
@@ -326,6 +343,28 @@ mod tests {
             }
         );
         assert_eq!(config.hotplug_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_stdio_listener_port_is_kata_s_option() {
+        assert_eq!(from_cmdline("").unwrap().passfd_listener_port, None);
+        assert_eq!(
+            from_cmdline("agent.passfd_listener_port=1027")
+                .unwrap()
+                .passfd_listener_port,
+            Some(1027)
+        );
+        assert_eq!(
+            from_cmdline("agent.passfd_listener_port=0")
+                .unwrap()
+                .passfd_listener_port,
+            None
+        );
+        let err = from_cmdline("agent.passfd_listener_port=x").unwrap_err();
+        assert!(
+            err.to_string().contains("agent.passfd_listener_port"),
+            "{err}"
+        );
     }
 
     #[test]

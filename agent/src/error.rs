@@ -25,6 +25,7 @@ use crate::network::NetworkError;
 use crate::policy::PolicyError;
 use crate::sandbox::pod_namespaces::PodNamespaceError;
 use crate::sandbox::shared_mounts::SharedMountError;
+use crate::stdio_ports::StdioPortError;
 use crate::storage::StorageError;
 use crate::swap::SwapError;
 
@@ -52,9 +53,6 @@ pub enum AgentError {
         /// The feature asked for, in words.
         what: &'static str,
     },
-    /// A process's stdio was asked for over vsock ports.
-    #[error("stdio over vsock ports is not supported: use ReadStdout/ReadStderr/WriteStdin")]
-    VsockStdio,
     /// `StringUser` names a user or group: this agent does not read the container's
     /// `/etc/passwd`.
     #[error("string_user {field} {value:?}: only numeric ids are supported")]
@@ -229,6 +227,9 @@ pub enum AgentError {
     /// The agent policy refused the request, or a new policy was refused.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A request's stdio ports could not be served.
+    #[error(transparent)]
+    StdioPort(#[from] StdioPortError),
 }
 
 impl From<ConfineError> for AgentError {

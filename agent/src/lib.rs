@@ -4,7 +4,8 @@
 //! on the [`sandbox`], which owns the guest's state: storages ([`storage`], with [`device`]
 //! to find disks, [`mount`] and [`fs`] to mount them confined beneath the agent's
 //! directory), the [`network`], and what `CreateSandbox` set up. [`config`] is read once
-//! at start-up; [`logging`] sends structured logs to the console or to the host over vsock.
+//! at start-up; [`logging`] sends structured logs to the console or to the host over vsock;
+//! [`stdio_ports`] takes the vsock connections that carry processes' stdio (Kata's passfd io).
 //! Containers live in the `hull-container` crate (spec → plan → a re-exec'd helper builds
 //! them; reaping and stdio in `hull_container::process`), which the runc-compatible CLI
 //! `hull-runtime` (its own crate, `runtime/`) shares. Host-facing guest services beside
@@ -30,5 +31,6 @@ pub mod policy;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;
+pub mod stdio_ports;
 pub mod storage;
 pub mod swap;

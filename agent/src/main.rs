@@ -12,6 +12,7 @@ use hull_agent::logging::{self, LogOutput};
 use hull_agent::network::{Loopback, Network, NetworkSettings};
 use hull_agent::sandbox::Sandbox;
 use hull_agent::server;
+use hull_agent::stdio_ports::{self, StdioConnections};
 
 fn main() -> ExitCode {
     // A re-exec'd container helper never gets past this line.
@@ -123,7 +124,13 @@ fn run(config: AgentConfig, log_output: LogOutput) -> anyhow::Result<()> {
             Ok(Loopback::AlreadyUp) => tracing::info!("loopback lo was already up"),
             Err(e) => tracing::error!(error = %e, "cannot bring loopback lo up"),
         }
-        let sandbox = Arc::new(Sandbox::with_config(&config).with_network(network));
+        let mut sandbox = Sandbox::with_config(&config).with_network(network);
+        if let Some(port) = config.passfd_listener_port {
+            let connections = Arc::new(StdioConnections::new(port));
+            tokio::spawn(stdio_ports::serve_on_vsock(connections.clone()));
+            sandbox = sandbox.with_stdio_connections(connections);
+        }
+        let sandbox = Arc::new(sandbox);
         clean_up_after_a_previous_agent(&config, &sandbox);
         let ending = server::serve(&config, sandbox).await?;
         tracing::info!(?ending, "agent exiting");

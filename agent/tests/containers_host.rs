@@ -913,6 +913,11 @@ async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
     // Fields this agent does not act on are refused, not dropped.
     let sandbox_pidns = create_request(&unique("bad"), spec(rootfs.path(), "", &["true"]), true);
     let escape = create_request("../escape", spec(rootfs.path(), "", &["true"]), false);
+    // Stdio ports need the stdio listener (agent.passfd_listener_port), off here.
+    let stdio_port = CreateContainerRequest {
+        stdout_port: 1030,
+        ..create_request(&unique("bad"), spec(rootfs.path(), "", &["true"]), false)
+    };
     let rows = vec![
         refusal(
             "a missing rootfs",
@@ -955,6 +960,12 @@ async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
             c.create_container(&escape),
             Code::INVALID_ARGUMENT,
             "",
+        ),
+        refusal(
+            "a stdio port without the stdio listener",
+            c.create_container(&stdio_port),
+            Code::FAILED_PRECONDITION,
+            "agent.passfd_listener_port",
         ),
     ];
     for row in rows {

@@ -66,7 +66,9 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
 use tokio::sync::mpsc;
 
-use crate::process::{ExitStatus, ExitWatch, Process, ProcessError, ProcessIo, Reaper};
+use crate::process::{
+    ExitStatus, ExitWatch, Process, ProcessError, ProcessIo, Reaper, StdioStreams,
+};
 use cgroup::{Cgroup, CgroupError};
 use launcher::{HelperStdio, LaunchHooks, Launched, SelfExe};
 use plan::{ContainerPlan, PlanOptions};
@@ -561,8 +563,27 @@ impl Containers {
         let container = self.get(id)?;
         let process = container.process(exec_id)?;
         let status = process.wait().await;
+        // As Kata's agent: the exit status is given once output carried on streams has
+        // all been copied and the streams closed.
+        process.io.output_drained().await;
         process.mark_waited();
         Ok(status)
+    }
+
+    /// Moves a process's stdio onto connected sockets (Kata's vsock stdio ports), right
+    /// after `CreateContainer` or `ExecProcess` started it: what it wrote meanwhile
+    /// waits in its pipes.
+    pub async fn carry_stdio(
+        &self,
+        id: &str,
+        exec_id: &str,
+        streams: StdioStreams,
+    ) -> Result<(), ContainerError> {
+        if streams.is_empty() {
+            return Ok(());
+        }
+        let process = self.get(id)?.process(exec_id)?;
+        Ok(process.carry_stdio(streams).await?)
     }
 
     /// A process's stdio.

@@ -240,6 +240,17 @@ async fn connect_once(addr: &AgentAddress) -> Result<Socket, AttemptError> {
 /// number is ignored). The reply is read one byte at a time so that nothing
 /// after the newline is consumed: those bytes belong to the ttRPC stream.
 pub async fn hybrid_vsock_handshake(path: &Path, port: u32) -> Result<UnixStream, AttemptError> {
+    Ok(hybrid_vsock_connect(path, port).await?.0)
+}
+
+/// Like [`hybrid_vsock_handshake`], and also answers the number of the `OK <n>` reply,
+/// if there is one: the host-side port of the connection for Firecracker, Cloud
+/// Hypervisor and Dragonball (the port the guest sees the connection come from, which
+/// Kata's stdio ports name); vhost-device-vsock answers the guest port instead.
+pub async fn hybrid_vsock_connect(
+    path: &Path,
+    port: u32,
+) -> Result<(UnixStream, Option<u32>), AttemptError> {
     let mut stream = UnixStream::connect(path).await?;
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
@@ -275,7 +286,10 @@ pub async fn hybrid_vsock_handshake(path: &Path, port: u32) -> Result<UnixStream
     }
     if is_ok_reply(&line) {
         tracing::trace!(path = %path.display(), port, "hybrid vsock handshake done");
-        Ok(stream)
+        let number = std::str::from_utf8(&line[2..])
+            .ok()
+            .and_then(|n| n.trim().parse().ok());
+        Ok((stream, number))
     } else {
         Err(AttemptError::HandshakeRejected {
             reply: String::from_utf8_lossy(&line).into_owned(),
@@ -382,6 +396,17 @@ mod tests {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).await.expect("read");
         assert_eq!(&buf, b"ping\n");
+    }
+
+    #[tokio::test]
+    async fn the_reply_s_port_is_answered() {
+        let vmm = fake_vmm(vec![Reply::Ok, Reply::Line("OK\n"), Reply::Line("OK x\n")]);
+        let (_s, port) = hybrid_vsock_connect(&vmm.path, 1024).await.unwrap();
+        assert_eq!(port, Some(1_073_741_824));
+        for _ in 0..2 {
+            let (_s, port) = hybrid_vsock_connect(&vmm.path, 1024).await.unwrap();
+            assert_eq!(port, None);
+        }
     }
 
     #[tokio::test]

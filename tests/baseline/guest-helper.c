@@ -4,6 +4,10 @@
  *                                         path that ReadStdout is compared with
  *   guest-helper spawn N PATH             fork+execve PATH and wait for it, N times; print
  *                                         the mean nanoseconds per spawn
+ *   guest-helper vsock-peer-ports PORT    listen on guest vsock PORT; answer each connection
+ *                                         with the peer (host) port it came from, one line,
+ *                                         and close it: how a host behind a VMM that does not
+ *                                         tell its side's port (vhost-device-vsock) learns it
  * Built with `cc -static -O2`. */
 #include <linux/vm_sockets.h>
 #include <stdio.h>
@@ -43,6 +47,37 @@ static int vsock_write(unsigned port, unsigned long long bytes) {
     return 0;
 }
 
+static int vsock_peer_ports(unsigned port) {
+    int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0) {
+        perror("guest-helper: socket(AF_VSOCK)");
+        return 1;
+    }
+    struct sockaddr_vm addr = {
+        .svm_family = AF_VSOCK,
+        .svm_cid = VMADDR_CID_ANY,
+        .svm_port = port,
+    };
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 16) < 0) {
+        perror("guest-helper: bind/listen");
+        return 1;
+    }
+    for (;;) {
+        struct sockaddr_vm peer;
+        socklen_t len = sizeof peer;
+        int conn = accept(fd, (struct sockaddr *)&peer, &len);
+        if (conn < 0) {
+            perror("guest-helper: accept");
+            return 1;
+        }
+        char line[16];
+        int n = snprintf(line, sizeof line, "%u\n", peer.svm_port);
+        if (write(conn, line, (size_t)n) != n)
+            perror("guest-helper: write");
+        close(conn);
+    }
+}
+
 static int spawn(long count, char *path) {
     struct timespec start, end;
     char *argv[] = {path, NULL};
@@ -75,6 +110,8 @@ int main(int argc, char **argv) {
         return vsock_write((unsigned)strtoul(argv[2], NULL, 10), strtoull(argv[3], NULL, 10));
     if (argc == 4 && !strcmp(argv[1], "spawn"))
         return spawn(strtol(argv[2], NULL, 10), argv[3]);
-    fprintf(stderr, "usage: guest-helper vsock-write PORT BYTES | spawn N PATH\n");
+    if (argc == 3 && !strcmp(argv[1], "vsock-peer-ports"))
+        return vsock_peer_ports((unsigned)strtoul(argv[2], NULL, 10));
+    fprintf(stderr, "usage: guest-helper vsock-write PORT BYTES | spawn N PATH | vsock-peer-ports PORT\n");
     return 2;
 }

@@ -246,8 +246,9 @@ impl AgentService for AgentRpc {
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
         let process = container::exec_process(&req).map_err(fail)?;
+        let stdio = container::exec_stdio_ports(&req);
         self.sandbox
-            .exec_process(&req.container_id, &req.exec_id, &process)
+            .exec_process(&req.container_id, &req.exec_id, &process, stdio)
             .await
             .map_err(fail)?;
         Ok(Empty::new())

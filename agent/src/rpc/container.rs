@@ -1,6 +1,6 @@
 //! Container messages → the sandbox's requests: `CreateContainerRequest` →
-//! [`ContainerRequest`], `ExecProcessRequest` → an OCI process, the stdio and signal
-//! fields → domain values.
+//! [`ContainerRequest`], `ExecProcessRequest` → an OCI process, the stdio ports
+//! ([`StdioPorts`]) and signal fields → domain values.
 //!
 //! Request fields this agent does not act on are refused (INVALID_ARGUMENT) instead of
 //! being silently dropped. `devices` go to the device layer ([`super::device`]),
@@ -16,11 +16,11 @@ use super::oci;
 use super::storage::storage_requests;
 use crate::error::AgentError;
 use crate::sandbox::{ContainerRequest, SharedMount};
+use crate::stdio_ports::StdioPorts;
 
 /// `CreateContainerRequest` as a request: the OCI spec with the agent's policy applied,
 /// storages unchecked (the sandbox checks them).
 pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerRequest, AgentError> {
-    refuse_vsock_stdio(req.stdin_port, req.stdout_port, req.stderr_port)?;
     let mut spec = req
         .OCI
         .clone()
@@ -47,12 +47,16 @@ pub fn container_request(req: &CreateContainerRequest) -> Result<ContainerReques
                 dst_path: m.dst_path.clone(),
             })
             .collect(),
+        stdio: StdioPorts {
+            stdin: req.stdin_port,
+            stdout: req.stdout_port,
+            stderr: req.stderr_port,
+        },
     })
 }
 
 /// `ExecProcessRequest.process` (with `string_user` applied) as an OCI process.
 pub fn exec_process(req: &ExecProcessRequest) -> Result<Process, AgentError> {
-    refuse_vsock_stdio(req.stdin_port, req.stdout_port, req.stderr_port)?;
     let mut process = req
         .process
         .clone()
@@ -60,6 +64,15 @@ pub fn exec_process(req: &ExecProcessRequest) -> Result<Process, AgentError> {
         .ok_or(AgentError::MissingField { field: "process" })?;
     oci::apply_string_user(&mut process, &req.string_user)?;
     oci::process_from_proto(&process)
+}
+
+/// `ExecProcessRequest`'s stdio ports.
+pub fn exec_stdio_ports(req: &ExecProcessRequest) -> StdioPorts {
+    StdioPorts {
+        stdin: req.stdin_port,
+        stdout: req.stdout_port,
+        stderr: req.stderr_port,
+    }
 }
 
 /// `UpdateContainerRequest.resources` as OCI resources, with the agent's policy. Without
@@ -82,13 +95,6 @@ pub fn window_size(rows: u32, columns: u32) -> (u16, u16) {
         u16::try_from(rows).unwrap_or(u16::MAX),
         u16::try_from(columns).unwrap_or(u16::MAX),
     )
-}
-
-fn refuse_vsock_stdio(stdin: u32, stdout: u32, stderr: u32) -> Result<(), AgentError> {
-    if stdin != 0 || stdout != 0 || stderr != 0 {
-        return Err(AgentError::VsockStdio);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -167,14 +173,38 @@ mod tests {
         );
         assert_eq!(request.devices[0].driver, "blk");
         assert_eq!(request.devices[0].container_path, "/dev/xda");
+        assert!(request.stdio.is_empty());
+        let request = container_request(&create(|r| {
+            r.stdin_port = 7;
+            r.stdout_port = 8;
+            r.stderr_port = 9;
+        }))
+        .unwrap();
+        assert_eq!(
+            request.stdio,
+            StdioPorts {
+                stdin: 7,
+                stdout: 8,
+                stderr: 9
+            }
+        );
+        let exec = ExecProcessRequest {
+            stdout_port: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            exec_stdio_ports(&exec),
+            StdioPorts {
+                stdout: 3,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
     fn fields_this_agent_does_not_act_on_are_refused() {
-        let cases: Vec<(CreateContainerRequest, &str)> = vec![
-            (create(|r| r.OCI = Default::default()), "OCI spec"),
-            (create(|r| r.stdout_port = 1030), "vsock"),
-        ];
+        let cases: Vec<(CreateContainerRequest, &str)> =
+            vec![(create(|r| r.OCI = Default::default()), "OCI spec")];
         for (req, needle) in cases {
             let err = container_request(&req).unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");

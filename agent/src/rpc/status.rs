@@ -27,6 +27,7 @@ use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::policy::PolicyError;
 use crate::sandbox::shared_mounts::SharedMountError;
+use crate::stdio_ports::StdioPortError;
 use crate::storage::{StorageError, VolumeError};
 use crate::swap::SwapError;
 use hull_container::hooks::HookFailure;
@@ -37,7 +38,6 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::MissingField { .. }
         | AgentError::InvalidRequest { .. }
         | AgentError::Unsupported { .. }
-        | AgentError::VsockStdio
         | AgentError::UserName { .. }
         | AgentError::InvalidHostname { .. }
         | AgentError::InvalidDns { .. }
@@ -73,6 +73,8 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Diagnostic(e) => diagnostic_code(e),
         AgentError::Iptables(e) => iptables_code(e),
         AgentError::Policy(e) => policy_code(e),
+        AgentError::StdioPort(StdioPortError::NoListener) => Code::FAILED_PRECONDITION,
+        AgentError::StdioPort(StdioPortError::NoConnection { .. }) => Code::DEADLINE_EXCEEDED,
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
@@ -353,7 +355,8 @@ fn container_code(error: &ContainerError) -> Code {
             ProcessError::InvalidSignal(_) => Code::INVALID_ARGUMENT,
             ProcessError::StdinClosed
             | ProcessError::NoTerminal
-            | ProcessError::NoSuchStream(_) => Code::FAILED_PRECONDITION,
+            | ProcessError::NoSuchStream(_)
+            | ProcessError::CarriedOnStream(_) => Code::FAILED_PRECONDITION,
             ProcessError::Sys { .. } | ProcessError::Io(_) => Code::INTERNAL,
         },
         ContainerError::Setup(e) => setup_code(e),
@@ -415,7 +418,21 @@ mod tests {
                 AgentError::Unsupported { what: "x" },
                 Code::INVALID_ARGUMENT,
             ),
-            (AgentError::VsockStdio, Code::INVALID_ARGUMENT),
+            (StdioPortError::NoListener.into(), Code::FAILED_PRECONDITION),
+            (
+                StdioPortError::NoConnection {
+                    stream: "stdout",
+                    port: 7,
+                    listener: 1027,
+                    waited: std::time::Duration::from_secs(2),
+                }
+                .into(),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                ContainerError::Process(ProcessError::CarriedOnStream("stdin")).into(),
+                Code::FAILED_PRECONDITION,
+            ),
             (AgentError::NoSandboxPidns, Code::INVALID_ARGUMENT),
             (
                 AgentError::SandboxPidnsEnded { holder: "c".into() },

@@ -22,8 +22,8 @@ pub mod spec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hull_container::process::ExitStatus;
@@ -43,6 +43,7 @@ use crate::fs::responsive::{ROOTFS_ANSWER_TIMEOUT, answers_within};
 use crate::hooks::{GuestHooks, HookKind, HookState, run_hooks};
 use crate::mem_agent::MemAgent;
 use crate::network::Network;
+use crate::stdio_ports::{self, StdioConnections, StdioPorts};
 use crate::storage::{StorageRef, StorageRequest, Storages};
 use hull_container::hooks::SpecHooks;
 use pod_namespaces::PodNamespaces;
@@ -98,6 +99,8 @@ pub struct Sandbox {
     termination_logs: Mutex<HashMap<String, TerminationLog>>,
     /// The memory agent (MemAgentMemcgSet, MemAgentCompactSet).
     mem_agent: MemAgent,
+    /// Connections to the stdio listener (`agent.passfd_listener_port`), if it runs.
+    stdio_connections: Option<Arc<StdioConnections>>,
 }
 
 /// What a container's hooks need after `CreateContainer`.
@@ -135,6 +138,8 @@ pub struct ContainerRequest {
     pub devices: Vec<DeviceRequest>,
     /// Mounts made in other containers to give this one, unchecked.
     pub shared_mounts: Vec<SharedMount>,
+    /// The init process's streams carried on vsock connections.
+    pub stdio: StdioPorts,
 }
 
 /// One of a process's output streams.
@@ -218,7 +223,14 @@ impl Sandbox {
             bundle_base: config.run_dir.clone(),
             termination_logs: Mutex::new(HashMap::new()),
             mem_agent: MemAgent::new(&config.cgroup_root, Path::new("/proc")),
+            stdio_connections: None,
         }
+    }
+
+    /// The same sandbox taking processes' stdio connections from `connections`.
+    pub fn with_stdio_connections(mut self, connections: Arc<StdioConnections>) -> Self {
+        self.stdio_connections = Some(connections);
+        self
     }
 
     /// Records that a previous agent died and its sandbox was torn down
@@ -251,6 +263,7 @@ impl Sandbox {
             sandbox_pidns,
             devices,
             shared_mounts,
+            stdio,
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
         if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
@@ -297,6 +310,8 @@ impl Sandbox {
             false => own_pid_namespace(spec)?,
         };
         let spec = self.with_devices(spec, &devices).await?;
+        // Claimed first, as Kata's agent does: on any error below they are closed.
+        let streams = stdio_ports::claim(self.stdio_connections.as_deref(), stdio).await?;
         let refs = self.storages.acquire(&storages, Some(id)).await?;
         let termination_log = diagnostic::termination_log_of(&spec);
         match self.containers.create(id, exec_id, spec).await {
@@ -305,6 +320,15 @@ impl Sandbox {
                     && let Ok(mut logs) = self.termination_logs.lock()
                 {
                     logs.insert(id.to_string(), log);
+                }
+                if let Err(e) = self.containers.carry_stdio(id, "", streams).await {
+                    if let Err(undo) = self
+                        .remove_container(id, Some(CONTAINER_STOP_TIMEOUT))
+                        .await
+                    {
+                        tracing::warn!(error = %undo, "removing a container whose stdio failed");
+                    }
+                    return Err(e.into());
                 }
                 if !refs.is_empty()
                     && let Ok(mut held) = self.container_storages.lock()
@@ -705,12 +729,14 @@ impl Sandbox {
         let _ = rx.wait_for(|destroyed| *destroyed).await;
     }
 
-    /// `ExecProcess`: runs `process` in container `id`'s namespaces and cgroup.
+    /// `ExecProcess`: runs `process` in container `id`'s namespaces and cgroup, its
+    /// streams named in `stdio` carried on their vsock connections.
     pub async fn exec_process(
         &self,
         id: &str,
         exec_id: &str,
         process: &OciProcess,
+        stdio: StdioPorts,
     ) -> Result<(), AgentError> {
         // The process starts from the container's root: a root that does not answer
         // would hold the exec for the helper's whole setup timeout.
@@ -721,7 +747,14 @@ impl Sandbox {
                 timeout: ROOTFS_ANSWER_TIMEOUT,
             });
         }
-        Ok(self.containers.exec(id, exec_id, process).await?)
+        let streams = stdio_ports::claim(self.stdio_connections.as_deref(), stdio).await?;
+        self.containers.exec(id, exec_id, process).await?;
+        if let Err(e) = self.containers.carry_stdio(id, exec_id, streams).await {
+            // Without its stdio the process is of no use to the runtime.
+            let _ = self.containers.signal(id, exec_id, Signal::SIGKILL);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// `SignalProcess`: an empty `exec_id` signals every process of the container.

@@ -3,12 +3,14 @@
 //!
 //! - [`reaper`]: the one owner of `waitpid(-1)`; exit statuses by pid.
 //! - [`stdio`]: pipes or a pseudo-terminal, read and written without a buffer of ours.
+//! - [`streams`]: stdio carried on connected sockets instead (Kata's vsock stdio ports).
 //!
 //! A [`Process`] ties them together: its pid, its stdio, and its exit status once the
 //! reaper has it.
 
 pub mod reaper;
 pub mod stdio;
+pub mod streams;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use nix::sys::signal::Signal;
 
 pub use reaper::{ExitStatus, ExitWatch, Reaper};
 pub use stdio::{ChildStdio, ProcessIo};
+pub use streams::StdioStreams;
 
 /// What can go wrong with a process or its stdio.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,9 @@ pub enum ProcessError {
     /// The stream does not exist (stderr of a process on a terminal); says why.
     #[error("{0}")]
     NoSuchStream(&'static str),
+    /// The stream is carried on its own connection (a vsock stdio port), not the RPCs.
+    #[error("{0} is carried on its vsock stream, not through the agent's stdio requests")]
+    CarriedOnStream(&'static str),
     /// A signal number from the wire that is no signal of this system.
     #[error("invalid signal number {0}")]
     InvalidSignal(u32),
@@ -93,6 +99,11 @@ impl Process {
     /// Waits until the process has exited and been reaped.
     pub async fn wait(&self) -> ExitStatus {
         self.exit.clone().wait().await
+    }
+
+    /// Moves stdio streams onto connected sockets ([`ProcessIo::carry`]).
+    pub async fn carry_stdio(&self, streams: StdioStreams) -> Result<(), ProcessError> {
+        self.io.carry(streams, self.exit.clone()).await
     }
 
     /// The exit status, once reaped.

@@ -83,6 +83,13 @@ impl ExitWatch {
     pub fn status(&self) -> Option<ExitStatus> {
         *self.0.borrow()
     }
+
+    /// A watch a test sets itself.
+    #[cfg(test)]
+    pub(crate) fn manual() -> (watch::Sender<Option<ExitStatus>>, Self) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Self(rx))
+    }
 }
 
 #[derive(Default)]

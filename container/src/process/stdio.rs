@@ -11,13 +11,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
-use super::ProcessError;
+use super::streams::{StdioStreams, pump_output, pump_stdin};
+use super::{ExitWatch, ProcessError};
 
 /// The largest read a single `ReadStdout`/`ReadStderr` serves (the ttRPC message limit
 /// is 4 MiB).
@@ -33,8 +35,8 @@ pub struct ChildStdio {
     pub stderr: OwnedFd,
 }
 
-/// One end of a pipe or a terminal master, non-blocking, registered with tokio.
-type Endpoint = Arc<AsyncFd<OwnedFd>>;
+/// One end of a pipe, a terminal master or a socket, non-blocking, registered with tokio.
+pub(super) type Endpoint = Arc<AsyncFd<OwnedFd>>;
 
 /// The agent's side of a process's stdio.
 pub struct ProcessIo {
@@ -43,6 +45,10 @@ pub struct ProcessIo {
     /// `None` with a terminal: stdout and stderr are the same stream.
     stderr: Mutex<Option<Endpoint>>,
     terminal: Option<Endpoint>,
+    /// Stdin is carried on a stream ([`ProcessIo::carry`]): `WriteStdin` is refused.
+    stdin_carried: AtomicBool,
+    /// Output copies to streams still running.
+    copies: watch::Sender<usize>,
 }
 
 impl ProcessIo {
@@ -56,6 +62,8 @@ impl ProcessIo {
             stdout: Mutex::new(Some(endpoint(stdout_r)?)),
             stderr: Mutex::new(Some(endpoint(stderr_r)?)),
             terminal: None,
+            stdin_carried: AtomicBool::new(false),
+            copies: watch::Sender::new(0),
         };
         Ok((
             io,
@@ -83,6 +91,8 @@ impl ProcessIo {
             stdout: Mutex::new(Some(master.clone())),
             stderr: Mutex::new(None),
             terminal: Some(master),
+            stdin_carried: AtomicBool::new(false),
+            copies: watch::Sender::new(0),
         };
         Ok((
             io,
@@ -133,6 +143,9 @@ impl ProcessIo {
     /// Writes all of `data` to stdin, waiting while the pipe is full.
     pub async fn write(&self, data: &[u8]) -> Result<usize, ProcessError> {
         let guard = self.stdin.lock().await;
+        if self.stdin_carried.load(Ordering::SeqCst) {
+            return Err(ProcessError::CarriedOnStream("stdin"));
+        }
         let fd = guard.as_ref().ok_or(ProcessError::StdinClosed)?;
         let mut written = 0;
         while written < data.len() {
@@ -161,6 +174,56 @@ impl ProcessIo {
         }
         self.stdin.lock().await.take();
         Ok(())
+    }
+
+    /// Moves the given streams off the RPCs onto connected sockets (see
+    /// [`super::streams`]): each socket's copy task starts now. A stream moved so reads as
+    /// at its end through `ReadStdout`/`ReadStderr`; `WriteStdin` is refused. `exit` ends
+    /// the stdin copy when the process exits.
+    pub async fn carry(&self, streams: StdioStreams, exit: ExitWatch) -> Result<(), ProcessError> {
+        let terminal = self.is_terminal();
+        let StdioStreams {
+            stdin,
+            stdout,
+            stderr,
+        } = streams;
+        // On a terminal stderr is stdout: a stderr stream gets end of file at once.
+        let stderr = if terminal { None } else { stderr };
+        let stdin = stdin.map(endpoint).transpose()?;
+        let stdout = stdout.map(endpoint).transpose()?;
+        let stderr = stderr.map(endpoint).transpose()?;
+        if let Some(socket) = stdin {
+            let mut slot = self.stdin.lock().await;
+            self.stdin_carried.store(true, Ordering::SeqCst);
+            match slot.take() {
+                Some(sink) => {
+                    tokio::spawn(pump_stdin(socket, sink, terminal, exit));
+                }
+                // Already closed: the host's stream ends here.
+                None => drop(socket),
+            }
+        }
+        for (socket, slot) in [(stdout, &self.stdout), (stderr, &self.stderr)] {
+            let Some(socket) = socket else { continue };
+            let Some(source) = slot.lock().await.take() else {
+                continue;
+            };
+            self.copies.send_modify(|n| *n += 1);
+            let copies = self.copies.clone();
+            tokio::spawn(async move {
+                pump_output(source, socket, terminal).await;
+                copies.send_modify(|n| *n = n.saturating_sub(1));
+            });
+        }
+        Ok(())
+    }
+
+    /// Resolves when every output stream carried on a socket has been copied to its end
+    /// and the socket closed (at once when none is).
+    pub async fn output_drained(&self) {
+        let mut rx = self.copies.subscribe();
+        // The sender lives in `self`: `wait_for` cannot fail while we borrow it.
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Resizes the terminal.
@@ -236,7 +299,7 @@ fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> Result<(), ProcessError> 
     Ok(())
 }
 
-fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
@@ -246,7 +309,7 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub(super) fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes of reads.
     let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
     if n < 0 {

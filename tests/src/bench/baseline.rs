@@ -3,11 +3,11 @@
 //! and `guest-helper`, which a container runs to measure the guest without the agent in
 //! the way (raw vsock throughput, fork+exec).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use hull_e2e::artifacts::workspace_root;
+use hull_e2e::guest_helper::{build_guest_helper, compile_c};
 use tempfile::TempDir;
 
 /// What the bare `/init` prints once it runs.
@@ -29,17 +29,12 @@ impl Baselines {
             .context("creating the baseline directory")?;
         let sources = workspace_root().join("tests/baseline");
         let bare_init = dir.path().join("bare-init");
-        compile(
+        compile_c(
             &sources.join("bare-init.c"),
             &bare_init,
             &["-static", "-nostdlib", "-Os", "-s"],
         )?;
-        let guest_helper = dir.path().join("guest-helper");
-        compile(
-            &sources.join("guest-helper.c"),
-            &guest_helper,
-            &["-static", "-O2", "-s"],
-        )?;
+        let guest_helper = build_guest_helper(dir.path())?;
         let init = std::fs::read(&bare_init)?;
         let bare_initrd = dir.path().join("bare-initrd.cpio");
         std::fs::write(&bare_initrd, cpio_newc(&[("init", 0o100_755, &init)]))
@@ -50,23 +45,6 @@ impl Baselines {
             _dir: dir,
         })
     }
-}
-
-fn compile(source: &Path, out: &Path, flags: &[&str]) -> Result<()> {
-    let output = Command::new("cc")
-        .args(flags)
-        .arg("-o")
-        .arg(out)
-        .arg(source)
-        .output()
-        .context("running cc (install gcc: `just setup` installs the kernel's build tools)")?;
-    ensure!(
-        output.status.success(),
-        "cc {} failed: {}",
-        source.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
 }
 
 /// An uncompressed initramfs ("newc" cpio) holding `files`: (name, mode, contents).

@@ -1,8 +1,10 @@
 //! Stdio throughput: a container's `head -c N /dev/zero` read through `ReadStdout` with the
-//! read length Kata's runtime uses (32 KiB) and with a large one (1 MiB), next to the raw
-//! vsock path of the same guest: a process in a container writing N bytes to a host Unix
-//! socket through hybrid vsock (guest connection to host port P → `<uds>_P`). Each rate
-//! is N over the time from the first byte to the end of the stream.
+//! read length Kata's runtime uses (32 KiB) and with a large one (1 MiB), and carried on a
+//! vsock stdio port (Kata's passfd io: `stdout_port`, the agent copying the pipe into the
+//! connection), next to the raw vsock path of the same guest: a process in a container
+//! writing N bytes to a host Unix socket through hybrid vsock (guest connection to host
+//! port P → `<uds>_P`). Each rate is N over the time from the first byte to the end of
+//! the stream.
 
 use std::io::Read;
 use std::os::unix::net::UnixListener;
@@ -13,6 +15,8 @@ use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::bundle::ContainerSpec;
 use hull_e2e::container::Container;
 use hull_e2e::guest::SandboxGuest;
+use hull_e2e::stdio_ports::StdioPortDialer;
+use hull_protocols::agent::CreateContainerRequest;
 use hull_protocols::client::Stream;
 
 use super::table::{Table, median_of, ratio, spread_of};
@@ -54,6 +58,55 @@ async fn read_stdout_rate(
     container.start().await?;
     let status = container.wait("").await?;
     let (total, first, end) = stdout.await.context("the stdout reader")??;
+    stderr.await.context("the stderr reader")??;
+    container.remove().await?;
+    ensure!(
+        status == 0 && total == bytes,
+        "{id}: status {status}, {total} bytes of {bytes}"
+    );
+    let first = first.context("no output")?;
+    Ok(bytes as f64 / 1e6 / (end - first).as_secs_f64())
+}
+
+/// MB/s of one run with stdout on a vsock stdio port, read from the host's connection.
+async fn stdout_port_rate(
+    guest: &SandboxGuest,
+    dialer: &StdioPortDialer,
+    id: &str,
+    bytes: u64,
+) -> Result<f64> {
+    guest.busybox_rootfs(id)?;
+    let (mut stream, stdout_port) = dialer.connect().await?;
+    let spec = ContainerSpec::new(["head", "-c", &bytes.to_string(), "/dev/zero"]);
+    let req = CreateContainerRequest {
+        container_id: id.into(),
+        exec_id: id.into(),
+        OCI: Some(spec.to_proto(id)?).into(),
+        stdout_port,
+        ..Default::default()
+    };
+    guest.client.create_container(&req).await?;
+    let container = Container::attach(&guest.client, id);
+    let reader = std::thread::spawn(move || -> Result<(u64, Option<Instant>, Instant)> {
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut total, mut first) = (0u64, None);
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok((total, first, Instant::now()));
+            }
+            first.get_or_insert_with(Instant::now);
+            total += n as u64;
+        }
+    });
+    let blocking = guest.client.clone().with_timeout(Duration::ZERO);
+    let cid = id.to_string();
+    let stderr = tokio::spawn(async move { blocking.read_to_end(&cid, "", Stream::Stderr).await });
+    container.start().await?;
+    let status = container.wait("").await?;
+    let (total, first, end) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stdout reader panicked"))??;
     stderr.await.context("the stderr reader")??;
     container.remove().await?;
     ensure!(
@@ -128,7 +181,7 @@ async fn vsock_rate(
     Ok(bytes as f64 / 1e6 / (end - first).as_secs_f64())
 }
 
-/// The three throughput figures, `runs` each, interleaved.
+/// The four throughput figures, `runs` each, interleaved.
 pub async fn figures(
     guest: &SandboxGuest,
     helper: &Path,
@@ -138,6 +191,8 @@ pub async fn figures(
 ) -> Result<()> {
     let bytes = u64::from(mib) << 20;
     let (mut kata, mut large, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let mut port = Vec::new();
+    let dialer = StdioPortDialer::start(guest, helper, "stdio-probe").await?;
     for run in 1..=runs {
         raw.push(
             vsock_rate(
@@ -155,13 +210,16 @@ pub async fn figures(
         large.push(
             read_stdout_rate(guest, &format!("stdout-1m-{run}"), bytes, LARGE_READ_LEN).await?,
         );
+        port.push(stdout_port_rate(guest, &dialer, &format!("stdout-port-{run}"), bytes).await?);
         eprintln!(
-            "stdio {run}/{runs}: raw vsock {:.1} MB/s, ReadStdout 32 KiB {:.1} MB/s, 1 MiB {:.1} MB/s",
+            "stdio {run}/{runs}: raw vsock {:.1} MB/s, ReadStdout 32 KiB {:.1} MB/s, 1 MiB {:.1} MB/s, stdout_port {:.1} MB/s",
             raw[raw.len() - 1],
             kata[kata.len() - 1],
-            large[large.len() - 1]
+            large[large.len() - 1],
+            port[port.len() - 1]
         );
     }
+    dialer.stop().await?;
     let base = median_of(&raw);
     table.push(
         format!("raw vsock, guest process to host socket, {mib} MiB, {runs} runs (\"vsock\")"),
@@ -176,6 +234,15 @@ pub async fn figures(
         format!("stdout through ReadStdout, 1 MiB reads, {mib} MiB"),
         spread_of(&large, "MB/s", 1),
         ratio(median_of(&large), base, "vsock"),
+    );
+    table.push_versus(
+        format!("stdout on a vsock stdio port (stdout_port), {mib} MiB"),
+        spread_of(&port, "MB/s", 1),
+        format!(
+            "{}; {}",
+            ratio(median_of(&port), base, "vsock"),
+            ratio(median_of(&port), median_of(&kata), "ReadStdout 32 KiB")
+        ),
     );
     Ok(())
 }

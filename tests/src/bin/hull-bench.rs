@@ -82,7 +82,12 @@ async fn main() -> Result<()> {
     if !args.no_min_memory {
         bench::memory::smallest_guest(&config, &mut table).await?;
     }
-    let guest = SandboxGuest::boot(config.clone()).await?;
+    // With the stdio listener, for the stdio-port figure (Kata's passfd io).
+    let mut stdio_config = config.clone();
+    stdio_config
+        .extra_cmdline
+        .push(hull_e2e::stdio_ports::listener_cmdline());
+    let guest = SandboxGuest::boot(stdio_config).await?;
     bench::containers::figures(&guest, &baselines.guest_helper, args.runs, &mut table).await?;
     bench::stdio::figures(
         &guest,
