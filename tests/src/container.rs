@@ -170,3 +170,36 @@ impl Container {
         })
     }
 }
+
+/// Reads the stdout of process `exec_id` (`""`: the init process) of container `id`
+/// until `marker` has arrived, for at most a minute; returns what was read.
+pub async fn read_until(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    marker: &str,
+) -> Result<String> {
+    let blocking = client.clone().with_timeout(Duration::ZERO);
+    let mut seen = String::new();
+    let read = async {
+        while !seen.contains(marker) {
+            let chunk = blocking.read_stdout(id, exec_id, 4096).await?;
+            if chunk.is_empty() {
+                anyhow::bail!("{id}/{exec_id}'s stdout ended before {marker:?}: {seen:?}");
+            }
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .with_context(|| format!("waiting for {marker:?} from {id}/{exec_id}"))??;
+    Ok(seen)
+}
+
+/// The rest of the first line of `text` that starts with `prefix`, trimmed.
+pub fn line_with<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+}

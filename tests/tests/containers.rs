@@ -6,41 +6,20 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::{ContainerSpec, kernel_release};
-use hull_e2e::container::Container;
+use hull_e2e::container::{Container, read_until};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::inspect::inspect;
 use hull_e2e::vm::VmConfig;
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
-use hull_protocols::client::AgentClient;
 use hull_protocols::ttrpc::Code;
 use hull_testkit::{Refusal, check_all, refusal};
 use sha2::{Digest, Sha256};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
-
-/// Reads `id`'s stdout until `marker` has arrived; returns what was read.
-async fn read_until(client: &AgentClient, id: &str, marker: &str) -> Result<String> {
-    let blocking = client.clone().with_timeout(Duration::ZERO);
-    let mut seen = String::new();
-    let read = async {
-        while !seen.contains(marker) {
-            let chunk = blocking.read_stdout(id, "", 4096).await?;
-            if chunk.is_empty() {
-                bail!("{id}'s stdout ended before {marker:?}: {seen:?}");
-            }
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .with_context(|| format!("waiting for {marker:?} from {id}"))??;
-    Ok(seen)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
@@ -110,7 +89,7 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
             &ContainerSpec::shell("echo ready; exec sleep 600"),
         )
         .await?;
-    read_until(&client, "worker", "ready").await?;
+    read_until(&client, "worker", "", "ready").await?;
     let probe =
         ContainerSpec::shell("tr '\\0' ' ' < /proc/1/cmdline; echo; echo to-stderr >&2; exit 3");
     worker.exec("probe", probe.process_proto()?).await?;
@@ -150,9 +129,9 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
             ),
         )
         .await?;
-    read_until(&client, "term", "waiting").await?;
+    read_until(&client, "term", "", "waiting").await?;
     term.signal("term", SIGTERM).await?;
-    let tail = read_until(&client, "term", "got-TERM").await?;
+    let tail = read_until(&client, "term", "", "got-TERM").await?;
     let status = term.wait("").await?;
     ensure!(status == 42, "SIGTERM: status {status} (output {tail:?})");
     term.remove().await?;

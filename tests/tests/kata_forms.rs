@@ -8,16 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::ContainerSpec;
-use hull_e2e::container::Container;
+use hull_e2e::container::{Container, line_with, read_until};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::kata_forms::{self, KataRuntime, SharedFile};
 use hull_e2e::vm::VmConfig;
-use hull_protocols::client::AgentClient;
 use hull_protocols::oci_spec::runtime::LinuxResources;
 
 /// Docker's default capabilities as a `CapEff` mask: what every process of these
@@ -25,32 +22,6 @@ use hull_protocols::oci_spec::runtime::LinuxResources;
 const DEFAULT_CAP_EFF: &str = "00000000a80425fb";
 const SIGKILL: i32 = 9;
 const MIB: i64 = 1 << 20;
-
-/// Reads `id`'s stdout until `marker` has arrived; returns what was read.
-async fn read_until(client: &AgentClient, id: &str, marker: &str) -> Result<String> {
-    let blocking = client.clone().with_timeout(Duration::ZERO);
-    let mut seen = String::new();
-    let read = async {
-        while !seen.contains(marker) {
-            let chunk = blocking.read_stdout(id, "", 4096).await?;
-            if chunk.is_empty() {
-                bail!("{id}'s stdout ended before {marker:?}: {seen:?}");
-            }
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .with_context(|| format!("waiting for {marker:?} from {id}"))??;
-    Ok(seen)
-}
-
-fn line_with<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .map(str::trim)
-}
 
 async fn memory_limit(container: &Container) -> Result<u64> {
     Ok(container
@@ -116,7 +87,7 @@ async fn one_runtime(
         .context("CreateContainer")?;
     let container = Container::attach(client, &id);
     container.start().await.context("StartContainer")?;
-    let out = read_until(client, &id, "ready").await?;
+    let out = read_until(client, &id, "", "ready").await?;
     ensure!(
         line_with(&out, "pid=") == Some("1"),
         "its own PID namespace: {out}"

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::ContainerSpec;
-use hull_e2e::container::Container;
+use hull_e2e::container::{Container, line_with, read_until};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::kata_forms::{self, KataRuntime, SharedFile};
 use hull_e2e::nic::{self, NicConfig};
@@ -37,32 +37,6 @@ const DIMM_MIB: u64 = 128;
 const GUEST_HANDLING: Duration = Duration::from_secs(60);
 /// What the host writes at the start of the hot-plugged disk (32 bytes).
 const DISK_MARKER: &str = "hull-pod-life-hotplugged-disk...";
-
-/// Reads `exec_id`'s stdout of `id` until `marker` has arrived.
-async fn read_until(client: &AgentClient, id: &str, exec_id: &str, marker: &str) -> Result<String> {
-    let blocking = client.clone().with_timeout(Duration::ZERO);
-    let mut seen = String::new();
-    let read = async {
-        while !seen.contains(marker) {
-            let chunk = blocking.read_stdout(id, exec_id, 4096).await?;
-            if chunk.is_empty() {
-                bail!("{id}/{exec_id}'s stdout ended before {marker:?}: {seen:?}");
-            }
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .with_context(|| format!("waiting for {marker:?} from {id}/{exec_id}"))??;
-    Ok(seen)
-}
-
-fn line_with<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .map(str::trim)
-}
 
 /// Runs `script` as exec `exec_id` in container `ctr` (the runtime's shape); its stdout.
 async fn exec_sh(

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::ContainerSpec;
-use hull_e2e::container::Container;
+use hull_e2e::container::{Container, read_until};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::inspect::{Inspection, inspect};
 use hull_e2e::vm::{BackendState, PROBE_PORT, PROBE_TIMEOUT, VmConfig, probe_backend};
@@ -72,23 +72,6 @@ fn kind(cycle: usize) -> Kind {
     }
 }
 
-/// Reads `id`'s stdout until `marker` has arrived.
-async fn read_until(client: &AgentClient, id: &str, marker: &str) -> Result<()> {
-    let blocking = client.clone().with_timeout(Duration::ZERO);
-    let mut seen = String::new();
-    let read = async {
-        while !seen.contains(marker) {
-            let chunk = blocking.read_stdout(id, "", 4096).await?;
-            ensure!(!chunk.is_empty(), "{id}'s stdout ended before {marker:?}");
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .with_context(|| format!("waiting for {marker:?} from {id}"))?
-}
-
 /// One cycle as container `id`.
 async fn cycle(guest: &SandboxGuest, id: &str, kind: Kind) -> Result<()> {
     let client = &guest.client;
@@ -134,7 +117,7 @@ async fn cycle(guest: &SandboxGuest, id: &str, kind: Kind) -> Result<()> {
                 "trap 'exit 42' TERM; echo waiting; while :; do sleep 1; done",
             );
             let container = guest.start_container(id, &spec).await?;
-            read_until(client, id, "waiting").await?;
+            read_until(client, id, "", "waiting").await?;
             container.signal(id, SIGTERM).await?;
             let status = container.wait("").await?;
             ensure!(status == 42, "{id}: SIGTERM ended it with {status}");
@@ -632,7 +615,7 @@ async fn read_in_flight_when_the_client_leaves(guest: &SandboxGuest) -> Result<(
         .start_container(id, &ContainerSpec::shell("echo one; sleep 4; echo two"))
         .await?;
     let first = connect(guest).await?;
-    read_until(&first, id, "one").await?;
+    read_until(&first, id, "", "one").await?;
     let pending = tokio::spawn(async move {
         let chunk = first.read_stdout(id, "", 4096).await;
         drop(first);

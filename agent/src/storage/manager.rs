@@ -302,13 +302,7 @@ impl Storages {
         let root = self.open_root(&mut table)?;
         let mut plans = Vec::with_capacity(updates.len());
         for (spec, options) in updates {
-            let entry = table
-                .entries
-                .iter()
-                .find(|e| e.spec.mount_point == spec.mount_point && e.refs > 0)
-                .ok_or_else(|| StorageError::NotHeld {
-                    mount_point: spec.mount_point.clone(),
-                })?;
+            let entry = &table.entries[held(&table, &spec.mount_point)?];
             if entry.spec.driver != spec.driver {
                 return Err(StorageError::Conflict {
                     mount_point: spec.mount_point.clone(),
@@ -387,18 +381,23 @@ fn reference(entry: &Entry) -> StorageRef {
     }
 }
 
+/// The index of the held (referenced) storage mounted at `mount_point`.
+fn held(table: &Table, mount_point: &Path) -> Result<usize, StorageError> {
+    table
+        .entries
+        .iter()
+        .position(|e| e.spec.mount_point == mount_point && e.refs > 0)
+        .ok_or_else(|| StorageError::NotHeld {
+            mount_point: mount_point.to_path_buf(),
+        })
+}
+
 fn release_one(
     table: &mut Table,
     root: &ConfinedRoot,
     storage: &StorageRef,
 ) -> Result<(), StorageError> {
-    let index = table
-        .entries
-        .iter()
-        .position(|e| e.spec.mount_point == storage.mount_point && e.refs > 0)
-        .ok_or_else(|| StorageError::NotHeld {
-            mount_point: storage.mount_point.clone(),
-        })?;
+    let index = held(table, &storage.mount_point)?;
     let entry = &mut table.entries[index];
     entry.refs -= 1;
     if entry.refs > 0 {
