@@ -1,5 +1,6 @@
 //! The agent policy in real guests: `SetPolicy` over vsock (a policy denying ExecProcess,
-//! then a malformed one that must leave it in force), and a policy baked into the initrd
+//! then a malformed one that must leave it in force; one allowing everything, then one
+//! allowing CreateContainer only for listed commands), and a policy baked into the initrd
 //! with `hull-image initrd --policy`, in force from the agent's first request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::{GuestArtifacts, guest_binary};
+use hull_e2e::bundle::ContainerSpec;
+use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::{Vm, VmConfig};
 use hull_image::Arch;
 use hull_image::initrd::{self, Extra, InitrdRequest};
@@ -34,6 +37,37 @@ default GuestDetailsRequest := true
 default SetPolicyRequest := false
 default DestroySandboxRequest := true
 "#;
+
+/// Every request allowed, rule by rule, as Kata's allow-all policy does it: one
+/// `default <Request> := true` per method's request message.
+fn allow_all() -> String {
+    let mut rego = String::from("package agent_policy\n");
+    for service in hull_protocols::agent::file_descriptor().services() {
+        for method in service.methods() {
+            let request = method.input_type();
+            let line = format!("default {} := true\n", request.name());
+            if !rego.contains(&line) {
+                rego.push_str(&line);
+            }
+        }
+    }
+    rego
+}
+
+/// The allow-all policy with CreateContainer allowed only for the listed commands (the
+/// policy's data document).
+fn allow_listed_commands() -> String {
+    allow_all().replace(
+        "default CreateContainerRequest := true\n",
+        r#"policy_data := {"commands": [["echo", "listed"]]}
+default CreateContainerRequest := false
+CreateContainerRequest if {
+    some command in policy_data.commands
+    input.OCI.Process.Args == command
+}
+"#,
+    )
+}
 
 /// An exec into a container that does not exist: NOT_FOUND when the policy lets it
 /// through, PERMISSION_DENIED when it does not.
@@ -94,6 +128,53 @@ async fn set_policy_denies_exec_and_a_malformed_policy_changes_nothing() -> Resu
     vm.power_off_through_agent(&client, POWER_OFF_DEADLINE)
         .await?;
     vm.finish();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_all_policy_then_an_allow_list_of_commands() -> Result<()> {
+    let guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
+
+    // Everything allowed, rule by rule: a container runs, and exec reaches the sandbox.
+    guest
+        .client
+        .set_policy(&allow_all())
+        .await
+        .context("SetPolicy allow-all")?;
+    let run = guest
+        .run_container("free", &ContainerSpec::new(["echo", "unlisted"]))
+        .await?;
+    ensure!(
+        run.status == 0 && run.stdout.text() == "unlisted\n",
+        "{}",
+        run.stdout.text()
+    );
+    ensure!(code(exec(&guest.client).await)? == Code::NOT_FOUND);
+
+    // CreateContainer only for the commands in the policy's data.
+    guest
+        .client
+        .set_policy(&allow_listed_commands())
+        .await
+        .context("SetPolicy allow-list")?;
+    let denied = guest
+        .run_container("unlisted", &ContainerSpec::new(["echo", "unlisted"]))
+        .await
+        .expect_err("a command outside the list ran");
+    ensure!(
+        format!("{denied:#}").contains("CreateContainerRequest"),
+        "unlisted command: {denied:#}"
+    );
+    let run = guest
+        .run_container("listed", &ContainerSpec::new(["echo", "listed"]))
+        .await?;
+    ensure!(
+        run.status == 0 && run.stdout.text() == "listed\n",
+        "{}",
+        run.stdout.text()
+    );
+
+    guest.power_off().await?;
     Ok(())
 }
 
