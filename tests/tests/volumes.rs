@@ -4,8 +4,8 @@
 //! - `GetVolumeStats` of an ext4 volume on a writable virtio-blk disk gives the figures
 //!   the guest kernel gives a container's `stat -f` of the same file system;
 //! - `ResizeVolume` grows the volume's ext4 after QMP `block_resize` grew its disk;
-//! - `AddSwap` turns swap on on a disk found by its PCI path, `AddSwapPath` on a swap
-//!   file inside the volume: `/proc/swaps` lists both;
+//! - `AddSwap` turns swap on on a disk hot-plugged through QMP and found by its PCI
+//!   path, `AddSwapPath` on a swap file inside the volume: `/proc/swaps` lists both;
 //! - `RemoveStaleVirtiofsShareMounts` drops the guest's virtio-fs submount of a host
 //!   mount in the share after the host unmounted it;
 //! - bad inputs are refused with precise codes, and the agent keeps serving.
@@ -23,7 +23,7 @@ use anyhow::{Context, Result, ensure};
 use hull_e2e::artifacts::GuestArtifacts;
 use hull_e2e::bundle::ContainerSpec;
 use hull_e2e::guest::{SandboxGuest, sandbox_request};
-use hull_e2e::vm::{Disk, VmConfig};
+use hull_e2e::vm::{Disk, Hotplug, VmConfig};
 use hull_protocols::agent::Storage;
 use hull_protocols::csi::VolumeStatsResponse;
 use hull_protocols::csi::volume_usage::Unit;
@@ -32,8 +32,10 @@ use hull_testkit::refusal;
 
 /// The writable ext4 volume's slot: Kata PCI path "10".
 const VOLUME_SLOT: u8 = 0x10;
-/// The swap disk's slot: Kata PCI path "11".
-const SWAP_SLOT: u8 = 0x11;
+/// The swap disk is hot-plugged into root port 0: slot 0 behind the port's slot.
+fn swap_pci_path() -> [u32; 2] {
+    [u32::from(Hotplug::root_port_slot(0)), 0]
+}
 const VOLUME: &str = "/run/kata-containers/sandbox/storage/vol";
 const EPHEMERAL: &str = "/run/kata-containers/sandbox/ephemeral/scratch";
 const SHARED: &str = "/run/kata-containers/shared/containers";
@@ -244,9 +246,12 @@ async fn volumes_grow_report_and_swap_and_stale_share_mounts_go() -> Result<()> 
         .push(Disk::virtio_blk_writable(&volume_image, VOLUME_SLOT));
     let swap_disk = dir.path().join("swap.img");
     swap_area(&swap_disk, 16 << 20)?;
-    config
-        .disks
-        .push(Disk::virtio_blk_writable(&swap_disk, SWAP_SLOT));
+    config.hotplug = Some(Hotplug {
+        max_cpus: 1,
+        memory_slots: 1,
+        max_memory_mib: 1024,
+        root_ports: 1,
+    });
 
     let mut guest = SandboxGuest::boot_without_sandbox(config).await?;
     let mut request = sandbox_request("volumes-e2e", "hull");
@@ -292,11 +297,26 @@ async fn volumes_grow_report_and_swap_and_stale_share_mounts_go() -> Result<()> 
         "tmpfs after: {resized:?}"
     );
 
-    // Swap on the disk at PCI path 11 and on the file inside the volume.
-    client
-        .add_swap(&[u32::from(SWAP_SLOT)])
-        .await
-        .context("AddSwap")?;
+    // Swap on a disk hot-plugged (QMP) into root port 0, found by its PCI path, and on
+    // the file inside the volume.
+    let qmp = guest.vm_mut().qmp()?;
+    qmp.execute(
+        "blockdev-add",
+        Some(serde_json::json!({
+            "node-name": "swap-disk",
+            "driver": "raw",
+            "file": { "driver": "file", "filename": swap_disk },
+        })),
+    )
+    .context("blockdev-add of the swap disk")?;
+    qmp.execute(
+        "device_add",
+        Some(serde_json::json!({
+            "driver": "virtio-blk-pci", "id": "swap-blk", "drive": "swap-disk", "bus": "rp0",
+        })),
+    )
+    .context("device_add of the swap disk into rp0")?;
+    client.add_swap(&swap_pci_path()).await.context("AddSwap")?;
     let swapfile = format!("{VOLUME}/swapfile");
     client
         .add_swap_path(&swapfile)
@@ -422,7 +442,7 @@ async fn volumes_grow_report_and_swap_and_stale_share_mounts_go() -> Result<()> 
 
     refusal(
         "AddSwap on the disk already swapping",
-        client.add_swap(&[u32::from(SWAP_SLOT)]),
+        client.add_swap(&swap_pci_path()),
         Code::FAILED_PRECONDITION,
         "already in use",
     )
