@@ -20,15 +20,30 @@ pub fn run(binary: &str, args: &[&str]) -> Output {
     output(command)
 }
 
+/// Held (shared) while a child is waited for without the reaper; the reaper is only
+/// started with it held exclusively ([`start_reaper`]), so it cannot start in the middle
+/// of such a wait and take the child's status.
+static SPAWN_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Starts the process's reaper once no child is being waited for without it.
+pub fn start_reaper() {
+    let _gate = SPAWN_GATE.write().unwrap_or_else(|e| e.into_inner());
+    Reaper::global().unwrap_or_else(|e| panic!("the process's reaper: {e}"));
+}
+
 /// `command.output()`, through the process's reaper where one runs (see the module
 /// documentation); panics naming the program if it cannot be started.
 pub fn output(mut command: Command) -> Output {
     let binary = command.get_program().to_string_lossy().into_owned();
+    let gate = SPAWN_GATE.read().unwrap_or_else(|e| e.into_inner());
     let Some(reaper) = Reaper::started() else {
-        return command
+        let out = command
             .output()
             .unwrap_or_else(|e| panic!("running {binary}: {e}"));
+        drop(gate);
+        return out;
     };
+    drop(gate);
     let (mut child, exited) = reaper
         .spawn_registered(|| {
             let child = command

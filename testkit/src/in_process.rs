@@ -9,9 +9,10 @@
 //! Dropping it stops the server (and the thread, which ends the namespace) and removes
 //! the directory.
 //!
-//! Starting one starts the process's [`Reaper`] first, as the agent binary has it: from
+//! Starting one starts the process's reaper ([`hull_container::process::Reaper`]) first, as the agent binary has it: from
 //! then on it owns `waitpid(-1)`, so a test binary serving an agent in-process runs its
-//! other children through it ([`crate::cli::run`] does).
+//! other children through it ([`crate::cli::run`] does; it also keeps the reaper from
+//! starting while it waits for a child itself).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,6 @@ use hull_agent::config::AgentConfig;
 use hull_agent::network::Network;
 use hull_agent::sandbox::Sandbox;
 use hull_agent::server::{self, Ending, ServerError};
-use hull_container::process::Reaper;
 use hull_protocols::AgentAddress;
 use hull_protocols::client::AgentClient;
 use tokio::sync::oneshot;
@@ -48,11 +48,6 @@ pub struct InProcessAgent {
     dir: tempfile::TempDir,
 }
 
-/// Starts the process's reaper before any agent code can (see the module documentation).
-fn start_reaper() {
-    Reaper::global().unwrap_or_else(|e| panic!("the process's reaper: {e}"));
-}
-
 fn config(dir: &Path) -> AgentConfig {
     AgentConfig {
         server_addr: AgentAddress::Unix(dir.join("agent.sock")),
@@ -64,7 +59,7 @@ fn config(dir: &Path) -> AgentConfig {
 impl InProcessAgent {
     /// Serves on the current tokio runtime; waits for the socket.
     pub async fn start() -> Self {
-        start_reaper();
+        crate::cli::start_reaper();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = config(dir.path());
         let address = config.server_addr.clone();
@@ -83,7 +78,7 @@ impl InProcessAgent {
     /// Serves on a thread in a new network namespace with the veth pair `v0`/`v1`
     /// (needs root); waits for the socket.
     pub fn start_in_network_namespace() -> Self {
-        start_reaper();
+        crate::cli::start_reaper();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = config(dir.path());
         let address = config.server_addr.clone();
@@ -196,38 +191,5 @@ impl Drop for InProcessAgent {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn serves_until_dropped_and_leaves_nothing() {
-        let agent = InProcessAgent::start().await;
-        crate::agent::assert_serving(&agent.client().await).await;
-        let dir = agent.dir().to_path_buf();
-        drop(agent);
-        assert!(!dir.exists(), "the directory is removed");
-    }
-
-    #[test]
-    fn serves_in_a_network_namespace_with_a_veth_pair() {
-        let agent = InProcessAgent::start_in_network_namespace();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let names: Vec<String> = runtime.block_on(async {
-            let client = agent.client().await;
-            let list = client.list_interfaces().await.expect("ListInterfaces");
-            list.into_iter().map(|i| i.name).collect()
-        });
-        assert!(names.contains(&"v0".to_string()), "{names:?}");
-        assert_eq!(agent.veth().name, "v0");
-        let dir = agent.dir().to_path_buf();
-        drop(agent);
-        assert!(!dir.exists(), "the directory is removed");
     }
 }
