@@ -133,6 +133,12 @@ impl Container {
         self.client.stats_container(&self.id).await
     }
 
+    /// The memory limit StatsContainer reports for its cgroup, in bytes.
+    pub async fn memory_limit(&self) -> Result<u64, ClientError> {
+        let stats = self.stats().await?;
+        Ok(stats.cgroup_stats.memory_stats.usage.limit)
+    }
+
     /// `RemoveContainer` (the agent's default stop timeout).
     pub async fn remove(&self) -> Result<(), ClientError> {
         self.client.remove_container(&self.id, 0).await

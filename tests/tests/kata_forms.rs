@@ -23,16 +23,6 @@ const DEFAULT_CAP_EFF: &str = "00000000a80425fb";
 const SIGKILL: i32 = 9;
 const MIB: i64 = 1 << 20;
 
-async fn memory_limit(container: &Container) -> Result<u64> {
-    Ok(container
-        .stats()
-        .await?
-        .cgroup_stats
-        .memory_stats
-        .usage
-        .limit)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn both_kata_runtimes_drive_hull_unchanged() -> Result<()> {
     let artifacts = GuestArtifacts::locate()?;
@@ -147,7 +137,7 @@ async fn one_runtime(
 
     // UpdateContainer with resources, then without any (the Go runtime: all empty).
     ensure!(
-        memory_limit(&container).await? == 64 << 20,
+        container.memory_limit().await? == 64 << 20,
         "created with 64 MiB"
     );
     let resources: LinuxResources = serde_json::from_value(serde_json::json!({
@@ -159,7 +149,7 @@ async fn one_runtime(
         .await
         .context("UpdateContainer with resources")?;
     ensure!(
-        memory_limit(&container).await? == 48 << 20,
+        container.memory_limit().await? == 48 << 20,
         "updated to 48 MiB"
     );
     let nothing = runtime.update_container(&id, None)?;
@@ -172,7 +162,7 @@ async fn one_runtime(
         .await
         .context("UpdateContainer without resources")?;
     ensure!(
-        memory_limit(&container).await? == 48 << 20,
+        container.memory_limit().await? == 48 << 20,
         "an update without resources changes nothing"
     );
 

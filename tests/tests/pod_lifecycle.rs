@@ -85,16 +85,6 @@ async fn cpus_and_memory(
     }
 }
 
-async fn memory_limit(container: &Container) -> Result<u64> {
-    Ok(container
-        .stats()
-        .await?
-        .cgroup_stats
-        .memory_stats
-        .usage
-        .limit)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_as_the_go_runtime_drives_it() -> Result<()> {
     pod_life(KataRuntime::Go).await
@@ -314,7 +304,7 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
         "pids in the app: {stats:?}"
     );
     ensure!(
-        memory_limit(&app_ctr).await? == 64 << 20,
+        app_ctr.memory_limit().await? == 64 << 20,
         "created with 64 MiB"
     );
     let resources: LinuxResources = serde_json::from_value(json!({"memory": {"limit": 48 * MIB}}))?;
@@ -323,7 +313,7 @@ async fn pod_life(runtime: KataRuntime) -> Result<()> {
         .await
         .context("UpdateContainer")?;
     ensure!(
-        memory_limit(&app_ctr).await? == 48 << 20,
+        app_ctr.memory_limit().await? == 48 << 20,
         "updated to 48 MiB"
     );
 
