@@ -78,9 +78,9 @@ test: setup artifacts lint init-smoke
     cargo test --locked --workspace
     @scripts/hw-kvm.sh --note
 
-# Fuzz every decoder of untrusted input (fuzz/, cargo-fuzz on nightly) for SECONDS per target; prints execs and crashes per target, fails on a crash.
-fuzz seconds="60":
-    scripts/fuzz.sh {{seconds}}
+# Fuzz every decoder of untrusted input (fuzz/, cargo-fuzz on nightly) for SECONDS per target (default 60), or `--runs N` executions each, optionally only the TARGETs named; prints execs, time and crashes per target, fails on a crash.
+fuzz *args:
+    scripts/fuzz.sh {{args}}
 
 # Soak: one guest, CYCLES container lifecycles mixed with execs, signals, pauses and OOM kills while 16 clients call at once; prints cycle times, the agent's memory, fds and threads, the guest's mounts, cgroups and processes; fails on a leak or a slowdown.
 soak cycles="1000": setup artifacts
