@@ -11,12 +11,17 @@
 //! Unmounting is lazy (`MNT_DETACH`) on a freshly resolved fd: the mount leaves the
 //! namespace at once, race-free; a process still using it keeps it alive until it lets go.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::fs::responsive::{ChildOutcome, in_child_within};
 use crate::fs::{ConfineError, ConfinedPath, ConfinedRoot};
+use hull_container::process::ExitStatus;
 // The one parser of mount options, shared with the container layer's spec mounts;
 // [`mount_at`] takes what it returns.
 pub use hull_container::mount_options::{MountOptionError, MountOptions};
@@ -54,6 +59,15 @@ pub enum MountError {
         target: PathBuf,
         /// `umount2(2)`'s error.
         errno: Errno,
+    },
+    /// `umount2(2)`, made by a child process, had not returned when its time was up (a
+    /// virtio-fs share whose virtiofsd is gone, or one that stopped answering).
+    #[error("unmounting {target}: no answer within {timeout:?} (left to a child process)")]
+    UnmountUnanswered {
+        /// The mount point, as resolved beneath its root.
+        target: PathBuf,
+        /// How long the unmount was given.
+        timeout: Duration,
     },
     /// Nothing is mounted there.
     #[error("{target}: not a mount point")]
@@ -197,6 +211,58 @@ pub fn unmount(root: &ConfinedRoot, target: &Path) -> Result<(), MountError> {
             target: name,
             errno,
         }),
+    }
+}
+
+/// [`unmount`], made by a child process that is given `timeout`: for mounts whose file
+/// system may not answer (virtio-fs). Tearing down a FUSE mount waits for its server
+/// (virtio-fs drains its queues and sends `FUSE_DESTROY`); a thread waiting for a server
+/// that never answers cannot be interrupted, and a process with such a thread can never
+/// exit. A child that does not finish is left behind with
+/// [`MountError::UnmountUnanswered`]. Where no child can be started, the unmount is made
+/// here.
+pub async fn unmount_within(
+    root: &ConfinedRoot,
+    target: &Path,
+    timeout: Duration,
+) -> Result<(), MountError> {
+    let mounted = root.resolve(target)?;
+    let name = mounted.path().to_path_buf();
+    let Ok(proc_path) = CString::new(mounted.proc_path().as_os_str().as_bytes()) else {
+        // A /proc/self/fd/N name holds no NUL byte.
+        return unmount(root, target);
+    };
+    let detach = || {
+        // SAFETY: `proc_path` is NUL-terminated.
+        if unsafe { libc::umount2(proc_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            0
+        } else {
+            Errno::last_raw()
+        }
+    };
+    // SAFETY: the child calls only umount2(2) on `proc_path`, prepared before the fork,
+    // and reads errno; it allocates nothing and takes no lock. The child inherits the fd
+    // behind `proc_path`, so /proc/self/fd/N names the same directory in it.
+    let outcome = unsafe { in_child_within(timeout, detach) }.await;
+    match outcome {
+        ChildOutcome::Ended(ExitStatus::Exited(0)) => Ok(()),
+        ChildOutcome::Ended(ExitStatus::Exited(code)) if code == Errno::EINVAL as i32 => {
+            Err(MountError::NotMounted { target: name })
+        }
+        ChildOutcome::Ended(ExitStatus::Exited(code)) => Err(MountError::Unmount {
+            target: name,
+            errno: Errno::from_raw(code),
+        }),
+        // Nothing but the reaper's own signal can end it: reported as interrupted.
+        ChildOutcome::Ended(ExitStatus::Signaled(_)) => Err(MountError::Unmount {
+            target: name,
+            errno: Errno::EINTR,
+        }),
+        ChildOutcome::Silent => Err(MountError::UnmountUnanswered {
+            target: name,
+            timeout,
+        }),
+        ChildOutcome::NotStarted => unmount(root, target),
     }
 }
 

@@ -197,23 +197,6 @@ async fn a_killed_agent_is_restarted_and_the_sandbox_can_be_rebuilt() -> Result<
     Ok(())
 }
 
-/// The agent's resident memory (`VmRSS`, KiB), seen by a container in the guest's PID
-/// namespace.
-async fn agent_rss_kib(guest: &SandboxGuest, id: &str) -> Result<u64> {
-    let script = "for p in /proc/[0-9]*; do \
-           [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '/usr/bin/hull-agent ' ] \
-           && grep VmRSS $p/status; done; true";
-    let out = guest
-        .run_container(id, &ContainerSpec::shell(script).in_guest_pid_namespace())
-        .await?;
-    ensure!(out.status == 0, "{id}: {out:?}");
-    let text = out.stdout.text();
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|kib| kib.parse().ok())
-        .with_context(|| format!("{id}: no VmRSS in {text:?}"))
-}
-
 /// Many connections each sending a maximal frame's header and most of its body, then
 /// stalling: what ttRPC buffers for them stays within the agent's frame budget (16 MiB);
 /// the agent keeps serving and a running container is intact.
@@ -225,7 +208,7 @@ async fn stalled_partial_frames_do_not_grow_the_agent() -> Result<()> {
     let steady = guest
         .start_container("steady", &ContainerSpec::new(["sleep", "7777"]))
         .await?;
-    let before = agent_rss_kib(&guest, "rss-0").await?;
+    let before = inspect(&guest, "rss-0").await?.agent.rss_kib;
     let port = match guest.vm().agent_address() {
         hull_protocols::address::AgentAddress::HybridVsock { port, .. } => port,
         other => bail!("unexpected agent address {other}"),
@@ -242,10 +225,10 @@ async fn stalled_partial_frames_do_not_grow_the_agent() -> Result<()> {
         let _ = std::io::Write::write_all(&mut conn, &frame);
         held.push(conn);
     }
-    let after = agent_rss_kib(&guest, "rss-1").await?;
+    let after = inspect(&guest, "rss-1").await?.agent.rss_kib;
     let grown_mib = after.saturating_sub(before) / 1024;
     eprintln!(
-        "agent RSS {before} KiB before, {after} KiB with {CONNECTIONS} stalled partial frames \
+        "agent Rss (smaps_rollup) {before} KiB before, {after} KiB with {CONNECTIONS} stalled partial frames \
          of {} MiB sent each",
         BODY_SENT >> 20
     );

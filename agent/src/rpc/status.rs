@@ -277,6 +277,7 @@ fn mount_code(error: &MountError) -> Code {
         },
         MountError::NotMounted { .. } => Code::NOT_FOUND,
         MountError::Unmount { .. } => Code::INTERNAL,
+        MountError::UnmountUnanswered { .. } => Code::DEADLINE_EXCEEDED,
     }
 }
 

@@ -679,11 +679,16 @@ impl Sandbox {
     /// agent stops serving and exits with status 0, which hull-init takes as the request
     /// to power the VM off. A failed unmount is logged, never a reason to keep the VM
     /// running; neither is a teardown that does not finish within 10 s.
-    pub async fn destroy(&self) -> Result<(), AgentError> {
+    ///
+    /// The teardown runs as a task of its own: were one of its system calls to block its
+    /// worker thread, the answer would still come when the time is up, from another.
+    pub async fn destroy(self: &Arc<Self>) -> Result<(), AgentError> {
         if self.destroying.swap(true, Ordering::SeqCst) {
             return Err(AgentError::AlreadyDestroying);
         }
-        if tokio::time::timeout(self.teardown_timeout, self.teardown())
+        let sandbox = Arc::clone(self);
+        let teardown = tokio::spawn(async move { sandbox.teardown().await });
+        if tokio::time::timeout(self.teardown_timeout, teardown)
             .await
             .is_err()
         {
@@ -950,7 +955,7 @@ mod tests {
     #[tokio::test]
     async fn the_pods_namespaces_live_from_create_to_destroy() {
         let dir = tempfile::tempdir().unwrap();
-        let sandbox = sandbox(&dir);
+        let sandbox = Arc::new(sandbox(&dir));
         sandbox.create(&spec("sb-ns")).await.unwrap();
         let path = |sandbox: &Sandbox| {
             let pod = sandbox.pod_namespaces.lock().unwrap();
@@ -966,7 +971,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_created_after_destroy() {
         let dir = tempfile::tempdir().unwrap();
-        let sandbox = sandbox(&dir);
+        let sandbox = Arc::new(sandbox(&dir));
         sandbox.destroy().await.unwrap();
         let err = sandbox.create(&spec("late")).await.unwrap_err();
         assert!(matches!(err, AgentError::SandboxDestroyed));
@@ -990,6 +995,38 @@ mod tests {
             Err(AgentError::AlreadyDestroying)
         ));
         drop(held);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_teardown_blocked_in_its_thread_still_lets_destroy_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sandbox = sandbox(&dir);
+        sandbox.teardown_timeout = Duration::from_millis(200);
+        let sandbox = Arc::new(sandbox);
+        // A thread holds the pod namespaces' lock (a std mutex): the teardown blocks the
+        // thread it runs on, as a system call that does not return would.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let sandbox = Arc::clone(&sandbox);
+            std::thread::spawn(move || {
+                let _guard = sandbox.pod_namespaces.lock().unwrap();
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            })
+        };
+        held_rx.recv().unwrap();
+        let destroying = {
+            let sandbox = Arc::clone(&sandbox);
+            tokio::spawn(async move { sandbox.destroy().await })
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(5), destroying).await;
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        answered
+            .expect("DestroySandbox answers while its teardown is blocked")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
@@ -10,7 +11,7 @@ use super::{
     StorageRequest, StorageSpec, VolumeStats, volume,
 };
 use crate::device::DeviceWaiter;
-use crate::fs::responsive::{STORAGE_ANSWER_TIMEOUT, answers_within};
+use crate::fs::responsive::{STORAGE_ANSWER_TIMEOUT, STORAGE_UNMOUNT_TIMEOUT, answers_within};
 use crate::fs::{ConfinedRoot, Scope};
 use crate::mount::{MountError, MountOptions};
 
@@ -270,7 +271,7 @@ impl Storages {
                 );
                 continue;
             }
-            if let Err(e) = take_down(&root, &entry) {
+            if let Err(e) = take_down_within(&root, &entry, STORAGE_UNMOUNT_TIMEOUT).await {
                 tracing::warn!(error = %e, "unmounting a storage at the sandbox's end");
                 errors.push(e);
             }
@@ -414,7 +415,26 @@ fn take_down(root: &ConfinedRoot, entry: &Entry) -> Result<(), StorageError> {
     if !entry.mounted.mounted {
         return Ok(());
     }
-    match crate::mount::unmount(root, &entry.spec.mount_point) {
+    unmounted(entry, crate::mount::unmount(root, &entry.spec.mount_point))
+}
+
+/// [`take_down`] with the unmount made by a child given `timeout` (the sandbox's end, when
+/// the agent must not be held by a file system that stopped answering).
+async fn take_down_within(
+    root: &ConfinedRoot,
+    entry: &Entry,
+    timeout: Duration,
+) -> Result<(), StorageError> {
+    if !entry.mounted.mounted {
+        return Ok(());
+    }
+    let result = crate::mount::unmount_within(root, &entry.spec.mount_point, timeout).await;
+    unmounted(entry, result)
+}
+
+/// What an unmount of `entry`'s storage came to, logged.
+fn unmounted(entry: &Entry, result: Result<(), MountError>) -> Result<(), StorageError> {
+    match result {
         Ok(()) => {
             tracing::info!(mount_point = %entry.spec.mount_point.display(), "storage unmounted");
             Ok(())
