@@ -804,7 +804,72 @@ mod tests {
                 hint: "",
             })
         };
+        let sandbox = |error: SandboxError| AgentError::Sandbox(error);
         let more = [
+            (
+                sandbox(SandboxError::InvalidDns {
+                    line: "x".into(),
+                    reason: "r",
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                sandbox(SandboxError::InvalidHookPath {
+                    path: "x".into(),
+                    reason: "r",
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                sandbox(SandboxError::BadSysfsValue {
+                    path: "/sys/x".into(),
+                    found: "lots".into(),
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                sandbox(SandboxError::Hostname {
+                    hostname: "h".into(),
+                    errno: Errno::EPERM,
+                }),
+                Code::INTERNAL,
+            ),
+            (
+                sandbox(SandboxError::Dns {
+                    target: "/etc/resolv.conf".into(),
+                    reason: "r".into(),
+                }),
+                Code::INTERNAL,
+            ),
+            (
+                sandbox(SandboxError::Unresponsive {
+                    path: "/run/rootfs".into(),
+                    timeout: std::time::Duration::from_secs(1),
+                }),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                sandbox(ContainerError::NoSuchContainer("c".into()).into()),
+                Code::NOT_FOUND,
+            ),
+            (
+                sandbox(
+                    StorageError::NotHeld {
+                        mount_point: "/m".into(),
+                    }
+                    .into(),
+                ),
+                Code::NOT_FOUND,
+            ),
+            (
+                sandbox(
+                    DiagnosticError::NoTerminationPath {
+                        container: "c".into(),
+                    }
+                    .into(),
+                ),
+                Code::FAILED_PRECONDITION,
+            ),
             (
                 volume(VolumeError::NotMounted { path: "/v".into() }),
                 Code::NOT_FOUND,
