@@ -16,7 +16,9 @@ use hull_protocols::agent::*;
 use hull_protocols::client::{AgentClient, ClientError, Stream};
 use hull_protocols::oci;
 use hull_testkit::rootfs::require_containers;
-use hull_testkit::{BusyboxRootfs, HostAgent, assert_refused, cgroup_root, refusal, unique};
+use hull_testkit::{
+    BusyboxRootfs, HostAgent, assert_refused, cgroup_root, container_spec, refusal, unique,
+};
 use sha2::{Digest, Sha256};
 use ttrpc::Code;
 
@@ -59,35 +61,18 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> oci::Mount {
 
 /// A spec close to what containerd/Kata send, running `args` in `rootfs`.
 fn spec(rootfs: &Path, cgroup: &str, args: &[&str]) -> oci::Spec {
-    let mut process = oci::Process::new();
-    process.Args = args.iter().map(|s| s.to_string()).collect();
-    process.Env = vec!["PATH=/bin".into(), "HOME=/root".into()];
-    process.Cwd = "/".into();
-    process.User = Some(oci::User::new()).into();
+    let namespaces = ["mount", "pid", "ipc", "uts", "network"];
+    let mut spec = container_spec(rootfs, cgroup, args, &namespaces);
+    let process = spec.Process.mut_or_insert_default();
+    process.Env.push("HOME=/root".into());
     process.NoNewPrivileges = true;
-    let mut linux = oci::Linux::new();
-    linux.Namespaces = ["mount", "pid", "ipc", "uts", "network"]
-        .iter()
-        .map(|t| oci::LinuxNamespace {
-            Type: t.to_string(),
-            ..Default::default()
-        })
-        .collect();
-    linux.CgroupsPath = cgroup.into();
+    let linux = spec.Linux.mut_or_insert_default();
     linux.MaskedPaths = vec![
         "/proc/kcore".into(),
         "/etc/secret".into(),
         "/secretdir".into(),
     ];
     linux.ReadonlyPaths = vec!["/proc/sys".into(), "/data".into()];
-    let mut spec = oci::Spec::new();
-    spec.Version = "1.0.2".into();
-    spec.Root = Some(oci::Root {
-        Path: rootfs.display().to_string(),
-        ..Default::default()
-    })
-    .into();
-    spec.Process = Some(process).into();
     spec.Hostname = "hull-box".into();
     spec.Mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
@@ -123,7 +108,6 @@ fn spec(rootfs: &Path, cgroup: &str, args: &[&str]) -> oci::Spec {
         ),
         mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev"]),
     ];
-    spec.Linux = Some(linux).into();
     spec
 }
 

@@ -14,7 +14,7 @@ use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use hull_protocols::client::{AgentClient, ClientError};
 use hull_protocols::oci;
 use hull_testkit::rootfs::require_containers;
-use hull_testkit::{BusyboxRootfs, HostAgent, cgroup_root, unique};
+use hull_testkit::{BusyboxRootfs, HostAgent, cgroup_root, container_spec, unique};
 use ttrpc::Code;
 
 const ALLOW_ALL: &str = "package agent_policy\ndefault AllowRequestsFailingPolicy := false\n\
@@ -205,40 +205,6 @@ fn a_malformed_default_policy_file_stops_the_agent_before_it_serves() {
     assert!(stderr.contains("policy"), "{stderr}");
 }
 
-/// Busybox's `sh`-less spec: `args` in `rootfs`, its own mount and PID namespaces.
-fn spec(rootfs: &BusyboxRootfs, cgroup: &str, args: &[&str]) -> oci::Spec {
-    let mut process = oci::Process::new();
-    process.Args = args.iter().map(|s| s.to_string()).collect();
-    process.Env = vec!["PATH=/bin".into()];
-    process.Cwd = "/".into();
-    process.User = Some(oci::User::new()).into();
-    let mut linux = oci::Linux::new();
-    linux.Namespaces = ["mount", "pid"]
-        .iter()
-        .map(|t| oci::LinuxNamespace {
-            Type: t.to_string(),
-            ..Default::default()
-        })
-        .collect();
-    linux.CgroupsPath = cgroup.into();
-    let mut spec = oci::Spec::new();
-    spec.Version = "1.0.2".into();
-    spec.Root = Some(oci::Root {
-        Path: rootfs.path().display().to_string(),
-        ..Default::default()
-    })
-    .into();
-    spec.Process = Some(process).into();
-    spec.Mounts = vec![oci::Mount {
-        destination: "/proc".into(),
-        type_: "proc".into(),
-        source: "proc".into(),
-        ..Default::default()
-    }];
-    spec.Linux = Some(linux).into();
-    spec
-}
-
 #[tokio::test]
 async fn create_container_runs_only_the_commands_the_policy_data_lists() {
     require_containers();
@@ -255,7 +221,13 @@ async fn create_container_runs_only_the_commands_the_policy_data_lists() {
     let create = |id: &str, args: &[&str]| CreateContainerRequest {
         container_id: id.into(),
         exec_id: id.into(),
-        OCI: Some(spec(&rootfs, &format!("/hull-test/{id}"), args)).into(),
+        OCI: Some(container_spec(
+            rootfs.path(),
+            &format!("/hull-test/{id}"),
+            args,
+            &["mount", "pid"],
+        ))
+        .into(),
         ..Default::default()
     };
 

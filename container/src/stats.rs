@@ -1,4 +1,5 @@
-//! A container's resource figures, read from its cgroup ([`crate::cgroup::Cgroup::stats`]).
+//! A container's resource figures, read from its cgroup (`Cgroup::stats` in the `cgroup`
+//! module, which builds on these types).
 //!
 //! These are hull's own types, so that users of the container layer (the agent's
 //! `StatsContainer`, tools) do not depend on the cgroup library behind it. They hold what

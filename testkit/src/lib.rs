@@ -9,6 +9,7 @@
 //! | [`interfaces`] | comparing listed interfaces without the flags the kernel changes |
 //! | [`netns`] | a thread in a new network namespace, and a veth pair made there |
 //! | [`rootfs`] | [`BusyboxRootfs`], a temporary busybox root; the host's cgroup2 root |
+//! | [`spec`] | [`container_spec`]: the least a busybox container's spec needs, in protobuf |
 //! | [`refusal`] | bad-input tables: one row per request, expected code and message fragment |
 //! | [`require`] | checks that fail a test naming what this host lacks (root, a tool, a file) |
 //!
@@ -29,6 +30,7 @@ pub mod netns;
 pub mod refusal;
 pub mod require;
 pub mod rootfs;
+pub mod spec;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -36,6 +38,7 @@ pub use agent::HostAgent;
 pub use in_process::InProcessAgent;
 pub use refusal::{Refusal, assert_refused, check_all, check_refused, refusal};
 pub use rootfs::{BusyboxRootfs, cgroup_root};
+pub use spec::container_spec;
 
 /// `name-<pid>-<n>`: a name no other test of this run (or of a concurrent run) uses.
 pub fn unique(name: &str) -> String {

@@ -875,139 +875,75 @@ mod tests {
         })
     }
 
-    fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].as_str())
-            .collect()
-    }
+    /// The run directory the tests' sockets and logs are in.
+    const DIR: &str = "/run/x";
+
+    // What the harness owns is how a `VmConfig` becomes hull-image's `VmSpec`; the argv
+    // each VMM gets from a spec (devices, the memory rule, QMP, hot-plug) is
+    // `hull_image::vm_args`'s and tested there.
 
     #[test]
-    fn initrd_boot_has_an_initrd_and_no_disk() {
-        let args = config().qemu_args(Path::new("/run/x")).unwrap();
-        assert_eq!(value_after(&args, "-initrd"), ["/k/initrd.img"]);
-        assert_eq!(value_after(&args, "-m"), ["256M"]);
-        assert!(value_after(&args, "-drive").is_empty());
-        assert!(!config().kernel_cmdline().contains("root="));
-    }
-
-    #[test]
-    fn nvdimm_boot_maps_the_image_read_only_with_dax() {
-        let vm = image(Attachment::Nvdimm);
-        let args = vm.qemu_args(Path::new("/run/x")).unwrap();
+    fn an_initrd_guest_under_qemu() {
+        let dir = Path::new(DIR);
         assert_eq!(
-            value_after(&args, "-machine"),
-            ["q35,accel=tcg,memory-backend=mem0,nvdimm=on"]
-        );
-        assert_eq!(value_after(&args, "-m"), ["256M,slots=2,maxmem=1024M"]);
-        assert!(value_after(&args, "-initrd").is_empty());
-        assert!(value_after(&args, "-object").contains(
-            &"memory-backend-file,id=pm0,mem-path=/b/rootfs.ext4.img,size=8388608,share=on,readonly=on"
-        ));
-        assert!(value_after(&args, "-device").contains(&"nvdimm,memdev=pm0,id=nv0,unarmed=on"));
-        assert_eq!(
-            vm.kernel_cmdline(),
-            "console=ttyS0 panic=-1 reboot=acpi root=/dev/pmem0p1 rootfstype=ext4 ro \
-             rootflags=dax agent.log=debug"
-        );
-    }
-
-    #[test]
-    fn virtio_pmem_boot_uses_the_same_partition() {
-        let vm = image(Attachment::VirtioPmem);
-        let args = vm.qemu_args(Path::new("/run/x")).unwrap();
-        assert_eq!(
-            value_after(&args, "-machine"),
-            ["q35,accel=tcg,memory-backend=mem0"]
-        );
-        assert!(value_after(&args, "-device").contains(&"virtio-pmem-pci,memdev=pm0,id=vpm0"));
-        assert!(
-            value_after(&args, "-object").iter().any(
-                |o| o.starts_with("memory-backend-file") && o.ends_with("share=on,readonly=on")
-            )
-        );
-        assert!(
-            vm.kernel_cmdline()
-                .contains(" root=/dev/pmem0p1 rootfstype=ext4 ro rootflags=dax")
-        );
-    }
-
-    #[test]
-    fn virtio_blk_boot_is_a_read_only_drive_without_dax() {
-        let vm = image(Attachment::VirtioBlk);
-        let args = vm.qemu_args(Path::new("/run/x")).unwrap();
-        assert_eq!(
-            value_after(&args, "-drive"),
-            ["file=/b/rootfs.ext4.img,if=none,id=root,format=raw,readonly=on"]
-        );
-        assert!(value_after(&args, "-device").contains(&"virtio-blk-pci,drive=root"));
-        assert_eq!(value_after(&args, "-m"), ["256M"]);
-        assert!(!args.iter().any(|a| a.contains("memory-backend-file")));
-        let cmdline = vm.kernel_cmdline();
-        assert!(
-            cmdline.contains(" root=/dev/vda1 rootfstype=ext4 ro"),
-            "{cmdline}"
-        );
-        assert!(!cmdline.contains("dax"), "{cmdline}");
-        // The vsock device is there in every mode.
-        assert!(value_after(&args, "-device").contains(&"vhost-user-vsock-pci,chardev=vsock0"));
-    }
-
-    fn memory_arg(config: &VmConfig) -> String {
-        let args = config.qemu_args(Path::new("/run/x")).unwrap();
-        value_after(&args, "-m")[0].to_string()
-    }
-
-    #[test]
-    fn memory_has_a_hotplug_slot_and_room_for_every_pmem_region() {
-        assert_eq!(memory_arg(&config()), "256M");
-        assert_eq!(
-            memory_arg(&image(Attachment::VirtioBlk)),
-            "256M",
-            "virtio-blk needs no pmem room"
+            config().spec(dir),
+            VmSpec {
+                kernel: "/k/bzImage".into(),
+                boot: Boot::Initrd("/k/initrd.img".into()),
+                cmdline: "console=ttyS0 panic=-1 reboot=acpi agent.log=debug".into(),
+                memory_mib: 256,
+                cpus: 1,
+                accel: vm_args::Accel::Tcg,
+                vsock: Vsock::VhostUser {
+                    socket: VmConfig::vhost_vsock_socket(dir),
+                },
+                shares: Vec::new(),
+                disks: Vec::new(),
+                nic: None,
+                console: Console::File(dir.join("console.log")),
+                qmp: Some(VmConfig::qmp_socket(dir)),
+                hotplug: None,
+            }
         );
         assert_eq!(
-            memory_arg(&image(Attachment::Nvdimm)),
-            "256M,slots=2,maxmem=1024M"
+            VmConfig::vhost_vsock_socket(dir),
+            dir.join("vhost-vsock.sock")
         );
-        let mut both = image(Attachment::VirtioPmem);
-        both.disks.push(Disk {
-            image: "/d/big.img".into(),
-            attach: DiskAttach::VirtioPmem { size: 900 << 20 },
-        });
-        assert_eq!(memory_arg(&both), "256M,slots=3,maxmem=2048M");
+        assert_eq!(VmConfig::qmp_socket(dir), dir.join("qmp.sock"));
     }
 
     #[test]
-    fn a_nic_is_added_only_when_configured() {
-        let plain = config().qemu_args(Path::new("/run/x")).unwrap().join(" ");
-        assert!(!plain.contains("-netdev"), "{plain}");
-        let with_nic = VmConfig {
-            nic: Some(NicConfig::new("52:54:00:12:34:56")),
-            ..config()
-        };
-        let args = with_nic.qemu_args(Path::new("/run/x")).unwrap().join(" ");
-        assert!(args.contains("-netdev user,id=n0"), "{args}");
-        assert!(
-            args.contains("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"),
-            "{args}"
-        );
+    fn an_image_guest_boots_from_its_root_partition() {
+        let dax = "root=/dev/pmem0p1 rootfstype=ext4 ro rootflags=dax";
+        for (attachment, root) in [
+            (Attachment::Nvdimm, dax),
+            (Attachment::VirtioPmem, dax),
+            (Attachment::VirtioBlk, "root=/dev/vda1 rootfstype=ext4 ro"),
+        ] {
+            let vm = image(attachment);
+            let spec = vm.spec(Path::new(DIR));
+            assert_eq!(
+                spec.boot,
+                Boot::Image(RootImage {
+                    path: "/b/rootfs.ext4.img".into(),
+                    bytes: 8 << 20,
+                    attachment,
+                })
+            );
+            assert_eq!(
+                spec.cmdline,
+                format!("console=ttyS0 panic=-1 reboot=acpi {root} agent.log=debug"),
+                "{attachment:?}"
+            );
+            assert_eq!(spec.cmdline, vm.kernel_cmdline());
+            // QEMU takes every attachment.
+            vm.qemu_args(Path::new(DIR)).unwrap();
+        }
     }
 
     #[test]
-    fn qemu_args_share_memory_with_vhost_user_and_never_reboot() {
-        let args = config().qemu_args(Path::new("/run/x")).unwrap();
-        let joined = args.join(" ");
-        assert!(joined.contains("-machine q35,accel=tcg,memory-backend=mem0"));
-        assert!(joined.contains("memory-backend-memfd,id=mem0,size=256M,share=on"));
-        assert!(joined.contains("-no-reboot"));
-        assert!(joined.contains("socket,id=vsock0,path=/run/x/vhost-vsock.sock"));
-        assert!(joined.contains("-serial file:/run/x/console.log"));
-    }
-
-    #[test]
-    fn shares_and_disks_become_devices() {
-        let plain = config();
+    fn shares_disks_nic_and_hotplug_are_handed_on() {
+        let dir = Path::new(DIR);
         let mut config = config();
         config.virtio_fs.push(VirtioFsShare {
             tag: "kataShared".into(),
@@ -1018,25 +954,34 @@ mod tests {
             image: "/img/pmem.ext4".into(),
             attach: DiskAttach::VirtioPmem { size: 16 << 20 },
         });
-        let joined = config.qemu_args(Path::new("/run/x")).unwrap().join(" ");
-        assert!(
-            joined.contains("-chardev socket,id=fs0,path=/run/x/virtiofsd-0.sock"),
-            "{joined}"
+        config.nic = Some(NicConfig::new("52:54:00:12:34:56"));
+        let hotplug = Hotplug {
+            max_cpus: 2,
+            memory_slots: 2,
+            max_memory_mib: 1024,
+            root_ports: 2,
+        };
+        config.hotplug = Some(hotplug);
+        let spec = config.spec(dir);
+        // Each share is served by the virtiofsd the harness starts on this socket.
+        assert_eq!(
+            spec.shares,
+            [FsShare {
+                tag: "kataShared".into(),
+                socket: VmConfig::virtiofsd_socket(dir, 0),
+            }]
         );
-        assert!(joined.contains("-device vhost-user-fs-pci,chardev=fs0,tag=kataShared"));
-        assert!(joined.contains("file=/img/blk.ext4,if=none,id=disk0,format=raw,readonly=on"));
-        assert!(joined.contains("-device virtio-blk-pci,drive=disk0,addr=0x10"));
-        assert!(joined.contains(
-            "memory-backend-file,id=pmem1,mem-path=/img/pmem.ext4,size=16777216,share=on,readonly=on"
-        ));
-        assert!(joined.contains("-m 256M,slots=2,maxmem=1024M"), "{joined}");
-        assert!(
-            !plain
-                .qemu_args(Path::new("/x"))
-                .unwrap()
-                .join(" ")
-                .contains("maxmem")
+        assert_eq!(
+            VmConfig::virtiofsd_socket(dir, 0),
+            dir.join("virtiofsd-0.sock")
         );
+        assert_eq!(spec.disks, config.disks);
+        assert_eq!(
+            spec.nic,
+            Some(NicConfig::new("52:54:00:12:34:56").user_nic())
+        );
+        assert_eq!(spec.hotplug, Some(hotplug));
+        config.qemu_args(dir).unwrap();
     }
 
     /// A fake hybrid-vsock socket whose connections get `reply` after `CONNECT`: `None`
@@ -1090,32 +1035,6 @@ mod tests {
     }
 
     #[test]
-    fn qemu_serves_qmp_and_hotplug_is_opt_in() {
-        let args = config().qemu_args(Path::new("/run/x")).unwrap();
-        assert_eq!(
-            value_after(&args, "-qmp"),
-            ["unix:/run/x/qmp.sock,server=on,wait=off"]
-        );
-        assert_eq!(value_after(&args, "-smp"), ["1"]);
-        let hotplug = VmConfig {
-            hotplug: Some(Hotplug {
-                max_cpus: 2,
-                memory_slots: 2,
-                max_memory_mib: 1024,
-                root_ports: 2,
-            }),
-            ..config()
-        };
-        let args = hotplug.qemu_args(Path::new("/run/x")).unwrap();
-        assert_eq!(value_after(&args, "-smp"), ["1,maxcpus=2"]);
-        assert_eq!(value_after(&args, "-m"), ["256M,slots=2,maxmem=1024M"]);
-        assert!(
-            value_after(&args, "-device")
-                .contains(&"pcie-root-port,id=rp1,bus=pcie.0,chassis=2,addr=0x19")
-        );
-    }
-
-    #[test]
     fn cmdline_appends_extras() {
         assert_eq!(
             config().kernel_cmdline(),
@@ -1124,38 +1043,31 @@ mod tests {
     }
 
     #[test]
-    fn vmm_lite_args_carry_the_same_guest() {
+    fn vmm_lite_gets_the_same_guest_on_its_own_vsock_and_shutdown() {
+        let dir = Path::new(DIR);
         let lite = |c: VmConfig| VmConfig {
             vmm: Vmm::VmmLite,
             ..c
         };
-        let args = lite(config()).vmm_args(Path::new("/run/x")).unwrap();
-        assert_eq!(value_after(&args, "--kernel"), ["/k/bzImage"]);
-        assert_eq!(value_after(&args, "--initrd"), ["/k/initrd.img"]);
-        assert_eq!(value_after(&args, "--mem"), ["256M"]);
-        assert_eq!(value_after(&args, "--vsock"), ["uds=/run/x/vm.vsock,cid=3"]);
-        let append = value_after(&args, "--append").join(" ");
-        assert!(append.contains("hull.shutdown=reboot"), "{append}");
-        assert!(!append.contains("reboot=acpi"), "{append}");
-        assert!(append.ends_with("agent.log=debug"), "{append}");
-
-        let args = lite(image(Attachment::VirtioPmem))
-            .vmm_args(Path::new("/run/x"))
-            .unwrap();
-        assert_eq!(value_after(&args, "--pmem"), ["/b/rootfs.ext4.img"]);
-        assert!(value_after(&args, "--initrd").is_empty());
-        let args = lite(image(Attachment::VirtioBlk))
-            .vmm_args(Path::new("/run/x"))
-            .unwrap();
-        assert_eq!(value_after(&args, "--disk"), ["/b/rootfs.ext4.img,ro"]);
-        assert!(
-            value_after(&args, "--append")[0].contains("root=/dev/vda1"),
-            "{args:?}"
+        let spec = lite(config()).spec(dir);
+        assert_eq!(spec.boot, config().spec(dir).boot);
+        assert_eq!(
+            spec.vsock,
+            Vsock::Hybrid {
+                cid: 3,
+                uds: dir.join("vm.vsock"),
+            }
         );
-        assert!(
-            lite(image(Attachment::Nvdimm))
-                .vmm_args(Path::new("/run/x"))
-                .is_err()
+        assert_eq!(spec.accel, vm_args::Accel::Kvm);
+        assert_eq!(spec.qmp, None);
+        // No ACPI: init reboots, and the reset ends vmm-lite.
+        assert_eq!(
+            spec.cmdline,
+            "console=ttyS0 panic=-1 hull.shutdown=reboot agent.log=debug"
         );
+        lite(config()).vmm_args(dir).unwrap();
+        lite(image(Attachment::VirtioBlk)).vmm_args(dir).unwrap();
+        // What vmm-lite cannot attach is refused before anything starts.
+        assert!(lite(image(Attachment::Nvdimm)).vmm_args(dir).is_err());
     }
 }

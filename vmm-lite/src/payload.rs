@@ -133,6 +133,18 @@ impl Payload {
     }
 }
 
+/// Fails the test (never skips it) when this machine has no read-write `/dev/kvm`, naming
+/// what is missing: every payload runs under KVM.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!("these tests need read-write /dev/kvm: {e}");
+    }
+}
+
 /// An ELF64 executable whose one segment holds `code` at [`LOAD_ADDR`], entry there; no PVH
 /// note, so vmm-lite uses the 64-bit boot protocol.
 pub fn elf64(code: &[u8]) -> Vec<u8> {

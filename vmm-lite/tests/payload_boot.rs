@@ -7,19 +7,8 @@
 use std::time::Duration;
 
 use iced_x86::code_asm::*;
-use vmm_lite::payload::{self, Payload, run_elf};
+use vmm_lite::payload::{self, Payload, require_kvm, run_elf};
 use vmm_lite::{Error, ExitReason};
-
-/// Fail (never skip) when the machine has no usable KVM, naming what is missing.
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("these tests need read-write /dev/kvm: {e}");
-    }
-}
 
 #[test]
 fn serial_output_appears_and_the_done_code_comes_back() {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use iced_x86::code_asm::*;
 use vmm_lite::config::{DiskConfig, PmemConfig, VsockConfig};
-use vmm_lite::payload::{Payload, PayloadRun, TempFile};
+use vmm_lite::payload::{Payload, PayloadRun, TempFile, require_kvm};
 
 /// The first virtio-mmio window (each test has one device).
 const WINDOW: u64 = 0xd000_0000;
@@ -50,17 +50,6 @@ const CONFIG: i32 = 0x100;
 
 const DESC_F_NEXT: u32 = 1;
 const DESC_F_WRITE: u32 = 2;
-
-/// Fail (never skip) when the machine has no usable KVM, naming what is missing.
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("these tests need read-write /dev/kvm: {e}");
-    }
-}
 
 /// Where queue `q`'s rings live in guest RAM.
 fn desc(q: u32) -> u64 {

@@ -3,8 +3,8 @@
 //! [`confine`] resolves a path the host asked for beneath a directory the agent owns,
 //! refusing `..`, absolute escapes and symlinks that lead outside. Everything the agent
 //! mounts, creates or writes on the host's behalf goes through it, and the mount helpers
-//! in [`crate::mount`] take its [`ConfinedPath`] rather than a path string, so what was
-//! checked is what gets mounted on. [`copy`] carries out `CopyFile` through it.
+//! (the `mount` module, a layer above this one) take its [`ConfinedPath`] rather than a
+//! path string, so what was checked is what gets mounted on. [`copy`] carries out `CopyFile` through it.
 
 pub mod confine;
 pub mod copy;

@@ -26,6 +26,7 @@ use crate::mem_agent::MemAgentError;
 use crate::mount::MountError;
 use crate::network::NetworkError;
 use crate::policy::PolicyError;
+use crate::sandbox::SandboxError;
 use crate::sandbox::shared_mounts::SharedMountError;
 use crate::stdio_ports::StdioPortError;
 use crate::storage::{StorageError, VolumeError};
@@ -38,32 +39,11 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::MissingField { .. }
         | AgentError::InvalidRequest { .. }
         | AgentError::Unsupported { .. }
-        | AgentError::UserName { .. }
-        | AgentError::InvalidHostname { .. }
-        | AgentError::InvalidDns { .. }
-        | AgentError::InvalidHookPath { .. }
-        | AgentError::NoSandboxPidns
-        | AgentError::PidNamespace(_)
-        // Kept from the first agent: a malformed sysfs value is answered as invalid.
-        | AgentError::BadSysfsValue { .. } => Code::INVALID_ARGUMENT,
-        AgentError::KernelModules { .. } => Code::UNIMPLEMENTED,
-        AgentError::SandboxExists { .. }
-        | AgentError::SandboxDestroyed
-        | AgentError::SandboxLost
-        | AgentError::AlreadyDestroying
-        | AgentError::SandboxPidnsEnded { .. } => Code::FAILED_PRECONDITION,
-        AgentError::Hostname { .. } | AgentError::Dns { .. } | AgentError::Io { .. } => {
-            Code::INTERNAL
-        }
-        AgentError::Unresponsive { .. } => Code::DEADLINE_EXCEEDED,
+        | AgentError::UserName { .. } => Code::INVALID_ARGUMENT,
+        AgentError::Sandbox(e) => sandbox_code(e),
         AgentError::Container(e) => container_code(e),
-        AgentError::Devices(e) => container_device_code(e),
-        AgentError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
-        AgentError::SharedMount(SharedMountError::Failed { .. }) => Code::INTERNAL,
-        AgentError::PodNamespaces(_) => Code::INTERNAL,
         AgentError::Storage(e) => storage_code(e),
         AgentError::Network(e) => network_code(e),
-        AgentError::Hook(e) => hook_code(e),
         AgentError::Swap(e) => swap_code(e),
         AgentError::CopyFile(e) => copy_file_code(e),
         AgentError::Clock(e) => clock_code(e),
@@ -73,11 +53,49 @@ pub fn status(error: AgentError) -> ttrpc::Error {
         AgentError::Diagnostic(e) => diagnostic_code(e),
         AgentError::Iptables(e) => iptables_code(e),
         AgentError::Policy(e) => policy_code(e),
-        AgentError::StdioPort(StdioPortError::NoListener) => Code::FAILED_PRECONDITION,
-        AgentError::StdioPort(StdioPortError::NoConnection { .. }) => Code::DEADLINE_EXCEEDED,
     };
     tracing::debug!(?code, %error, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, error.to_string()))
+}
+
+/// The sandbox's own refusals by what they are; the layers it drives as they answer
+/// on their own.
+fn sandbox_code(error: &SandboxError) -> Code {
+    match error {
+        SandboxError::InvalidHostname { .. }
+        | SandboxError::InvalidDns { .. }
+        | SandboxError::InvalidHookPath { .. }
+        | SandboxError::NoSandboxPidns
+        | SandboxError::PidNamespace(_)
+        // Kept from the first agent: a malformed sysfs value is answered as invalid.
+        | SandboxError::BadSysfsValue { .. } => Code::INVALID_ARGUMENT,
+        SandboxError::KernelModules { .. } => Code::UNIMPLEMENTED,
+        SandboxError::SandboxExists { .. }
+        | SandboxError::SandboxDestroyed
+        | SandboxError::SandboxLost
+        | SandboxError::AlreadyDestroying
+        | SandboxError::SandboxPidnsEnded { .. } => Code::FAILED_PRECONDITION,
+        SandboxError::Hostname { .. } | SandboxError::Dns { .. } | SandboxError::Io { .. } => {
+            Code::INTERNAL
+        }
+        SandboxError::Unresponsive { .. } => Code::DEADLINE_EXCEEDED,
+        SandboxError::Container(e) => container_code(e),
+        SandboxError::Devices(e) => container_device_code(e),
+        SandboxError::SharedMount(SharedMountError::Invalid { .. }) => Code::INVALID_ARGUMENT,
+        SandboxError::SharedMount(SharedMountError::Failed { .. }) => Code::INTERNAL,
+        SandboxError::PodNamespaces(_) => Code::INTERNAL,
+        SandboxError::Storage(e) => storage_code(e),
+        SandboxError::Hook(e) => hook_code(e),
+        SandboxError::Diagnostic(e) => diagnostic_code(e),
+        SandboxError::StdioPort(e) => stdio_port_code(e),
+    }
+}
+
+fn stdio_port_code(error: &StdioPortError) -> Code {
+    match error {
+        StdioPortError::NoListener => Code::FAILED_PRECONDITION,
+        StdioPortError::NoConnection { .. } => Code::DEADLINE_EXCEEDED,
+    }
 }
 
 /// A path or chunk the host got wrong is INVALID_ARGUMENT (a path that escapes the shared
@@ -419,31 +437,48 @@ mod tests {
                 AgentError::Unsupported { what: "x" },
                 Code::INVALID_ARGUMENT,
             ),
-            (StdioPortError::NoListener.into(), Code::FAILED_PRECONDITION),
             (
-                StdioPortError::NoConnection {
-                    stream: "stdout",
-                    port: 7,
-                    listener: 1027,
-                    waited: std::time::Duration::from_secs(2),
-                }
-                .into(),
+                AgentError::Sandbox(StdioPortError::NoListener.into()),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                AgentError::Sandbox(
+                    StdioPortError::NoConnection {
+                        stream: "stdout",
+                        port: 7,
+                        listener: 1027,
+                        waited: std::time::Duration::from_secs(2),
+                    }
+                    .into(),
+                ),
                 Code::DEADLINE_EXCEEDED,
             ),
             (
                 ContainerError::Process(ProcessError::CarriedOnStream("stdin")).into(),
                 Code::FAILED_PRECONDITION,
             ),
-            (AgentError::NoSandboxPidns, Code::INVALID_ARGUMENT),
             (
-                AgentError::SandboxPidnsEnded { holder: "c".into() },
+                AgentError::Sandbox(SandboxError::NoSandboxPidns),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                AgentError::Sandbox(SandboxError::SandboxPidnsEnded { holder: "c".into() }),
                 Code::FAILED_PRECONDITION,
             ),
-            (AgentError::AlreadyDestroying, Code::FAILED_PRECONDITION),
-            (AgentError::SandboxDestroyed, Code::FAILED_PRECONDITION),
-            (AgentError::SandboxLost, Code::FAILED_PRECONDITION),
             (
-                AgentError::io("/x", std::io::Error::other("boom")),
+                AgentError::Sandbox(SandboxError::AlreadyDestroying),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                AgentError::Sandbox(SandboxError::SandboxDestroyed),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                AgentError::Sandbox(SandboxError::SandboxLost),
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                AgentError::Sandbox(SandboxError::io("/x", std::io::Error::other("boom"))),
                 Code::INTERNAL,
             ),
             (
@@ -538,66 +573,80 @@ mod tests {
                 Code::DEADLINE_EXCEEDED,
             ),
             (
-                ContainerDeviceError::Unsupported {
-                    container_path: "/dev/vfio/1".into(),
-                    driver: "vfio-pci".into(),
-                    what: "VFIO",
-                }
-                .into(),
+                AgentError::Sandbox(
+                    ContainerDeviceError::Unsupported {
+                        container_path: "/dev/vfio/1".into(),
+                        driver: "vfio-pci".into(),
+                        what: "VFIO",
+                    }
+                    .into(),
+                ),
                 Code::FAILED_PRECONDITION,
             ),
             (
-                ContainerDeviceError::NotInSpec {
-                    container_path: "/dev/x".into(),
-                }
-                .into(),
+                AgentError::Sandbox(
+                    ContainerDeviceError::NotInSpec {
+                        container_path: "/dev/x".into(),
+                    }
+                    .into(),
+                ),
                 Code::INVALID_ARGUMENT,
             ),
             (
-                ContainerDeviceError::Device {
-                    container_path: "/dev/x".into(),
-                    source: DeviceError::Timeout {
-                        what: "vdb".into(),
-                        timeout: std::time::Duration::from_secs(3),
-                    },
-                }
-                .into(),
+                AgentError::Sandbox(
+                    ContainerDeviceError::Device {
+                        container_path: "/dev/x".into(),
+                        source: DeviceError::Timeout {
+                            what: "vdb".into(),
+                            timeout: std::time::Duration::from_secs(3),
+                        },
+                    }
+                    .into(),
+                ),
                 Code::DEADLINE_EXCEEDED,
             ),
             (
-                ContainerDeviceError::Device {
-                    container_path: "/dev/x".into(),
-                    source: DeviceError::InvalidScsiAddress {
-                        address: "x".into(),
-                    },
-                }
-                .into(),
+                AgentError::Sandbox(
+                    ContainerDeviceError::Device {
+                        container_path: "/dev/x".into(),
+                        source: DeviceError::InvalidScsiAddress {
+                            address: "x".into(),
+                        },
+                    }
+                    .into(),
+                ),
                 Code::INVALID_ARGUMENT,
             ),
             (
-                SharedMountError::Invalid {
-                    index: 0,
-                    name: "m".into(),
-                    reason: "dst_path must be absolute",
-                }
-                .into(),
+                AgentError::Sandbox(
+                    SharedMountError::Invalid {
+                        index: 0,
+                        name: "m".into(),
+                        reason: "dst_path must be absolute",
+                    }
+                    .into(),
+                ),
                 Code::INVALID_ARGUMENT,
             ),
             (
-                SharedMountError::Failed {
-                    name: "m".into(),
-                    step: "attaching".into(),
-                    source: std::io::Error::other("EPERM"),
-                }
-                .into(),
+                AgentError::Sandbox(
+                    SharedMountError::Failed {
+                        name: "m".into(),
+                        step: "attaching".into(),
+                        source: std::io::Error::other("EPERM"),
+                    }
+                    .into(),
+                ),
                 Code::INTERNAL,
             ),
             (
-                crate::sandbox::pod_namespaces::PodNamespaceError::Thread("panicked").into(),
+                AgentError::Sandbox(
+                    crate::sandbox::pod_namespaces::PodNamespaceError::Thread("panicked").into(),
+                ),
                 Code::INTERNAL,
             ),
             (
-                AgentError::SandboxExists { id: "s".into() },
+                AgentError::Sandbox(SandboxError::SandboxExists { id: "s".into() }),
                 Code::FAILED_PRECONDITION,
             ),
             (
@@ -642,14 +691,14 @@ mod tests {
                 Code::DEADLINE_EXCEEDED,
             ),
             (
-                AgentError::KernelModules { names: "m".into() },
+                AgentError::Sandbox(SandboxError::KernelModules { names: "m".into() }),
                 Code::UNIMPLEMENTED,
             ),
             (
-                AgentError::InvalidHostname {
+                AgentError::Sandbox(SandboxError::InvalidHostname {
                     hostname: "a b".into(),
                     reason: "x",
-                },
+                }),
                 Code::INVALID_ARGUMENT,
             ),
             (
@@ -756,7 +805,72 @@ mod tests {
                 hint: "",
             })
         };
+        let sandbox = |error: SandboxError| AgentError::Sandbox(error);
         let more = [
+            (
+                sandbox(SandboxError::InvalidDns {
+                    line: "x".into(),
+                    reason: "r",
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                sandbox(SandboxError::InvalidHookPath {
+                    path: "x".into(),
+                    reason: "r",
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                sandbox(SandboxError::BadSysfsValue {
+                    path: "/sys/x".into(),
+                    found: "lots".into(),
+                }),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                sandbox(SandboxError::Hostname {
+                    hostname: "h".into(),
+                    errno: Errno::EPERM,
+                }),
+                Code::INTERNAL,
+            ),
+            (
+                sandbox(SandboxError::Dns {
+                    target: "/etc/resolv.conf".into(),
+                    reason: "r".into(),
+                }),
+                Code::INTERNAL,
+            ),
+            (
+                sandbox(SandboxError::Unresponsive {
+                    path: "/run/rootfs".into(),
+                    timeout: std::time::Duration::from_secs(1),
+                }),
+                Code::DEADLINE_EXCEEDED,
+            ),
+            (
+                sandbox(ContainerError::NoSuchContainer("c".into()).into()),
+                Code::NOT_FOUND,
+            ),
+            (
+                sandbox(
+                    StorageError::NotHeld {
+                        mount_point: "/m".into(),
+                    }
+                    .into(),
+                ),
+                Code::NOT_FOUND,
+            ),
+            (
+                sandbox(
+                    DiagnosticError::NoTerminationPath {
+                        container: "c".into(),
+                    }
+                    .into(),
+                ),
+                Code::FAILED_PRECONDITION,
+            ),
             (
                 volume(VolumeError::NotMounted { path: "/v".into() }),
                 Code::NOT_FOUND,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use crate::error::AgentError;
+use super::SandboxError;
 use crate::fs::{ConfineError, ConfinedRoot, Scope};
 
 /// The guest's resolver configuration.
@@ -21,9 +21,9 @@ const DNS_MAX_LINES: usize = 256;
 const DNS_MAX_LINE: usize = 1024;
 
 /// Checks resolv.conf lines; answers them trimmed, blank ones dropped.
-pub fn check_dns(lines: &[String]) -> Result<Vec<String>, AgentError> {
+pub fn check_dns(lines: &[String]) -> Result<Vec<String>, SandboxError> {
     if lines.len() > DNS_MAX_LINES {
-        return Err(AgentError::InvalidDns {
+        return Err(SandboxError::InvalidDns {
             line: format!("({} lines)", lines.len()),
             reason: "more than 256 lines",
         });
@@ -31,7 +31,7 @@ pub fn check_dns(lines: &[String]) -> Result<Vec<String>, AgentError> {
     lines
         .iter()
         .map(|line| {
-            let invalid = |reason| AgentError::InvalidDns {
+            let invalid = |reason| SandboxError::InvalidDns {
                 line: line.clone(),
                 reason,
             };
@@ -55,8 +55,8 @@ pub fn install_dns(
     run_root: &ConfinedRoot,
     lines: &[String],
     resolv_conf: &Path,
-) -> Result<(), AgentError> {
-    let dns_error = |reason: String| AgentError::Dns {
+) -> Result<(), SandboxError> {
+    let dns_error = |reason: String| SandboxError::Dns {
         target: resolv_conf.to_path_buf(),
         reason,
     };
@@ -93,8 +93,8 @@ pub fn install_dns(
 }
 
 /// Undoes [`install_dns`]'s bind mount.
-pub fn remove_dns(resolv_conf: &Path) -> Result<(), AgentError> {
-    let dns_error = |reason: String| AgentError::Dns {
+pub fn remove_dns(resolv_conf: &Path) -> Result<(), SandboxError> {
+    let dns_error = |reason: String| SandboxError::Dns {
         target: resolv_conf.to_path_buf(),
         reason,
     };

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::AgentError;
+use super::SandboxError;
 
 /// Where the kernel publishes memory-hotplug facts, relative to the sysfs root.
 const MEMORY_DIR: &str = "devices/system/memory";
@@ -17,16 +17,16 @@ pub struct GuestFacts {
 }
 
 /// Reads the facts from a sysfs tree (`/sys` in a guest, a fake tree in tests).
-pub fn read_guest_facts(sysfs: &Path) -> Result<GuestFacts, AgentError> {
+pub fn read_guest_facts(sysfs: &Path) -> Result<GuestFacts, SandboxError> {
     let memory = sysfs.join(MEMORY_DIR);
     let block_size_path = memory.join("block_size_bytes");
     let mem_block_size_bytes = match std::fs::read_to_string(&block_size_path) {
-        Ok(text) => parse_hex(text.trim()).ok_or_else(|| AgentError::BadSysfsValue {
+        Ok(text) => parse_hex(text.trim()).ok_or_else(|| SandboxError::BadSysfsValue {
             path: block_size_path.clone(),
             found: text.trim().to_string(),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(AgentError::io(block_size_path, e)),
+        Err(e) => return Err(SandboxError::io(block_size_path, e)),
     };
     Ok(GuestFacts {
         mem_block_size_bytes,

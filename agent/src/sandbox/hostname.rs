@@ -1,13 +1,13 @@
 //! The guest's hostname, as `CreateSandbox` gives it.
 
-use crate::error::AgentError;
+use super::SandboxError;
 
 /// `HOST_NAME_MAX`.
 const HOSTNAME_MAX: usize = 64;
 
 /// Checks a hostname the way the kernel and resolvers need it.
-pub fn check_hostname(hostname: &str) -> Result<(), AgentError> {
-    let invalid = |reason| AgentError::InvalidHostname {
+pub fn check_hostname(hostname: &str) -> Result<(), SandboxError> {
+    let invalid = |reason| SandboxError::InvalidHostname {
         hostname: hostname.to_string(),
         reason,
     };
@@ -24,8 +24,8 @@ pub fn check_hostname(hostname: &str) -> Result<(), AgentError> {
 }
 
 /// Sets the guest's hostname (of the agent's UTS namespace).
-pub fn set_hostname(hostname: &str) -> Result<(), AgentError> {
-    nix::unistd::sethostname(hostname).map_err(|errno| AgentError::Hostname {
+pub fn set_hostname(hostname: &str) -> Result<(), SandboxError> {
+    nix::unistd::sethostname(hostname).map_err(|errno| SandboxError::Hostname {
         hostname: hostname.to_string(),
         errno,
     })

@@ -5,6 +5,8 @@
 //! Every RPC handler calls one method here with domain values and gets domain values
 //! back; no handler reaches into the containers, storages or processes itself.
 //!
+//! - [`error`]: what its requests fail with ([`SandboxError`]); it names no error type
+//!   of the layers above it.
 //! - [`spec`]: `CreateSandbox`'s request and its checks.
 //! - [`dns`], [`hostname`]: what `CreateSandbox` changes in the guest besides storages.
 //! - [`guest`]: the facts `GetGuestDetails` reports.
@@ -13,6 +15,7 @@
 //!   `shared_mounts`); a container's devices are [`crate::device::container`]'s.
 
 pub mod dns;
+pub mod error;
 pub mod guest;
 pub mod hostname;
 pub mod leftovers;
@@ -38,7 +41,6 @@ use crate::device::DeviceWaiter;
 use crate::device::container::{ContainerDevice, DeviceRequest, check_in_spec, rewrite_spec};
 use crate::device::cpu_mem::{self, CpuMem};
 use crate::diagnostic::{self, TerminationLog};
-use crate::error::AgentError;
 use crate::fs::responsive::{ROOTFS_ANSWER_TIMEOUT, answers_within};
 use crate::hooks::{GuestHooks, HookKind, HookState, run_hooks};
 use crate::mem_agent::MemAgent;
@@ -48,6 +50,7 @@ use crate::storage::{StorageRef, StorageRequest, Storages};
 use hull_container::hooks::SpecHooks;
 use pod_namespaces::PodNamespaces;
 
+pub use error::SandboxError;
 pub use guest::{GuestFacts, read_guest_facts};
 pub use shared_mounts::SharedMount;
 pub use spec::{SandboxRequest, SandboxSpec};
@@ -240,7 +243,7 @@ impl Sandbox {
     }
 
     /// `GetGuestDetails`: facts read from sysfs, and what this agent supports.
-    pub fn guest_details(&self) -> Result<GuestDetails, AgentError> {
+    pub fn guest_details(&self) -> Result<GuestDetails, SandboxError> {
         Ok(GuestDetails {
             facts: read_guest_facts(Path::new("/sys"))?,
             storage_drivers: self.storages.drivers(),
@@ -254,7 +257,7 @@ impl Sandbox {
     /// the shared mounts and runs the guest and spec `prestart` hooks, then the spec's
     /// `createRuntime` ones; on an error the storages are released (and the container
     /// removed).
-    pub async fn create_container(&self, request: ContainerRequest) -> Result<(), AgentError> {
+    pub async fn create_container(&self, request: ContainerRequest) -> Result<(), SandboxError> {
         let ContainerRequest {
             id,
             exec_id,
@@ -267,7 +270,7 @@ impl Sandbox {
         } = request;
         let (id, exec_id) = (id.as_str(), exec_id.as_str());
         if self.lost.load(Ordering::SeqCst) && !self.lifecycle.lock().await.created {
-            return Err(AgentError::SandboxLost);
+            return Err(SandboxError::SandboxLost);
         }
         let storages = storages
             .iter()
@@ -286,7 +289,7 @@ impl Sandbox {
                 .collect(),
         };
         if self.destroying.load(Ordering::SeqCst) {
-            return Err(AgentError::SandboxDestroyed);
+            return Err(SandboxError::SandboxDestroyed);
         }
         if self.containers.get(id).is_ok() {
             return Err(ContainerError::ContainerExists(id.into()).into());
@@ -295,7 +298,7 @@ impl Sandbox {
             && rootfs.is_absolute()
             && !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await
         {
-            return Err(AgentError::Unresponsive {
+            return Err(SandboxError::Unresponsive {
                 path: rootfs,
                 timeout: ROOTFS_ANSWER_TIMEOUT,
             });
@@ -431,7 +434,7 @@ impl Sandbox {
         &self,
         mut spec: Spec,
         devices: &[ContainerDevice],
-    ) -> Result<Spec, AgentError> {
+    ) -> Result<Spec, SandboxError> {
         check_in_spec(&spec, devices)?;
         let mut resolved = Vec::with_capacity(devices.len());
         for device in devices {
@@ -447,16 +450,16 @@ impl Sandbox {
         &self,
         spec: Spec,
         holder: Option<&PidnsHolder>,
-    ) -> Result<Spec, AgentError> {
+    ) -> Result<Spec, SandboxError> {
         if !self.info().is_some_and(|info| info.sandbox_pidns) {
-            return Err(AgentError::NoSandboxPidns);
+            return Err(SandboxError::NoSandboxPidns);
         }
         let path = match holder {
             None => None,
             Some(holder) => {
                 let path = PathBuf::from(format!("/proc/{}/ns/pid", holder.pid));
                 if !path.exists() {
-                    return Err(AgentError::SandboxPidnsEnded {
+                    return Err(SandboxError::SandboxPidnsEnded {
                         holder: holder.container.clone(),
                     });
                 }
@@ -469,7 +472,7 @@ impl Sandbox {
     /// `StartContainer`: starts the workload (its `startContainer` hooks run right before
     /// it), then runs the guest and spec poststart hooks (whose failures are logged, as
     /// OCI says).
-    pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+    pub async fn start_container(&self, id: &str) -> Result<(), SandboxError> {
         self.containers.start(id).await?;
         let pid = self.containers.get(id).map(|c| c.pid()).unwrap_or(0);
         let state = self.hook_state(id, "running", pid);
@@ -519,7 +522,7 @@ impl Sandbox {
         &self,
         id: &str,
         timeout: Option<Duration>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), SandboxError> {
         self.containers.remove(id, timeout).await?;
         if let Ok(mut names) = self.container_names.lock() {
             names.remove(id);
@@ -550,7 +553,7 @@ impl Sandbox {
     }
 
     /// `GetDiagnosticData`'s `termination_log`: the container's termination message.
-    pub fn termination_log(&self, id: &str) -> Result<String, AgentError> {
+    pub fn termination_log(&self, id: &str) -> Result<String, SandboxError> {
         self.containers.get(id)?;
         let log = self
             .termination_logs
@@ -594,14 +597,14 @@ impl Sandbox {
     /// `CreateSandbox`: checks the request whole, then sets the sandbox up: storages,
     /// DNS, the pod's IPC and UTS namespaces, the hostname, in that order; on an error,
     /// what was done is undone (the hostname, last, cannot fail half-way).
-    pub async fn create(&self, request: &SandboxRequest) -> Result<(), AgentError> {
+    pub async fn create(&self, request: &SandboxRequest) -> Result<(), SandboxError> {
         let spec = SandboxSpec::check(request, &self.storages)?;
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.destroying || self.destroying.load(Ordering::SeqCst) {
-            return Err(AgentError::SandboxDestroyed);
+            return Err(SandboxError::SandboxDestroyed);
         }
         if lifecycle.created {
-            return Err(AgentError::SandboxExists {
+            return Err(SandboxError::SandboxExists {
                 id: self.info().map(|i| i.id).unwrap_or_default(),
             });
         }
@@ -623,7 +626,7 @@ impl Sandbox {
         }
         // The pod's IPC and UTS namespaces (the latter with the hostname), then the
         // guest's own hostname, as Kata's agent.
-        let pod = PodNamespaces::create(spec.hostname.as_deref()).map_err(AgentError::from);
+        let pod = PodNamespaces::create(spec.hostname.as_deref()).map_err(SandboxError::from);
         let set_up = match (&pod, &spec.hostname) {
             (Err(_), _) | (Ok(_), None) => pod,
             (Ok(_), Some(hostname)) => hostname::set_hostname(hostname).and(pod),
@@ -682,9 +685,9 @@ impl Sandbox {
     ///
     /// The teardown runs as a task of its own: were one of its system calls to block its
     /// worker thread, the answer would still come when the time is up, from another.
-    pub async fn destroy(self: &Arc<Self>) -> Result<(), AgentError> {
+    pub async fn destroy(self: &Arc<Self>) -> Result<(), SandboxError> {
         if self.destroying.swap(true, Ordering::SeqCst) {
-            return Err(AgentError::AlreadyDestroying);
+            return Err(SandboxError::AlreadyDestroying);
         }
         let sandbox = Arc::clone(self);
         let teardown = tokio::spawn(async move { sandbox.teardown().await });
@@ -742,12 +745,12 @@ impl Sandbox {
         exec_id: &str,
         process: &OciProcess,
         stdio: StdioPorts,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), SandboxError> {
         // The process starts from the container's root: a root that does not answer
         // would hold the exec for the helper's whole setup timeout.
         let rootfs = self.containers.get(id)?.rootfs().to_path_buf();
         if !answers_within(rootfs.clone(), ROOTFS_ANSWER_TIMEOUT).await {
-            return Err(AgentError::Unresponsive {
+            return Err(SandboxError::Unresponsive {
                 path: rootfs,
                 timeout: ROOTFS_ANSWER_TIMEOUT,
             });
@@ -768,12 +771,12 @@ impl Sandbox {
         id: &str,
         exec_id: &str,
         signal: Signal,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), SandboxError> {
         Ok(self.containers.signal(id, exec_id, signal)?)
     }
 
     /// `WaitProcess`: the exit status once the process has been reaped.
-    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus, AgentError> {
+    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus, SandboxError> {
         Ok(self.containers.wait(id, exec_id).await?)
     }
 
@@ -783,7 +786,7 @@ impl Sandbox {
         &self,
         id: &str,
         resources: Option<&LinuxResources>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), SandboxError> {
         match resources {
             Some(resources) => Ok(self.containers.update(id, resources)?),
             None => self.containers.get(id).map(drop).map_err(Into::into),
@@ -791,17 +794,17 @@ impl Sandbox {
     }
 
     /// `StatsContainer`: the container's cgroup statistics.
-    pub fn container_stats(&self, id: &str) -> Result<ContainerStats, AgentError> {
+    pub fn container_stats(&self, id: &str) -> Result<ContainerStats, SandboxError> {
         Ok(self.containers.stats(id)?)
     }
 
     /// `PauseContainer`: freezes the container's cgroup.
-    pub fn pause_container(&self, id: &str) -> Result<(), AgentError> {
+    pub fn pause_container(&self, id: &str) -> Result<(), SandboxError> {
         Ok(self.containers.pause(id)?)
     }
 
     /// `ResumeContainer`: thaws it.
-    pub fn resume_container(&self, id: &str) -> Result<(), AgentError> {
+    pub fn resume_container(&self, id: &str) -> Result<(), SandboxError> {
         Ok(self.containers.resume(id)?)
     }
 
@@ -811,13 +814,13 @@ impl Sandbox {
         id: &str,
         exec_id: &str,
         data: &[u8],
-    ) -> Result<usize, AgentError> {
+    ) -> Result<usize, SandboxError> {
         let process = self.containers.process(id, exec_id)?;
         Ok(process.io.write(data).await?)
     }
 
     /// `CloseStdin`: the process reads end of file.
-    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), AgentError> {
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), SandboxError> {
         let process = self.containers.process(id, exec_id)?;
         Ok(process.io.close_stdin().await?)
     }
@@ -830,7 +833,7 @@ impl Sandbox {
         exec_id: &str,
         stream: OutputStream,
         len: usize,
-    ) -> Result<Vec<u8>, AgentError> {
+    ) -> Result<Vec<u8>, SandboxError> {
         let process = self.containers.process(id, exec_id)?;
         Ok(process.io.read(stream == OutputStream::Stderr, len).await?)
     }
@@ -842,7 +845,7 @@ impl Sandbox {
         exec_id: &str,
         rows: u16,
         cols: u16,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), SandboxError> {
         let process = self.containers.process(id, exec_id)?;
         Ok(process.io.resize(rows, cols)?)
     }
@@ -857,7 +860,7 @@ impl Sandbox {
 /// As Kata's agent: a container whose spec lists no PID namespace gets a new one (both
 /// Kata runtimes take it out of the spec and say `sandbox_pidns` instead), never the
 /// guest's; one the spec lists, new or joined by path, is kept.
-fn own_pid_namespace(spec: Spec) -> Result<Spec, AgentError> {
+fn own_pid_namespace(spec: Spec) -> Result<Spec, SandboxError> {
     use oci_spec::runtime::LinuxNamespaceType;
     let Some(linux) = spec.linux() else {
         // Refused below, naming the missing section.
@@ -875,9 +878,9 @@ fn own_pid_namespace(spec: Spec) -> Result<Spec, AgentError> {
     }
 }
 
-fn with_pid_namespace(mut spec: Spec, path: Option<PathBuf>) -> Result<Spec, AgentError> {
+fn with_pid_namespace(mut spec: Spec, path: Option<PathBuf>) -> Result<Spec, SandboxError> {
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
-    let invalid = AgentError::PidNamespace;
+    let invalid = SandboxError::PidNamespace;
     let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
     if let Some(path) = path {
         builder = builder.path(path);
@@ -915,7 +918,7 @@ mod tests {
         waiter.await.unwrap();
         assert!(matches!(
             sandbox.destroy().await,
-            Err(AgentError::AlreadyDestroying)
+            Err(SandboxError::AlreadyDestroying)
         ));
     }
 
@@ -947,7 +950,7 @@ mod tests {
         assert!(info.sandbox_pidns);
         assert_eq!(info.guest_hook_path.as_deref(), Some(Path::new("/hooks")));
         let err = sandbox.create(&spec("sb-2")).await.unwrap_err();
-        assert!(matches!(err, AgentError::SandboxExists { .. }));
+        assert!(matches!(err, SandboxError::SandboxExists { .. }));
         assert!(err.to_string().contains("sb-1"), "{err}");
         assert_eq!(sandbox.info().unwrap().id, "sb-1");
     }
@@ -974,7 +977,7 @@ mod tests {
         let sandbox = Arc::new(sandbox(&dir));
         sandbox.destroy().await.unwrap();
         let err = sandbox.create(&spec("late")).await.unwrap_err();
-        assert!(matches!(err, AgentError::SandboxDestroyed));
+        assert!(matches!(err, SandboxError::SandboxDestroyed));
         assert!(!dir.path().join("run").exists(), "no storage, no directory");
     }
 
@@ -992,7 +995,7 @@ mod tests {
             .expect("destroyed despite the stuck teardown");
         assert!(matches!(
             sandbox.destroy().await,
-            Err(AgentError::AlreadyDestroying)
+            Err(SandboxError::AlreadyDestroying)
         ));
         drop(held);
     }

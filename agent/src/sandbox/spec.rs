@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::SandboxError;
 use super::dns::check_dns;
 use super::hostname::check_hostname;
-use crate::error::AgentError;
 use crate::storage::{StorageRequest, StorageSpec, Storages};
 
 /// `CreateSandbox` as the host asked for it, unchecked. Empty strings mean "not given".
@@ -53,9 +53,9 @@ pub struct SandboxSpec {
 impl SandboxSpec {
     /// Checks every field, storages included (against `storages`), before anything is
     /// changed.
-    pub fn check(req: &SandboxRequest, storages: &Storages) -> Result<Self, AgentError> {
+    pub fn check(req: &SandboxRequest, storages: &Storages) -> Result<Self, SandboxError> {
         if !req.kernel_modules.is_empty() {
-            return Err(AgentError::KernelModules {
+            return Err(SandboxError::KernelModules {
                 names: req.kernel_modules.join(", "),
             });
         }
@@ -82,8 +82,8 @@ impl SandboxSpec {
     }
 }
 
-fn check_hook_path(path: &str) -> Result<PathBuf, AgentError> {
-    let invalid = |reason| AgentError::InvalidHookPath {
+fn check_hook_path(path: &str) -> Result<PathBuf, SandboxError> {
+    let invalid = |reason| SandboxError::InvalidHookPath {
         path: path.to_string(),
         reason,
     };
@@ -116,7 +116,7 @@ mod tests {
         )
     }
 
-    fn parse(req: &SandboxRequest) -> Result<SandboxSpec, AgentError> {
+    fn parse(req: &SandboxRequest) -> Result<SandboxSpec, SandboxError> {
         SandboxSpec::check(req, &storages())
     }
 
