@@ -12,6 +12,7 @@
 //! the sandbox: [`fs::copy`] (`CopyFile`), [`guest_clock`] (`SetGuestDateTime`),
 //! [`entropy`] (`ReseedRandomDev`) and [`metrics`] (`GetMetrics`).
 
+pub mod allocator;
 pub mod config;
 pub mod debug_console;
 pub mod device;

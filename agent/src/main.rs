@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hull_agent::allocator;
 use hull_agent::config::{AgentConfig, DEBUG_CONSOLE_MARKER};
 use hull_agent::debug_console;
 use hull_agent::logging::{self, LogOutput};
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         }
     };
     let log_output = logging::init(&config);
+    allocator::configure();
     raise_open_file_limit();
     match run(config, log_output) {
         Ok(()) => ExitCode::SUCCESS,

@@ -549,6 +549,9 @@ impl Sandbox {
         if let Some(refs) = refs {
             self.storages.release(&refs).await?;
         }
+        // A container's life allocated most of what the agent holds (its spec, stdio
+        // buffers, the helper's messages): give the freed pages back to the guest.
+        crate::allocator::release_free_memory();
         Ok(())
     }
 
