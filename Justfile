@@ -10,6 +10,7 @@ export HULL_CACHE := cache
 guest_target := "x86_64-unknown-linux-gnu"
 guest_dir := "target" / guest_target / "guest"
 guest_bins := "--init " + guest_dir / "hull-init" + " --agent " + guest_dir / "hull-agent"
+guest_bins_policy := "--init " + guest_dir / "hull-init" + " --agent " + guest_dir / "hull-agent-policy"
 hull_image := "cargo run --locked --release -q -p hull-image --"
 export HULL_KERNEL := env_var_or_default("HULL_KERNEL", justfile_directory() / "build/kernel/bzImage")
 export HULL_INITRD := env_var_or_default("HULL_INITRD", justfile_directory() / "build/initrd.img")
@@ -22,22 +23,27 @@ default:
 setup:
     scripts/setup.sh
 
-# Build the static guest binaries (hull-init, hull-agent). Two cargo runs: hull-init is
-# `no_std` without libc, and built together with the agent its dependencies would get
-# their `std` features (cargo unifies features within one build).
+# Build the static guest binaries (hull-init, hull-agent, and hull-agent-policy: the agent
+# with the policy engine, cargo feature `policy`, for images that enforce an agent policy).
+# Separate cargo runs: hull-init is `no_std` without libc, and built together with the
+# agent its dependencies would get their `std` features (cargo unifies features within one
+# build); the agent with the engine is built first and copied aside, then the default one.
 guest:
     RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile guest --target {{guest_target}} -p hull-init
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile guest --target {{guest_target}} -p hull-agent --features policy
+    cp -f {{guest_dir}}/hull-agent {{guest_dir}}/hull-agent-policy
     RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile guest --target {{guest_target}} -p hull-agent
 
 # Build (or take from the cache) the guest kernel into build/kernel.
 kernel: setup
     {{hull_image}} kernel -o build/kernel
 
-# Build the initrd from the guest binaries (and a second one with Debian's iptables tools
-# for the GetIPTables/SetIPTables tests).
+# Build the initrd from the guest binaries (and one with Debian's iptables tools for the
+# GetIPTables/SetIPTables tests, and one with the policy-enabled agent for the policy tests).
 initrd: guest
     {{hull_image}} initrd -o build/initrd.img {{guest_bins}}
     {{hull_image}} -q initrd -o build/initrd-iptables.img --with-iptables {{guest_bins}}
+    {{hull_image}} -q initrd -o build/initrd-policy.img {{guest_bins_policy}}
 
 # Build the disk images and manifests: build/rootfs.{ext4,erofs,ext4-verity}.img (DAX on pmem, or virtio-blk).
 image: guest kernel
@@ -99,6 +105,6 @@ test-kvm:
 
 # Sizes, boot (against a bare initrd), memory, stdio (against raw vsock) and container figures as a table, then vmm-lite next to QEMU (size, first serial byte, RSS); e.g. `./run bench --boots 2 --runs 2`.
 bench *args: setup artifacts
-    cargo run --locked --release -q -p hull-e2e --bin hull-bench -- {{args}}
+    cargo run --locked --release -q -p hull-e2e --features hull-agent/policy --bin hull-bench -- {{args}}
     cargo build --locked --release -q -p vmm-lite --features payload
     target/release/vmm-lite-bench --runs 3

@@ -12,6 +12,12 @@
 //! the sandbox: [`fs::copy`] (`CopyFile`), [`guest_clock`] (`SetGuestDateTime`),
 //! [`entropy`] (`ReseedRandomDev`) and [`metrics`] (`GetMetrics`).
 
+/// The cargo features this hull-agent was built with, as `hull-agent --version` lists them.
+pub const BUILD_FEATURES: &[&str] = &[
+    #[cfg(feature = "policy")]
+    hull_common::agent_build::POLICY_FEATURE,
+];
+
 pub mod allocator;
 pub mod config;
 pub mod debug_console;

@@ -1,6 +1,8 @@
 //! The `hull-agent` binary. Exit status: 0 after `DestroySandbox` or SIGTERM (hull-init
 //! then powers the VM off), 1 when serving failed, 2 for a configuration error.
+//! `hull-agent --version` prints the version and the cargo features built in, and exits.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,10 +16,18 @@ use hull_agent::network::{Loopback, Network, NetworkSettings};
 use hull_agent::sandbox::Sandbox;
 use hull_agent::server;
 use hull_agent::stdio_ports::{self, StdioConnections};
+use hull_common::agent_build;
 
 fn main() -> ExitCode {
     // A re-exec'd container helper never gets past this line.
     hull_container::helper::run_if_helper();
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(agent_build::VERSION_FLAG)) {
+        print!(
+            "{}",
+            agent_build::version_text(env!("CARGO_PKG_VERSION"), hull_agent::BUILD_FEATURES)
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = match AgentConfig::load() {
         Ok(config) => config,
         Err(e) => {

@@ -37,9 +37,16 @@ pub enum ServerError {
     /// The SIGTERM or SIGINT handler could not be installed.
     #[error("cannot install the signal handler: {0}")]
     Signal(#[source] std::io::Error),
-    /// The image's agent policy cannot be enforced: the agent must not serve without it.
-    #[error("the default agent policy: {0}")]
-    Policy(#[source] crate::policy::PolicyError),
+    /// The image's agent policy cannot be enforced (unreadable, malformed, or this agent
+    /// has no policy engine): the agent must not serve without it.
+    #[error("refusing to serve without the image's agent policy {}", path.display())]
+    Policy {
+        /// The policy file (`/etc/kata-opa/default-policy.rego`).
+        path: std::path::PathBuf,
+        /// Why it cannot be enforced.
+        #[source]
+        source: crate::policy::PolicyError,
+    },
 }
 
 /// How serving ended.
@@ -55,7 +62,10 @@ pub enum Ending {
 pub async fn serve(config: &AgentConfig, sandbox: Arc<Sandbox>) -> Result<Ending, ServerError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
-    let policy = Policy::from_file(&config.policy_file).map_err(ServerError::Policy)?;
+    let policy = Policy::from_file(&config.policy_file).map_err(|source| ServerError::Policy {
+        path: config.policy_file.clone(),
+        source,
+    })?;
     if policy.is_enforcing() {
         tracing::info!(file = %config.policy_file.display(), "agent policy in force");
     }

@@ -2,7 +2,8 @@
 //! policies by `SetPolicy` or by its default policy file, driven over ttRPC.
 //!
 //! The container case needs root and busybox (see `containers_host.rs`); the others
-//! need nothing.
+//! need nothing. Built with the `policy` feature only (`cargo test --workspace` has it:
+//! hull-ctl's tests enable it); `policy_engine_absent_host.rs` covers the agent without it.
 
 #![cfg(feature = "policy")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
@@ -49,6 +50,21 @@ default SetPolicyRequest := false
 default ExecProcessRequest := false
 default ListInterfacesRequest := true
 "#;
+
+#[test]
+fn version_lists_the_policy_feature() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        hull_common::agent_build::features_of(&text),
+        Some(vec!["policy".to_string()]),
+        "{text}"
+    );
+}
 
 fn start_agent() -> HostAgent {
     HostAgent::start(env!("CARGO_BIN_EXE_hull-agent"))

@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod agent_build;
 pub mod cmdline;
 pub mod mountinfo;
 

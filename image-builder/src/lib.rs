@@ -9,6 +9,7 @@
 //! - [`mkfs`], [`disk`], [`image`]: the raw image: ext4 or erofs built rootlessly into a
 //!   file, MBRs and the NVDIMM pfn block written here, optional dm-verity hash tree.
 //! - [`manifest`]: the JSON every build writes.
+//! - [`agent_check`]: whether the agent can enforce the policy an image carries.
 //! - [`vm_args`]: the one source of VM command lines (attachments, root command lines,
 //!   memory, QEMU and vmm-lite argument vectors), which the end-to-end harness boots;
 //!   [`guide`]: the attach guide, rendered from them.
@@ -17,6 +18,7 @@
 //! module imports one that imports it back. The binary (`src/main.rs`) is a thin clap
 //! front end over these modules.
 
+pub mod agent_check;
 pub mod arch;
 pub mod cache;
 pub mod command;

@@ -1,12 +1,13 @@
 //! `hull-image`: builds hull's guest kernel, initramfs, root tree and disk images. See the
 //! library for the work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use hull_image::agent_check;
 use hull_image::cache::Cache;
 use hull_image::image::{self, ImageRequest};
 use hull_image::initrd::{self, Extra, InitrdRequest};
@@ -157,6 +158,19 @@ fn with_policy(mut extras: Vec<Extra>, policy: Option<PathBuf>) -> Vec<Extra> {
     extras
 }
 
+/// An image that carries an agent policy needs the agent with the policy engine: refuses
+/// an agent that says it lacks it, warns when the agent cannot be asked (a missing agent
+/// is left to the build's own error).
+fn check_agent_for_policy(agent: &Path, arch: Arch, extras: &[Extra]) -> anyhow::Result<()> {
+    if !agent_check::carries_policy(extras) || !agent.is_file() {
+        return Ok(());
+    }
+    if let Some(warning) = agent_check::check_policy_engine(agent, arch)? {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
 /// Parses `123`, `64M`, `64MiB`, `1G`, `512K` (binary units).
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -303,6 +317,7 @@ fn run_initrd(args: InitrdArgs, progress: &Progress) -> anyhow::Result<()> {
         arch: args.arch,
         mtime: initrd::mtime_from_source_date_epoch(sde.as_deref())?,
     };
+    check_agent_for_policy(&req.agent, req.arch, &req.extras)?;
     let phase = progress.phase("initrd", format!("{}", args.output.display()));
     let summary = initrd::build(&req, &args.output)
         .with_context(|| format!("cannot build the initrd {}", args.output.display()))?;
@@ -339,6 +354,7 @@ fn run_rootfs(args: RootfsArgs, progress: &Progress) -> anyhow::Result<()> {
         .manifest
         .unwrap_or_else(|| manifest::default_path(&args.output));
     let req = args.tree.request();
+    check_agent_for_policy(&req.agent, req.arch, &req.extras)?;
     let phase = progress.phase("rootfs", args.output.display().to_string());
     let tree = image::build_rootfs(&req, &args.output, &manifest_path, epoch, args.force)
         .with_context(|| format!("cannot build the root tree {}", args.output.display()))?;
@@ -355,8 +371,10 @@ fn run_rootfs(args: RootfsArgs, progress: &Progress) -> anyhow::Result<()> {
 }
 
 fn run_image(args: ImageArgs, progress: &Progress) -> anyhow::Result<()> {
+    let rootfs = args.tree.request();
+    check_agent_for_policy(&rootfs.agent, rootfs.arch, &rootfs.extras)?;
     let req = ImageRequest {
-        rootfs: args.tree.request(),
+        rootfs,
         fs: args.fs,
         dax_header: !args.no_dax_header,
         verity: args.verity,

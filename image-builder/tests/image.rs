@@ -702,3 +702,55 @@ fn a_policy_goes_where_the_agent_reads_its_default_policy() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no-such.rego"), "{}", stderr(&o));
 }
+
+/// An image that carries a policy needs the agent with the policy engine: an agent that
+/// says (`--version`) it was built without it is refused before anything is written; one
+/// that cannot be asked (this synthetic agent) only brings a warning.
+#[test]
+fn a_policy_needs_the_agent_with_the_policy_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs(dir.path());
+    let policy = dir.path().join("policy.rego");
+    fs::write(&policy, "package agent_policy\n").unwrap();
+    let without_engine = dir.path().join("agent-without-engine");
+    fs::write(
+        &without_engine,
+        "#!/bin/sh\nprintf 'hull-agent 0.1.0\\nfeatures: none\\n'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&without_engine, fs::Permissions::from_mode(0o755)).unwrap();
+    for command in ["initrd", "rootfs", "image"] {
+        let out = dir.path().join(format!("refused-{command}"));
+        let o = run(hull_image()
+            .args([command, "-o"])
+            .arg(&out)
+            .arg("--init")
+            .arg(&i.init)
+            .arg("--agent")
+            .arg(&without_engine)
+            .arg("--policy")
+            .arg(&policy));
+        assert!(!o.status.success(), "{command}: built");
+        let e = stderr(&o);
+        assert!(
+            e.contains("without the policy engine") && e.contains("hull-agent-policy"),
+            "{command}: {e}"
+        );
+        assert!(!out.exists(), "{command}: {} written", out.display());
+    }
+
+    let out = dir.path().join("warned");
+    let mut cmd = hull_image();
+    cmd.args(["rootfs", "-o"])
+        .arg(&out)
+        .arg("--policy")
+        .arg(&policy);
+    tree_args(&mut cmd, &i);
+    let o = run(&mut cmd);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("cannot tell whether the agent") && e.contains("hull-agent-policy"),
+        "{e}"
+    );
+}

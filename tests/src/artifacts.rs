@@ -50,6 +50,21 @@ impl GuestArtifacts {
             initrd: existing_file("initrd", "HULL_INITRD", build.join("initrd.img"))?,
         })
     }
+
+    /// [`GuestArtifacts::locate`], with the initrd whose agent has the policy engine
+    /// (`hull-agent-policy`, cargo feature `policy`; `just initrd` builds it):
+    /// `HULL_INITRD_POLICY` or `build/initrd-policy.img`. The default initrd's agent
+    /// answers `SetPolicy` `UNIMPLEMENTED`.
+    pub fn locate_with_policy_engine() -> Result<Self, MissingArtifact> {
+        Ok(Self {
+            initrd: existing_file(
+                "initrd with the policy-enabled agent",
+                "HULL_INITRD_POLICY",
+                workspace_root().join("build/initrd-policy.img"),
+            )?,
+            ..Self::locate()?
+        })
+    }
 }
 
 /// The guest kernel alone (image boots need no initrd): `HULL_KERNEL` or
@@ -104,7 +119,11 @@ pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// links them statically).
 pub const GUEST_PROFILE: &str = "guest";
 
-/// A static guest binary (`hull-agent`, `hull-init`) as `just guest` builds it.
+/// The agent with the policy engine, as `just guest` builds it beside the default one.
+pub const POLICY_AGENT: &str = "hull-agent-policy";
+
+/// A static guest binary (`hull-agent`, `hull-init`, [`POLICY_AGENT`]) as `just guest`
+/// builds it.
 pub fn guest_binary(name: &str) -> PathBuf {
     workspace_root()
         .join("target")

@@ -1,14 +1,17 @@
 //! The agent policy in real guests: `SetPolicy` over vsock (a policy denying ExecProcess,
 //! then a malformed one that must leave it in force; one allowing everything, then one
 //! allowing CreateContainer only for listed commands), and a policy baked into the initrd
-//! with `hull-image initrd --policy`, in force from the agent's first request.
+//! with `hull-image initrd --policy`, in force from the agent's first request. These boot
+//! the policy-enabled agent (`build/initrd-policy.img`, `hull-agent-policy`); the default
+//! agent, built without the engine, answers `SetPolicy` UNIMPLEMENTED and refuses to serve
+//! an image that carries a policy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use hull_e2e::artifacts::{GuestArtifacts, guest_binary};
+use hull_e2e::artifacts::{GuestArtifacts, POLICY_AGENT, guest_binary};
 use hull_e2e::bundle::ContainerSpec;
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::{Vm, VmConfig};
@@ -105,7 +108,7 @@ async fn assert_exec_denied(client: &AgentClient) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn set_policy_denies_exec_and_a_malformed_policy_changes_nothing() -> Result<()> {
-    let config = VmConfig::new(GuestArtifacts::locate()?);
+    let config = VmConfig::new(GuestArtifacts::locate_with_policy_engine()?);
     let mut vm = Vm::boot(&config)?;
     let (client, _) = vm.wait_for_agent(BOOT_DEADLINE).await?;
 
@@ -133,7 +136,8 @@ async fn set_policy_denies_exec_and_a_malformed_policy_changes_nothing() -> Resu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_allow_all_policy_then_an_allow_list_of_commands() -> Result<()> {
-    let guest = SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate()?)).await?;
+    let guest =
+        SandboxGuest::boot(VmConfig::new(GuestArtifacts::locate_with_policy_engine()?)).await?;
 
     // Everything allowed, rule by rule: a container runs, and exec reaches the sandbox.
     guest
@@ -187,7 +191,7 @@ async fn a_policy_baked_into_the_initrd_is_in_force_from_the_start() -> Result<(
     let initrd = dir.path().join("initrd-with-policy.img");
     let request = InitrdRequest {
         init: guest_binary("hull-init"),
-        agent: guest_binary("hull-agent"),
+        agent: guest_binary(POLICY_AGENT),
         extras: vec![Extra::agent_policy(policy)],
         with_iptables: false,
         arch: Arch::X86_64,
@@ -212,6 +216,76 @@ async fn a_policy_baked_into_the_initrd_is_in_force_from_the_start() -> Result<(
 
     vm.power_off_through_agent(&client, POWER_OFF_DEADLINE)
         .await?;
+    vm.finish();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_agent_answers_set_policy_unimplemented() -> Result<()> {
+    let mut vm = Vm::boot(&VmConfig::new(GuestArtifacts::locate()?))?;
+    let (client, _) = vm.wait_for_agent(BOOT_DEADLINE).await?;
+
+    let err = client
+        .set_policy(DENY_EXEC)
+        .await
+        .expect_err("the default agent took a policy");
+    let message = err.rpc_message().unwrap_or_default().to_string();
+    ensure!(
+        err.rpc_code() == Some(Code::UNIMPLEMENTED)
+            && message.contains("/grpc.AgentService/SetPolicy")
+            && message.contains(POLICY_AGENT),
+        "SetPolicy: {err}"
+    );
+    // Nothing is enforced.
+    ensure!(code(exec(&client).await)? == Code::NOT_FOUND);
+
+    vm.power_off_through_agent(&client, POWER_OFF_DEADLINE)
+        .await?;
+    vm.finish();
+    Ok(())
+}
+
+/// The default agent in an image that carries a policy (built through the library:
+/// `hull-image --policy` refuses an agent without the engine) says why on the console and
+/// never serves; with no restarts allowed, hull-init then powers the guest off.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_agent_refuses_an_image_policy_and_the_guest_powers_off() -> Result<()> {
+    let mut artifacts = GuestArtifacts::locate()?;
+    let dir = tempfile::tempdir()?;
+    let policy = dir.path().join("policy.rego");
+    std::fs::write(&policy, BAKED)?;
+    let initrd = dir.path().join("initrd-default-agent-with-policy.img");
+    let request = InitrdRequest {
+        init: guest_binary("hull-init"),
+        agent: guest_binary("hull-agent"),
+        extras: vec![Extra::agent_policy(policy)],
+        with_iptables: false,
+        arch: Arch::X86_64,
+        mtime: 0,
+    };
+    initrd::build(&request, &initrd).context("building the initrd")?;
+    artifacts.initrd = initrd;
+    let mut config = VmConfig::new(artifacts);
+    config.extra_cmdline.push("hull.agent_restarts=0".into());
+    let mut vm = Vm::boot(&config)?;
+    let status = vm.wait_for_exit(BOOT_DEADLINE)?;
+    let console = vm.console();
+    ensure!(status.success(), "the VMM exited with {status}:\n{console}");
+    for needed in [
+        "/etc/kata-opa/default-policy.rego",
+        "refusing to serve without the image's agent policy",
+        "built without the policy engine",
+        POLICY_AGENT,
+    ] {
+        ensure!(
+            console.contains(needed),
+            "no `{needed}` on the console:\n{console}"
+        );
+    }
+    ensure!(
+        !console.contains("agent serving"),
+        "the agent served:\n{console}"
+    );
     vm.finish();
     Ok(())
 }

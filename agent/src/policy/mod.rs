@@ -39,6 +39,16 @@ pub const POLICY_PACKAGE: &str = "agent_policy";
 /// The entry point `SetPolicy` is checked with.
 pub const SET_POLICY_REQUEST: &str = "SetPolicyRequest";
 
+/// Whether this hull-agent has the policy engine (cargo feature `policy`). Without it no
+/// policy can be loaded: `SetPolicy` answers `UNIMPLEMENTED` and an image policy stops the
+/// agent before it serves ([`PolicyError::NotBuiltIn`]).
+pub const ENGINE_BUILT_IN: bool = cfg!(feature = "policy");
+
+/// Where an agent with the engine comes from, for the errors of one without it.
+pub const POLICY_AGENT_HINT: &str = "an image built with the policy-enabled agent has it \
+    (`just guest` builds it as target/x86_64-unknown-linux-gnu/guest/hull-agent-policy, \
+    `just initrd` the initrd build/initrd-policy.img; `hull-image --agent` takes it)";
+
 /// Why a policy was not loaded, or a request was not allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -66,8 +76,17 @@ pub enum PolicyError {
         prints: String,
     },
     /// This hull-agent was built without the `policy` feature: it cannot enforce one.
-    #[error("this hull-agent was built without the policy engine (cargo feature `policy`)")]
+    #[error(
+        "this hull-agent was built without the policy engine (cargo feature `policy`); \
+         {POLICY_AGENT_HINT}"
+    )]
     NotBuiltIn,
+    /// `SetPolicy` to a hull-agent built without the `policy` feature.
+    #[error(
+        "/grpc.AgentService/SetPolicy is not implemented by this hull-agent: it was built \
+         without the policy engine (cargo feature `policy`); {POLICY_AGENT_HINT}"
+    )]
+    SetPolicyNotBuiltIn,
     /// The request could not be turned into the policy's input.
     #[error("{request} cannot be checked: {reason}")]
     Input {
@@ -115,7 +134,8 @@ impl Policy {
     }
 
     /// The policy in `path`; none (everything allowed) when the file does not exist, as
-    /// in an image built without one.
+    /// in an image built without one. An agent without the engine refuses a file that
+    /// exists ([`PolicyError::NotBuiltIn`]): it must not serve without the image's policy.
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_rego(&text),
@@ -192,7 +212,10 @@ impl PolicyGate {
     pub fn replace(&self, input: &serde_json::Value, rego: &str) -> Result<(), PolicyError> {
         let mut policy = self.lock();
         policy.check(SET_POLICY_REQUEST, input)?;
-        *policy = Policy::from_rego(rego)?;
+        *policy = Policy::from_rego(rego).map_err(|e| match e {
+            PolicyError::NotBuiltIn => PolicyError::SetPolicyNotBuiltIn,
+            other => other,
+        })?;
         tracing::info!("policy: a new policy is in force");
         Ok(())
     }

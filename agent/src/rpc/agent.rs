@@ -577,8 +577,7 @@ impl AgentService for AgentRpc {
     }
 
     async fn set_policy(&self, _ctx: &TtrpcContext, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
-        let input = policy::input(&req).map_err(fail)?;
-        self.policy.replace(&input, &req.policy).map_err(fail)?;
+        policy::set_policy(&self.policy, &req).map_err(fail)?;
         Ok(Empty::new())
     }
 }

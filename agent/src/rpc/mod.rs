@@ -49,7 +49,8 @@ pub fn services(sandbox: Arc<Sandbox>, under_init: bool) -> HashMap<String, Serv
     services_with_policy(sandbox, under_init, Arc::default())
 }
 
-/// [`services`], every AgentService request checked by `policy` first ([`policy::guard`]).
+/// [`services`], every AgentService request checked by `policy` first ([`policy::guard`];
+/// an agent built without the policy engine has no check).
 pub fn services_with_policy(
     sandbox: Arc<Sandbox>,
     under_init: bool,
@@ -59,7 +60,10 @@ pub fn services_with_policy(
     let mut services = hull_protocols::agent_ttrpc::create_agent_service(Arc::new(rpc));
     if let Some(agent) = services.get_mut(AGENT_SERVICE) {
         answer_unimplemented(agent, AGENT_SERVICE, IMPLEMENTED_AGENT_METHODS);
-        policy::guard(agent, &policy);
+        // Without the engine no policy is ever loaded: no check to install.
+        if crate::policy::ENGINE_BUILT_IN {
+            policy::guard(agent, &policy);
+        }
     }
     services.extend(hull_protocols::health_ttrpc::create_health(Arc::new(
         HealthRpc,

@@ -11,7 +11,10 @@
 //! `ReadStdout`/`ReadStderr` are not refused: the output is read and, when the policy
 //! denies `ReadStreamRequest`, answered empty (the logs are redacted).
 //!
-//! While no policy is loaded nothing is decoded or evaluated: the cost is one lock.
+//! While no policy is loaded nothing is decoded or evaluated: the cost is one lock. An
+//! agent built without the policy engine has no check at all ([`guard`] is not installed,
+//! so neither the descriptors nor the JSON conversion are linked in) and answers
+//! `SetPolicy` UNIMPLEMENTED ([`set_policy`]).
 
 use std::sync::Arc;
 
@@ -25,9 +28,11 @@ use serde_json::{Map, Value};
 use ttrpc::asynchronous::{MethodHandler, Service, TtrpcContext};
 use ttrpc::{Code, Request, Response};
 
+use hull_protocols::agent::SetPolicyRequest;
+
 use super::status::status;
 use crate::error::AgentError;
-use crate::policy::{PolicyError, PolicyGate};
+use crate::policy::{ENGINE_BUILT_IN, PolicyError, PolicyGate};
 
 /// The method that checks the policy itself, atomically with replacing it.
 const SET_POLICY_METHOD: &str = "SetPolicy";
@@ -59,6 +64,18 @@ pub fn guard(service: &mut Service, policy: &Arc<PolicyGate>) {
             (method, handler)
         })
         .collect();
+}
+
+/// `SetPolicy`: checked by the policy in force and the policy replaced, under one lock
+/// ([`PolicyGate::replace`]). Without the engine: UNIMPLEMENTED naming the method and the
+/// agent that has it, the request not even converted.
+pub fn set_policy(gate: &PolicyGate, req: &SetPolicyRequest) -> Result<(), AgentError> {
+    if !ENGINE_BUILT_IN {
+        return Err(PolicyError::SetPolicyNotBuiltIn.into());
+    }
+    let input = input(req)?;
+    gate.replace(&input, &req.policy)?;
+    Ok(())
 }
 
 /// Each AgentService method with its request's message type.

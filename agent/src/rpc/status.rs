@@ -185,7 +185,7 @@ fn policy_code(error: &PolicyError) -> Code {
     match error {
         PolicyError::Denied { .. } => Code::PERMISSION_DENIED,
         PolicyError::Malformed { .. } | PolicyError::Input { .. } => Code::INVALID_ARGUMENT,
-        PolicyError::NotBuiltIn => Code::UNIMPLEMENTED,
+        PolicyError::NotBuiltIn | PolicyError::SetPolicyNotBuiltIn => Code::UNIMPLEMENTED,
         PolicyError::Read { .. } | PolicyError::Evaluation { .. } => Code::INTERNAL,
     }
 }

@@ -4,8 +4,9 @@
 //! force whose rule compares the request's command with an allow-list in its data, as
 //! genpolicy's rules do. A sample is the mean of [`CALLS`] calls.
 //!
-//! Run last on its guest: the policy stays in force (SetPolicy cannot go back to none);
-//! it allows what powering off needs.
+//! The guest's agent must have the engine (`build/initrd-policy.img`). Run last on its
+//! guest: the policy stays in force (SetPolicy cannot go back to none); it allows what
+//! powering off needs.
 //!
 //! [`check_figures`] times the check alone on this host, in-process: the request turned
 //! into the policy's input and evaluated, against the same with no policy loaded.
@@ -73,11 +74,18 @@ pub async fn figures(guest: &SandboxGuest, runs: u32, table: &mut Table) -> Resu
 /// Checks timed by one in-process sample.
 const CHECKS: u32 = 2000;
 
-/// The check alone: hull-agent's own input conversion and engine, in this process.
+/// The check alone: hull-agent's own input conversion and engine, in this process (built
+/// with the engine: `./run bench` passes `--features hull-agent/policy`).
 pub fn check_figures(runs: u32, table: &mut Table) -> Result<()> {
-    use hull_agent::policy::{Policy, PolicyGate};
+    use hull_agent::policy::{ENGINE_BUILT_IN, Policy, PolicyGate};
     use hull_agent::rpc::policy::input;
 
+    if !ENGINE_BUILT_IN {
+        bail!(
+            "hull-bench was built without the agent's policy engine: build it with \
+             `--features hull-agent/policy` (as `./run bench` does)"
+        );
+    }
     let request = ExecProcessRequest {
         container_id: "c1".into(),
         exec_id: "e1".into(),

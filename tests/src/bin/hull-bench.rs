@@ -10,7 +10,8 @@
 //! - stdio: ReadStdout throughput (32 KiB and 1 MiB reads) against raw vsock;
 //! - containers: CreateContainer+StartContainer to the first byte, against ExecProcess in
 //!   a running container and a plain fork+exec in the guest;
-//! - the agent policy: the same call with and without a policy in force.
+//! - the agent policy: the same call with and without a policy in force, in a guest
+//!   booted from the initrd whose agent has the policy engine (`build/initrd-policy.img`).
 //!
 //! Times are min / median / max; a ratio compares medians.
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use hull_e2e::artifacts::{self, GuestArtifacts, guest_binary, workspace_root};
+use hull_e2e::artifacts::{self, GuestArtifacts, POLICY_AGENT, guest_binary, workspace_root};
 use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::{Attachment, ImageBoot, VmConfig};
 
@@ -67,10 +68,7 @@ async fn main() -> Result<()> {
 
     let mut table = Table::default();
     if args.policy_only {
-        bench::policy::check_figures(args.runs, &mut table)?;
-        let guest = SandboxGuest::boot(config.clone()).await?;
-        bench::policy::figures(&guest, args.runs, &mut table).await?;
-        guest.power_off().await?;
+        policy_figures(&config, args.runs, &mut table).await?;
         print!("{}", table.render());
         return Ok(());
     }
@@ -97,10 +95,8 @@ async fn main() -> Result<()> {
         &mut table,
     )
     .await?;
-    // Last on this guest: the policy it sets stays in force.
-    bench::policy::check_figures(args.runs, &mut table)?;
-    bench::policy::figures(&guest, args.runs, &mut table).await?;
     guest.power_off().await?;
+    policy_figures(&config, args.runs, &mut table).await?;
 
     println!(
         "hull benchmark — accelerator: {}; guests: {} vCPU, {} MiB unless said; \
@@ -111,15 +107,35 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The agent policy: the check in-process, then one guest booted from the initrd whose
+/// agent has the engine (the default agent answers SetPolicy UNIMPLEMENTED).
+async fn policy_figures(config: &VmConfig, runs: u32, table: &mut Table) -> Result<()> {
+    bench::policy::check_figures(runs, table)?;
+    let mut with_engine = config.clone();
+    with_engine.artifacts = GuestArtifacts::locate_with_policy_engine()?;
+    let guest = SandboxGuest::boot(with_engine).await?;
+    bench::policy::figures(&guest, runs, table).await?;
+    guest.power_off().await?;
+    Ok(())
+}
+
 /// Sizes and image build times.
 fn size_figures(args: &Args, config: &VmConfig, table: &mut Table) -> Result<()> {
-    for name in ["hull-agent", "hull-init"] {
-        table.push(
-            format!("{name} binary (static, stripped)"),
-            size_of(&guest_binary(name))?,
-        );
+    for (name, label) in [
+        ("hull-agent", "hull-agent binary (static, stripped)"),
+        (
+            POLICY_AGENT,
+            "hull-agent with the policy engine (hull-agent-policy)",
+        ),
+        ("hull-init", "hull-init binary (static, stripped)"),
+    ] {
+        table.push(label, size_of(&guest_binary(name))?);
     }
     table.push("initrd (gzip cpio)", size_of(&config.artifacts.initrd)?);
+    table.push(
+        "initrd with the policy-enabled agent (gzip cpio)",
+        size_of(&GuestArtifacts::locate_with_policy_engine()?.initrd)?,
+    );
     table.push("kernel bzImage", size_of(&config.artifacts.kernel)?);
     let vmlinux = config.artifacts.kernel.with_file_name("vmlinux");
     if vmlinux.is_file() {
