@@ -60,6 +60,8 @@ failed=0
 for target in $targets; do
     log="fuzz/logs/$target.log"
     echo "fuzz: $target (${limit[0]#-})" >&2
+    # A target without seeds starts from an empty corpus (libFuzzer needs the directory).
+    mkdir -p "fuzz/corpus/$target"
     status=0
     started=$(date +%s)
     cargo +nightly fuzz run "$target" "fuzz/corpus/$target" -- \
