@@ -10,7 +10,7 @@
 //! `/dev/null` (busybox's `head` copies in small pieces: under TCG it is slower than the
 //! vsock path), and `ReadStdout` of the raw vsock run's own writer (`guest-helper
 //! stdout-write N`, 64 KiB writes of zeros), so that ReadStdout and raw vsock carry the
-//! same writer's bytes.
+//! same writer's bytes (and on the stdio port).
 
 use std::io::Read;
 use std::os::unix::net::UnixListener;
@@ -65,6 +65,29 @@ impl Writer {
             }
         })
     }
+}
+
+/// The agent's page faults (minor) and CPU time (user + system clock ticks) so far, read
+/// by a container in the guest's PID namespace: what one read costs the guest beyond
+/// its wall time, which a loaded host blurs.
+async fn agent_costs(guest: &SandboxGuest, id: &str) -> Result<(u64, u64)> {
+    let script = "for p in /proc/[0-9]*; do \
+         if [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '/usr/bin/hull-agent ' ]; then \
+         cut -d' ' -f10,14,15 $p/stat; fi; done";
+    let spec = ContainerSpec::shell(script)
+        .in_guest_pid_namespace()
+        .with_capability("CAP_SYS_PTRACE");
+    let out = guest.run_container(id, &spec).await?;
+    let text = out.stdout.text();
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{id}: agent stat {text:?}"))?;
+    let [faults, user, system] = fields[..] else {
+        bail!("{id}: agent stat {text:?} ({})", out.stderr.text());
+    };
+    Ok((faults, user + system))
 }
 
 /// One `ReadStdout` run: MB/s and how many reads answered data.
@@ -147,12 +170,13 @@ async fn writer_alone_rate(guest: &SandboxGuest, id: &str, bytes: u64) -> Result
 async fn stdout_port_rate(
     guest: &SandboxGuest,
     dialer: &StdioPortDialer,
+    (writer, helper): (Writer, &Path),
     id: &str,
     bytes: u64,
 ) -> Result<f64> {
-    guest.busybox_rootfs(id)?;
+    let rootfs = guest.busybox_rootfs(id)?;
     let (mut stream, stdout_port) = dialer.connect().await?;
-    let spec = ContainerSpec::new(["head", "-c", &bytes.to_string(), "/dev/zero"]);
+    let spec = ContainerSpec::new(writer.command(&rootfs, helper, bytes)?);
     let req = CreateContainerRequest {
         container_id: id.into(),
         exec_id: id.into(),
@@ -289,7 +313,8 @@ pub async fn figures(
     table: &mut Table,
 ) -> Result<()> {
     let bytes = u64::from(mib) << 20;
-    let (mut raw, mut alone, mut port) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut alone) = (Vec::new(), Vec::new());
+    let (mut port, mut port_helper) = (Vec::new(), Vec::new());
     let mut reads: Vec<Vec<f64>> = vec![Vec::new(); READ_SERIES.len()];
     let dialer = StdioPortDialer::start(guest, helper, "stdio-probe").await?;
     for run in 1..=runs {
@@ -303,16 +328,31 @@ pub async fn figures(
         );
         for (series, (writer, len, _, name)) in READ_SERIES.iter().enumerate() {
             let id = format!("stdout-{series}-{run}");
+            let before = agent_costs(guest, &format!("{id}-costs-before")).await?;
             let got = read_stdout_rate(guest, (*writer, helper), &id, bytes, *len).await?;
+            let after = agent_costs(guest, &format!("{id}-costs-after")).await?;
             let per_read = bytes as f64 / 1024.0 / got.reads.max(1) as f64;
+            let per_mib = |a: u64, b: u64| a.saturating_sub(b) as f64 / f64::from(mib);
             line += &format!(
-                ", ReadStdout {name} {:.1} MB/s ({} reads, {per_read:.1} KiB each)",
-                got.rate, got.reads
+                ", ReadStdout {name} {:.1} MB/s ({} reads, {per_read:.1} KiB each; \
+                 agent {:.0} faults and {:.1} ticks per MiB)",
+                got.rate,
+                got.reads,
+                per_mib(after.0, before.0),
+                per_mib(after.1, before.1)
             );
             reads[series].push(got.rate);
         }
-        port.push(stdout_port_rate(guest, &dialer, &format!("stdout-port-{run}"), bytes).await?);
-        eprintln!("{line}, stdout_port {:.1} MB/s", port[port.len() - 1]);
+        let id = format!("stdout-port-{run}");
+        port.push(stdout_port_rate(guest, &dialer, (Writer::Head, helper), &id, bytes).await?);
+        let id = format!("stdout-port-helper-{run}");
+        port_helper
+            .push(stdout_port_rate(guest, &dialer, (Writer::Helper, helper), &id, bytes).await?);
+        eprintln!(
+            "{line}, stdout_port head {:.1} MB/s, 64 KiB writes {:.1} MB/s",
+            port[port.len() - 1],
+            port_helper[port_helper.len() - 1]
+        );
     }
     dialer.stop().await?;
     let base = median_of(&raw);
@@ -340,6 +380,11 @@ pub async fn figures(
             ratio(median_of(&port), base, "vsock"),
             ratio(median_of(&port), median_of(&reads[0]), "ReadStdout 32 KiB")
         ),
+    );
+    table.push_versus(
+        format!("stdout on a vsock stdio port, the vsock run's writer (64 KiB writes), {mib} MiB"),
+        spread_of(&port_helper, "MB/s", 1),
+        ratio(median_of(&port_helper), base, "vsock"),
     );
     Ok(())
 }
