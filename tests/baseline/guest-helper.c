@@ -2,6 +2,8 @@
  *   guest-helper vsock-write PORT BYTES   connect to host vsock PORT (CID 2) and write
  *                                         BYTES zero bytes in 64 KiB writes: the raw vsock
  *                                         path that ReadStdout is compared with
+ *   guest-helper stdout-write BYTES       write BYTES zero bytes to stdout in 64 KiB writes:
+ *                                         the same writer, on the container's stdout
  *   guest-helper spawn N PATH             fork+execve PATH and wait for it, N times; print
  *                                         the mean nanoseconds per spawn
  *   guest-helper vsock-peer-ports PORT    listen on guest vsock PORT; answer each connection
@@ -18,6 +20,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Writes `bytes` zero bytes to `fd` in 64 KiB writes. */
+static int write_zeros(int fd, unsigned long long bytes) {
+    static char buf[64 * 1024];
+    while (bytes > 0) {
+        size_t len = bytes < sizeof buf ? bytes : sizeof buf;
+        ssize_t n = write(fd, buf, len);
+        if (n <= 0) {
+            perror("guest-helper: write");
+            return 1;
+        }
+        bytes -= (unsigned long long)n;
+    }
+    return 0;
+}
+
 static int vsock_write(unsigned port, unsigned long long bytes) {
     int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
     if (fd < 0) {
@@ -33,18 +50,9 @@ static int vsock_write(unsigned port, unsigned long long bytes) {
         perror("guest-helper: connect");
         return 1;
     }
-    static char buf[64 * 1024];
-    while (bytes > 0) {
-        size_t len = bytes < sizeof buf ? bytes : sizeof buf;
-        ssize_t n = write(fd, buf, len);
-        if (n <= 0) {
-            perror("guest-helper: write");
-            return 1;
-        }
-        bytes -= (unsigned long long)n;
-    }
+    int rc = write_zeros(fd, bytes);
     close(fd);
-    return 0;
+    return rc;
 }
 
 static int vsock_peer_ports(unsigned port) {
@@ -108,10 +116,12 @@ static int spawn(long count, char *path) {
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "vsock-write"))
         return vsock_write((unsigned)strtoul(argv[2], NULL, 10), strtoull(argv[3], NULL, 10));
+    if (argc == 3 && !strcmp(argv[1], "stdout-write"))
+        return write_zeros(1, strtoull(argv[2], NULL, 10));
     if (argc == 4 && !strcmp(argv[1], "spawn"))
         return spawn(strtol(argv[2], NULL, 10), argv[3]);
     if (argc == 3 && !strcmp(argv[1], "vsock-peer-ports"))
         return vsock_peer_ports((unsigned)strtoul(argv[2], NULL, 10));
-    fprintf(stderr, "usage: guest-helper vsock-write PORT BYTES | spawn N PATH | vsock-peer-ports PORT\n");
+    fprintf(stderr, "usage: guest-helper vsock-write PORT BYTES | stdout-write BYTES | spawn N PATH | vsock-peer-ports PORT\n");
     return 2;
 }

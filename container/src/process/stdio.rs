@@ -2,11 +2,18 @@
 //!
 //! No buffer of the agent's own sits between the process and the host: `ReadStdout`
 //! reads straight from the pipe (or the terminal master) and `WriteStdin` writes straight
-//! into it. The kernel's pipe buffer (64 KiB) is the only buffer, so memory is bounded,
-//! and a process whose output nobody reads blocks on write (back-pressure) instead of
-//! losing bytes. Each stream has one lock, held for a whole read or write, so concurrent
-//! calls cannot reorder bytes; a call dropped while waiting (its RPC cancelled) has
-//! consumed nothing.
+//! into it. The kernel's pipe buffer is the only buffer, so memory is bounded, and a
+//! process whose output nobody reads blocks on write (back-pressure) instead of losing
+//! bytes. The stdout and stderr pipes are grown to [`OUTPUT_PIPE_SIZE`] (within
+//! `/proc/sys/fs/pipe-max-size`; the kernel's 64 KiB when that fails), so a process keeps
+//! writing while a read's answer is on its way and one read carries more.
+//!
+//! A read waits until the stream has at least one byte (or ends), then takes everything
+//! readable at that moment, up to the length asked, in one buffer sized by what the
+//! kernel says is there (`FIONREAD`): it never waits for more. Each stream has one lock,
+//! held for a whole read or write, so concurrent calls cannot reorder bytes; a call
+//! dropped while waiting (its RPC cancelled) has consumed nothing, as the bytes are taken
+//! without any wait between the first and the last.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,6 +31,15 @@ use super::{ExitWatch, ProcessError};
 /// The largest read a single `ReadStdout`/`ReadStderr` serves (the ttRPC message limit
 /// is 4 MiB).
 pub const MAX_READ: usize = 1 << 20;
+
+/// The capacity asked for the stdout and stderr pipes (the kernel bounds it by
+/// `/proc/sys/fs/pipe-max-size`, 1 MiB by default). The pages are the kernel's and only
+/// as many as the unread output needs.
+pub const OUTPUT_PIPE_SIZE: usize = 1 << 20;
+
+/// The buffer for a read when the kernel reports nothing readable although the stream is
+/// ready (end of file, an error, or bytes that arrived since).
+const SMALL_READ: usize = 4096;
 
 /// The ends the new process gets as its fds 0, 1 and 2.
 pub struct ChildStdio {
@@ -57,6 +73,8 @@ impl ProcessIo {
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
+        grow_pipe(&stdout_r);
+        grow_pipe(&stderr_r);
         let io = Self {
             stdin: Mutex::new(Some(endpoint(stdin_w)?)),
             stdout: Mutex::new(Some(endpoint(stdout_r)?)),
@@ -122,14 +140,12 @@ impl ProcessIo {
             }
             return Ok(Vec::new());
         };
-        let mut buf = vec![0u8; len.clamp(1, MAX_READ)];
+        let len = len.clamp(1, MAX_READ);
         loop {
             let mut ready = fd.readable().await.map_err(ProcessError::Io)?;
-            match ready.try_io(|inner| read_fd(inner.get_ref().as_raw_fd(), &mut buf)) {
-                Ok(Ok(n)) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
+            // No await from here to the answer: the bytes taken are the answer's.
+            match ready.try_io(|inner| read_available(inner.get_ref().as_raw_fd(), len)) {
+                Ok(Ok(buf)) => return Ok(buf),
                 // A terminal master reads EIO once every slave fd is closed: end of file.
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) && self.is_terminal() => {
                     return Ok(Vec::new());
@@ -238,6 +254,80 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), ProcessError> {
         what: "pipe2",
         errno,
     })
+}
+
+/// Asks for an [`OUTPUT_PIPE_SIZE`] pipe, or `pipe-max-size` when that is smaller. A
+/// pipe that cannot grow keeps its size: the stream works, only with shorter reads.
+fn grow_pipe(fd: &OwnedFd) {
+    let size = pipe_max_size().map_or(OUTPUT_PIPE_SIZE, |max| max.min(OUTPUT_PIPE_SIZE));
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    if let Err(errno) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(size)) {
+        tracing::debug!(%errno, size, "stdio: the pipe keeps its size (F_SETPIPE_SZ)");
+    }
+}
+
+/// `/proc/sys/fs/pipe-max-size`, when it can be read.
+fn pipe_max_size() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many bytes `fd` (a pipe or a terminal master) holds unread, per the kernel; 0 when
+/// it cannot say.
+fn readable_bytes(fd: RawFd) -> usize {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for it.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) };
+    if rc < 0 {
+        return 0;
+    }
+    usize::try_from(count).unwrap_or(0)
+}
+
+/// Takes everything `fd` holds now, up to `len` bytes, in a buffer sized by what the
+/// kernel reports. The first read's result is the call's (`WouldBlock`, end of file as an
+/// empty buffer, an error); later reads only add bytes, and stop at the first that has
+/// none to give (the error, if any, comes again to the next call).
+fn read_available(fd: RawFd, len: usize) -> io::Result<Vec<u8>> {
+    let first = readable_bytes(fd);
+    let mut buf = Vec::with_capacity(if first == 0 { SMALL_READ } else { first }.min(len));
+    let n = read_spare(fd, &mut buf, len)?;
+    if n == 0 {
+        return Ok(buf);
+    }
+    while buf.len() < len {
+        let more = readable_bytes(fd).min(len - buf.len());
+        if more == 0 {
+            break;
+        }
+        buf.reserve_exact(more);
+        match read_spare(fd, &mut buf, len) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(buf)
+}
+
+/// One read(2) into `buf`'s spare capacity, leaving `buf` at most `len` long; the bytes
+/// read extend `buf`.
+fn read_spare(fd: RawFd, buf: &mut Vec<u8>, len: usize) -> io::Result<usize> {
+    let room = len.saturating_sub(buf.len());
+    let spare = buf.spare_capacity_mut();
+    let room = room.min(spare.len());
+    // SAFETY: `spare` is valid for `spare.len()` >= `room` bytes of writes; read(2)
+    // writes only there, and at most `room` bytes.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), room) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: read(2) initialised the first `n` spare bytes (n <= room <= spare.len()).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 fn endpoint(fd: OwnedFd) -> Result<Endpoint, ProcessError> {
@@ -349,6 +439,62 @@ mod tests {
                 "block {i} out of order"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_takes_all_that_is_there_up_to_its_length_without_waiting_for_more() {
+        let (io, child) = ProcessIo::pipes().unwrap();
+        let capacity = fcntl(&child.stdout, FcntlArg::F_GETPIPE_SZ).unwrap();
+        let expected = pipe_max_size().map_or(OUTPUT_PIPE_SIZE, |max| max.min(OUTPUT_PIPE_SIZE));
+        assert_eq!(capacity as usize, expected, "the stdout pipe grew");
+        let stderr_capacity = fcntl(&child.stderr, FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert_eq!(stderr_capacity as usize, expected, "the stderr pipe grew");
+        // 256 KiB fit in the pipe: the writes return before anybody reads.
+        let data: Vec<u8> = (0..256u32 << 10).map(|i| (i % 253) as u8).collect();
+        let mut stdout = std::fs::File::from(child.stdout);
+        stdout.write_all(&data).unwrap();
+        // Longer than what is there: one read answers all of it, at once.
+        let all = tokio::time::timeout(std::time::Duration::from_secs(5), io.read(false, 1 << 20))
+            .await
+            .expect("a read with bytes there answered at once")
+            .unwrap();
+        assert!(
+            all == data,
+            "one read took {} of {} bytes",
+            all.len(),
+            data.len()
+        );
+        // Shorter: exactly its length, the rest stays for the next read.
+        stdout.write_all(&data).unwrap();
+        assert_eq!(io.read(false, 1000).await.unwrap(), data[..1000]);
+        assert_eq!(io.read(false, 1 << 20).await.unwrap(), data[1000..]);
+        // A few bytes are answered without waiting for the buffer to fill; the end of
+        // the stream comes after the last of them.
+        stdout.write_all(b"tail").unwrap();
+        drop(stdout);
+        assert_eq!(io.read(false, 1 << 20).await.unwrap(), b"tail");
+        assert!(io.read(false, 1 << 20).await.unwrap().is_empty());
+        assert!(io.read(false, 1 << 20).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_while_waiting_takes_nothing() {
+        let (io, child) = ProcessIo::pipes().unwrap();
+        let io = Arc::new(io);
+        let waiting = tokio::spawn({
+            let io = io.clone();
+            async move { io.read(false, 1 << 20).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a read answered with no bytes there"
+        );
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        let mut stdout = std::fs::File::from(child.stdout);
+        stdout.write_all(b"next").unwrap();
+        assert_eq!(io.read(false, 1 << 20).await.unwrap(), b"next");
     }
 
     #[tokio::test]

@@ -5,6 +5,12 @@
 //! writing N bytes to a host Unix socket through hybrid vsock (guest connection to host
 //! port P → `<uds>_P`). Each rate is N over the time from the first byte to the end of
 //! the stream.
+//!
+//! Two more figures separate the writer from the path: `head` alone writing into
+//! `/dev/null` (busybox's `head` copies in small pieces: under TCG it is slower than the
+//! vsock path), and `ReadStdout` of the raw vsock run's own writer (`guest-helper
+//! stdout-write N`, 64 KiB writes of zeros), so that ReadStdout and raw vsock carry the
+//! same writer's bytes (and on the stdio port).
 
 use std::io::Read;
 use std::os::unix::net::UnixListener;
@@ -29,35 +35,98 @@ pub const LARGE_READ_LEN: u32 = 1 << 20;
 const VSOCK_PORT: u32 = 5100;
 const ACCEPT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// MB/s of one `ReadStdout` run with `read_len`.
+/// The process whose stdout is read.
+#[derive(Clone, Copy)]
+enum Writer {
+    /// `head -c N /dev/zero` (busybox: small writes, and its own copy loop).
+    Head,
+    /// `guest-helper stdout-write N`: 64 KiB writes of zeros, the raw vsock run's writer.
+    Helper,
+}
+
+impl Writer {
+    /// The container's command; puts the helper into `rootfs` when it is the writer.
+    fn command(self, rootfs: &Path, helper: &Path, bytes: u64) -> Result<Vec<String>> {
+        Ok(match self {
+            Self::Head => vec![
+                "head".into(),
+                "-c".into(),
+                bytes.to_string(),
+                "/dev/zero".into(),
+            ],
+            Self::Helper => {
+                std::fs::copy(helper, rootfs.join("bin/guest-helper"))
+                    .context("copying guest-helper")?;
+                vec![
+                    "/bin/guest-helper".into(),
+                    "stdout-write".into(),
+                    bytes.to_string(),
+                ]
+            }
+        })
+    }
+}
+
+/// The agent's page faults (minor) and CPU time (user + system clock ticks) so far, read
+/// by a container in the guest's PID namespace: what one read costs the guest beyond
+/// its wall time, which a loaded host blurs.
+async fn agent_costs(guest: &SandboxGuest, id: &str) -> Result<(u64, u64)> {
+    let script = "for p in /proc/[0-9]*; do \
+         if [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '/usr/bin/hull-agent ' ]; then \
+         cut -d' ' -f10,14,15 $p/stat; fi; done";
+    let spec = ContainerSpec::shell(script)
+        .in_guest_pid_namespace()
+        .with_capability("CAP_SYS_PTRACE");
+    let out = guest.run_container(id, &spec).await?;
+    let text = out.stdout.text();
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{id}: agent stat {text:?}"))?;
+    let [faults, user, system] = fields[..] else {
+        bail!("{id}: agent stat {text:?} ({})", out.stderr.text());
+    };
+    Ok((faults, user + system))
+}
+
+/// One `ReadStdout` run: MB/s and how many reads answered data.
+struct ReadRun {
+    rate: f64,
+    reads: u64,
+}
+
+/// One `ReadStdout` run with `read_len` of `writer`'s output.
 async fn read_stdout_rate(
     guest: &SandboxGuest,
+    (writer, helper): (Writer, &Path),
     id: &str,
     bytes: u64,
     read_len: u32,
-) -> Result<f64> {
-    guest.busybox_rootfs(id)?;
-    let spec = ContainerSpec::new(["head", "-c", &bytes.to_string(), "/dev/zero"]);
+) -> Result<ReadRun> {
+    let rootfs = guest.busybox_rootfs(id)?;
+    let spec = ContainerSpec::new(writer.command(&rootfs, helper, bytes)?);
     let container = Container::create(&guest.client, id, spec.to_proto(id)?).await?;
     let blocking = guest.client.clone().with_timeout(Duration::ZERO);
     let (client, cid) = (blocking.clone(), id.to_string());
     let stderr = tokio::spawn(async move { client.read_to_end(&cid, "", Stream::Stderr).await });
     let (client, cid) = (blocking, id.to_string());
     let stdout = tokio::spawn(async move {
-        let mut total = 0u64;
+        let (mut total, mut reads) = (0u64, 0u64);
         let mut first = None;
         loop {
             let chunk = client.read_stdout(&cid, "", read_len).await?;
             if chunk.is_empty() {
-                return Ok::<_, anyhow::Error>((total, first, Instant::now()));
+                return Ok::<_, anyhow::Error>((total, reads, first, Instant::now()));
             }
             first.get_or_insert_with(Instant::now);
             total += chunk.len() as u64;
+            reads += 1;
         }
     });
     container.start().await?;
     let status = container.wait("").await?;
-    let (total, first, end) = stdout.await.context("the stdout reader")??;
+    let (total, reads, first, end) = stdout.await.context("the stdout reader")??;
     stderr.await.context("the stderr reader")??;
     container.remove().await?;
     ensure!(
@@ -65,19 +134,49 @@ async fn read_stdout_rate(
         "{id}: status {status}, {total} bytes of {bytes}"
     );
     let first = first.context("no output")?;
-    Ok(bytes as f64 / 1e6 / (end - first).as_secs_f64())
+    Ok(ReadRun {
+        rate: bytes as f64 / 1e6 / (end - first).as_secs_f64(),
+        reads,
+    })
+}
+
+/// MB/s of the writer alone: `head -c N /dev/zero` into `/dev/null` in a container, timed
+/// by the guest's clock (`/proc/uptime`, 10 ms steps): the most any stdio path can carry.
+async fn writer_alone_rate(guest: &SandboxGuest, id: &str, bytes: u64) -> Result<f64> {
+    guest.busybox_rootfs(id)?;
+    let script = format!(
+        "cut -d' ' -f1 /proc/uptime; head -c {bytes} /dev/zero >/dev/null; cut -d' ' -f1 /proc/uptime"
+    );
+    let run = Container::run(
+        &guest.client,
+        id,
+        ContainerSpec::shell(&script).to_proto(id)?,
+    )
+    .await?;
+    ensure!(run.status == 0, "{id}: exited {}", run.status);
+    let out = run.stdout.text();
+    let times: Vec<f64> = out
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{id}: uptimes {out:?}"))?;
+    let [start, end] = times[..] else {
+        bail!("{id}: uptimes {out:?}");
+    };
+    Ok(bytes as f64 / 1e6 / (end - start).max(0.01))
 }
 
 /// MB/s of one run with stdout on a vsock stdio port, read from the host's connection.
 async fn stdout_port_rate(
     guest: &SandboxGuest,
     dialer: &StdioPortDialer,
+    (writer, helper): (Writer, &Path),
     id: &str,
     bytes: u64,
 ) -> Result<f64> {
-    guest.busybox_rootfs(id)?;
+    let rootfs = guest.busybox_rootfs(id)?;
     let (mut stream, stdout_port) = dialer.connect().await?;
-    let spec = ContainerSpec::new(["head", "-c", &bytes.to_string(), "/dev/zero"]);
+    let spec = ContainerSpec::new(writer.command(&rootfs, helper, bytes)?);
     let req = CreateContainerRequest {
         container_id: id.into(),
         exec_id: id.into(),
@@ -181,7 +280,31 @@ async fn vsock_rate(
     Ok(bytes as f64 / 1e6 / (end - first).as_secs_f64())
 }
 
-/// The four throughput figures, `runs` each, interleaved.
+/// The `ReadStdout` runs: (writer, read length, row name, log name).
+const READ_SERIES: [(Writer, u32, &str, &str); 4] = [
+    (
+        Writer::Head,
+        KATA_READ_LEN,
+        "32 KiB reads (Kata's)",
+        "head 32 KiB",
+    ),
+    (Writer::Head, LARGE_READ_LEN, "1 MiB reads", "head 1 MiB"),
+    (
+        Writer::Helper,
+        KATA_READ_LEN,
+        "32 KiB reads, the vsock run's writer (64 KiB writes)",
+        "64 KiB writes 32 KiB",
+    ),
+    (
+        Writer::Helper,
+        LARGE_READ_LEN,
+        "1 MiB reads, the vsock run's writer (64 KiB writes)",
+        "64 KiB writes 1 MiB",
+    ),
+];
+
+/// The throughput figures, `runs` each, interleaved: raw vsock, the writer alone,
+/// `ReadStdout` (two writers, two read lengths) and the stdout port.
 pub async fn figures(
     guest: &SandboxGuest,
     helper: &Path,
@@ -190,33 +313,45 @@ pub async fn figures(
     table: &mut Table,
 ) -> Result<()> {
     let bytes = u64::from(mib) << 20;
-    let (mut kata, mut large, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-    let mut port = Vec::new();
+    let (mut raw, mut alone) = (Vec::new(), Vec::new());
+    let (mut port, mut port_helper) = (Vec::new(), Vec::new());
+    let mut reads: Vec<Vec<f64>> = vec![Vec::new(); READ_SERIES.len()];
     let dialer = StdioPortDialer::start(guest, helper, "stdio-probe").await?;
     for run in 1..=runs {
-        raw.push(
-            vsock_rate(
-                guest,
-                helper,
-                &format!("vsock-{run}"),
-                bytes,
-                VSOCK_PORT + run,
-            )
-            .await?,
-        );
-        kata.push(
-            read_stdout_rate(guest, &format!("stdout-32k-{run}"), bytes, KATA_READ_LEN).await?,
-        );
-        large.push(
-            read_stdout_rate(guest, &format!("stdout-1m-{run}"), bytes, LARGE_READ_LEN).await?,
-        );
-        port.push(stdout_port_rate(guest, &dialer, &format!("stdout-port-{run}"), bytes).await?);
-        eprintln!(
-            "stdio {run}/{runs}: raw vsock {:.1} MB/s, ReadStdout 32 KiB {:.1} MB/s, 1 MiB {:.1} MB/s, stdout_port {:.1} MB/s",
+        let id = VSOCK_PORT + run;
+        raw.push(vsock_rate(guest, helper, &format!("vsock-{run}"), bytes, id).await?);
+        alone.push(writer_alone_rate(guest, &format!("writer-{run}"), bytes).await?);
+        let mut line = format!(
+            "stdio {run}/{runs}: raw vsock {:.1} MB/s, head alone {:.1} MB/s",
             raw[raw.len() - 1],
-            kata[kata.len() - 1],
-            large[large.len() - 1],
-            port[port.len() - 1]
+            alone[alone.len() - 1]
+        );
+        for (series, (writer, len, _, name)) in READ_SERIES.iter().enumerate() {
+            let id = format!("stdout-{series}-{run}");
+            let before = agent_costs(guest, &format!("{id}-costs-before")).await?;
+            let got = read_stdout_rate(guest, (*writer, helper), &id, bytes, *len).await?;
+            let after = agent_costs(guest, &format!("{id}-costs-after")).await?;
+            let per_read = bytes as f64 / 1024.0 / got.reads.max(1) as f64;
+            let per_mib = |a: u64, b: u64| a.saturating_sub(b) as f64 / f64::from(mib);
+            line += &format!(
+                ", ReadStdout {name} {:.1} MB/s ({} reads, {per_read:.1} KiB each; \
+                 agent {:.0} faults and {:.1} ticks per MiB)",
+                got.rate,
+                got.reads,
+                per_mib(after.0, before.0),
+                per_mib(after.1, before.1)
+            );
+            reads[series].push(got.rate);
+        }
+        let id = format!("stdout-port-{run}");
+        port.push(stdout_port_rate(guest, &dialer, (Writer::Head, helper), &id, bytes).await?);
+        let id = format!("stdout-port-helper-{run}");
+        port_helper
+            .push(stdout_port_rate(guest, &dialer, (Writer::Helper, helper), &id, bytes).await?);
+        eprintln!(
+            "{line}, stdout_port head {:.1} MB/s, 64 KiB writes {:.1} MB/s",
+            port[port.len() - 1],
+            port_helper[port_helper.len() - 1]
         );
     }
     dialer.stop().await?;
@@ -226,23 +361,30 @@ pub async fn figures(
         spread_of(&raw, "MB/s", 1),
     );
     table.push_versus(
-        format!("stdout through ReadStdout, 32 KiB reads (Kata's), {mib} MiB"),
-        spread_of(&kata, "MB/s", 1),
-        ratio(median_of(&kata), base, "vsock"),
+        format!("head -c {mib}M /dev/zero alone, into /dev/null (the guest's clock)"),
+        spread_of(&alone, "MB/s", 1),
+        ratio(median_of(&alone), base, "vsock"),
     );
-    table.push_versus(
-        format!("stdout through ReadStdout, 1 MiB reads, {mib} MiB"),
-        spread_of(&large, "MB/s", 1),
-        ratio(median_of(&large), base, "vsock"),
-    );
+    for ((_, _, what, _), rates) in READ_SERIES.iter().zip(&reads) {
+        table.push_versus(
+            format!("stdout through ReadStdout, {what}, {mib} MiB"),
+            spread_of(rates, "MB/s", 1),
+            ratio(median_of(rates), base, "vsock"),
+        );
+    }
     table.push_versus(
         format!("stdout on a vsock stdio port (stdout_port), {mib} MiB"),
         spread_of(&port, "MB/s", 1),
         format!(
             "{}; {}",
             ratio(median_of(&port), base, "vsock"),
-            ratio(median_of(&port), median_of(&kata), "ReadStdout 32 KiB")
+            ratio(median_of(&port), median_of(&reads[0]), "ReadStdout 32 KiB")
         ),
+    );
+    table.push_versus(
+        format!("stdout on a vsock stdio port, the vsock run's writer (64 KiB writes), {mib} MiB"),
+        spread_of(&port_helper, "MB/s", 1),
+        ratio(median_of(&port_helper), base, "vsock"),
     );
     Ok(())
 }

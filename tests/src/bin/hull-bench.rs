@@ -52,6 +52,9 @@ struct Args {
     /// Only the agent policy figures (the check in-process, and one guest).
     #[arg(long)]
     policy_only: bool,
+    /// Only the stdio figures (one guest: raw vsock, ReadStdout, stdout_port).
+    #[arg(long)]
+    stdio_only: bool,
     /// Leave out the search for the smallest guest (several extra boots).
     #[arg(long)]
     no_min_memory: bool,
@@ -72,6 +75,20 @@ async fn main() -> Result<()> {
         print!("{}", table.render());
         return Ok(());
     }
+    if args.stdio_only {
+        let guest = SandboxGuest::boot(stdio_guest(&config)).await?;
+        bench::stdio::figures(
+            &guest,
+            &baselines.guest_helper,
+            args.runs,
+            args.stdout_mib,
+            &mut table,
+        )
+        .await?;
+        guest.power_off().await?;
+        print!("{}", table.render());
+        return Ok(());
+    }
     if !args.containers_only {
         size_figures(&args, &config, &mut table)?;
         boot_figures(&args, &config, &baselines, &mut table).await?;
@@ -80,12 +97,7 @@ async fn main() -> Result<()> {
     if !args.no_min_memory {
         bench::memory::smallest_guest(&config, &mut table).await?;
     }
-    // With the stdio listener, for the stdio-port figure (Kata's passfd io).
-    let mut stdio_config = config.clone();
-    stdio_config
-        .extra_cmdline
-        .push(hull_e2e::stdio_ports::listener_cmdline());
-    let guest = SandboxGuest::boot(stdio_config).await?;
+    let guest = SandboxGuest::boot(stdio_guest(&config)).await?;
     bench::containers::figures(&guest, &baselines.guest_helper, args.runs, &mut table).await?;
     bench::stdio::figures(
         &guest,
@@ -117,6 +129,15 @@ async fn policy_figures(config: &VmConfig, runs: u32, table: &mut Table) -> Resu
     bench::policy::figures(&guest, runs, table).await?;
     guest.power_off().await?;
     Ok(())
+}
+
+/// The guest with the stdio listener, for the stdio-port figure (Kata's passfd io).
+fn stdio_guest(config: &VmConfig) -> VmConfig {
+    let mut config = config.clone();
+    config
+        .extra_cmdline
+        .push(hull_e2e::stdio_ports::listener_cmdline());
+    config
 }
 
 /// Sizes and image build times.
