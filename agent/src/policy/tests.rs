@@ -150,3 +150,41 @@ fn allow_requests_failing_policy_only_logs_denials() {
     let mut policy = Policy::from_rego(rego).unwrap();
     policy.check("ExecProcessRequest", &json!({})).unwrap();
 }
+
+/// Found by `./run fuzz` (target `policy`, 2026-11-29): ~80 nested `[` in 193 bytes kept
+/// regorus' parser busy past libFuzzer's 10 s timeout.
+const FUZZ_TIMEOUT_NESTED_BRACKETS: &[u8] = b"package agent_polexec_idport fu[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[Procdcy_dat ={ \x22a:apackad\x22: [\x22shxec[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[ProcessAReq\x22,l\x22 uest := truaf\x0aludeetetea rCCont";
+
+#[test]
+fn deeply_nested_brackets_are_refused_before_the_parser_sees_them() {
+    let rego = String::from_utf8_lossy(FUZZ_TIMEOUT_NESTED_BRACKETS);
+    let started = std::time::Instant::now();
+    let Err(err) = Policy::from_rego(&rego) else {
+        panic!("a policy nested 80 deep compiled");
+    };
+    assert!(err.to_string().contains("nest more than"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    for (open, close) in [("[", "]"), ("{", "}")] {
+        let nested = |depth: usize| {
+            format!(
+                "package agent_policy\nx := {}1{}\n",
+                open.repeat(depth),
+                close.repeat(depth)
+            )
+        };
+        let err = Policy::from_rego(&nested(engine::MAX_NESTING + 1))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        // At the limit the text goes on to the parser.
+        engine::check_nesting(&nested(engine::MAX_NESTING)).unwrap();
+    }
+    // Brackets in strings, raw strings and comments do not count.
+    let quiet = format!(
+        "package agent_policy\n# {}\ndefault A := \"{}\"\ndefault B := `{}`\n",
+        "[".repeat(40),
+        "{".repeat(40),
+        "[".repeat(40)
+    );
+    Policy::from_rego(&quiet).unwrap();
+}
