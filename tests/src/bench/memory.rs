@@ -42,12 +42,26 @@ const INSPECT: &str = "echo @meminfo; cat /proc/meminfo; \
 #[derive(Debug)]
 pub struct Snapshot {
     pub used_kib: u64,
+    /// Where the used memory is, from `/proc/meminfo` (KiB): see [`USED_PARTS`].
+    pub used_parts: Vec<(&'static str, u64)>,
     /// (Rss, Pss) per process: `init`, `agent`, `inspector`.
     pub processes: HashMap<String, (u64, u64)>,
     /// The agent's Rss by mapping (its binary, `[heap]`, `[stack]`, `anonymous`), largest
     /// first.
     pub agent_maps: Vec<(String, u64)>,
 }
+
+/// The `/proc/meminfo` fields that make up most of MemTotal − MemAvailable, with what
+/// they hold: files kept in RAM (the initramfs the guest runs from, tmpfs), processes'
+/// anonymous memory, and the kernel's own allocations.
+pub const USED_PARTS: [(&str, &str); 6] = [
+    ("Shmem", "files in RAM (Shmem: initramfs, tmpfs)"),
+    ("AnonPages", "processes' anonymous memory"),
+    ("SUnreclaim", "kernel slab, unreclaimable"),
+    ("PageTables", "page tables"),
+    ("KernelStack", "kernel stacks"),
+    ("Percpu", "per-CPU areas"),
+];
 
 /// Sums `Rss` of `/proc/<pid>/smaps` by what is mapped.
 pub fn rss_by_mapping(smaps: &str) -> Vec<(String, u64)> {
@@ -105,8 +119,13 @@ pub fn parse(text: &str) -> Result<Snapshot> {
             .with_context(|| format!("{name}: no Pss in smaps_rollup"))?;
         processes.insert(name.to_string(), (rss, pss));
     }
+    let used_parts = USED_PARTS
+        .iter()
+        .filter_map(|(field, _)| Some((*field, *meminfo.get(*field)?)))
+        .collect();
     Ok(Snapshot {
         used_kib: total.saturating_sub(*available),
+        used_parts,
         processes,
         agent_maps: rss_by_mapping(sections.get("agent-maps").copied().unwrap_or_default()),
     })
@@ -141,6 +160,28 @@ fn rows(table: &mut Table, when: &str, s: &Snapshot) {
         format!("guest memory used (MemTotal − MemAvailable), {when}"),
         kib(s.used_kib),
     );
+    if !s.used_parts.is_empty() {
+        let parts: Vec<String> = s
+            .used_parts
+            .iter()
+            .map(|(field, size)| {
+                let label = USED_PARTS
+                    .iter()
+                    .find(|(f, _)| f == field)
+                    .map_or(*field, |(_, label)| label);
+                format!("{label} {}", kib(*size))
+            })
+            .collect();
+        let named: u64 = s.used_parts.iter().map(|(_, size)| size).sum();
+        table.push(
+            "  of which (/proc/meminfo)",
+            format!(
+                "{}; the rest (vmalloc, caches not counted available, ...) {}",
+                parts.join(", "),
+                kib(s.used_kib.saturating_sub(named))
+            ),
+        );
+    }
     for (name, label) in [
         ("agent", "hull-agent"),
         ("init", "hull-init"),
@@ -265,10 +306,12 @@ mod tests {
     #[test]
     fn parses_the_inspectors_sections() {
         let text = "@meminfo\nMemTotal:  100000 kB\nMemFree: 1 kB\nMemAvailable:  80000 kB\n\
+            Shmem: 6000 kB\nSUnreclaim: 3000 kB\n\
             @init\n00400000-7ff [rollup]\nRss:  1000 kB\nPss:  900 kB\n\
             @agent\nRss:  3000 kB\nPss:  2500 kB\n@inspector\nRss: 300 kB\nPss: 100 kB\n";
         let s = parse(text).unwrap();
         assert_eq!(s.used_kib, 20000);
+        assert_eq!(s.used_parts, [("Shmem", 6000), ("SUnreclaim", 3000)]);
         assert_eq!(s.processes["agent"], (3000, 2500));
         assert_eq!(s.processes["init"], (1000, 900));
         assert!(parse("@meminfo\nMemTotal: 1 kB\n").is_err());
