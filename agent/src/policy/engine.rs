@@ -38,7 +38,7 @@ impl Engine {
         let malformed = |e: anyhow::Error| PolicyError::Malformed {
             reason: e.to_string(),
         };
-        check_nesting(rego)?;
+        check_parser_limits(rego)?;
         let mut rego_engine = new_engine();
         let package = rego_engine
             .add_policy(POLICY_PACKAGE.to_string(), rego.to_string())
@@ -188,56 +188,131 @@ impl Engine {
     }
 }
 
-/// Refuses a policy whose `[` and `{` nest deeper than [`MAX_NESTING`] (outside strings,
-/// raw strings and comments), before regorus' parser spends exponential time on it.
-pub(super) fn check_nesting(rego: &str) -> Result<(), PolicyError> {
+/// Refuses, before regorus parses it, a policy on which its parser would spend time out
+/// of all proportion to its size (outside strings, raw strings and comments): `[` and `{`
+/// nested deeper than [`MAX_NESTING`], or a number literal with more than
+/// [`MAX_NUMBER_DIGITS`] digits or an exponent beyond ±[`MAX_EXPONENT`] (regorus computes
+/// `10^exponent` as a big integer: the fuzzer's `0e88888888` never finished).
+pub(super) fn check_parser_limits(rego: &str) -> Result<(), PolicyError> {
+    let bytes = rego.as_bytes();
+    let refuse = |at: usize, what: String| {
+        let line = rego.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        Err(PolicyError::Malformed {
+            reason: format!("{what} (line {line})"),
+        })
+    };
     let mut depth = 0usize;
-    let mut chars = rego.char_indices();
-    while let Some((at, c)) = chars.next() {
-        match c {
-            '#' => {
-                // A comment runs to the end of its line.
-                for (_, c) in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let at = i;
+        match bytes[i] {
+            // A comment runs to the end of its line.
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
                 }
             }
-            '"' => {
-                while let Some((_, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
             }
-            '`' => {
-                for (_, c) in chars.by_ref() {
-                    if c == '`' {
-                        break;
-                    }
+            b'`' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'`' {
+                    i += 1;
                 }
             }
-            '[' | '{' => {
+            b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
-                    let line = rego[..at].matches('\n').count() + 1;
-                    return Err(PolicyError::Malformed {
-                        reason: format!(
-                            "brackets nest more than {MAX_NESTING} deep (line {line}): \
-                             regorus' parse time doubles with each level"
+                    return refuse(
+                        at,
+                        format!(
+                            "brackets nest more than {MAX_NESTING} deep: regorus' parse time \
+                             doubles with each level"
                         ),
-                    });
+                    );
                 }
             }
-            ']' | '}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'0'..=b'9' if at == 0 || !is_word_byte(bytes[at - 1]) => {
+                let number = number_at(bytes, at);
+                if number.digits > MAX_NUMBER_DIGITS {
+                    return refuse(
+                        at,
+                        format!("a number of more than {MAX_NUMBER_DIGITS} digits"),
+                    );
+                }
+                if number.exponent > MAX_EXPONENT {
+                    return refuse(
+                        at,
+                        format!("a number with an exponent beyond ±{MAX_EXPONENT}"),
+                    );
+                }
+                i = number.end;
+                continue;
+            }
             _ => {}
         }
+        i += 1;
     }
     Ok(())
+}
+
+/// Most digits a number literal may have (an `f64` needs at most 17 significant ones,
+/// its largest value 309).
+pub const MAX_NUMBER_DIGITS: usize = 400;
+/// Largest exponent (either sign) a number literal may have (`f64` reaches 10^308).
+pub const MAX_EXPONENT: u64 = 400;
+
+/// Whether `byte` continues an identifier (so a digit after it is not a number's start).
+fn is_word_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// A number literal's shape: its mantissa's digit count, its exponent's magnitude
+/// (saturating) and where it ends.
+struct NumberShape {
+    digits: usize,
+    exponent: u64,
+    end: usize,
+}
+
+/// Reads `digits [. digits] [e|E [+|-] digits]` from `start`.
+fn number_at(bytes: &[u8], start: usize) -> NumberShape {
+    let mut i = start;
+    let mut digits = 0;
+    while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+        digits += usize::from(bytes[i] != b'.');
+        i += 1;
+    }
+    let mut exponent = 0u64;
+    if i < bytes.len() && matches!(bytes[i], b'e' | b'E') {
+        let mut j = i + 1;
+        if j < bytes.len() && matches!(bytes[j], b'+' | b'-') {
+            j += 1;
+        }
+        if j < bytes.len() && bytes[j].is_ascii_digit() {
+            while j < bytes.len() && bytes[j].is_ascii_digit() {
+                exponent = exponent
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(bytes[j] - b'0'));
+                j += 1;
+            }
+            i = j;
+        }
+    }
+    NumberShape {
+        digits,
+        exponent,
+        end: i,
+    }
 }
 
 fn new_engine() -> regorus::Engine {

@@ -177,7 +177,7 @@ fn deeply_nested_brackets_are_refused_before_the_parser_sees_them() {
             .unwrap();
         assert!(err.to_string().contains("line 2"), "{err}");
         // At the limit the text goes on to the parser.
-        engine::check_nesting(&nested(engine::MAX_NESTING)).unwrap();
+        engine::check_parser_limits(&nested(engine::MAX_NESTING)).unwrap();
     }
     // Brackets in strings, raw strings and comments do not count.
     let quiet = format!(
@@ -187,4 +187,29 @@ fn deeply_nested_brackets_are_refused_before_the_parser_sees_them() {
         "[".repeat(40)
     );
     Policy::from_rego(&quiet).unwrap();
+}
+
+/// Found by `./run fuzz` (target `policy`, 2026-11-29, after the nesting limit): the
+/// number `0e88888888` made regorus compute 10^88888888 as a big integer.
+const FUZZ_TIMEOUT_HUGE_EXPONENT: &[u8] =
+    b"package agent_poledport fudcwat2=0e88888888\x00\x00\x00\x00\x00\x00\x00\x01\x08\x08\x08\x088ap(efap]t";
+
+#[test]
+fn numbers_regorus_would_take_for_ever_over_are_refused() {
+    let rego = String::from_utf8_lossy(FUZZ_TIMEOUT_HUGE_EXPONENT);
+    let started = std::time::Instant::now();
+    let err = Policy::from_rego(&rego).err().unwrap();
+    assert!(err.to_string().contains("exponent beyond"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let policy = |value: &str| format!("package agent_policy\ndefault X := {value}\n");
+    for refused in ["1e401", "2.5E+999", "1e-1000", &"7".repeat(401)] {
+        let err = Policy::from_rego(&policy(refused)).err().unwrap();
+        assert!(err.to_string().contains("line 2"), "{refused}: {err}");
+    }
+    for accepted in ["1e400", "65535", "0.5", "1.5e-3", &"9".repeat(400)] {
+        engine::check_parser_limits(&policy(accepted)).unwrap();
+    }
+    // Digits inside names, strings and comments are not numbers.
+    engine::check_parser_limits("package agent_policy\nx1e99999 := \"1e99999\" # 1e99999\n")
+        .unwrap();
 }
