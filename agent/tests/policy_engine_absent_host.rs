@@ -6,8 +6,8 @@
 #![cfg(not(feature = "policy"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use hull_testkit::HostAgent;
 use ttrpc::Code;
@@ -38,49 +38,23 @@ async fn set_policy_is_unimplemented_and_says_which_agent_has_it() {
 
 #[test]
 fn an_image_policy_stops_the_agent_before_it_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("default-policy.rego");
-    std::fs::write(
-        &file,
+    let refused = hull_testkit::agent::start_refused(
+        Path::new(AGENT),
         "package agent_policy\ndefault ExecProcessRequest := false\n",
-    )
-    .unwrap();
-    let socket = dir.path().join("agent.sock");
-    let mut agent = Command::new(AGENT)
-        .env(
-            "HULL_AGENT_SERVER_ADDR",
-            format!("unix://{}", socket.display()),
-        )
-        .env("HULL_AGENT_RUN_DIR", dir.path().join("run"))
-        .env("HULL_AGENT_POLICY_FILE", &file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning hull-agent");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            panic!("an agent without the engine served with an image policy");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(1), "{status}");
-    assert!(!socket.exists(), "the agent listened");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut agent.stderr.take().unwrap(), &mut stderr).unwrap();
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.status);
+    assert!(!refused.listened, "the agent listened");
     for needed in [
-        file.to_str().unwrap(),
+        refused.policy_file.to_str().unwrap(),
         "refusing to serve without the image's agent policy",
         "built without the policy engine",
         "hull-agent-policy",
     ] {
-        assert!(stderr.contains(needed), "no `{needed}` in: {stderr}");
+        assert!(
+            refused.stderr.contains(needed),
+            "no `{needed}` in: {}",
+            refused.stderr
+        );
     }
 }
 

@@ -8,8 +8,9 @@
 #![cfg(feature = "policy")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use hull_protocols::agent::{CreateContainerRequest, ExecProcessRequest};
 use hull_protocols::client::{AgentClient, ClientError};
@@ -187,38 +188,13 @@ async fn the_default_policy_file_is_in_force_from_the_start() {
 
 #[test]
 fn a_malformed_default_policy_file_stops_the_agent_before_it_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("default-policy.rego");
-    std::fs::write(&file, "package agent_policy\nExecProcessRequest if {").unwrap();
-    let socket = dir.path().join("agent.sock");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
-        .env(
-            "HULL_AGENT_SERVER_ADDR",
-            format!("unix://{}", socket.display()),
-        )
-        .env("HULL_AGENT_RUN_DIR", dir.path().join("run"))
-        .env("HULL_AGENT_POLICY_FILE", &file)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning hull-agent");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            panic!("the agent kept running with a malformed default policy");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success(), "{status}");
-    assert!(!socket.exists(), "the agent listened");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut agent.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("policy"), "{stderr}");
+    let refused = hull_testkit::agent::start_refused(
+        Path::new(env!("CARGO_BIN_EXE_hull-agent")),
+        "package agent_policy\nExecProcessRequest if {",
+    );
+    assert!(!refused.status.success(), "{}", refused.status);
+    assert!(!refused.listened, "the agent listened");
+    assert!(refused.stderr.contains("policy"), "{}", refused.stderr);
 }
 
 #[tokio::test]

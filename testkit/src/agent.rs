@@ -357,3 +357,61 @@ pub fn connect_when_listening(path: &Path) -> std::io::Result<UnixStream> {
         }
     }
 }
+
+/// What became of an agent that was to refuse to start: see [`start_refused`].
+#[derive(Debug)]
+pub struct RefusedStart {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// Whether its socket appeared (it listened before it gave up).
+    pub listened: bool,
+    /// Everything it wrote on stderr.
+    pub stderr: String,
+    /// The image policy file it was given (already removed).
+    pub policy_file: PathBuf,
+}
+
+/// Starts `agent` with `policy_text` as its image policy file
+/// (`HULL_AGENT_POLICY_FILE`) and waits up to 10 s for it to exit by itself, as an agent
+/// that must not serve under that policy does. Panics (after killing it) when it keeps
+/// running.
+pub fn start_refused(agent: &Path, policy_text: &str) -> RefusedStart {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let policy_file = dir.path().join("default-policy.rego");
+    std::fs::write(&policy_file, policy_text).expect("writing the policy file");
+    let socket = dir.path().join("agent.sock");
+    let mut child = Command::new(agent)
+        .env(
+            "HULL_AGENT_SERVER_ADDR",
+            format!("unix://{}", socket.display()),
+        )
+        .env("HULL_AGENT_RUN_DIR", dir.path().join("run"))
+        .env("HULL_AGENT_POLICY_FILE", &policy_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning hull-agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for hull-agent") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hull-agent kept running with the image policy {policy_text:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    RefusedStart {
+        status,
+        listened: socket.exists(),
+        stderr,
+        policy_file,
+    }
+}
