@@ -77,14 +77,7 @@ async fn main() -> Result<()> {
     }
     if args.stdio_only {
         let guest = SandboxGuest::boot(stdio_guest(&config)).await?;
-        bench::stdio::figures(
-            &guest,
-            &baselines.guest_helper,
-            args.runs,
-            args.stdout_mib,
-            &mut table,
-        )
-        .await?;
+        stdio_figures(&guest, &baselines, &args, &mut table).await?;
         guest.power_off().await?;
         print!("{}", table.render());
         return Ok(());
@@ -99,14 +92,7 @@ async fn main() -> Result<()> {
     }
     let guest = SandboxGuest::boot(stdio_guest(&config)).await?;
     bench::containers::figures(&guest, &baselines.guest_helper, args.runs, &mut table).await?;
-    bench::stdio::figures(
-        &guest,
-        &baselines.guest_helper,
-        args.runs,
-        args.stdout_mib,
-        &mut table,
-    )
-    .await?;
+    stdio_figures(&guest, &baselines, &args, &mut table).await?;
     guest.power_off().await?;
     policy_figures(&config, args.runs, &mut table).await?;
 
@@ -129,6 +115,23 @@ async fn policy_figures(config: &VmConfig, runs: u32, table: &mut Table) -> Resu
     bench::policy::figures(&guest, runs, table).await?;
     guest.power_off().await?;
     Ok(())
+}
+
+/// The stdio rows, in a guest booted with [`stdio_guest`].
+async fn stdio_figures(
+    guest: &SandboxGuest,
+    baselines: &Baselines,
+    args: &Args,
+    table: &mut Table,
+) -> Result<()> {
+    bench::stdio::figures(
+        guest,
+        &baselines.guest_helper,
+        args.runs,
+        args.stdout_mib,
+        table,
+    )
+    .await
 }
 
 /// The guest with the stdio listener, for the stdio-port figure (Kata's passfd io).
