@@ -187,16 +187,7 @@ async fn stdout_port_rate(
     guest.client.create_container(&req).await?;
     let container = Container::attach(&guest.client, id);
     let reader = std::thread::spawn(move || -> Result<(u64, Option<Instant>, Instant)> {
-        let mut buf = vec![0u8; 1 << 20];
-        let (mut total, mut first) = (0u64, None);
-        loop {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                return Ok((total, first, Instant::now()));
-            }
-            first.get_or_insert_with(Instant::now);
-            total += n as u64;
-        }
+        count_to_eof(&mut stream)
     });
     let blocking = guest.client.clone().with_timeout(Duration::ZERO);
     let cid = id.to_string();
@@ -214,6 +205,20 @@ async fn stdout_port_rate(
     );
     let first = first.context("no output")?;
     Ok(bytes as f64 / 1e6 / (end - first).as_secs_f64())
+}
+
+/// Reads `stream` to its end: the bytes, when the first arrived, when it ended.
+fn count_to_eof(stream: &mut impl Read) -> Result<(u64, Option<Instant>, Instant)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut total, mut first) = (0u64, None);
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok((total, first, Instant::now()));
+        }
+        first.get_or_insert_with(Instant::now);
+        total += n as u64;
+    }
 }
 
 /// MB/s of one raw vsock run: `guest-helper vsock-write` in a container to a host socket.
@@ -246,16 +251,7 @@ async fn vsock_rate(
         };
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(ACCEPT_DEADLINE))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let (mut total, mut first) = (0u64, None);
-        loop {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                return Ok((total, first, Instant::now()));
-            }
-            first.get_or_insert_with(Instant::now);
-            total += n as u64;
-        }
+        count_to_eof(&mut stream)
     });
     let spec = ContainerSpec::new([
         "/bin/guest-helper".to_string(),
