@@ -203,12 +203,23 @@ pub fn bind_mount(
 /// are stacked), lazily. [`MountError::NotMounted`] when `target` is not a mount point.
 pub fn unmount(root: &ConfinedRoot, target: &Path) -> Result<(), MountError> {
     let mounted = root.resolve(target)?;
-    let name = mounted.path().to_path_buf();
-    match nix::mount::umount2(&mounted.proc_path(), MntFlags::MNT_DETACH) {
+    unmounted(&mounted, detach(&mounted))
+}
+
+/// `umount2(MNT_DETACH)` of the mount on `mounted`, here.
+fn detach(mounted: &ConfinedPath) -> Result<(), Errno> {
+    nix::mount::umount2(&mounted.proc_path(), MntFlags::MNT_DETACH)
+}
+
+/// What `umount2(2)` on `mounted` answered, as an unmount's result.
+fn unmounted(mounted: &ConfinedPath, answer: Result<(), Errno>) -> Result<(), MountError> {
+    match answer {
         Ok(()) => Ok(()),
-        Err(Errno::EINVAL) => Err(MountError::NotMounted { target: name }),
+        Err(Errno::EINVAL) => Err(MountError::NotMounted {
+            target: mounted.path().to_path_buf(),
+        }),
         Err(errno) => Err(MountError::Unmount {
-            target: name,
+            target: mounted.path().to_path_buf(),
             errno,
         }),
     }
@@ -227,12 +238,11 @@ pub async fn unmount_within(
     timeout: Duration,
 ) -> Result<(), MountError> {
     let mounted = root.resolve(target)?;
-    let name = mounted.path().to_path_buf();
     let Ok(proc_path) = CString::new(mounted.proc_path().as_os_str().as_bytes()) else {
         // A /proc/self/fd/N name holds no NUL byte.
-        return unmount(root, target);
+        return unmounted(&mounted, detach(&mounted));
     };
-    let detach = || {
+    let detach_in_child = || {
         // SAFETY: `proc_path` is NUL-terminated.
         if unsafe { libc::umount2(proc_path.as_ptr(), libc::MNT_DETACH) } == 0 {
             0
@@ -243,26 +253,19 @@ pub async fn unmount_within(
     // SAFETY: the child calls only umount2(2) on `proc_path`, prepared before the fork,
     // and reads errno; it allocates nothing and takes no lock. The child inherits the fd
     // behind `proc_path`, so /proc/self/fd/N names the same directory in it.
-    let outcome = unsafe { in_child_within(timeout, detach) }.await;
+    let outcome = unsafe { in_child_within(timeout, detach_in_child) }.await;
     match outcome {
         ChildOutcome::Ended(ExitStatus::Exited(0)) => Ok(()),
-        ChildOutcome::Ended(ExitStatus::Exited(code)) if code == Errno::EINVAL as i32 => {
-            Err(MountError::NotMounted { target: name })
+        ChildOutcome::Ended(ExitStatus::Exited(code)) => {
+            unmounted(&mounted, Err(Errno::from_raw(code)))
         }
-        ChildOutcome::Ended(ExitStatus::Exited(code)) => Err(MountError::Unmount {
-            target: name,
-            errno: Errno::from_raw(code),
-        }),
         // Nothing but the reaper's own signal can end it: reported as interrupted.
-        ChildOutcome::Ended(ExitStatus::Signaled(_)) => Err(MountError::Unmount {
-            target: name,
-            errno: Errno::EINTR,
-        }),
+        ChildOutcome::Ended(ExitStatus::Signaled(_)) => unmounted(&mounted, Err(Errno::EINTR)),
         ChildOutcome::Silent => Err(MountError::UnmountUnanswered {
-            target: name,
+            target: mounted.path().to_path_buf(),
             timeout,
         }),
-        ChildOutcome::NotStarted => unmount(root, target),
+        ChildOutcome::NotStarted => unmounted(&mounted, detach(&mounted)),
     }
 }
 
