@@ -771,7 +771,7 @@ async fn pause_resume_and_stats_use_the_cgroup() {
 }
 
 #[tokio::test]
-async fn the_helper_runs_from_a_sealed_copy_not_the_agent_binary() {
+async fn the_helper_runs_from_a_read_only_view_not_the_writable_agent_binary() {
     let agent = start_agent();
     let rootfs = busybox_rootfs();
     let client = client(&agent).await;
@@ -793,20 +793,33 @@ async fn the_helper_runs_from_a_sealed_copy_not_the_agent_binary() {
         .trim()
         .parse()
         .unwrap();
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    // Root may mount: the helper runs from a detached read-only bind of the binary
+    // (no memfd copy), which cannot be written through /proc/<pid>/exe.
+    let exe = format!("/proc/{pid}/exe");
+    let link = std::fs::read_link(&exe).unwrap();
     assert!(
-        exe.to_string_lossy().contains("memfd:hull-agent"),
-        "{}",
-        exe.display()
+        !link.to_string_lossy().contains("memfd:"),
+        "a memfd copy where a read-only bind was expected: {}",
+        link.display()
     );
-    let agent_binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_hull-agent")).unwrap();
-    assert_ne!(exe, agent_binary);
-    // The sealed copy cannot be written through /proc/<pid>/exe.
+    let mount = nix::sys::statvfs::statvfs(exe.as_str()).unwrap();
+    assert!(
+        mount
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+        "the helper's binary is on a writable mount"
+    );
+    let agent_binary = env!("CARGO_BIN_EXE_hull-agent");
+    let before = std::fs::read(agent_binary).unwrap();
     let write = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/proc/{pid}/exe"))
+        .open(&exe)
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF-overwritten"));
     assert!(write.is_err(), "the helper binary was writable");
+    assert!(
+        std::fs::read(agent_binary).unwrap() == before,
+        "the agent binary changed"
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("\nUid:\t0"), "{status}");
     ctr.start().await.unwrap();

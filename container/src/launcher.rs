@@ -1,28 +1,17 @@
 //! The launcher's side of the helper: start the helper binary, talk it through the
 //! protocol in [`super::protocol`], and hand back the container process.
 //!
-//! # The binary the helper runs from (CVE-2019-5736)
-//!
 //! The helper is this very binary, re-executed with a hidden first argument
-//! ([`super::helper::HELPER_ARG`]). It is *not* executed from its file: at first use the
-//! agent copies itself into a sealed memfd ([`SelfExe`]: `F_SEAL_WRITE`, `F_SEAL_GROW`,
-//! `F_SEAL_SHRINK`, `F_SEAL_SEAL`) and every helper is executed from that copy. A
-//! container process that reaches a helper through `/proc/<pid>/exe` (for example while
-//! an exec'd helper joins its namespaces) finds a sealed, anonymous file that cannot be
-//! written, so it cannot overwrite the agent binary as in runc's CVE-2019-5736. The
-//! helper also makes itself non-dumpable (`PR_SET_DUMPABLE 0`) until `execve`, so
-//! processes in the container cannot open its `/proc/<pid>` entries at all. The copy costs
-//! the binary's size in memory once per agent, not per container.
+//! ([`super::helper::HELPER_ARG`]) from a view of it that cannot be written
+//! ([`crate::self_exe`]).
 //!
 //! # Blocking
 //!
 //! Everything here blocks (the socket has timeouts); the agent calls it from
 //! `spawn_blocking`, the runtime CLI directly.
 
-use std::ffi::CString;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -36,62 +25,10 @@ use super::helper::HELPER_ARG;
 use super::plan::IdMapping;
 use super::protocol::{self, Gate, Report, Request};
 use crate::process::ChildStdio;
+use crate::self_exe::SelfExe;
 
 /// How long a helper may take for one step of its setup before it is killed.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A sealed, in-memory copy of this binary, for executing helpers from.
-pub struct SelfExe {
-    fd: OwnedFd,
-}
-
-impl SelfExe {
-    /// Copies `/proc/self/exe` into a sealed memfd.
-    pub fn sealed_copy() -> Result<Self, ContainerError> {
-        let err = |what: &str, e: io::Error| ContainerError::SelfExe(format!("{what}: {e}"));
-        let name = CString::new("hull-agent").map_err(|e| err("name", io::Error::other(e)))?;
-        const MFD_EXEC: libc::c_uint = 0x10;
-        let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-        // SAFETY: memfd_create with a valid C string; MFD_EXEC is refused (EINVAL) by
-        // kernels before 6.3, which then get the plain call.
-        let mut raw = unsafe { libc::memfd_create(name.as_ptr(), base | MFD_EXEC) };
-        if raw < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            // SAFETY: as above.
-            raw = unsafe { libc::memfd_create(name.as_ptr(), base) };
-        }
-        if raw < 0 {
-            return Err(err("memfd_create", io::Error::last_os_error()));
-        }
-        // SAFETY: memfd_create returned a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut source = File::open("/proc/self/exe").map_err(|e| err("/proc/self/exe", e))?;
-        let mut copy = File::from(fd);
-        io::copy(&mut source, &mut copy).map_err(|e| err("copying the binary", e))?;
-        let seals =
-            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-        // SAFETY: fcntl on our own memfd.
-        if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(err("sealing the copy", io::Error::last_os_error()));
-        }
-        // Keep the copy away from the low fds the helper's stdio and socket are placed
-        // at (0-3) in the child before it executes the copy by its fd number.
-        // SAFETY: F_DUPFD_CLOEXEC on our own fd returns a new fd we then own.
-        let high = unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-        if high < 0 {
-            return Err(err("moving the copy's fd", io::Error::last_os_error()));
-        }
-        drop(copy);
-        Ok(Self {
-            // SAFETY: fcntl returned a new fd that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(high) },
-        })
-    }
-
-    /// The path to execute it by (valid in this process).
-    pub fn path(&self) -> String {
-        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
-    }
-}
 
 /// Where the helper's (and so the container process's) stdio goes.
 pub enum HelperStdio {

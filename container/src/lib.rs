@@ -6,7 +6,7 @@
 //! oci_spec::runtime::Spec ──plan::plan_container──▶ ContainerPlan (validated, serde)
 //!        │                                               │
 //!        │                         launcher::launch ─────┤  (agent side, blocking)
-//!        │                               │ re-exec of this binary from a sealed memfd
+//!        │                               │ re-exec of this binary, read-only (self_exe)
 //!        ▼                               ▼
 //!   cgroup::Cgroup ◀── pid ─────── helper (stage 1 → fork → stage 2: namespaces,
 //!   (libcgroups v2)                 mounts, pivot_root, user, caps) ── waits at the gate
@@ -19,7 +19,8 @@
 //!
 //! Modules: [`plan`] (spec → plan, with [`mount_options`], the one parser of mount
 //! options, which the agent's storages use too), [`seccomp`] (profile → BPF), [`protocol`] (agent ↔
-//! helper messages), [`launcher`] (agent side), [`helper`] (the re-exec'd side; the only
+//! helper messages), [`launcher`] (agent side) with [`self_exe`] (the binary helpers run
+//! from, kept from being written: CVE-2019-5736), [`helper`] (the re-exec'd side; the only
 //! code that forks or changes namespaces), [`cgroup`] (limits, [`stats`], freezer, OOM),
 //! [`process`] (the reaper, stdio pipes and terminals).
 //!
@@ -53,6 +54,7 @@ pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod seccomp;
+pub mod self_exe;
 mod setup_error;
 pub mod stats;
 
@@ -70,9 +72,10 @@ use crate::process::{
     ExitStatus, ExitWatch, Process, ProcessError, ProcessIo, Reaper, StdioStreams,
 };
 use cgroup::{Cgroup, CgroupError};
-use launcher::{HelperStdio, LaunchHooks, Launched, SelfExe};
+use launcher::{HelperStdio, LaunchHooks, Launched};
 use plan::{ContainerPlan, PlanOptions};
 use protocol::{Gate, Request};
+use self_exe::SelfExe;
 pub use setup_error::SetupError;
 
 /// What can go wrong with a container.
@@ -124,7 +127,7 @@ pub enum ContainerError {
     /// The launcher lost its helper, or could not do its own part of the setup.
     #[error("container setup failed: {0}")]
     Helper(String),
-    /// This binary could not be copied into the sealed memfd helpers are run from.
+    /// No view of this binary that cannot be written could be made for helpers to run from.
     #[error("cannot prepare the helper binary: {0}")]
     SelfExe(String),
     /// The container's cgroup could not be created, limited, frozen, read or removed.
@@ -361,9 +364,10 @@ impl Containers {
         if let Some(exe) = self.exe.get() {
             return Ok(exe.clone());
         }
-        let exe = tokio::task::spawn_blocking(SelfExe::sealed_copy)
+        let exe = tokio::task::spawn_blocking(SelfExe::sealed)
             .await
             .map_err(blocking_failed)??;
+        tracing::debug!(sealing = ?exe.sealing(), "helpers run from a view of the binary that cannot be written");
         Ok(self.exe.get_or_init(|| Arc::new(exe)).clone())
     }
 

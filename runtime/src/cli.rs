@@ -17,7 +17,7 @@
 //! A crate and binary of its own (the guest agent does not link it: clap and the CLI stay
 //! out of the guest image). The same code builds containers as in the agent
 //! ([`hull_container`]): a plan from the bundle's `config.json`, a helper
-//! re-executed from a sealed copy of this binary, a cgroup v2 through libcgroups. What
+//! re-executed from a read-only view of this binary, a cgroup v2 through libcgroups. What
 //! differs from the agent: the spec is honoured as it is (a `network` namespace is
 //! created), the container's stdio is the caller's (or a terminal whose master goes to
 //! `--console-socket`), and the start gate is a Unix socket in the state directory
@@ -40,10 +40,11 @@ use oci_spec::runtime::{Process as OciProcess, Spec};
 use serde::{Deserialize, Serialize};
 
 use hull_container::cgroup::{self, Cgroup};
-use hull_container::launcher::{self, HelperStdio, LaunchHooks, SelfExe};
+use hull_container::launcher::{self, HelperStdio, LaunchHooks};
 use hull_container::plan::{self, ContainerPlan, PlanOptions};
 use hull_container::process::ChildStdio;
 use hull_container::protocol::{self, Gate, Report, Request};
+use hull_container::self_exe::SelfExe;
 use hull_container::{ContainerError, helper};
 
 /// What the runtime CLI reports as failures.
@@ -538,7 +539,7 @@ fn create_in(
         }
         (false, _) => HelperStdio::Inherit,
     };
-    let exe = SelfExe::sealed_copy()?;
+    let exe = SelfExe::sealed()?;
     let gate = dir.join("start.sock");
     let request = Request::Init {
         plan: Box::new(plan.clone()),
@@ -757,7 +758,7 @@ fn exec(
         .map_err(|e| CliError::Usage(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
     let cgroup =
         Cgroup::new(&state.cgroup_root, &state.cgroup_path).map_err(ContainerError::from)?;
-    let exe = SelfExe::sealed_copy()?;
+    let exe = SelfExe::sealed()?;
     let request = Request::Exec {
         init_pid: state.pid,
         process: Box::new(plan),

@@ -25,7 +25,10 @@ const SIGTERM: i32 = 15;
 async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
     let artifacts = GuestArtifacts::locate()?;
     let guest_release = kernel_release(&artifacts.kernel)?;
-    let guest = SandboxGuest::boot(VmConfig::new(artifacts)).await?;
+    let mut config = VmConfig::new(artifacts);
+    // The agent says at debug level which way its helpers' binary is kept unwritable.
+    config.extra_cmdline.push("agent.log=debug".into());
+    let guest = SandboxGuest::boot(config).await?;
     let client = guest.client.clone();
 
     // The guest's kernel, not the host's.
@@ -42,6 +45,13 @@ async fn containers_run_stream_exec_and_end_by_signal() -> Result<()> {
     ensure!(
         reported != host_release,
         "the container reports the host's release {host_release:?}"
+    );
+    // The initramfs root is writable: helpers run from a detached read-only bind of the
+    // agent (no memfd copy of it in the guest's memory).
+    let console = guest.vm().console();
+    ensure!(
+        console.contains("sealing=ReadOnlyBind"),
+        "the helpers did not run from a read-only bind of the agent; console:\n{console}"
     );
     eprintln!(
         "uname -r: {reported}; CreateContainer to first byte {:?}",

@@ -4,6 +4,9 @@
 //! guest itself reports how `/` is mounted (init's `init: root ...` console line, read from
 //! /proc/self/mountinfo in the guest), and powers off through the agent.
 //!
+//! A container also runs from the erofs image, its helpers from the agent's own binary on
+//! the read-only root.
+//!
 //! The boots of one filesystem run in sequence (two tests in parallel at most, which two
 //! cores under TCG take well).
 
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use hull_e2e::artifacts::{self, GuestArtifacts};
+use hull_e2e::bundle::ContainerSpec;
+use hull_e2e::guest::SandboxGuest;
 use hull_e2e::vm::{Attachment, ImageBoot, Vm, VmConfig};
 use serde_json::Value;
 
@@ -129,6 +134,39 @@ async fn ext4_image_boots_from_nvdimm_and_virtio_pmem_with_dax_and_from_virtio_b
 async fn erofs_image_boots_from_nvdimm_and_virtio_pmem_with_dax_and_from_virtio_blk() -> Result<()>
 {
     boots_three_ways("erofs").await
+}
+
+/// A container runs in a guest booted from the erofs image on an NVDIMM (Kata's default
+/// layout), and the agent runs its helpers from its own binary there: the root is
+/// read-only, so it needs neither a memfd copy nor a bind mount (`self_exe`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_runs_from_the_erofs_image_its_helpers_from_the_read_only_root() -> Result<()> {
+    let kernel = artifacts::kernel()?;
+    let boot = ImageBoot::new(artifacts::image("erofs")?, "erofs", Attachment::Nvdimm)?;
+    let mut config = VmConfig::new(GuestArtifacts {
+        kernel,
+        initrd: PathBuf::new(),
+    })
+    .with_image(boot);
+    // The agent says at debug level which way its helpers' binary is kept unwritable.
+    config.extra_cmdline.push("agent.log=debug".into());
+    let guest = SandboxGuest::boot(config).await?;
+    let run = guest
+        .run_container("echo", &ContainerSpec::new(["echo", "from the image"]))
+        .await?;
+    let console = guest.vm().console();
+    ensure!(
+        run.status == 0 && run.stdout.text() == "from the image\n",
+        "the container exited {} with {:?}; console:\n{console}",
+        run.status,
+        run.stdout.text()
+    );
+    ensure!(
+        console.contains("sealing=ReadOnlyMount"),
+        "the helpers did not run from the read-only root; console:\n{console}"
+    );
+    guest.power_off().await?;
+    Ok(())
 }
 
 /// A dm-verity image (`hull-image image --verity`): the kernel checks every block it

@@ -1,7 +1,10 @@
 //! Memory figures of a guest with the agent ready and idle: MemTotal − MemAvailable, and
 //! the agent's and init's RSS and PSS from `/proc/<pid>/smaps_rollup` (`VmRSS` reads low
 //! on this kernel); then the same after a container ran and was removed; then the
-//! smallest `-m` that still boots and runs a busybox container.
+//! smallest `-m` that still boots and runs a busybox container. The figures are taken for
+//! each boot medium: the initramfs, whose files (the agent among them) are held in the
+//! guest's RAM, and a rootfs image on an NVDIMM mapped with DAX (Kata's default), whose
+//! files are read from host memory and take no page cache in the guest.
 //!
 //! The guest is read from inside: an inspector container in the guest's PID namespace
 //! (a busybox shell reading `/proc`, with `CAP_SYS_PTRACE` added to Docker's default
@@ -205,15 +208,16 @@ fn rows(table: &mut Table, when: &str, s: &Snapshot) {
     }
 }
 
-/// The idle and after-a-container figures in a [`IDLE_GUEST_MIB`] guest.
-pub async fn figures(config: &VmConfig, table: &mut Table) -> Result<()> {
+/// The idle and after-a-container figures in a [`IDLE_GUEST_MIB`] guest booted as
+/// `config` says; `medium` names the boot medium in the rows.
+pub async fn figures(config: &VmConfig, medium: &str, table: &mut Table) -> Result<()> {
     let mut config = config.clone();
     config.memory_mib = IDLE_GUEST_MIB;
     let guest = SandboxGuest::boot(config).await?;
     let idle = inspect(&guest, "inspect-idle").await?;
     rows(
         table,
-        &format!("{IDLE_GUEST_MIB} MiB guest, agent idle"),
+        &format!("{IDLE_GUEST_MIB} MiB guest from {medium}, agent idle"),
         &idle,
     );
     guest.busybox_rootfs("one-container")?;
@@ -229,7 +233,11 @@ pub async fn figures(config: &VmConfig, table: &mut Table) -> Result<()> {
         run.status
     );
     let after = inspect(&guest, "inspect-after").await?;
-    rows(table, "after one container ran and was removed", &after);
+    rows(
+        table,
+        &format!("{medium}, after one container ran and was removed"),
+        &after,
+    );
     guest.power_off().await?;
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! - boot: QEMU start to the agent's first answer from the initrd, against a bare initrd
 //!   whose `/init` only powers off (same kernel, same QEMU line), the guest's share by its
 //!   own clocks, the ten slowest kernel initcalls, and each disk-image attachment;
-//! - memory of a 128 MiB guest with the agent idle, and after a container; the smallest
-//!   `-m` that runs a container;
+//! - memory of a 128 MiB guest with the agent idle, and after a container, booted from the
+//!   initrd and from an erofs image on an NVDIMM with DAX; the smallest `-m` that runs a
+//!   container;
 //! - stdio: ReadStdout throughput (32 KiB and 1 MiB reads) against raw vsock;
 //! - containers: CreateContainer+StartContainer to the first byte, against ExecProcess in
 //!   a running container and a plain fork+exec in the guest;
@@ -55,6 +56,9 @@ struct Args {
     /// Only the stdio figures (one guest: raw vsock, ReadStdout, stdout_port).
     #[arg(long)]
     stdio_only: bool,
+    /// Only the memory figures (both boot media and the smallest guest).
+    #[arg(long)]
+    memory_only: bool,
     /// Leave out the search for the smallest guest (several extra boots).
     #[arg(long)]
     no_min_memory: bool,
@@ -82,13 +86,14 @@ async fn main() -> Result<()> {
         print!("{}", table.render());
         return Ok(());
     }
-    if !args.containers_only {
+    if !args.containers_only && !args.memory_only {
         size_figures(&args, &config, &mut table)?;
         boot_figures(&args, &config, &baselines, &mut table).await?;
     }
-    bench::memory::figures(&config, &mut table).await?;
-    if !args.no_min_memory {
-        bench::memory::smallest_guest(&config, &mut table).await?;
+    memory_figures(&args, &config, &mut table).await?;
+    if args.memory_only {
+        print!("{}", table.render());
+        return Ok(());
     }
     let guest = SandboxGuest::boot(stdio_guest(&config)).await?;
     bench::containers::figures(&guest, &baselines.guest_helper, args.runs, &mut table).await?;
@@ -102,6 +107,19 @@ async fn main() -> Result<()> {
         config.accel, config.cpus, config.memory_mib
     );
     print!("{}", table.render());
+    Ok(())
+}
+
+/// Memory from the initrd and from the erofs image on an NVDIMM with DAX, and the
+/// smallest guest (from the initrd).
+async fn memory_figures(args: &Args, config: &VmConfig, table: &mut Table) -> Result<()> {
+    bench::memory::figures(config, "the initrd", table).await?;
+    let image = ImageBoot::new(artifacts::image("erofs")?, "erofs", Attachment::Nvdimm)?;
+    let from_image = config.clone().with_image(image);
+    bench::memory::figures(&from_image, "erofs on an NVDIMM with DAX", table).await?;
+    if !args.no_min_memory {
+        bench::memory::smallest_guest(config, table).await?;
+    }
     Ok(())
 }
 
