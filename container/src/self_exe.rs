@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -52,15 +53,18 @@ pub struct SelfExe {
 }
 
 /// Where the read-only bind mount is made before it is detached: a private directory of
-/// its own under `/run` (tmpfs in a guest) or the temporary directory.
+/// its own under `/run` (tmpfs in a guest) or the temporary directory, named for this
+/// process and call (two creates may ask at once).
 fn scratch_dir() -> PathBuf {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let base = Path::new("/run");
     let base = if base.is_dir() {
         base.to_path_buf()
     } else {
         std::env::temp_dir()
     };
-    base.join(format!(".hull-exe-{}", std::process::id()))
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    base.join(format!(".hull-exe-{}-{call}", std::process::id()))
 }
 
 impl SelfExe {
