@@ -18,9 +18,16 @@ const MAX_POLICY_LINES: usize = 200_000;
 /// comprehension and, when that fails, again as an array, set or object, so its time
 /// doubles with every level: measured on this project's machine (release build), depth 12
 /// took 0.1–0.23 s, 14 0.3–0.7 s, 16 1.6–3.3 s, 18 7–14 s, and the fuzzer's 200-byte policy
-/// of ~80 nested `[` never finished. Kata's genpolicy rules nest 3 deep and the settings
-/// it turns into `policy_data` 5.
-pub const MAX_NESTING: usize = 14;
+/// of ~80 nested `[` never finished. With a unary minus after each bracket (`[- -[- -`,
+/// [`MAX_MINUS_RUN`] per level) depth 14 took 1.4–1.6 s and 12 0.3 s, so the limit is 12.
+/// Kata's genpolicy rules nest 3 deep and the settings it turns into `policy_data` 5.
+pub const MAX_NESTING: usize = 12;
+
+/// How many `-` may follow one another (with only spaces between): regorus parses each
+/// unary minus by recursion with no limit of its own, and the fuzzer's policy of ~900 `-`
+/// overflowed the stack (1024 overflow a 2 MiB thread stack in a release build). Two
+/// allow `x - -1`.
+pub const MAX_MINUS_RUN: usize = 2;
 
 /// A compiled policy and its state.
 #[derive(Clone)]
@@ -189,8 +196,9 @@ impl Engine {
 }
 
 /// Refuses, before regorus parses it, a policy on which its parser would spend time out
-/// of all proportion to its size (outside strings, raw strings and comments): `[` and `{`
-/// nested deeper than [`MAX_NESTING`], or a number literal with more than
+/// of all proportion to its size or overflow its stack (outside strings, raw strings and
+/// comments): `[` and `{` nested deeper than [`MAX_NESTING`], more than [`MAX_MINUS_RUN`]
+/// `-` in a row, or a number literal with more than
 /// [`MAX_NUMBER_DIGITS`] digits or an exponent beyond ±[`MAX_EXPONENT`] (regorus computes
 /// `10^exponent` as a big integer: the fuzzer's `0e88888888` never finished).
 pub(super) fn check_parser_limits(rego: &str) -> Result<(), PolicyError> {
@@ -241,6 +249,23 @@ pub(super) fn check_parser_limits(rego: &str) -> Result<(), PolicyError> {
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' => {
+                let mut run = 0;
+                while i < bytes.len() && (bytes[i] == b'-' || bytes[i].is_ascii_whitespace()) {
+                    run += usize::from(bytes[i] == b'-');
+                    i += 1;
+                }
+                if run > MAX_MINUS_RUN {
+                    return refuse(
+                        at,
+                        format!(
+                            "more than {MAX_MINUS_RUN} `-` in a row: regorus parses each \
+                             unary minus by recursion"
+                        ),
+                    );
+                }
+                continue;
+            }
             b'0'..=b'9' if at == 0 || !is_word_byte(bytes[at - 1]) => {
                 let number = number_at(bytes, at);
                 if number.digits > MAX_NUMBER_DIGITS {

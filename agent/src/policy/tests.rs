@@ -213,3 +213,45 @@ fn numbers_regorus_would_take_for_ever_over_are_refused() {
     engine::check_parser_limits("package agent_policy\nx1e99999 := \"1e99999\" # 1e99999\n")
         .unwrap();
 }
+
+/// Found by `./run fuzz` (target `policy`, 2026-11-29, after the number limits): ~900
+/// unary `-` in a row overflowed the stack in regorus' parser (it recurses once per minus,
+/// with no limit of its own), which aborts the agent.
+const FUZZ_STACK_OVERFLOW_UNARY_MINUS: &[u8] =
+    include_bytes!("fuzz-regressions/stack-overflow-unary-minus.bin");
+
+#[test]
+fn runs_of_unary_minus_are_refused_before_they_overflow_the_stack() {
+    let rego = String::from_utf8_lossy(FUZZ_STACK_OVERFLOW_UNARY_MINUS);
+    // On a thread with the agent's worker stack (2 MiB): an overflow aborts the test run.
+    let answer = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || Policy::from_rego(&rego).err().map(|e| e.to_string()))
+        .unwrap()
+        .join()
+        .unwrap();
+    let err = answer.expect("the fuzzer's policy compiled");
+    assert!(err.contains("`-` in a row"), "{err}");
+    let policy = |value: &str| format!("package agent_policy\nX := {value}\n");
+    for refused in [
+        "- - -1",
+        "---1",
+        &format!("{}1", "-".repeat(2000)),
+        "1 - - -1",
+    ] {
+        let err = Policy::from_rego(&policy(refused)).err().unwrap();
+        assert!(err.to_string().contains("line 2"), "{refused}: {err}");
+    }
+    for accepted in ["-1", "1 - -1", "[-1, -2]", "1e-5 - 2", "{\"a-b\": -1}"] {
+        engine::check_parser_limits(&policy(accepted)).unwrap();
+        Policy::from_rego(&policy(accepted)).unwrap();
+    }
+    // Dashes inside strings, raw strings and comments are not minus signs.
+    let quiet = format!(
+        "package agent_policy\n# {}\ndefault A := \"{}\"\ndefault B := `{}`\n",
+        "-".repeat(40),
+        "-".repeat(40),
+        "-".repeat(40)
+    );
+    Policy::from_rego(&quiet).unwrap();
+}
