@@ -74,6 +74,8 @@ demo *args: setup artifacts
 lint:
     cargo fmt --all --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
+    cargo fmt --manifest-path fuzz/Cargo.toml --check
+    CARGO_TARGET_DIR={{justfile_directory()}}/target cargo clippy --locked --manifest-path fuzz/Cargo.toml --lib --examples --tests -- -D warnings
 
 # hull-init as PID 1 of fresh namespaces on the host: crash, restart, signal and shutdown paths.
 init-smoke: guest
@@ -82,6 +84,9 @@ init-smoke: guest
 # The whole test suite: lints, unit and host tests, init's namespace smoke test, the VM tests.
 test: setup artifacts lint init-smoke
     cargo test --locked --workspace
+    # The fuzz crate's own tests on stable (its decoders cover every method the agent
+    # serves); it is a workspace of its own, built into this one's target directory.
+    CARGO_TARGET_DIR={{justfile_directory()}}/target cargo test --locked --manifest-path fuzz/Cargo.toml --lib
     @scripts/hw-kvm.sh --note
 
 # Fuzz every decoder of untrusted input (fuzz/, cargo-fuzz on nightly) for SECONDS per target (default 60), or `--runs N` executions each, optionally only the TARGETs named; prints execs, time and crashes per target, fails on a crash.

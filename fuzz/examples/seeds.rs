@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use hull_agent::rpc::IMPLEMENTED_AGENT_METHODS;
 use hull_image::manifest::Manifest;
 use hull_protocols::agent::{
     ARPNeighbors, AddARPNeighborsRequest, CreateContainerRequest, CreateSandboxRequest,
@@ -304,7 +305,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // agent_requests: the method's index, then its request.
     for (method, payload) in &requests {
-        if let Some(index) = hull_fuzz::AGENT_METHODS.iter().position(|m| m == method) {
+        if let Some(index) = IMPLEMENTED_AGENT_METHODS.iter().position(|m| m == method) {
             let mut seed = vec![u8::try_from(index)?];
             seed.extend_from_slice(payload);
             write(corpus, "agent_requests", method, &seed)?;
@@ -389,7 +390,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     write(corpus, "cmdline", "guest", CMDLINE.as_bytes())?;
     write(corpus, "policy", "allow-all", POLICY_ALLOW_ALL.as_bytes())?;
-    write(corpus, "policy", "exec-allow-list", POLICY_EXEC_LIST.as_bytes())?;
+    write(
+        corpus,
+        "policy",
+        "exec-allow-list",
+        POLICY_EXEC_LIST.as_bytes(),
+    )?;
     write(corpus, "mountinfo", "guest", MOUNTINFO.as_bytes())?;
     write(
         corpus,

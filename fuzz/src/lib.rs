@@ -16,7 +16,10 @@ use std::task::{Context, Poll, Waker};
 use hull_agent::device::container::{ContainerDevice, check_in_spec};
 use hull_agent::diagnostic::LogType;
 use hull_agent::mem_agent::config::{CompactConfig, MemcgConfig};
-use hull_agent::rpc::{container, cpu_mem, guest, guest_admin, network, sandbox, storage, volume};
+use hull_agent::rpc::{
+    IMPLEMENTED_AGENT_METHODS, container, cpu_mem, guest, guest_admin, network, sandbox, storage,
+    volume,
+};
 use hull_agent::storage::{StorageRegistry, StorageSpec};
 use hull_protocols::agent;
 use hull_protocols::health;
@@ -48,13 +51,13 @@ pub fn dispatch(service: &str, method: &str, payload: &[u8]) -> bool {
         ("grpc.Health", "Check" | "Version") => {
             let _ = decode::<health::CheckRequest>(payload);
         }
-        ("grpc.AgentService", method) => agent_method(method, payload),
+        ("grpc.AgentService", method) => return agent_method(method, payload),
         _ => return false,
     }
     true
 }
 
-fn agent_method(method: &str, payload: &[u8]) {
+fn agent_method(method: &str, payload: &[u8]) -> bool {
     match method {
         "CreateSandbox" => {
             if let Some(req) = decode::<agent::CreateSandboxRequest>(payload) {
@@ -219,63 +222,22 @@ fn agent_method(method: &str, payload: &[u8]) {
         "ReseedRandomDev" => {
             let _ = decode::<agent::ReseedRandomDevRequest>(payload);
         }
-        _ => {}
+        // The Rego text itself is the `policy` target's.
+        "SetPolicy" => {
+            let _ = decode::<agent::SetPolicyRequest>(payload);
+        }
+        _ => return false,
     }
+    true
 }
 
-/// The AgentService methods [`dispatch`] routes, in the order [`agent_requests`] picks
-/// them by the first input byte.
-pub const AGENT_METHODS: &[&str] = &[
-    "CreateSandbox",
-    "CreateContainer",
-    "ExecProcess",
-    "SignalProcess",
-    "UpdateContainer",
-    "TtyWinResize",
-    "UpdateInterface",
-    "UpdateRoutes",
-    "AddARPNeighbors",
-    "GetGuestDetails",
-    "DestroySandbox",
-    "ListInterfaces",
-    "ListRoutes",
-    "StartContainer",
-    "RemoveContainer",
-    "WaitProcess",
-    "StatsContainer",
-    "PauseContainer",
-    "ResumeContainer",
-    "WriteStdin",
-    "ReadStdout",
-    "ReadStderr",
-    "CloseStdin",
-    "GetOOMEvent",
-    "UpdateEphemeralMounts",
-    "CopyFile",
-    "SetGuestDateTime",
-    "OnlineCPUMem",
-    "MemHotplugByProbe",
-    "MemAgentMemcgSet",
-    "MemAgentCompactSet",
-    "GetDiagnosticData",
-    "GetIPTables",
-    "SetIPTables",
-    "GetVolumeStats",
-    "ResizeVolume",
-    "AddSwap",
-    "AddSwapPath",
-    "RemoveStaleVirtiofsShareMounts",
-    "GetMetrics",
-    "ReseedRandomDev",
-];
-
-/// One input for the per-method target: the first byte picks the method, the rest is the
-/// request message.
+/// One input for the per-method target: the first byte picks the method (an index into
+/// the agent's own [`IMPLEMENTED_AGENT_METHODS`]), the rest is the request message.
 pub fn agent_requests(data: &[u8]) {
     let Some((&pick, payload)) = data.split_first() else {
         return;
     };
-    let method = AGENT_METHODS[usize::from(pick) % AGENT_METHODS.len()];
+    let method = IMPLEMENTED_AGENT_METHODS[usize::from(pick) % IMPLEMENTED_AGENT_METHODS.len()];
     dispatch("grpc.AgentService", method, payload);
 }
 
@@ -410,6 +372,17 @@ mod tests {
         let whole = frame(7, MESSAGE_TYPE_REQUEST, &request("ReadStdout"));
         assert_eq!(frames(&whole[..whole.len() - 1]).dispatched, 0);
         assert_eq!(frames(&whole).dispatched, 1);
+    }
+
+    #[test]
+    fn every_method_the_agent_serves_is_decoded() {
+        for method in IMPLEMENTED_AGENT_METHODS {
+            assert!(
+                dispatch("grpc.AgentService", method, b""),
+                "{method} is not decoded by the fuzz targets"
+            );
+        }
+        assert!(!dispatch("grpc.AgentService", "NoSuchMethod", b""));
     }
 
     #[test]
