@@ -180,13 +180,13 @@ fn deeply_nested_brackets_are_refused_before_the_parser_sees_them() {
         engine::check_parser_limits(&nested(engine::MAX_NESTING)).unwrap();
     }
     // Brackets in strings, raw strings and comments do not count.
-    let quiet = format!(
-        "package agent_policy\n# {}\ndefault A := \"{}\"\ndefault B := `{}`\n",
-        "[".repeat(40),
-        "{".repeat(40),
-        "[".repeat(40)
-    );
-    Policy::from_rego(&quiet).unwrap();
+    Policy::from_rego(&quoted_only(&"[".repeat(40))).unwrap();
+    Policy::from_rego(&quoted_only(&"{".repeat(40))).unwrap();
+}
+
+/// A policy with `text` only in a comment, a string and a raw string.
+fn quoted_only(text: &str) -> String {
+    format!("package agent_policy\n# {text}\ndefault A := \"{text}\"\ndefault B := `{text}`\n")
 }
 
 /// Found by `./run fuzz` (target `policy`, 2026-11-29, after the nesting limit): the
@@ -247,11 +247,5 @@ fn runs_of_unary_minus_are_refused_before_they_overflow_the_stack() {
         Policy::from_rego(&policy(accepted)).unwrap();
     }
     // Dashes inside strings, raw strings and comments are not minus signs.
-    let quiet = format!(
-        "package agent_policy\n# {}\ndefault A := \"{}\"\ndefault B := `{}`\n",
-        "-".repeat(40),
-        "-".repeat(40),
-        "-".repeat(40)
-    );
-    Policy::from_rego(&quiet).unwrap();
+    Policy::from_rego(&quoted_only(&"-".repeat(40))).unwrap();
 }
