@@ -34,6 +34,7 @@ use nix::sys::stat::Mode;
 use nix::sys::statvfs::{FsFlags, fstatvfs};
 
 use super::ContainerError;
+use crate::helper::mounts::remount_bind;
 
 /// How the helpers' binary is kept from being written: see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +184,8 @@ fn read_only(fd: &OwnedFd) -> Result<bool, ContainerError> {
 }
 
 /// Bind-mounts this binary onto `target` and makes that mount read-only (a bind mount
-/// takes its flags only on the remount).
+/// takes its flags only on the remount; the helper's `remount_bind` keeps flags a user
+/// namespace locks on it).
 fn bind_read_only(target: &Path) -> Result<(), ContainerError> {
     mount(
         Some("/proc/self/exe"),
@@ -193,12 +195,8 @@ fn bind_read_only(target: &Path) -> Result<(), ContainerError> {
         None::<&str>,
     )
     .map_err(|e| err("bind-mounting the binary", e.into()))?;
-    let flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV;
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| {
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    remount_bind(target, flags).map_err(|e| {
         let _ = umount2(target, MntFlags::MNT_DETACH);
         err("making the bind mount read-only", e.into())
     })

@@ -38,7 +38,7 @@
 mod credentials;
 mod devices;
 mod exec;
-mod mounts;
+pub(crate) mod mounts;
 mod namespaces;
 mod rootfs;
 

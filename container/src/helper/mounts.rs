@@ -140,7 +140,7 @@ pub(super) fn mount_entry(
 
 /// Remounts a bind mount with `flags`, keeping the flags the kernel locks on it (in a
 /// user namespace, nosuid/nodev/noexec/rdonly inherited from the source cannot be lifted).
-pub(super) fn remount_bind(target: &Path, flags: MsFlags) -> Result<(), Errno> {
+pub(crate) fn remount_bind(target: &Path, flags: MsFlags) -> Result<(), Errno> {
     let want = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | (flags & !MsFlags::MS_REC);
     match mount(None::<&str>, target, None::<&str>, want, None::<&str>) {
         Err(Errno::EPERM) => {
