@@ -23,7 +23,7 @@ const MAX_POLICY_LINES: usize = 200_000;
 /// Kata's genpolicy rules nest 3 deep and the settings it turns into `policy_data` 5.
 pub const MAX_NESTING: usize = 12;
 
-/// How many `-` may follow one another (with only spaces between): regorus parses each
+/// How many `-` may follow one another (with only spaces or comments between): regorus parses each
 /// unary minus by recursion with no limit of its own, and the fuzzer's policy of ~900 `-`
 /// overflowed the stack (1024 overflow a 2 MiB thread stack in a release build). Two
 /// allow `x - -1`.
@@ -250,9 +250,20 @@ pub(super) fn check_parser_limits(rego: &str) -> Result<(), PolicyError> {
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             b'-' => {
+                // Spaces and comments between the signs do not end a run.
                 let mut run = 0;
-                while i < bytes.len() && (bytes[i] == b'-' || bytes[i].is_ascii_whitespace()) {
-                    run += usize::from(bytes[i] == b'-');
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'-' => run += 1,
+                        b'#' => {
+                            while i < bytes.len() && bytes[i] != b'\n' {
+                                i += 1;
+                            }
+                            continue;
+                        }
+                        byte if byte.is_ascii_whitespace() => {}
+                        _ => break,
+                    }
                     i += 1;
                 }
                 if run > MAX_MINUS_RUN {

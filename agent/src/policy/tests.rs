@@ -238,6 +238,8 @@ fn runs_of_unary_minus_are_refused_before_they_overflow_the_stack() {
         "---1",
         &format!("{}1", "-".repeat(2000)),
         "1 - - -1",
+        // Comments between the signs do not break a run.
+        &format!("{}1", "- # a comment\n".repeat(900)),
     ] {
         let err = Policy::from_rego(&policy(refused)).err().unwrap();
         assert!(err.to_string().contains("line 2"), "{refused}: {err}");
